@@ -1,0 +1,38 @@
+"""The ``tminus`` command: one module per noun, composed here. Heavy imports happen inside
+commands so ``tminus --help`` stays instant."""
+
+from __future__ import annotations
+
+import click
+
+from tminus import __version__
+from tminus.cli import plan as plan_cmds
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tminus")
+def cli() -> None:
+    """tminus: one file for a production deployment plan, checked, rendered and run safely.
+
+    \b
+    Exit codes: 0 done, 1 failed (and rolled back), 2 bad input,
+                3 waiting (approval, pause or scheduled), 4 locked.
+    """
+
+
+for _cmd in plan_cmds.COMMANDS:
+    cli.add_command(_cmd)
+
+try:  # the engine's commands; absent only in a partial install
+    from tminus.cli import deploy as _deploy_cmds
+
+    for _cmd in _deploy_cmds.COMMANDS:
+        cli.add_command(_cmd)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def main() -> None:
+    cli(prog_name="tminus")

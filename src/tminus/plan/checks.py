@@ -1,0 +1,219 @@
+"""Checks: one type used everywhere (checklist, verify, analysis, watch, success metrics).
+
+A check is a *source* (where the value comes from) plus a *condition* (``expect``) with
+optional ``warn`` and ``critical`` levels. Checks are declared inline or by name in the plan's
+``checks:`` section and referred to as ``use: NAME`` (or just the name as a string).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from tminus.plan._base import Name, PlanModel
+from tminus.plan.values import ConditionStr, DurationStr
+
+__all__ = [
+    "CHECK_SOURCES",
+    "BackupCheck",
+    "Check",
+    "CheckBase",
+    "CheckRef",
+    "CheckUse",
+    "CommandCheck",
+    "FileCountCheck",
+    "HaproxyCheck",
+    "HttpCheck",
+    "NoDataLossCheck",
+    "ProbeCheck",
+    "PrometheusCheck",
+    "SqlCheck",
+]
+
+
+class CheckBase(PlanModel):
+    """Fields every check has, whatever its source."""
+
+    name: str | None = Field(None, description="Human name shown in reports.")
+    description: str | None = None
+    owner: Name | None = Field(None, description="Role that owns this check.")
+    metric: str | None = Field(
+        None, description="Which value of the measurement to judge (source-specific)."
+    )
+    expect: ConditionStr | None = Field(None, description="Passes when the value meets this.")
+    warn: ConditionStr | None = Field(None, description="WARN (notify) when the value meets this.")
+    critical: ConditionStr | None = Field(
+        None, description="CRITICAL (fail, roll back) when the value meets this."
+    )
+    timeout: DurationStr | None = None
+    # Analysis parameters (Argo Rollouts' meanings; see docs/analysis.md).
+    interval: DurationStr | None = None
+    count: int | None = Field(None, ge=1)
+    failure_limit: int | None = Field(None, ge=0)
+    inconclusive_limit: int | None = Field(None, ge=0)
+    consecutive_error_limit: int | None = Field(None, ge=0)
+
+
+class CommandCheck(CheckBase):
+    """Run a local command; the value is its stdout (a number when it parses as one)."""
+
+    source: Literal["command"]
+    command: str | list[str]
+    cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class HttpCheck(CheckBase):
+    """Request a URL; judge its status, latency (seconds) or body."""
+
+    source: Literal["http"]
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    status: int | list[int] | None = Field(None, description="Expected status; default 2xx.")
+    body_contains: str | None = None
+
+
+class SqlCheck(CheckBase):
+    """Run a query on a database target; the value is the first column of the first row."""
+
+    source: Literal["sql"]
+    database: Name
+    query: str
+
+
+class FileCountCheck(CheckBase):
+    """Count files under a path (a path target name or a filesystem path)."""
+
+    source: Literal["file_count"]
+    path: str
+    pattern: str = "*"
+    recursive: bool = True
+
+
+class PrometheusCheck(CheckBase):
+    """A PromQL query over the HTTP API; no data is inconclusive."""
+
+    source: Literal["prometheus"]
+    target: Name | None = Field(None, description="A metrics target of kind prometheus.")
+    url: str | None = None
+    query: str
+
+    @model_validator(mode="after")
+    def _target_or_url(self) -> PrometheusCheck:
+        if not self.target and not self.url:
+            raise ValueError("a prometheus check needs 'target' (a metrics target) or 'url'")
+        return self
+
+
+class HaproxyCheck(CheckBase):
+    """Backend or server statistics read from an HAProxy router's stats socket."""
+
+    source: Literal["haproxy"]
+    router: Name
+    backend: str | None = None
+    server: str | None = None
+
+
+class ProbeCheck(CheckBase):
+    """tminus's own HTTP prober: requests at a set rate, error rate and latency percentiles."""
+
+    source: Literal["probe"]
+    url: str
+    rate: float = Field(20.0, gt=0, description="Requests per second.")
+    concurrency: int = Field(8, ge=1)
+    duration: DurationStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    cookie: str | None = Field(None, description="A cookie to reach the canary, e.g. canary=1.")
+    baseline_url: str | None = None
+    baseline_cookie: str | None = None
+
+
+class NoDataLossCheck(CheckBase):
+    """Compare the live state with a snapshot artifact: objects exist, no rows or files lost."""
+
+    source: Literal["no_data_loss"]
+    snapshot: Name = Field(description="The id of a snapshot step earlier in the plan.")
+    allow_row_loss: list[str] = Field(default_factory=list)
+    allow_missing: list[str] = Field(default_factory=list)
+
+
+class BackupCheck(CheckBase):
+    """Verify a backup artifact by restoring it into a scratch copy and comparing."""
+
+    source: Literal["verify_backup"]
+    backup: Name = Field(description="The id of a backup step earlier in the plan.")
+
+
+class CheckUse(PlanModel):
+    """A reference to a named check, optionally overriding its levels."""
+
+    use: Name
+    name: str | None = None
+    expect: ConditionStr | None = None
+    warn: ConditionStr | None = None
+    critical: ConditionStr | None = None
+
+
+CHECK_SOURCES: tuple[str, ...] = (
+    "command",
+    "http",
+    "sql",
+    "file_count",
+    "prometheus",
+    "haproxy",
+    "probe",
+    "no_data_loss",
+    "verify_backup",
+)
+
+Check = Annotated[
+    CommandCheck
+    | HttpCheck
+    | SqlCheck
+    | FileCountCheck
+    | PrometheusCheck
+    | HaproxyCheck
+    | ProbeCheck
+    | NoDataLossCheck
+    | BackupCheck,
+    Field(discriminator="source"),
+]
+
+
+def _check_ref_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "use"
+    if isinstance(value, dict):
+        if "use" in value:
+            return "use"
+        return "check"
+    if isinstance(value, CheckUse):
+        return "use"
+    if isinstance(value, CheckBase):
+        return "check"
+    return None
+
+
+def _str_to_use(value: Any) -> Any:
+    return {"use": value} if isinstance(value, str) else value
+
+
+class _CheckUseFromStr(CheckUse):
+    @model_validator(mode="before")
+    @classmethod
+    def _from_str(cls, value: Any) -> Any:
+        return _str_to_use(value)
+
+
+#: Where a check is expected: a name (``tables_present``), ``{use: NAME, ...}`` or inline.
+CheckRef = Annotated[
+    Annotated[_CheckUseFromStr, Tag("use")] | Annotated[Check, Tag("check")],
+    Discriminator(
+        _check_ref_tag,
+        custom_error_type="check_ref",
+        custom_error_message="expected a check: a name, {use: NAME} or a mapping with 'source'",
+    ),
+]

@@ -1,0 +1,210 @@
+"""Variables and secrets in plan strings: ``${name}``, ``${env:NAME}`` (``${env:NAME:-default}``),
+``${file:PATH}``,
+``${artifact:STEP.KEY}``; ``$${`` writes a literal ``${``.
+
+Values that come from the plan's ``secrets:`` section are registered with a :class:`Masker`,
+and everything tminus prints, logs or stores passes through it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUILTIN_VARIABLES",
+    "MASK",
+    "Masker",
+    "Reference",
+    "ResolveError",
+    "Resolver",
+    "references",
+]
+
+MASK = "***"
+#: Variables every plan can use without declaring them.
+BUILTIN_VARIABLES = (
+    "deploy_id",
+    "plan_name",
+    "plan_version",
+    "environment",
+    "operator",
+    "plan_dir",
+    "state_dir",
+)
+
+_REF = re.compile(r"\$\$\{|\$\{([^{}]*)\}")
+
+
+class ResolveError(ValueError):
+    """A reference that cannot be resolved (undefined variable, unset env var, missing file)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    namespace: str  # "" for a variable or secret, else env / file / artifact
+    name: str
+    text: str
+
+
+def references(text: str) -> list[Reference]:
+    """The ``${…}`` references in ``text`` (escaped ``$${`` excluded)."""
+    out: list[Reference] = []
+    for m in _REF.finditer(text):
+        if m.group(0) == "$${":
+            continue
+        inner = m.group(1).strip()
+        ns, sep, name = inner.partition(":")
+        if (sep and ns in ("env", "file", "artifact")) or sep:
+            out.append(Reference(ns, name.strip(), m.group(0)))
+        else:
+            out.append(Reference("", inner, m.group(0)))
+    return out
+
+
+@dataclass
+class Masker:
+    """Replaces every registered secret value with ``***``."""
+
+    secrets: set[str] = field(default_factory=set)
+
+    def add(self, value: str) -> None:
+        if value and len(value) >= 3:
+            self.secrets.add(value)
+            self.secrets.add(shlex.quote(value))
+
+    def mask(self, text: str) -> str:
+        if not self.secrets or not text:
+            return text
+        for s in sorted(self.secrets, key=len, reverse=True):
+            if s in text:
+                text = text.replace(s, MASK)
+        return text
+
+    def mask_data(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return self.mask(data)
+        if isinstance(data, Mapping):
+            return {k: self.mask_data(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self.mask_data(v) for v in data]
+        return data
+
+
+ArtifactLookup = Callable[[str, str], Any]
+
+
+@dataclass
+class Resolver:
+    """Resolves references against variables, secrets, the environment and artifacts."""
+
+    variables: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    base_dir: Path = field(default_factory=Path.cwd)
+    artifacts: ArtifactLookup | None = None
+    masker: Masker = field(default_factory=Masker)
+
+    @classmethod
+    def for_plan(
+        cls,
+        variables: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        *,
+        env: Mapping[str, str] | None = None,
+        base_dir: Path | None = None,
+        builtins: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ) -> Resolver:
+        """Resolve the plan's secrets (registering them for masking), then its variables."""
+        r = cls(env=dict(os.environ) if env is None else env, base_dir=base_dir or Path.cwd())
+        r.variables.update(builtins or {})
+        for name, raw in secrets.items():
+            value = r._resolve_value(raw, quote=False, mark_secret=True)
+            r.secrets[name] = value
+            r.masker.add(value)
+        pending = dict(variables)
+        pending.update(overrides or {})
+        for name, raw in pending.items():
+            r.variables[name] = r.resolve(raw) if isinstance(raw, str) else raw
+        return r
+
+    def _lookup(self, ref: Reference, *, mark_secret: bool = False) -> tuple[str, bool]:
+        """The value of one reference and whether it is secret."""
+        if ref.namespace == "env":
+            name, has_default, default = ref.name.partition(":-")
+            if name in self.env:
+                return self.env[name], mark_secret
+            if has_default:
+                return default, mark_secret
+            raise ResolveError(
+                f"environment variable {name} is not set",
+            )
+        if ref.namespace == "file":
+            p = Path(ref.name).expanduser()
+            if not p.is_absolute():
+                p = self.base_dir / p
+            try:
+                return p.read_text().rstrip("\n"), mark_secret
+            except OSError as exc:
+                raise ResolveError(f"cannot read {ref.name}: {exc.strerror or exc}") from None
+        if ref.namespace == "artifact":
+            step, _, key = ref.name.partition(".")
+            if self.artifacts is None:
+                raise ResolveError(f"artifact {ref.name} is not available yet")
+            value = self.artifacts(step, key or "value")
+            if value is None:
+                raise ResolveError(f"step '{step}' has recorded no artifact '{key or 'value'}'")
+            return str(value), False
+        if ref.namespace:
+            raise ResolveError(
+                f"unknown reference '{ref.text}'; use ${{name}}, ${{env:NAME}}, "
+                "${file:PATH} or ${artifact:STEP.KEY}"
+            )
+        if ref.name in self.secrets:
+            return self.secrets[ref.name], True
+        if ref.name in self.variables:
+            return str(self.variables[ref.name]), False
+        raise ResolveError(f"undefined variable '{ref.name}'")
+
+    def _resolve_value(self, text: str, *, quote: bool, mark_secret: bool = False) -> str:
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$${":
+                return "${"
+            ref = references(m.group(0))[0]
+            value, secret = self._lookup(ref, mark_secret=mark_secret)
+            if secret and not mark_secret:
+                self.masker.add(value)
+            return shlex.quote(value) if quote else value
+
+        return _REF.sub(sub, text)
+
+    def resolve(self, text: str) -> str:
+        """Substitute references in ``text``."""
+        return self._resolve_value(text, quote=False)
+
+    def resolve_shell(self, text: str) -> str:
+        """Substitute references, each value shell-quoted, for a command line."""
+        return self._resolve_value(text, quote=True)
+
+    def resolve_data(self, data: Any, *, skip: Iterable[str] = ()) -> Any:
+        """Resolve every string inside nested dicts and lists (keys in ``skip`` untouched)."""
+        skipped = set(skip)
+        if isinstance(data, str):
+            return self.resolve(data)
+        if isinstance(data, Mapping):
+            return {
+                k: (v if k in skipped else self.resolve_data(v, skip=skipped))
+                for k, v in data.items()
+            }
+        if isinstance(data, list):
+            return [self.resolve_data(v, skip=skipped) for v in data]
+        return data
+
+    def mask(self, text: str) -> str:
+        return self.masker.mask(text)

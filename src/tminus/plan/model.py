@@ -1,0 +1,359 @@
+"""The plan: the root model of a tminus YAML file and its top-level sections."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tminus.plan._base import Name, PlanModel
+from tminus.plan.checks import CheckRef
+from tminus.plan.steps import Step
+from tminus.plan.targets import Targets
+from tminus.plan.values import DurationStr
+
+__all__ = [
+    "Approvals",
+    "ChecklistItem",
+    "Contact",
+    "Contacts",
+    "MaintenanceConfig",
+    "MaintenanceWindow",
+    "NotificationChannel",
+    "NotificationRule",
+    "Notifications",
+    "Operation",
+    "OperationParam",
+    "Phase",
+    "Plan",
+    "Risk",
+    "RiskLevel",
+    "Role",
+    "RollbackTrigger",
+    "SuccessMetric",
+    "Troubleshooting",
+    "Watch",
+    "WatchPeriod",
+    "Window",
+]
+
+RiskLevel = Literal["very_low", "low", "medium", "high", "critical"]
+OnFailure = Literal["rollback", "pause", "continue"]
+
+
+class Window(PlanModel):
+    """When the deployment happens and how much downtime it may cause."""
+
+    start: datetime | None = Field(None, description="ISO time; omit or 'TBD' if unscheduled.")
+    timezone: str = "UTC"
+    duration: DurationStr | None = Field(None, description="Length of the window.")
+    max_downtime: DurationStr | None = Field(None, description="Allowed user-visible downtime.")
+    notes: str | None = None
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _tbd(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().upper() in ("TBD", ""):
+            return None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone '{value}'; use an IANA name like 'UTC' or 'America/New_York'"
+            ) from None
+        return value
+
+
+class Role(PlanModel):
+    """A role: the people who fill it and how to reach them."""
+
+    people: list[str] = Field(default_factory=list)
+    contact: str | None = None
+    responsibilities: list[str] = Field(default_factory=list)
+    on_call: bool = False
+
+    @field_validator("people", "responsibilities", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Approvals(PlanModel):
+    """Roles whose sign-off a run requires before its first phase."""
+
+    required: list[Name] = Field(default_factory=list)
+    separation_of_duties: bool = Field(
+        False, description="The person who started a deploy cannot approve it."
+    )
+
+
+class MaintenanceConfig(PlanModel):
+    """How maintenance mode is turned on and off (commands or a flag file)."""
+
+    enable: str | None = None
+    disable: str | None = None
+    flag_file: str | None = None
+
+    @model_validator(mode="after")
+    def _how(self) -> MaintenanceConfig:
+        if not self.flag_file and not (self.enable and self.disable):
+            raise ValueError("maintenance needs 'flag_file', or both 'enable' and 'disable'")
+        return self
+
+
+class ChecklistItem(PlanModel):
+    """A pre-deployment item: manual (a person confirms) or automated (a check)."""
+
+    item: str = Field(description="What must be true.")
+    id: Name | None = None
+    owner: Name | None = None
+    section: str | None = None
+    check: CheckRef | None = Field(None, description="Automated: the check that proves it.")
+
+
+class Phase(PlanModel):
+    """A phase: steps, then verify checks; rollback steps; a failure policy."""
+
+    name: str
+    description: str | None = None
+    estimate: DurationStr | None = None
+    downtime: bool = False
+    risk: RiskLevel | None = None
+    owner: Name | None = None
+    script: str | None = Field(None, description="Legacy script this phase replaces.")
+    after: DurationStr | None = Field(None, description="Delay after the previous phase, e.g. 30d.")
+    on_failure: OnFailure = "rollback"
+    steps: list[Step] = Field(default_factory=list)
+    verify: list[CheckRef] = Field(default_factory=list)
+    rollback: list[Step] = Field(default_factory=list)
+    notes: str | None = None
+
+
+class SuccessMetric(PlanModel):
+    """A success metric: what is measured, its target, and the check that measures it."""
+
+    name: str
+    target: str | None = Field(None, description="The target as people say it, e.g. '>95%'.")
+    check: CheckRef | None = None
+    monitoring: str | None = Field(None, description="Where the value comes from.")
+
+
+class WatchPeriod(PlanModel):
+    """Run checks every ``every`` for ``for``; periods follow each other unless ``start``."""
+
+    every: DurationStr
+    for_: DurationStr = Field(alias="for")
+    start: DurationStr | None = Field(None, description="Offset from the end of the deploy.")
+    checks: list[CheckRef] = Field(default_factory=list)
+    label: str | None = None
+
+
+class Watch(PlanModel):
+    """The post-deployment watch: a schedule of checks after the deploy succeeds."""
+
+    schedule: list[WatchPeriod] = Field(default_factory=list)
+    on_critical: Literal["notify", "rollback"] = "notify"
+    notes: list[str] = Field(default_factory=list)
+
+
+class NotificationChannel(PlanModel):
+    """A channel: slack (webhook), email (SMTP), webhook, statuspage or log."""
+
+    kind: Literal["slack", "email", "webhook", "statuspage", "log"]
+    url: str | None = Field(None, description="Webhook or API URL.")
+    to: list[str] = Field(default_factory=list)
+    sender: str | None = Field(None, alias="from")
+    smtp: str | None = Field(None, description="host:port of the SMTP server.")
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    audience: str | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> NotificationChannel:
+        if self.kind in ("slack", "webhook", "statuspage") and not self.url:
+            raise ValueError(f"a {self.kind} channel needs 'url'")
+        if self.kind == "email" and not self.to:
+            raise ValueError("an email channel needs 'to'")
+        return self
+
+
+NotifyWhen = Literal[
+    "before_window",
+    "window_start",
+    "phase_start",
+    "phase_end",
+    "during",
+    "success",
+    "after_success",
+    "failure",
+    "rollback",
+    "approval_needed",
+    "paused",
+    "watch_warn",
+    "watch_critical",
+]
+
+
+class NotificationRule(PlanModel):
+    """When to notify whom: ``before: 24h`` the window, ``every: 30m`` during it, on events."""
+
+    when: NotifyWhen
+    before: DurationStr | None = None
+    after: DurationStr | None = None
+    every: DurationStr | None = None
+    channels: list[Name] = Field(default_factory=list)
+    message: str | None = None
+    audience: str | None = None
+
+    @model_validator(mode="after")
+    def _timing(self) -> NotificationRule:
+        if self.when == "before_window" and self.before is None:
+            raise ValueError("when: before_window needs 'before' (e.g. 24h)")
+        if self.when == "during" and self.every is None:
+            raise ValueError("when: during needs 'every' (e.g. 30m)")
+        if self.when == "after_success" and self.after is None:
+            raise ValueError("when: after_success needs 'after' (e.g. 1h)")
+        return self
+
+
+class Notifications(PlanModel):
+    channels: dict[Name, NotificationChannel] = Field(default_factory=dict)
+    rules: list[NotificationRule] = Field(default_factory=list)
+
+
+class OperationParam(PlanModel):
+    type: Literal["str", "int", "float", "bool"] = "str"
+    default: str | int | float | bool | None = None
+    required: bool = False
+    description: str | None = None
+
+
+class Operation(PlanModel):
+    """A named procedure (Octopus calls them runbooks): restart an import, emergency stop…"""
+
+    description: str | None = None
+    params: dict[Name, OperationParam] = Field(default_factory=dict)
+    steps: list[Step] = Field(default_factory=list)
+    checks: list[CheckRef] = Field(default_factory=list)
+    roles: list[Name] = Field(default_factory=list)
+    confirm: bool | str = Field(False, description="Ask before running; a string is the prompt.")
+    dangerous: bool = False
+    emergency: bool = False
+
+
+class Troubleshooting(PlanModel):
+    """A known error: symptom, likely cause, fix, and optionally an operation that applies it."""
+
+    title: str
+    symptom: str
+    cause: str | None = None
+    fix: str
+    operation: Name | None = None
+
+
+class Risk(PlanModel):
+    """A risk register entry."""
+
+    name: str
+    likelihood: Literal["low", "medium", "high"]
+    impact: Literal["low", "medium", "high"]
+    mitigation: str
+    contingency: str | None = None
+    rollback: str | None = Field(None, description="The phase or operation that undoes it.")
+
+
+class RollbackTrigger(PlanModel):
+    """A condition that calls for rollback, as a check wherever it can be."""
+
+    name: str
+    check: CheckRef | None = None
+    action: Literal["rollback", "pause", "notify"] = "rollback"
+
+
+class Contact(PlanModel):
+    name: str
+    role: Name | None = None
+    contact: str | None = None
+
+
+class Contacts(PlanModel):
+    emergency: list[Contact] = Field(default_factory=list)
+    escalation: list[str] = Field(default_factory=list)
+
+
+class MaintenanceWindow(PlanModel):
+    """A recurring maintenance window (daily, weekly, monthly) with its checklists."""
+
+    name: str
+    schedule: str
+    tasks: list[str] = Field(default_factory=list)
+    pre_checklist: list[str] = Field(default_factory=list)
+    post_checklist: list[str] = Field(default_factory=list)
+    operation: Name | None = None
+
+
+class Plan(PlanModel):
+    """A production deployment plan."""
+
+    tminus: Literal[1] = Field(1, description="Plan format version.")
+    name: Name
+    version: str | None = None
+    environment: str = "production"
+    owner: str | None = None
+    risk: RiskLevel = "medium"
+    description: str | None = None
+    status: str | None = None
+    window: Window = Field(default_factory=Window)
+    roles: dict[Name, Role] = Field(default_factory=dict)
+    approvals: Approvals = Field(default_factory=Approvals)
+    variables: dict[Name, str | int | float | bool] = Field(default_factory=dict)
+    secrets: dict[Name, str] = Field(default_factory=dict)
+    maintenance: MaintenanceConfig | None = None
+    targets: Targets = Field(default_factory=Targets)
+    checks: dict[Name, CheckRef] = Field(default_factory=dict)
+    checklist: list[ChecklistItem] = Field(default_factory=list)
+    phases: list[Phase] = Field(min_length=1)
+    success_metrics: list[SuccessMetric] = Field(default_factory=list)
+    watch: Watch | None = None
+    notifications: Notifications = Field(default_factory=Notifications)
+    operations: dict[Name, Operation] = Field(default_factory=dict)
+    troubleshooting: list[Troubleshooting] = Field(default_factory=list)
+    risks: list[Risk] = Field(default_factory=list)
+    rollback_triggers: list[RollbackTrigger] = Field(default_factory=list)
+    contacts: Contacts = Field(default_factory=Contacts)
+    health: list[CheckRef] = Field(default_factory=list)
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
+
+    def in_window_phases(self) -> list[Phase]:
+        """Phases that run inside the window: those before the first delayed one."""
+        out: list[Phase] = []
+        for phase in self.phases:
+            if phase.after is not None and out:
+                break
+            out.append(phase)
+        return out
+
+    def total_estimate(self) -> timedelta:
+        return sum((p.estimate or timedelta() for p in self.in_window_phases()), timedelta())
+
+    def downtime_estimate(self) -> timedelta:
+        return sum(
+            (p.estimate or timedelta() for p in self.in_window_phases() if p.downtime), timedelta()
+        )

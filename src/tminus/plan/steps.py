@@ -1,0 +1,423 @@
+"""Steps: one action with an optional undo, a discriminated union on ``kind``.
+
+Every kind any tminus issue implements is declared here, so plans stay stable while the
+engine grows. Fields shared by all kinds live on :class:`StepBase`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tminus.plan._base import Name, PlanModel
+from tminus.plan.checks import CheckRef
+from tminus.plan.values import DurationStr
+
+__all__ = [
+    "STEP_KINDS",
+    "ApproveStep",
+    "BackupStep",
+    "BlueGreenStep",
+    "CanaryStep",
+    "CanaryStepWeight",
+    "FlagStep",
+    "HttpExpect",
+    "HttpStep",
+    "MaintenanceStep",
+    "MigrateStep",
+    "NotifyStep",
+    "ReleaseStep",
+    "RestoreStep",
+    "Retry",
+    "RunStep",
+    "SnapshotStep",
+    "SqlStep",
+    "SshStep",
+    "Step",
+    "StepBase",
+    "TrafficStep",
+    "UploadStep",
+    "VerifyBackupStep",
+    "WaitStep",
+]
+
+
+class Retry(PlanModel):
+    """Retries with exponential backoff: delay, delay×backoff, … capped at max_delay."""
+
+    attempts: int = Field(1, ge=1, le=100, description="Total attempts, the first included.")
+    delay: DurationStr = timedelta(seconds=1)
+    backoff: float = Field(2.0, ge=1.0)
+    max_delay: DurationStr = timedelta(seconds=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _int_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"attempts": value + 1}
+        return value
+
+
+class StepBase(PlanModel):
+    """Fields every step has."""
+
+    id: Name | None = Field(None, description="Stable id; artifacts are read through it.")
+    name: str | None = Field(None, description="What the runbook calls this task.")
+    description: str | None = None
+    owner: Name | None = Field(None, description="The role that performs or owns the task.")
+    estimate: DurationStr | None = None
+    timeout: DurationStr | None = None
+    retries: Retry | None = None
+    idempotent: bool = Field(
+        False, description="Safe to re-run if it was in flight when the runner died."
+    )
+    undo: list[Step] = Field(
+        default_factory=list, description="Compensation steps run if the deploy rolls back."
+    )
+
+    def title(self) -> str:
+        return self.name or self.id or str(getattr(self, "kind", "step"))
+
+
+class RunStep(StepBase):
+    """A local shell command."""
+
+    kind: Literal["run"]
+    command: str | list[str]
+    cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    expect_exit: list[int] = Field(default_factory=lambda: [0])
+
+
+class SshStep(StepBase):
+    """A command on every host of a group, in rolling batches."""
+
+    kind: Literal["ssh"]
+    on: Name = Field(description="A host or group.")
+    command: str
+    cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    batch: int | str | list[int | str] | None = Field(
+        None, description="Hosts per batch: 2, '25%', or a ramp [1, 5, '25%']."
+    )
+    max_fail: int | str = Field(0, description="Failures tolerated: a count or a percentage.")
+    run_once: bool = False
+    become: bool | str = False
+    before_batch: list[Step] = Field(default_factory=list)
+    after_batch: list[Step] = Field(default_factory=list)
+
+
+class HttpExpect(PlanModel):
+    status: int | list[int] | None = None
+    body_contains: str | None = None
+    max_latency: DurationStr | None = None
+
+
+class HttpStep(StepBase):
+    """An HTTP request plus expectations."""
+
+    kind: Literal["http"]
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    json_body: Any = Field(None, alias="json")
+    expect: HttpExpect = Field(default_factory=HttpExpect)
+
+
+class SqlStep(StepBase):
+    """Statements run on a database target, in one transaction by default."""
+
+    kind: Literal["sql"]
+    database: Name
+    statements: list[str] = Field(default_factory=list)
+    file: str | None = None
+    transaction: bool = True
+
+    @field_validator("statements", mode="before")
+    @classmethod
+    def _one_statement(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> SqlStep:
+        if not self.statements and not self.file:
+            raise ValueError("a sql step needs 'statements' or 'file'")
+        return self
+
+
+class WaitStep(StepBase):
+    """Wait a fixed time, or until a check passes (polled every ``interval``)."""
+
+    kind: Literal["wait"]
+    duration: DurationStr | None = None
+    until: CheckRef | None = None
+    interval: DurationStr | None = None
+
+    @model_validator(mode="after")
+    def _duration_or_until(self) -> WaitStep:
+        if self.duration is None and self.until is None:
+            raise ValueError("a wait step needs 'duration' or 'until'")
+        return self
+
+
+class ApproveStep(StepBase):
+    """A manual judgment in the middle of a plan: the deploy waits for sign-off."""
+
+    kind: Literal["approve"]
+    roles: list[Name] = Field(min_length=1)
+    message: str | None = None
+
+
+class MaintenanceStep(StepBase):
+    """Maintenance mode on or off, with the plan's ``maintenance`` commands unless given here."""
+
+    kind: Literal["maintenance"]
+    action: Literal["on", "off"]
+    enable: str | None = None
+    disable: str | None = None
+    flag_file: str | None = None
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _yaml_bool(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on`/`off` as a boolean.
+        if value is True:
+            return "on"
+        if value is False:
+            return "off"
+        return value
+
+
+class NotifyStep(StepBase):
+    """A message to notification channels."""
+
+    kind: Literal["notify"]
+    message: str
+    channels: list[Name] = Field(default_factory=list)
+    severity: Literal["info", "warning", "critical"] = "info"
+
+
+class BackupStep(StepBase):
+    """Back up a database or a path target; writes a verified manifest."""
+
+    kind: Literal["backup"]
+    database: Name | None = None
+    path: Name | None = None
+    dest: str | None = Field(None, description="Directory for backups; default .tminus/backups.")
+    jobs: int = Field(2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BackupStep:
+        if (self.database is None) == (self.path is None):
+            raise ValueError("a backup step needs exactly one of 'database' or 'path'")
+        return self
+
+
+class RestoreStep(StepBase):
+    """Restore a backup artifact (the latest backup of the same target by default)."""
+
+    kind: Literal["restore"]
+    from_: Name = Field(alias="from", description="The id of the backup step.")
+    database: Name | None = None
+    path: Name | None = None
+    jobs: int = Field(2, ge=1, le=64)
+
+
+class VerifyBackupStep(StepBase):
+    """Restore into a scratch copy, compare with the manifest, drop the copy."""
+
+    kind: Literal["verify_backup"]
+    from_: Name = Field(alias="from")
+
+
+class MigrateStep(StepBase):
+    """A schema migration: alembic, a directory of up/down SQL files, or a pair of commands."""
+
+    kind: Literal["migrate"]
+    database: Name
+    tool: Literal["alembic", "sql_dir", "command"]
+    config: str | None = Field(None, description="alembic: path of alembic.ini.")
+    revision: str = Field("head", description="alembic: target revision.")
+    dir: str | None = Field(None, description="sql_dir: directory of NNN_name.up/down.sql.")
+    to: int | None = Field(None, description="sql_dir: target version; default latest.")
+    up: str | None = Field(None, description="command: migrate up.")
+    down: str | None = Field(None, description="command: migrate down to $TMINUS_VERSION.")
+    version: str | None = Field(None, description="command: prints the current version.")
+    on_rollback: Literal["down", "restore", "none"] = "down"
+    backup: Name | None = Field(None, description="Backup step restored when on_rollback: restore.")
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> MigrateStep:
+        need = {"alembic": ["config"], "sql_dir": ["dir"], "command": ["up"]}[self.tool]
+        missing = [f for f in need if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"migrate with tool '{self.tool}' needs '{missing[0]}'")
+        if self.on_rollback == "restore" and not self.backup:
+            raise ValueError("on_rollback: restore needs 'backup' (the id of a backup step)")
+        return self
+
+
+class SnapshotStep(StepBase):
+    """Record tables, indexes, row counts and file counts for a later no_data_loss check."""
+
+    kind: Literal["snapshot"]
+    databases: list[Name] = Field(default_factory=list)
+    paths: list[Name] = Field(default_factory=list)
+
+
+class UploadStep(StepBase):
+    """Copy files to a group with checksums; unchanged files are skipped."""
+
+    kind: Literal["upload"]
+    on: Name
+    src: str
+    dest: str
+    mode: str | None = None
+
+
+class ReleaseStep(StepBase):
+    """Capistrano-style release: releases/<id>, shared links, atomic `current` switch."""
+
+    kind: Literal["release"]
+    on: Name
+    path: str = Field(description="The deploy root holding releases/, shared/ and current.")
+    source: str = Field(description="Directory whose contents become the release.")
+    release_id: str | None = None
+    shared: list[str] = Field(default_factory=list)
+    keep: int = Field(5, ge=1)
+    batch: int | str | list[int | str] | None = None
+    max_fail: int | str = 0
+
+
+class TrafficStep(StepBase):
+    """Set the weights of a router's pools (in percent)."""
+
+    kind: Literal["traffic"]
+    router: Name
+    weights: dict[Name, int]
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_range(cls, value: dict[str, int]) -> dict[str, int]:
+        for pool, w in value.items():
+            if not 0 <= w <= 100:
+                raise ValueError(f"weight of '{pool}' must be between 0 and 100, got {w}")
+        return value
+
+
+class FlagStep(StepBase):
+    """Set a feature flag's percentage (sticky by user key) or switch it on or off."""
+
+    kind: Literal["flag"]
+    store: Name
+    flag: str
+    percentage: float | None = Field(None, ge=0, le=100)
+    enabled: bool | None = None
+
+
+class CanaryStepWeight(PlanModel):
+    """One step of a canary: a weight held for ``pause`` or until promoted by hand."""
+
+    weight: int = Field(ge=0, le=100)
+    pause: DurationStr | Literal["manual"] | None = None
+
+    @field_validator("pause", mode="before")
+    @classmethod
+    def _manual(cls, value: Any) -> Any:
+        return "manual" if value == "manual" else value
+
+
+class CanaryStep(StepBase):
+    """Shift traffic to a canary pool step by step while analysis runs."""
+
+    kind: Literal["canary"]
+    router: Name
+    stable: Name
+    canary: Name
+    steps: list[CanaryStepWeight] = Field(min_length=1)
+    analysis: list[CheckRef] = Field(default_factory=list)
+
+
+class BlueGreenStep(StepBase):
+    """Deploy to the idle pool, check it, switch; keep the old pool for instant switch-back."""
+
+    kind: Literal["blue_green"]
+    router: Name
+    active: Name
+    idle: Name
+    deploy: list[Step] = Field(default_factory=list)
+    preview: list[CheckRef] = Field(default_factory=list)
+    rollback_window: DurationStr | None = None
+
+
+STEP_KINDS: tuple[str, ...] = (
+    "run",
+    "ssh",
+    "http",
+    "sql",
+    "wait",
+    "approve",
+    "maintenance",
+    "backup",
+    "restore",
+    "verify_backup",
+    "migrate",
+    "snapshot",
+    "upload",
+    "release",
+    "traffic",
+    "flag",
+    "canary",
+    "blue_green",
+    "notify",
+)
+
+Step = Annotated[
+    RunStep
+    | SshStep
+    | HttpStep
+    | SqlStep
+    | WaitStep
+    | ApproveStep
+    | MaintenanceStep
+    | BackupStep
+    | RestoreStep
+    | VerifyBackupStep
+    | MigrateStep
+    | SnapshotStep
+    | UploadStep
+    | ReleaseStep
+    | TrafficStep
+    | FlagStep
+    | CanaryStep
+    | BlueGreenStep
+    | NotifyStep,
+    Field(discriminator="kind"),
+]
+
+for _model in (
+    StepBase,
+    SshStep,
+    BlueGreenStep,
+    RunStep,
+    HttpStep,
+    SqlStep,
+    WaitStep,
+    ApproveStep,
+    MaintenanceStep,
+    BackupStep,
+    RestoreStep,
+    VerifyBackupStep,
+    MigrateStep,
+    SnapshotStep,
+    UploadStep,
+    ReleaseStep,
+    TrafficStep,
+    FlagStep,
+    CanaryStep,
+    NotifyStep,
+):
+    _model.model_rebuild()

@@ -1,0 +1,163 @@
+"""Targets: what a plan acts on. Hosts and groups, databases, paths, routers, flag stores and
+metric sources, each declared once by name and referred to by that name from steps and checks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from tminus.plan._base import Name, PlanModel
+
+__all__ = [
+    "DATABASE_KINDS",
+    "Database",
+    "FlagStore",
+    "FlagdStore",
+    "FlagsRouter",
+    "Group",
+    "HaproxyRouter",
+    "Host",
+    "MetricSource",
+    "NginxRouter",
+    "PathTarget",
+    "PrometheusSource",
+    "RedisFlagStore",
+    "Router",
+    "Targets",
+]
+
+
+class Host(PlanModel):
+    """A machine reached over SSH, or the local machine (``local: true``)."""
+
+    address: str | None = Field(None, description="Host name or IP; defaults to the key.")
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    local: bool = False
+    become: bool | str = False
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class Group(PlanModel):
+    """A named set of hosts; ``children`` names other groups whose hosts it includes."""
+
+    hosts: list[Name] = Field(default_factory=list)
+    children: list[Name] = Field(default_factory=list)
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+def _group_from_list(value: Any) -> Any:
+    return {"hosts": value} if isinstance(value, list) else value
+
+
+class _GroupInput(Group):
+    @model_validator(mode="before")
+    @classmethod
+    def _list_shorthand(cls, value: Any) -> Any:
+        return _group_from_list(value)
+
+
+DATABASE_KINDS = ("postgres", "mysql", "mariadb", "sqlite")
+
+
+class Database(PlanModel):
+    """A database: ``kind`` and a URL (``postgresql://``, ``mysql://``, ``sqlite:///path``)."""
+
+    kind: Literal["postgres", "mysql", "mariadb", "sqlite"]
+    url: str
+    description: str | None = None
+    host: Name | None = Field(None, description="Host the dump tools run on; local by default.")
+    tables: list[str] = Field(
+        default_factory=list, description="Tables that must exist (seed 001: 9/9 tables)."
+    )
+
+
+class PathTarget(PlanModel):
+    """A file tree (a directory or a file) on a host (local by default)."""
+
+    path: str
+    host: Name | None = None
+    description: str | None = None
+
+
+class NginxRouter(PlanModel):
+    """nginx: tminus owns one include file with the upstream weights and a cookie map."""
+
+    kind: Literal["nginx"]
+    include_file: str = Field(description="The file tminus writes; include it in your config.")
+    config: str | None = Field(None, description="Main config file, for `nginx -t -c`.")
+    nginx: str = Field("nginx", description="The nginx binary.")
+    reload: str | None = Field(None, description="Reload command; default `nginx -s reload`.")
+    upstream: str = Field("backend", description="Name of the upstream tminus writes.")
+    pools: dict[Name, list[str]] = Field(description="Pool name → list of server addresses.")
+    cookie: str | None = Field(None, description="Cookie that routes to the canary pool.")
+
+
+class HaproxyRouter(PlanModel):
+    """HAProxy: weights and states through the runtime API on the stats socket."""
+
+    kind: Literal["haproxy"]
+    socket: str = Field(description="Path of the stats socket (`stats socket ... level admin`).")
+    backend: str
+    config: str | None = Field(None, description="Config file kept in step with the changes.")
+    pools: dict[Name, list[str]] = Field(description="Pool name → list of server names.")
+
+
+class FlagsRouter(PlanModel):
+    """A feature flag percentage used as a traffic split."""
+
+    kind: Literal["flags"]
+    store: Name
+    flag: str
+
+
+Router = Annotated[NginxRouter | HaproxyRouter | FlagsRouter, Field(discriminator="kind")]
+
+
+class FlagdStore(PlanModel):
+    """A flagd-compatible JSON flag file (OpenFeature fractional targeting)."""
+
+    kind: Literal["flagd"]
+    path: str
+
+
+class RedisFlagStore(PlanModel):
+    """Flags kept in Redis hashes."""
+
+    kind: Literal["redis"]
+    url: str
+    prefix: str = "tminus:flags:"
+
+
+FlagStore = Annotated[FlagdStore | RedisFlagStore, Field(discriminator="kind")]
+
+
+class PrometheusSource(PlanModel):
+    """A Prometheus server queried through its HTTP API."""
+
+    kind: Literal["prometheus"]
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+MetricSource = Annotated[PrometheusSource, Field(discriminator="kind")]
+
+
+class Targets(PlanModel):
+    """Everything a plan acts on, by name."""
+
+    inventory: str | None = Field(None, description="An Ansible inventory (INI or YAML) file.")
+    hosts: dict[Name, Host] = Field(default_factory=dict)
+    groups: dict[Name, _GroupInput] = Field(default_factory=dict)
+    databases: dict[Name, Database] = Field(default_factory=dict)
+    paths: dict[Name, PathTarget] = Field(default_factory=dict)
+    routers: dict[Name, Router] = Field(default_factory=dict)
+    flag_stores: dict[Name, FlagStore] = Field(default_factory=dict)
+    metrics: dict[Name, MetricSource] = Field(default_factory=dict)
+
+    def host_or_group_names(self) -> set[str]:
+        return set(self.hosts) | set(self.groups) | {"localhost", "all"}

@@ -1,0 +1,649 @@
+"""Semantic validation: what a schema cannot see. References to undefined targets, roles,
+checks and artifacts; duplicate names; a restore with no backup before it; estimates that
+exceed the window; a downtime phase with no maintenance; and risky-but-legal warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+from tminus.plan.checks import (
+    BackupCheck,
+    CheckBase,
+    CheckUse,
+    HaproxyCheck,
+    NoDataLossCheck,
+    PrometheusCheck,
+    SqlCheck,
+)
+from tminus.plan.interpolate import BUILTIN_VARIABLES, references
+from tminus.plan.model import Plan
+from tminus.plan.problems import Loc, Problem, did_you_mean
+from tminus.plan.steps import (
+    ApproveStep,
+    BackupStep,
+    BlueGreenStep,
+    CanaryStep,
+    FlagStep,
+    MaintenanceStep,
+    MigrateStep,
+    ReleaseStep,
+    RestoreStep,
+    RunStep,
+    SnapshotStep,
+    SqlStep,
+    SshStep,
+    StepBase,
+    TrafficStep,
+    UploadStep,
+    VerifyBackupStep,
+)
+from tminus.plan.targets import FlagsRouter, HaproxyRouter
+from tminus.plan.values import format_duration
+from tminus.plan.walk import Position, StepSite, iter_check_sites, iter_steps, resolve_check
+
+__all__ = ["validate_plan"]
+
+Severity = Literal["error", "warning"]
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(
+        self,
+        severity: Severity,
+        code: str,
+        message: str,
+        path: Loc,
+        hint: str | None = None,
+        *,
+        key: bool = False,
+    ) -> None:
+        self.problems.append(
+            Problem(
+                severity, code, message, path=path, hint=hint, key=str(path[-1]) if key else None
+            )
+        )
+
+    def undefined(
+        self, what: str, name: str, path: Loc, defined: Iterable[str], where: str
+    ) -> None:
+        names = sorted(set(defined))
+        hint = did_you_mean(name, names)
+        if hint is None:
+            hint = f"define it under '{where}'" + (
+                f" (defined: {', '.join(names)})" if names else ""
+            )
+        self.add(
+            "error", f"undefined-{what.replace(' ', '-')}", f"undefined {what} '{name}'", path, hint
+        )
+
+
+def validate_plan(plan: Plan, data: Any = None) -> list[Problem]:
+    """All semantic problems of a plan that passed schema validation."""
+    c = _Collector()
+    steps = list(iter_steps(plan))
+    _names(plan, steps, c)
+    _targets(plan, steps, c)
+    _roles(plan, steps, c)
+    _checks(plan, c)
+    _artifacts(plan, steps, c)
+    _window(plan, c)
+    _maintenance(plan, c)
+    _notifications(plan, c)
+    _operations(plan, c)
+    _variables(plan, data, c)
+    _warnings(plan, steps, c)
+    return c.problems
+
+
+def _names(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
+    seen: dict[str, int] = {}
+    for i, phase in enumerate(plan.phases):
+        if phase.name in seen:
+            c.add(
+                "error",
+                "duplicate-phase",
+                f"duplicate phase name '{phase.name}' (also phase {seen[phase.name] + 1})",
+                ("phases", i, "name"),
+                "phase names identify phases in status, resume and the runbook; make them unique",
+            )
+        seen.setdefault(phase.name, i)
+    ids: dict[str, Loc] = {}
+    for site in steps:
+        sid = site.step.id
+        if sid is None:
+            continue
+        if sid in ids:
+            c.add(
+                "error",
+                "duplicate-step-id",
+                f"duplicate step id '{sid}'",
+                (*site.path, "id"),
+                "step ids name artifacts and must be unique in the plan",
+            )
+        ids.setdefault(sid, site.path)
+    items: set[str] = set()
+    for i, item in enumerate(plan.checklist):
+        key = item.id or item.item
+        if key in items:
+            c.add(
+                "error",
+                "duplicate-checklist-item",
+                f"duplicate checklist item '{key}'",
+                ("checklist", i),
+                "--confirm names items by their text or id",
+            )
+        items.add(key)
+
+
+def _host_names(plan: Plan) -> set[str]:
+    return plan.targets.host_or_group_names()
+
+
+def _targets(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
+    t = plan.targets
+    dbs, paths, routers = set(t.databases), set(t.paths), t.routers
+    hosts = _host_names(plan)
+    lenient_hosts = t.inventory is not None
+
+    def need(kind: str, name: str | None, path: Loc, pool: set[str], where: str) -> None:
+        if name is not None and name not in pool:
+            if kind == "host or group" and lenient_hosts:
+                return
+            c.undefined(kind, name, path, pool, where)
+
+    for gname, group in t.groups.items():
+        for k, h in enumerate(group.hosts):
+            need("host", h, ("targets", "groups", gname, "hosts", k), set(t.hosts), "targets.hosts")
+        for k, ch in enumerate(group.children):
+            need(
+                "group",
+                ch,
+                ("targets", "groups", gname, "children", k),
+                set(t.groups),
+                "targets.groups",
+            )
+    for dname, db in t.databases.items():
+        need(
+            "host", db.host, ("targets", "databases", dname, "host"), set(t.hosts), "targets.hosts"
+        )
+    for pname, pt in t.paths.items():
+        need("host", pt.host, ("targets", "paths", pname, "host"), set(t.hosts), "targets.hosts")
+    for rname, router in routers.items():
+        if isinstance(router, FlagsRouter):
+            need(
+                "flag store",
+                router.store,
+                ("targets", "routers", rname, "store"),
+                set(t.flag_stores),
+                "targets.flag_stores",
+            )
+
+    for site in steps:
+        s, p = site.step, site.path
+        if isinstance(s, SshStep | UploadStep | ReleaseStep):
+            need("host or group", s.on, (*p, "on"), hosts, "targets.hosts or targets.groups")
+        for field in ("database",):
+            value = getattr(s, field, None)
+            if isinstance(value, str):
+                need("database", value, (*p, field), dbs, "targets.databases")
+        if isinstance(s, BackupStep | RestoreStep):
+            need("path target", s.path, (*p, "path"), paths, "targets.paths")
+        if isinstance(s, SnapshotStep):
+            for k, d in enumerate(s.databases):
+                need("database", d, (*p, "databases", k), dbs, "targets.databases")
+            for k, pname in enumerate(s.paths):
+                need("path target", pname, (*p, "paths", k), paths, "targets.paths")
+        if isinstance(s, FlagStep):
+            need("flag store", s.store, (*p, "store"), set(t.flag_stores), "targets.flag_stores")
+        if isinstance(s, TrafficStep | CanaryStep | BlueGreenStep):
+            if s.router not in routers:
+                need("router", s.router, (*p, "router"), set(routers), "targets.routers")
+                continue
+            router = routers[s.router]
+            pools = set(getattr(router, "pools", {}) or {})
+            if not pools:
+                continue
+            if isinstance(s, TrafficStep):
+                for pool in s.weights:
+                    need(
+                        "pool",
+                        pool,
+                        (*p, "weights", pool),
+                        pools,
+                        f"targets.routers.{s.router}.pools",
+                    )
+            elif isinstance(s, CanaryStep):
+                need("pool", s.stable, (*p, "stable"), pools, f"targets.routers.{s.router}.pools")
+                need("pool", s.canary, (*p, "canary"), pools, f"targets.routers.{s.router}.pools")
+            else:
+                need("pool", s.active, (*p, "active"), pools, f"targets.routers.{s.router}.pools")
+                need("pool", s.idle, (*p, "idle"), pools, f"targets.routers.{s.router}.pools")
+    for csite in iter_check_sites(plan):
+        chk = csite.check
+        if not isinstance(chk, CheckBase):
+            continue
+        if isinstance(chk, SqlCheck):
+            need("database", chk.database, (*csite.path, "database"), dbs, "targets.databases")
+        if isinstance(chk, PrometheusCheck) and chk.target:
+            need(
+                "metrics source",
+                chk.target,
+                (*csite.path, "target"),
+                set(t.metrics),
+                "targets.metrics",
+            )
+        if isinstance(chk, HaproxyCheck):
+            r = routers.get(chk.router)
+            if r is None:
+                need("router", chk.router, (*csite.path, "router"), set(routers), "targets.routers")
+            elif not isinstance(r, HaproxyRouter):
+                c.add(
+                    "error",
+                    "wrong-router",
+                    f"router '{chk.router}' is not of kind haproxy",
+                    (*csite.path, "router"),
+                    "a haproxy check reads an haproxy router's socket",
+                )
+
+
+def _roles(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
+    roles = set(plan.roles)
+
+    def need(name: str | None, path: Loc) -> None:
+        if name is not None and name not in roles:
+            c.undefined("role", name, path, roles, "roles")
+
+    for k, r in enumerate(plan.approvals.required):
+        need(r, ("approvals", "required", k))
+    for i, item in enumerate(plan.checklist):
+        need(item.owner, ("checklist", i, "owner"))
+    for i, phase in enumerate(plan.phases):
+        need(phase.owner, ("phases", i, "owner"))
+    for site in steps:
+        need(site.step.owner, (*site.path, "owner"))
+        if isinstance(site.step, ApproveStep):
+            for k, r in enumerate(site.step.roles):
+                need(r, (*site.path, "roles", k))
+    for csite in iter_check_sites(plan):
+        if isinstance(csite.check, CheckBase):
+            need(csite.check.owner, (*csite.path, "owner"))
+    for name, op in plan.operations.items():
+        for k, r in enumerate(op.roles):
+            need(r, ("operations", name, "roles", k))
+    for k, contact in enumerate(plan.contacts.emergency):
+        need(contact.role, ("contacts", "emergency", k, "role"))
+
+
+def _checks(plan: Plan, c: _Collector) -> None:
+    for site in iter_check_sites(plan):
+        if isinstance(site.check, CheckUse):
+            if site.check.use not in plan.checks:
+                c.undefined(
+                    "check",
+                    site.check.use,
+                    (*site.path, "use")
+                    if site.path[0] != "checks" or len(site.path) > 2
+                    else site.path,
+                    plan.checks,
+                    "checks",
+                )
+            elif resolve_check(plan, site.check) is None:
+                c.add(
+                    "error",
+                    "check-cycle",
+                    f"check '{site.check.use}' refers to itself",
+                    site.path,
+                    "a named check must end in a check with a 'source'",
+                )
+
+
+def _backup_sites(steps: list[StepSite]) -> dict[str, StepSite]:
+    return {s.step.id: s for s in steps if s.step.id and isinstance(s.step, BackupStep)}
+
+
+def _artifacts(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
+    by_id = {s.step.id: s for s in steps if s.step.id}
+    backups = _backup_sites(steps)
+    snapshots = {k: s for k, s in by_id.items() if isinstance(s.step, SnapshotStep)}
+
+    def need_before(
+        kind: str, ref: str, path: Loc, at: Position, pool: dict[str, StepSite]
+    ) -> StepSite | None:
+        site = pool.get(ref)
+        if site is None:
+            other = by_id.get(ref)
+            if other is not None:
+                c.add(
+                    "error",
+                    f"not-a-{kind}",
+                    f"step '{ref}' is not a {kind} step",
+                    path,
+                    f"name the id of a {kind} step",
+                )
+            else:
+                hint = did_you_mean(ref, pool) or (
+                    f"add a {kind} step with 'id: {ref}' before this one"
+                    if not pool
+                    else f"{kind} steps: {', '.join(sorted(pool))}"
+                )
+                c.add("error", f"undefined-{kind}", f"no {kind} step with id '{ref}'", path, hint)
+            return None
+        if not at.can_see(site.position):
+            c.add(
+                "error",
+                f"{kind}-after-use",
+                f"{kind} '{ref}' runs after the step that uses it",
+                path,
+                f"move the {kind} step before this one (it is at {_dotted(site.path)})",
+            )
+            return None
+        return site
+
+    for site in steps:
+        s, p = site.step, site.path
+        if isinstance(s, RestoreStep | VerifyBackupStep):
+            b = need_before("backup", s.from_, (*p, "from"), site.position, backups)
+            if b is not None and isinstance(s, RestoreStep) and isinstance(b.step, BackupStep):
+                if s.database and b.step.database is None:
+                    c.add(
+                        "error",
+                        "restore-mismatch",
+                        f"backup '{s.from_}' is of a path, not a database",
+                        (*p, "database"),
+                    )
+                if s.path and b.step.path is None:
+                    c.add(
+                        "error",
+                        "restore-mismatch",
+                        f"backup '{s.from_}' is of a database, not a path",
+                        (*p, "path"),
+                    )
+        if isinstance(s, MigrateStep) and s.backup:
+            need_before("backup", s.backup, (*p, "backup"), site.position, backups)
+    for csite in iter_check_sites(plan):
+        chk = resolve_check(plan, csite.check) if isinstance(csite.check, CheckUse) else csite.check
+        if isinstance(chk, BackupCheck):
+            need_before("backup", chk.backup, csite.path, csite.position, backups)
+        if isinstance(chk, NoDataLossCheck):
+            need_before("snapshot", chk.snapshot, csite.path, csite.position, snapshots)
+
+
+def _dotted(path: Loc) -> str:
+    return "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in path).lstrip(".")
+
+
+def _window(plan: Plan, c: _Collector) -> None:
+    w = plan.window
+    total = plan.total_estimate()
+    if w.duration is not None and total > w.duration:
+        c.add(
+            "error",
+            "exceeds-window",
+            f"phase estimates add up to {format_duration(total)}, more than the "
+            f"{format_duration(w.duration)} window",
+            ("window", "duration"),
+            "shorten phases, move work to a delayed phase ('after:'), or widen the window",
+        )
+    down = plan.downtime_estimate()
+    if w.max_downtime is not None and down > w.max_downtime:
+        c.add(
+            "error",
+            "exceeds-downtime",
+            f"downtime phases are estimated at {format_duration(down)}, more than the allowed "
+            f"{format_duration(w.max_downtime)}",
+            ("window", "max_downtime"),
+            "move work out of the downtime phases or raise window.max_downtime",
+        )
+    if (w.duration is not None or w.max_downtime is not None) and all(
+        p.estimate is None for p in plan.phases
+    ):
+        c.add(
+            "warning",
+            "no-estimates",
+            "no phase has an estimate; the window cannot be checked",
+            ("phases",),
+            "add 'estimate: 5m' to each phase",
+        )
+    for i, phase in enumerate(plan.phases):
+        if phase.after is not None and i == 0:
+            c.add(
+                "warning",
+                "delayed-first-phase",
+                "the first phase is delayed with 'after:'",
+                ("phases", 0, "after"),
+                "'after' counts from the end of the previous phase",
+            )
+
+
+def _maintenance_steps(steps: Iterable[StepBase]) -> Iterator[MaintenanceStep]:
+    for s in steps:
+        if isinstance(s, MaintenanceStep):
+            yield s
+
+
+def _maintenance(plan: Plan, c: _Collector) -> None:
+    for i, phase in enumerate(plan.phases):
+        ms = list(_maintenance_steps(phase.steps))
+        on = [m for m in ms if m.action == "on"]
+        if phase.downtime and not on:
+            c.add(
+                "error",
+                "downtime-without-maintenance",
+                f"phase '{phase.name}' is a downtime phase with no maintenance step",
+                ("phases", i, "downtime"),
+                "add a step '{kind: maintenance, action: on}' (tminus turns it off at the end "
+                "of the phase, on failure and on rollback), or set downtime: false",
+            )
+        if on and not phase.downtime:
+            c.add(
+                "warning",
+                "maintenance-not-downtime",
+                f"phase '{phase.name}' turns maintenance on but is not marked downtime",
+                ("phases", i),
+                "set 'downtime: true' so the runbook and the downtime budget count it",
+            )
+        if phase.downtime and phase.on_failure == "continue":
+            c.add(
+                "warning",
+                "downtime-continue",
+                f"downtime phase '{phase.name}' continues on failure",
+                ("phases", i, "on_failure"),
+                "a failed downtime phase usually needs rollback",
+            )
+    for site in iter_steps(plan):
+        s = site.step
+        if (
+            isinstance(s, MaintenanceStep)
+            and plan.maintenance is None
+            and not s.flag_file
+            and not (s.enable and s.disable)
+        ):
+            c.add(
+                "error",
+                "maintenance-undefined",
+                "maintenance step with no way to switch maintenance",
+                site.path,
+                "declare top-level 'maintenance: {enable: CMD, disable: CMD}' or "
+                "'maintenance: {flag_file: PATH}', or give them on the step",
+            )
+
+
+def _notifications(plan: Plan, c: _Collector) -> None:
+    channels = set(plan.notifications.channels)
+    for i, rule in enumerate(plan.notifications.rules):
+        for k, ch in enumerate(rule.channels):
+            if ch not in channels:
+                c.undefined(
+                    "channel",
+                    ch,
+                    ("notifications", "rules", i, "channels", k),
+                    channels,
+                    "notifications.channels",
+                )
+    for site in iter_steps(plan):
+        for k, ch in enumerate(getattr(site.step, "channels", []) or []):
+            if ch not in channels:
+                c.undefined(
+                    "channel", ch, (*site.path, "channels", k), channels, "notifications.channels"
+                )
+
+
+def _operations(plan: Plan, c: _Collector) -> None:
+    ops = set(plan.operations)
+    for i, t in enumerate(plan.troubleshooting):
+        if t.operation and t.operation not in ops:
+            c.undefined(
+                "operation", t.operation, ("troubleshooting", i, "operation"), ops, "operations"
+            )
+    for i, mw in enumerate(plan.maintenance_windows):
+        if mw.operation and mw.operation not in ops:
+            c.undefined(
+                "operation",
+                mw.operation,
+                ("maintenance_windows", i, "operation"),
+                ops,
+                "operations",
+            )
+
+
+def _strings(data: Any, path: Loc = ()) -> Iterator[tuple[Loc, str]]:
+    if isinstance(data, str):
+        yield path, data
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            yield from _strings(v, (*path, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _strings(v, (*path, i))
+
+
+def _variables(plan: Plan, data: Any, c: _Collector) -> None:
+    if data is None:
+        return
+    known = set(plan.variables) | set(plan.secrets) | set(BUILTIN_VARIABLES)
+    step_ids = {s.step.id for s in iter_steps(plan) if s.step.id}
+    for path, text in _strings(data):
+        if "${" not in text:
+            continue
+        op_params: set[str] = set()
+        if path and path[0] == "operations" and len(path) > 1:
+            op = plan.operations.get(str(path[1]))
+            op_params = set(op.params) if op else set()
+        for ref in references(text):
+            if ref.namespace == "":
+                if ref.name not in known and ref.name not in op_params:
+                    hint = did_you_mean(ref.name, known | op_params) or (
+                        "declare it under 'variables:' or 'secrets:'"
+                    )
+                    c.add(
+                        "error",
+                        "undefined-variable",
+                        f"undefined variable '{ref.name}'",
+                        path,
+                        hint,
+                    )
+            elif ref.namespace == "artifact":
+                step = ref.name.partition(".")[0]
+                if step not in step_ids:
+                    c.add(
+                        "error",
+                        "undefined-artifact",
+                        f"no step with id '{step}' for '{ref.text}'",
+                        path,
+                        did_you_mean(step, step_ids),
+                    )
+            elif ref.namespace in ("env", "file"):
+                if not ref.name:
+                    c.add("error", "bad-reference", f"'{ref.text}' names nothing", path)
+            else:
+                c.add(
+                    "error",
+                    "bad-reference",
+                    f"unknown reference '{ref.text}'",
+                    path,
+                    "use ${name}, ${env:NAME}, ${file:PATH} or ${artifact:STEP.KEY}",
+                )
+    for name, value in plan.secrets.items():
+        refs = references(value)
+        if not refs or all(r.namespace == "" for r in refs):
+            c.add(
+                "warning",
+                "secret-in-plan",
+                f"secret '{name}' is written in the plan in clear text",
+                ("secrets", name),
+                "use ${env:NAME} or ${file:PATH} so the value stays out of the plan",
+            )
+
+
+_DESTRUCTIVE = (MigrateStep, SqlStep, RestoreStep, ReleaseStep, RunStep, SshStep)
+
+
+def _warnings(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
+    backups_seen = False
+    for site in steps:
+        s = site.step
+        if site.position.section != 0 or site.position.phase < 0:
+            continue
+        if isinstance(s, BackupStep) and s.database:
+            backups_seen = True
+        if isinstance(s, MigrateStep) and not backups_seen:
+            c.add(
+                "warning",
+                "migrate-without-backup",
+                "migration with no database backup before it",
+                site.path,
+                "add a 'backup' step for this database earlier in the plan",
+            )
+        if isinstance(s, CanaryStep):
+            weights = [w.weight for w in s.steps]
+            if weights != sorted(weights):
+                c.add(
+                    "warning",
+                    "canary-order",
+                    "canary weights do not increase",
+                    (*site.path, "steps"),
+                )
+            if weights[-1] != 100:
+                c.add(
+                    "warning",
+                    "canary-not-full",
+                    "the last canary step is not 100%",
+                    (*site.path, "steps"),
+                    "promotion sends all traffic to the canary anyway",
+                )
+    if plan.risk in ("high", "critical") and not plan.approvals.required:
+        c.add(
+            "warning",
+            "risky-no-approval",
+            f"a {plan.risk}-risk plan needs no approval",
+            ("risk",),
+            "add 'approvals: {required: [ROLE]}'",
+        )
+    for i, phase in enumerate(plan.phases):
+        destructive = any(isinstance(s, _DESTRUCTIVE) for s in phase.steps)
+        has_undo = (
+            phase.rollback
+            or any(s.undo for s in phase.steps)
+            or any(isinstance(s, MigrateStep | ReleaseStep | MaintenanceStep) for s in phase.steps)
+        )
+        if destructive and not has_undo and phase.on_failure == "rollback" and phase.after is None:
+            c.add(
+                "warning",
+                "no-rollback",
+                f"phase '{phase.name}' changes things but has nothing to roll back with",
+                ("phases", i),
+                "add 'rollback:' steps or 'undo:' on the steps, or set on_failure: pause",
+            )
+        if phase.estimate is None and plan.window.duration is not None:
+            c.add(
+                "warning",
+                "no-estimate",
+                f"phase '{phase.name}' has no estimate",
+                ("phases", i),
+                "the T-timeline and window check assume 0 for it",
+            )
