@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from tminus import __version__
+from tminus.cli import deploy as deploy_cmds
 from tminus.cli import plan as plan_cmds
 
 __all__ = ["cli", "main"]
@@ -24,14 +25,8 @@ def cli() -> None:
 
 for _cmd in plan_cmds.COMMANDS:
     cli.add_command(_cmd)
-
-try:  # the engine's commands; absent only in a partial install
-    from tminus.cli import deploy as _deploy_cmds
-
-    for _cmd in _deploy_cmds.COMMANDS:
-        cli.add_command(_cmd)
-except ImportError:  # pragma: no cover
-    pass
+for _cmd in deploy_cmds.COMMANDS:
+    cli.add_command(_cmd)
 
 
 def main() -> None:
