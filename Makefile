@@ -18,7 +18,7 @@ demo: deps
 	$(TM) render $(QS) --format md -o out/quickstart-runbook.md
 	$(TM) render $(QS) --format html -o out/quickstart-runbook.html
 	$(TM) run $(QS) --dry-run --confirm "Release notes reviewed"
-	$(TM) run $(QS) --confirm "Release notes reviewed"
+	$(TM) run $(QS) --confirm "Release notes reviewed" || test $$? -eq 3
 	$(TM) status
 
 ## The same plan made to fail in its downtime phase: watch the automatic rollback.

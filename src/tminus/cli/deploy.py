@@ -1,7 +1,287 @@
-"""Commands on deploys (the engine): filled in by the engine."""
+"""Commands on deploys: run, resume, approve, abort, status, log, list, due."""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from tminus.cli._util import echo_json, handle_errors
+
+__all__ = ["COMMANDS"]
+
+_state_opt = click.option(
+    "--state",
+    "state_url",
+    envvar="TMINUS_STATE",
+    default=None,
+    help="State store URL (default sqlite:///.tminus/state.db, or postgresql://…).",
+)
+_as_opt = click.option(
+    "--as", "operator", default=None, help="Who you are (default: $TMINUS_OPERATOR or your login)."
+)
+
+
+def _operator(value: str | None) -> str:
+    from tminus.engine.runner import default_operator
+
+    return value or default_operator()
+
+
+def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        if "=" not in v:
+            raise click.BadParameter(f"'{v}' is not NAME=VALUE", param_hint="--var")
+        k, _, val = v.partition("=")
+        out[k.strip()] = val
+    return out
+
+
+def _finish(code: int, message: str) -> None:
+    click.echo(message, err=code != 0)
+    sys.exit(code)
+
+
+@click.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print what would run, secrets masked; run nothing.")
+@click.option("--confirm", "confirms", multiple=True, help="Confirm a manual checklist item.")
+@click.option("--var", "variables", multiple=True, help="Override a variable: NAME=VALUE.")
+@click.option("--reason", default=None, help="Why; shown to whoever finds the lock.")
+@click.option("--force-unlock", is_flag=True, help="Take over a stale lock (recorded).")
+@click.option("--quiet", "-q", is_flag=True, help="Only the final line.")
+@_as_opt
+@_state_opt
+@handle_errors
+def run(
+    plan: str,
+    dry_run: bool,
+    confirms: tuple[str, ...],
+    variables: tuple[str, ...],
+    reason: str | None,
+    force_unlock: bool,
+    quiet: bool,
+    operator: str | None,
+    state_url: str | None,
+) -> None:
+    """Run PLAN: checklist gate, approvals, phases, success summary."""
+    from tminus.engine import runner
+
+    opts = runner.RunOptions(
+        state_url=state_url,
+        operator=_operator(operator),
+        confirms=confirms,
+        overrides=_parse_vars(variables),
+        reason=reason,
+        force_unlock=force_unlock,
+        quiet=quiet,
+    )
+    if dry_run:
+        for line in runner.dry_run(plan, opts):
+            click.echo(line)
+        return
+    _deploy_id, code, message = runner.start(plan, opts)
+    _finish(code, message)
+
+
+@click.command()
+@click.argument("deploy")
+@click.option("--retry-step", "action", flag_value="retry", help="Re-run the failed step.")
+@click.option("--skip-step", "action", flag_value="skip", help="Mark the failed step skipped.")
+@click.option("--rollback", "action", flag_value="rollback", help="Roll the deploy back.")
+@click.option("--confirm", "confirms", multiple=True, help="Confirm a manual checklist item.")
+@click.option("--force-unlock", is_flag=True, help="Take over a stale lock (recorded).")
+@click.option("--quiet", "-q", is_flag=True)
+@_as_opt
+@_state_opt
+@handle_errors
+def resume(
+    deploy: str,
+    action: str | None,
+    confirms: tuple[str, ...],
+    force_unlock: bool,
+    quiet: bool,
+    operator: str | None,
+    state_url: str | None,
+) -> None:
+    """Continue DEPLOY after a pause, an approval, a crash or a scheduled delay."""
+    from tminus.engine import runner
+
+    opts = runner.RunOptions(
+        state_url=state_url,
+        operator=_operator(operator),
+        confirms=confirms,
+        force_unlock=force_unlock,
+        quiet=quiet,
+    )
+    code, message = runner.resume(deploy, action or "", opts)
+    _finish(code, message)
+
+
+@click.command()
+@click.argument("deploy")
+@click.option("--role", required=True)
+@click.option("--as", "person", required=True, help="Who approves.")
+@click.option("--comment", default=None)
+@_state_opt
+@handle_errors
+def approve(
+    deploy: str, role: str, person: str, comment: str | None, state_url: str | None
+) -> None:
+    """Record ROLE's sign-off on DEPLOY."""
+    from tminus.engine import runner
+
+    click.echo(runner.approve(deploy, role, person, comment, state_url))
+
+
+@click.command()
+@click.argument("deploy")
+@click.option("--rollback", is_flag=True, help="Roll back before stopping.")
+@_as_opt
+@_state_opt
+@handle_errors
+def abort(deploy: str, rollback: bool, operator: str | None, state_url: str | None) -> None:
+    """Stop DEPLOY; it is recorded as aborted, not failed."""
+    from tminus.engine import runner
+
+    opts = runner.RunOptions(state_url=state_url, operator=_operator(operator))
+    code, message = runner.abort(deploy, rollback, opts)
+    _finish(code, message)
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
+
+
+@click.command()
+@click.argument("deploy", required=False)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@_state_opt
+@handle_errors
+def status(deploy: str | None, output: str, state_url: str | None) -> None:
+    """State, current step, estimate against actual per phase, maintenance downtime."""
+    from tminus.engine.inspect import deploy_status
+    from tminus.store import Store
+
+    store = Store(state_url)
+    if deploy is None:
+        latest = store.latest_deploy()
+        if latest is None:
+            click.echo("no deploys yet")
+            return
+        deploy = str(latest["id"])
+    info = deploy_status(store, deploy)
+    if output == "json":
+        echo_json(info)
+        return
+    click.echo(
+        f"deploy {info['id']}  plan {info['plan']} ({info['environment']})  state: {info['state']}"
+    )
+    if info["reason"]:
+        click.echo(f"  {info['reason']}")
+    click.echo(f"  started by {info['started_by']} at {info['created_at']}")
+    if info["current"]:
+        click.echo(f"  current: {info['current']}")
+    click.echo(f"  {'phase':<32} {'state':<12} {'estimate':>9} {'actual':>9}")
+    for ph in info["phases"]:
+        click.echo(
+            f"  {ph['name'][:32]:<32} {ph['state']:<12} {_fmt_s(ph['estimate_s']):>9} "
+            f"{_fmt_s(ph['actual_s']):>9}"
+        )
+    m = info["maintenance"]
+    click.echo(
+        f"  maintenance downtime: {_fmt_s(m['total_s'])}" + (" (ON NOW)" if m["on_now"] else "")
+    )
+    if info["due_at"] and info["state"] == "scheduled":
+        click.echo(f"  due at {info['due_at']}")
+
+
+@click.command()
+@click.argument("deploy")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@_state_opt
+@handle_errors
+def log(deploy: str, output: str, state_url: str | None) -> None:
+    """Print DEPLOY's event log."""
+    from tminus.store import Store
+
+    events = Store(state_url).events(deploy)
+    if not events:
+        from tminus.store import Store as _S
+
+        _S(state_url).deploy(deploy)  # raises NotFound for an unknown id
+    if output == "json":
+        echo_json([{k: v for k, v in e.items() if k != "deploy_id"} for e in events])
+        return
+    for e in events:
+        key = f" [{e['key']}]" if e["key"] else ""
+        msg = f" {e['message']}" if e["message"] else ""
+        click.echo(f"{e['ts']:%Y-%m-%d %H:%M:%S} {e['type']}{key}{msg}")
+
+
+@click.command(name="list")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@_state_opt
+@handle_errors
+def list_(output: str, state_url: str | None) -> None:
+    """List deploys, newest first."""
+    from tminus.store import Store
+
+    rows = Store(state_url).list_deploys()
+    if output == "json":
+        echo_json([_brief(r) for r in rows])
+        return
+    for r in rows:
+        click.echo(
+            f"{r['id']:<30} {r['state']:<22} {r['environment']:<12} "
+            f"{r['created_at']:%Y-%m-%d %H:%M} {r['started_by']}"
+        )
+
+
+def _brief(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: r[k]
+        for k in (
+            "id",
+            "plan_name",
+            "environment",
+            "state",
+            "reason",
+            "started_by",
+            "created_at",
+            "finished_at",
+            "due_at",
+        )
+    }
+
+
+@click.command()
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@_state_opt
+@handle_errors
+def due(output: str, state_url: str | None) -> None:
+    """List scheduled work (delayed phases) and whether it is due."""
+    from tminus.store import Store
+    from tminus.store.store import now
+
+    rows = [r for r in Store(state_url).list_deploys(limit=1000) if r["state"] == "scheduled"]
+    t = now()
+    items = [_brief(r) | {"is_due": r["due_at"] is not None and r["due_at"] <= t} for r in rows]
+    if output == "json":
+        echo_json(items)
+        return
+    if not items:
+        click.echo("nothing scheduled")
+    for i in items:
+        flag = "DUE" if i["is_due"] else "not yet"
+        click.echo(f"{i['id']:<30} {flag:<8} due {i['due_at']:%Y-%m-%d %H:%M:%S %Z}  {i['reason']}")
+
+
+COMMANDS: list[click.Command] = [run, resume, approve, abort, status, log, list_, due]

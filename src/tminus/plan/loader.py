@@ -37,9 +37,11 @@ for _tag, _regexp, _first in (
         r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
         "-+0123456789.",
     ),
-    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN\x00"),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN"),
 ):
-    _Loader.add_implicit_resolver(_tag, re.compile(_regexp), list(_first) if _first else None)
+    _Loader.add_implicit_resolver(_tag, re.compile(_regexp), list(_first))
+# An empty scalar (``key:`` with nothing after it) is null, as in YAML 1.2.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
 _Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"])
 
 
@@ -86,16 +88,63 @@ class LoadResult:
 
 
 class _DuplicateKey(Exception):
-    def __init__(self, key: str, first: tuple[int, int], loc: Loc) -> None:
+    def __init__(self, key: str, first: tuple[int, int], second: tuple[int, int], loc: Loc) -> None:
         super().__init__(key)
-        self.key, self.first, self.loc = key, first, loc
+        self.key, self.first, self.second, self.loc = key, first, second, loc
+
+
+#: Most nodes a plan may expand to; stops alias bombs ("billion laughs") early.
+MAX_NODES = 500_000
+
+
+class _Builder:
+    """Turns a composed YAML node tree into plain data, recording positions in ``src``."""
+
+    def __init__(self, src: Source, loader: _Loader) -> None:
+        self.src, self.loader = src, loader
+        self.nodes = 0
+        self.active: set[int] = set()
+
+    def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"the document expands to more than {MAX_NODES} values (aliases repeated?)",
+                node.start_mark,
+            )
+        if id(node) in self.active:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "this anchored value contains an alias to itself",
+                node.start_mark,
+            )
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            self.active.add(id(node))
+            try:
+                return _build(node, loc, self.src, self)
+            finally:
+                self.active.discard(id(node))
+        return _build(node, loc, self.src, self)
+
+    def construct(self, node: yaml.Node) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # e.g. `!!int abc` raises ValueError inside PyYAML
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value as {node.tag}: {exc}", node.start_mark
+            ) from None
 
 
 def _pos(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _build(node: yaml.Node, loc: Loc, src: Source, loader: _Loader) -> Any:
+def _build(node: yaml.Node, loc: Loc, src: Source, builder: _Builder) -> Any:
     src.values.setdefault(loc, _pos(node))
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
@@ -119,22 +168,46 @@ def _build(node: yaml.Node, loc: Loc, src: Source, loader: _Loader) -> Any:
             key = (
                 str(knode.value)
                 if isinstance(knode, yaml.ScalarNode)
-                else str(loader.construct_object(knode, deep=True))
+                else str(builder.construct(knode))
             )
             if key in out:
-                raise _DuplicateKey(key, src.keys.get((*loc, key), _pos(knode)), (*loc, key))
+                first = src.keys.get((*loc, key), _pos(knode))
+                raise _DuplicateKey(key, first, _pos(knode), (*loc, key))
             src.keys[(*loc, key)] = _pos(knode)
-            out[key] = _build(vnode, (*loc, key), src, loader)
+            out[key] = builder.build(vnode, (*loc, key))
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*loc, i), src, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+        return [builder.build(item, (*loc, i)) for i, item in enumerate(node.value)]
+    return builder.construct(node)
 
 
 def parse_yaml(text: str, path: str = "<plan>") -> tuple[Any, Source, list[Problem]]:
     """Parse YAML into plain data plus a :class:`Source` of positions; problems on failure."""
     src = Source(path=path, text=text)
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (NUL, a lone surrogate, ...): report where it is.
+        pos = max(0, min(exc.position, len(text)))
+        line = text.count("\n", 0, pos) + 1
+        column = pos - text.rfind("\n", 0, pos)
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return (
+            None,
+            src,
+            [
+                Problem(
+                    "error",
+                    "yaml",
+                    f"invalid YAML: character U+{char:04X} is not allowed in a plan",
+                    file=path,
+                    line=line,
+                    column=column,
+                    hint="remove the control character, or write it as an escape in a "
+                    'double-quoted string ("\\x00")',
+                )
+            ],
+        )
     try:
         node = loader.get_single_node()
         if node is None:
@@ -153,7 +226,7 @@ def parse_yaml(text: str, path: str = "<plan>") -> tuple[Any, Source, list[Probl
                     )
                 ],
             )
-        data = _build(node, (), src, loader)
+        data = _Builder(src, loader).build(node, ())
     except _DuplicateKey as dup:
         p = Problem(
             "error",
@@ -161,15 +234,34 @@ def parse_yaml(text: str, path: str = "<plan>") -> tuple[Any, Source, list[Probl
             f"duplicate key '{dup.key}' (first defined at line {dup.first[0]})",
             path=dup.loc,
             hint="each key may appear once per mapping; merge or rename one of them",
+            file=path,
+            line=dup.second[0],
+            column=dup.second[1],
         )
-        return None, src, [src.locate(p, key=True)]
+        return None, src, [p]
+    except RecursionError:
+        return (
+            None,
+            src,
+            [
+                Problem(
+                    "error",
+                    "yaml",
+                    "invalid YAML: the document is nested too deeply",
+                    file=path,
+                    line=1,
+                    column=1,
+                    hint="a plan needs a few levels of nesting, not hundreds",
+                )
+            ],
+        )
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         msg = (exc.problem or str(exc)).strip()
         if exc.context:
             msg = f"{msg} ({exc.context.strip()})"
         hint = "check indentation and quoting; a value with ': ' or '#' needs quotes"
-        if "\t" in text and "tab" in msg.lower():
+        if "\t" in text and ("tab" in msg.lower() or "'\\t'" in msg):
             hint = "YAML does not allow tabs for indentation; use spaces"
         return (
             None,
@@ -180,14 +272,15 @@ def parse_yaml(text: str, path: str = "<plan>") -> tuple[Any, Source, list[Probl
                     "yaml",
                     f"invalid YAML: {msg}",
                     file=path,
-                    line=(mark.line + 1) if mark else None,
-                    column=(mark.column + 1) if mark else None,
+                    line=(mark.line + 1) if mark else 1,
+                    column=(mark.column + 1) if mark else 1,
                     hint=hint,
                 )
             ],
         )
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
-        return None, src, [Problem("error", "yaml", f"invalid YAML: {exc}", file=path)]
+        p = Problem("error", "yaml", f"invalid YAML: {exc}", file=path, line=1, column=1)
+        return None, src, [p]
     finally:
         loader.dispose()
     return data, src, []
@@ -195,23 +288,9 @@ def parse_yaml(text: str, path: str = "<plan>") -> tuple[Any, Source, list[Probl
 
 # --- pydantic errors → problems -------------------------------------------------------------
 
-
-def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Loc, list[Any]]:
-    """Follow ``loc`` through ``data``; elements that are not in the data (union tags) are
-    skipped. Returns the path that exists and the skipped elements."""
-    path: list[str | int] = []
-    skipped: list[Any] = []
-    cur = data
-    for elem in loc:
-        if isinstance(cur, dict) and isinstance(elem, str) and elem in cur:
-            path.append(elem)
-            cur = cur[elem]
-        elif isinstance(cur, list) and isinstance(elem, int) and 0 <= elem < len(cur):
-            path.append(elem)
-            cur = cur[elem]
-        else:
-            skipped.append(elem)
-    return tuple(path), skipped
+#: Elements pydantic puts in an error location to name the member of a smart union.
+_SCALAR_LABELS = frozenset({"str", "int", "float", "bool", "none", "bytes", "timedelta"})
+_LABEL = re.compile(r"^[a-z][a-z_-]*\[")
 
 
 def _unwrap(tp: Any) -> Any:
@@ -221,6 +300,8 @@ def _unwrap(tp: Any) -> Any:
 
 
 def _union_members(tp: Any) -> list[Any]:
+    if isinstance(tp, list):  # a union narrowed by _walk
+        return [m for arg in tp for m in _union_members(arg)]
     tp = _unwrap(tp)
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -231,8 +312,19 @@ def _union_members(tp: Any) -> list[Any]:
     return [tp]
 
 
-def _tag_of(model: type[BaseModel]) -> set[str]:
+def _is_model(tp: Any) -> bool:
+    return (
+        isinstance(tp, type)
+        and typing.get_origin(tp) is None
+        and not isinstance(tp, types.GenericAlias)
+        and issubclass(tp, BaseModel)
+    )
+
+
+def _tag_of(model: Any) -> set[str]:
     tags: set[str] = set()
+    if not _is_model(model):
+        return tags
     for fname in ("kind", "source"):
         f = model.model_fields.get(fname)
         if f is not None and typing.get_origin(f.annotation) is typing.Literal:
@@ -240,46 +332,117 @@ def _tag_of(model: type[BaseModel]) -> set[str]:
     return tags
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model class that the pydantic error location ``loc`` points into."""
+_NOT_A_LABEL = object()
+
+
+def _choose(members: list[Any], elem: str) -> Any:
+    """The union member that the location element ``elem`` selects, ``None`` if it selects
+    one whose type is unknown, or ``_NOT_A_LABEL`` when ``elem`` is an ordinary key."""
+    tagged = [m for m in members if elem in _tag_of(m)]
+    if tagged:
+        return tagged[0]
+    if elem == "use":
+        uses = [m for m in members if _is_model(m) and "use" in m.model_fields]
+        if uses:
+            return uses[0]
+    if elem == "check":
+        rest = [m for m in members if not (_is_model(m) and "use" in m.model_fields)]
+        if len(rest) < len(members):
+            return rest
+    if elem in _SCALAR_LABELS:
+        wanted = {"str": str, "int": int, "float": float, "bool": bool}.get(elem)
+        return wanted if wanted in members else None
+    if _LABEL.match(elem):
+        origin = {"list": list, "dict": dict, "literal": typing.Literal}.get(elem.split("[")[0])
+        picked = [m for m in members if origin is not None and typing.get_origin(m) is origin]
+        return picked[0] if picked else None
+    return _NOT_A_LABEL
+
+
+@dataclass
+class _Where:
+    """Where a pydantic error location points: the part that exists in the data, the type
+    expected there, whether it is about a mapping key, and whether a union label chose it."""
+
+    path: Loc
+    tp: Any
+    key: bool = False
+    labelled: bool = False
+
+
+def _walk(loc: tuple[Any, ...], data: Any) -> _Where:
+    """Follow a pydantic error location through the plan's types and the data together.
+
+    Union tags (``kind``/``source`` values, ``use``/``check``) and smart-union labels
+    (``int``, ``list[str]``, ``function-before[...]``) are consumed by the type walk, so a tag
+    that happens to equal a key of the data (``kind: canary`` has a ``canary`` key) is not
+    mistaken for it.
+    """
+    missing = object()
     tp: Any = Plan
+    cur: Any = data
+    path: list[str | int] = []
+    where = _Where((), None)
     for elem in loc:
-        members = [m for m in _union_members(tp) if m is not type(None)]
-        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        if len(members) > 1:
-            if isinstance(elem, str):
-                tagged = [m for m in models if elem in _tag_of(m)]
-                if tagged:
-                    tp = tagged[0]
-                    continue
-                if elem == "use":
-                    tp = next((m for m in models if "use" in m.model_fields), tp)
-                    continue
-                if elem == "check":
-                    continue
-            non_str = [m for m in members if m not in (str, int, float, bool)]
-            tp = non_str[0] if len(non_str) == 1 else tp
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
+        members = [m for m in _union_members(tp) if m is not type(None)] if tp is not None else []
+        if len(members) > 1 and isinstance(elem, str):
+            chosen = _choose(members, elem)
+            if chosen is not _NOT_A_LABEL:
+                tp = chosen
+                where.labelled = where.labelled or not (
+                    elem in ("use", "check") or any(elem in _tag_of(m) for m in members)
+                )
+                continue
+        if (
+            tp is None
+            and isinstance(elem, str)
+            and elem != "[key]"
+            and not (isinstance(cur, dict) and elem in cur)
+        ):
+            # Unknown type: skip what is not in the data (a label we do not know).
+            continue
+        if len(members) == 1:
+            tp = members[0]
+        if elem == "[key]":
+            where.key = True
+            tp = None
+            continue
+        if _is_model(tp):
             fields = {(f.alias or n): f for n, f in tp.model_fields.items()}
             fields.update(tp.model_fields)
-            if isinstance(elem, str) and elem in fields:
-                tp = fields[elem].annotation
-                continue
-            return None
-        origin = typing.get_origin(tp)
-        args = typing.get_args(tp)
-        if origin is list and isinstance(elem, int):
-            tp = args[0]
-        elif origin is dict and isinstance(elem, str):
-            tp = args[1]
-        elif origin in (Union, types.UnionType):
-            continue
+            tp = fields[elem].annotation if isinstance(elem, str) and elem in fields else None
         else:
-            return None
-    tp = _unwrap(tp)
-    models = [m for m in _union_members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+            origin = typing.get_origin(tp)
+            args = typing.get_args(tp)
+            if origin is list and isinstance(elem, int) and args:
+                tp = args[0]
+            elif origin is dict and isinstance(elem, str) and len(args) == 2:
+                tp = args[1]
+            else:
+                tp = None
+        if isinstance(cur, dict) and isinstance(elem, str) and elem in cur:
+            path.append(elem)
+            cur = cur[elem]
+        elif isinstance(cur, list) and isinstance(elem, int) and 0 <= elem < len(cur):
+            path.append(elem)
+            cur = cur[elem]
+        else:
+            cur = missing
+    where.path = tuple(path)
+    where.tp = tp
+    return where
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that the pydantic error location ``loc`` points into."""
+    models = [m for m in _union_members(_walk(loc, None).tp) if _is_model(m)]
     return models[0] if len(models) == 1 else None
+
+
+def _data_at(data: Any, path: Loc) -> Any:
+    for elem in path:
+        data = data[elem]  # the path was built from the data, so every step exists
+    return data
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:
@@ -291,16 +454,66 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _problem_from_error(err: Any, data: Any, src: Source) -> Problem:
+_UNION_WHAT = {
+    "routers": "router kind",
+    "flag_stores": "flag store kind",
+    "metrics": "metrics source kind",
+}
+
+
+def _tag_problem(
+    etype: str, loc: tuple[Any, ...], ctx: dict[str, Any], data: Any, where: _Where
+) -> tuple[str, str, str | None, Loc]:
+    """code, message, hint and path of an unusable ``kind``/``source`` tag."""
+    disc = str(ctx.get("discriminator", "kind")).strip("'")
+    members = [m for m in _union_members(where.tp) if _is_model(m)]
+    expected: list[str] = []
+    for m in members:
+        f = m.model_fields.get(disc)
+        if f is not None and typing.get_origin(f.annotation) is typing.Literal:
+            expected.extend(str(a) for a in typing.get_args(f.annotation) if a not in expected)
+    if not expected:
+        tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+        expected = [t for t in tags if t]
+    from tminus.plan.checks import CheckBase
+    from tminus.plan.steps import StepBase
+
+    if members and all(issubclass(m, StepBase) for m in members):
+        what = "step kind"
+    elif members and all(issubclass(m, CheckBase) for m in members):
+        what = "check source"
+    else:
+        section = next((e for e in reversed(loc) if e in _UNION_WHAT), None)
+        what = _UNION_WHAT.get(str(section), disc)
+    known = ", ".join(expected)
+    if etype == "union_tag_not_found":
+        return (
+            "missing-key",
+            f"missing required key '{disc}'",
+            f"'{disc}' is one of: {known}",
+            (where.path),
+        )
+    tag = str(ctx.get("tag", ""))
+    dym = did_you_mean(tag, expected)
+    hint = f"{dym} (known: {known})" if dym else f"known: {known}"
+    path = where.path
+    here = _data_at(data, path)
+    if isinstance(here, dict) and disc in here:
+        path = (*path, disc)
+    return f"unknown-{disc}", f"unknown {what} '{tag}'", hint, path
+
+
+def _problem_from_error(err: Any, data: Any, src: Source) -> tuple[Problem, _Where]:
     loc = tuple(err["loc"])
     etype = err["type"]
     ctx = err.get("ctx") or {}
-    path, _ = _data_path(data, loc)
+    where = _walk(loc, data)
+    path = where.path
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     hint: str | None = None
-    on_key = False
+    on_key = where.key
     code = "invalid"
     if etype == "extra_forbidden":
         key = str(loc[-1])
@@ -319,26 +532,12 @@ def _problem_from_error(err: Any, data: Any, src: Source) -> Problem:
         model = _model_at(loc[:-1])
         if model is not None:
             f = model.model_fields.get(key)
+            if f is None:
+                f = next((g for g in model.model_fields.values() if g.alias == key), None)
             if f is not None and f.description:
                 hint = f"'{key}': {f.description}"
     elif etype in ("union_tag_invalid", "union_tag_not_found"):
-        disc = str(ctx.get("discriminator", "kind")).strip("'")
-        tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
-        expected = [t for t in tags if t]
-        if etype == "union_tag_not_found":
-            code = "missing-key"
-            msg = f"missing required key '{disc}'"
-            hint = f"'{disc}' is one of: " + ", ".join(expected)
-        else:
-            tag = str(ctx.get("tag", ""))
-            code = f"unknown-{disc}"
-            what = {"kind": "step kind", "source": "check source"}.get(disc, disc)
-            msg = f"unknown {what} '{tag}'"
-            dym = did_you_mean(tag, expected)
-            known = "known: " + ", ".join(expected)
-            hint = f"{dym} ({known})" if dym else known
-            if isinstance(data, dict):
-                path = (*path, disc) if disc else path
+        code, msg, hint, path = _tag_problem(etype, loc, ctx, data, where)
     elif etype == "check_ref":
         code = "invalid-check"
     elif etype == "literal_error":
@@ -347,6 +546,12 @@ def _problem_from_error(err: Any, data: Any, src: Source) -> Problem:
         choices = [e.strip().strip("'") for e in wanted.replace(" or ", ",").split(",")]
         if isinstance(err.get("input"), str):
             hint = did_you_mean(err["input"], [c for c in choices if c])
+    elif etype in ("model_type", "model_attributes_type", "dict_type"):
+        code = "wrong-type"
+        msg = f"expected a mapping of keys (got {_describe(err.get('input'))})"
+        model = _model_at(loc)
+        if model is not None:
+            hint = "keys here: " + ", ".join(_field_names(model))
     elif etype.endswith("_type") or etype.endswith("_parsing"):
         code = "wrong-type"
         msg = f"{msg} (got {_describe(err.get('input'))})"
@@ -354,15 +559,56 @@ def _problem_from_error(err: Any, data: Any, src: Source) -> Problem:
         msg = f"{_describe(err.get('input'))} is not a valid name"
         hint = "names start with a letter or _ and use letters, digits, _, - and ."
     problem = Problem("error", code, msg, path=path, hint=hint)
-    return src.locate(problem, key=on_key)
+    return src.locate(problem, key=on_key), where
+
+
+_VALID_WORD = re.compile(r"valid (\w+)")
+
+
+def _merge_union(group: list[tuple[Problem, Any]]) -> Problem:
+    """One problem for the errors of every member of a smart union (``int | list[int]``)."""
+    first = group[0][0]
+    if all(p.code == "wrong-type" for p, _ in group):
+        words: list[str] = []
+        for _, err in group:
+            m = _VALID_WORD.search(str(err["msg"]))
+            if m and m.group(1) not in words:
+                words.append(m.group(1))
+        if words:
+            named = [("an " if w[0] in "aeiou" else "a ") + w for w in words]
+            listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1]
+            first.message = f"expected {listed} (got {_describe(group[0][1].get('input'))})"
+            return first
+    messages: list[str] = []
+    for p, _ in group:
+        if p.message not in messages:
+            messages.append(p.message)
+    first.message = "; or: ".join(messages)
+    first.code = "invalid" if len({p.code for p, _ in group}) > 1 else first.code
+    first.hint = next((p.hint for p, _ in group if p.hint), None)
+    return first
 
 
 def _problems_from_validation(exc: ValidationError, data: Any, src: Source) -> list[Problem]:
-    problems = [_problem_from_error(e, data, src) for e in exc.errors(include_url=False)]
+    errors = exc.errors(include_url=False)
+    found = [(*_problem_from_error(e, data, src), e) for e in errors]
+    # Errors of the members of one smart union (`int | list[int]`) become one problem.
+    slots: list[list[tuple[Problem, Any]]] = []
+    groups: dict[tuple[Any, ...], list[tuple[Problem, Any]]] = {}
+    for problem, where, err in found:
+        if not where.labelled:
+            slots.append([(problem, err)])
+            continue
+        group_key = (problem.path, where.key)
+        if group_key not in groups:
+            groups[group_key] = []
+            slots.append(groups[group_key])
+        groups[group_key].append((problem, err))
+    merged = [_merge_union(slot) if len(slot) > 1 else slot[0][0] for slot in slots]
     # A discriminated union reports once per member when the tag is unusable; keep one.
     seen: set[tuple[Any, ...]] = set()
     out: list[Problem] = []
-    for p in problems:
+    for p in merged:
         k = (p.line, p.column, p.code, p.message)
         if k not in seen:
             seen.add(k)

@@ -249,6 +249,9 @@ class Operation(PlanModel):
     confirm: bool | str = Field(False, description="Ask before running; a string is the prompt.")
     dangerous: bool = False
     emergency: bool = False
+    estimate: DurationStr | None = Field(
+        None, description="How long the procedure should take, e.g. a rollback in under 5m."
+    )
 
 
 class Troubleshooting(PlanModel):

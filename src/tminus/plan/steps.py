@@ -339,6 +339,11 @@ class CanaryStep(StepBase):
     canary: Name
     steps: list[CanaryStepWeight] = Field(min_length=1)
     analysis: list[CheckRef] = Field(default_factory=list)
+    promote: bool = Field(
+        True,
+        description="Send all traffic to the canary after the last step; false holds the last "
+        "weight so that a later phase continues the rollout (5% → 25% → 100% over days).",
+    )
 
 
 class BlueGreenStep(StepBase):

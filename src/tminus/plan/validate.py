@@ -69,7 +69,14 @@ class _Collector:
         )
 
     def undefined(
-        self, what: str, name: str, path: Loc, defined: Iterable[str], where: str
+        self,
+        what: str,
+        name: str,
+        path: Loc,
+        defined: Iterable[str],
+        where: str,
+        *,
+        key: bool = False,
     ) -> None:
         names = sorted(set(defined))
         hint = did_you_mean(name, names)
@@ -78,7 +85,12 @@ class _Collector:
                 f" (defined: {', '.join(names)})" if names else ""
             )
         self.add(
-            "error", f"undefined-{what.replace(' ', '-')}", f"undefined {what} '{name}'", path, hint
+            "error",
+            f"undefined-{what.replace(' ', '-')}",
+            f"undefined {what} '{name}'",
+            path,
+            hint,
+            key=key,
         )
 
 
@@ -87,7 +99,7 @@ def validate_plan(plan: Plan, data: Any = None) -> list[Problem]:
     c = _Collector()
     steps = list(iter_steps(plan))
     _names(plan, steps, c)
-    _targets(plan, steps, c)
+    _targets(plan, steps, c, data)
     _roles(plan, steps, c)
     _checks(plan, c)
     _artifacts(plan, steps, c)
@@ -144,21 +156,37 @@ def _host_names(plan: Plan) -> set[str]:
     return plan.targets.host_or_group_names()
 
 
-def _targets(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
+def _data_at(data: Any, path: Loc) -> Any:
+    for elem in path:
+        if isinstance(data, dict) and elem in data:
+            data = data[elem]
+        elif isinstance(data, list) and isinstance(elem, int) and 0 <= elem < len(data):
+            data = data[elem]
+        else:
+            return None
+    return data
+
+
+def _targets(plan: Plan, steps: list[StepSite], c: _Collector, data: Any = None) -> None:
     t = plan.targets
     dbs, paths, routers = set(t.databases), set(t.paths), t.routers
     hosts = _host_names(plan)
     lenient_hosts = t.inventory is not None
 
-    def need(kind: str, name: str | None, path: Loc, pool: set[str], where: str) -> None:
+    def need(
+        kind: str, name: str | None, path: Loc, pool: set[str], where: str, *, key: bool = False
+    ) -> None:
         if name is not None and name not in pool:
             if kind == "host or group" and lenient_hosts:
                 return
-            c.undefined(kind, name, path, pool, where)
+            c.undefined(kind, name, path, pool, where, key=key)
 
     for gname, group in t.groups.items():
+        gpath: Loc = ("targets", "groups", gname)
+        # `web: [web1, web2]` is shorthand for `web: {hosts: [web1, web2]}`.
+        hosts_path = gpath if isinstance(_data_at(data, gpath), list) else (*gpath, "hosts")
         for k, h in enumerate(group.hosts):
-            need("host", h, ("targets", "groups", gname, "hosts", k), set(t.hosts), "targets.hosts")
+            need("host", h, (*hosts_path, k), set(t.hosts), "targets.hosts")
         for k, ch in enumerate(group.children):
             need(
                 "group",
@@ -216,6 +244,7 @@ def _targets(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
                         (*p, "weights", pool),
                         pools,
                         f"targets.routers.{s.router}.pools",
+                        key=True,
                     )
             elif isinstance(s, CanaryStep):
                 need("pool", s.stable, (*p, "stable"), pools, f"targets.routers.{s.router}.pools")

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 __all__ = [
+    "MAX_DURATION",
     "Condition",
     "ConditionStr",
     "DurationStr",
@@ -44,9 +45,11 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise ValueError_("a duration is a number with a unit, like 30s, 5m, 1h30m or 2d")
     if isinstance(value, int | float):
-        if value < 0 or math.isnan(value) or math.isinf(value):
+        if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+            raise ValueError_("a duration must be a finite number of seconds")
+        if value < 0:
             raise ValueError_("a duration cannot be negative")
-        return timedelta(seconds=float(value))
+        return _timedelta(_float(value), value)
     if not isinstance(value, str):
         raise ValueError_("a duration is a number with a unit, like 30s, 5m, 1h30m or 2d")
     text = value.strip().lower().replace(" ", "")
@@ -61,12 +64,31 @@ def parse_duration(value: Any) -> timedelta:
         pos = m.end()
     if pos != len(text):
         if re.fullmatch(r"\d+(\.\d+)?", text):
-            return timedelta(seconds=float(text))
+            return _timedelta(float(text), value)
         raise ValueError_(
             f"'{value}' is not a duration; write e.g. 30s, 5m, 1h30m, 2d or 1w "
             "(units: ms, s, m, h, d, w)"
         )
-    return timedelta(seconds=total)
+    return _timedelta(total, value)
+
+
+#: The longest duration a plan may name (far beyond any real window, well inside timedelta).
+MAX_DURATION = timedelta(days=365 * 100)
+
+
+def _float(value: int | float) -> float:
+    """``float(value)``, with integers too large for a float becoming infinity."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _timedelta(seconds: float, original: Any) -> timedelta:
+    if math.isinf(seconds) or seconds > MAX_DURATION.total_seconds():
+        shown = str(original) if len(str(original)) <= 30 else str(original)[:27] + "..."
+        raise ValueError_(f"'{shown}' is too long for a duration (at most 100 years)")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(td: timedelta | None) -> str:
@@ -110,6 +132,9 @@ DurationStr = Annotated[
 _QUANTITY = re.compile(
     r"^\s*(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*(%|ms|s|m|h|d|kb|mb|gb|tb|k|b)?\s*$", re.IGNORECASE
 )
+#: Multipliers of the units; fractions are applied as divisions (95% is 95 / 100, exactly the
+#: float 0.95, where 95 * 0.01 would be 0.9500000000000001).
+_QUANTITY_DIVISOR = {"%": 100.0, "ms": 1000.0}
 _QUANTITY_SCALE = {
     "%": 0.01,
     "ms": 0.001,
@@ -133,6 +158,8 @@ def parse_quantity(text: str) -> float | None:
         return None
     number = float(m.group(1))
     unit = (m.group(2) or "").lower()
+    if unit in _QUANTITY_DIVISOR:
+        return number / _QUANTITY_DIVISOR[unit]
     return number * _QUANTITY_SCALE.get(unit, 1.0)
 
 
@@ -172,13 +199,16 @@ class Condition:
         num = _as_number(value)
         if num is None:
             return False
+        # Values within rounding error of the operand count as equal to it, so that a
+        # measured 0.95 meets '>= 95%' whatever way either side was computed.
+        same = math.isclose(num, self.operand, rel_tol=1e-12, abs_tol=1e-12)
         return {
-            "<": num < self.operand,
-            "<=": num <= self.operand,
-            ">": num > self.operand,
-            ">=": num >= self.operand,
-            "==": math.isclose(num, self.operand, rel_tol=1e-12, abs_tol=1e-12),
-            "!=": not math.isclose(num, self.operand, rel_tol=1e-12, abs_tol=1e-12),
+            "<": num < self.operand and not same,
+            "<=": num <= self.operand or same,
+            ">": num > self.operand and not same,
+            ">=": num >= self.operand or same,
+            "==": same,
+            "!=": not same,
         }[self.op]
 
     def __str__(self) -> str:
@@ -189,7 +219,7 @@ def _as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
-        return float(value)
+        return _float(value)
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, str):
@@ -211,7 +241,7 @@ def parse_condition(value: Any) -> Condition:
     if isinstance(value, bool):
         return Condition(text=f"== {str(value).lower()}", op="==", operand=1.0 if value else 0.0)
     if isinstance(value, int | float):
-        return Condition(text=f"== {value}", op="==", operand=float(value))
+        return Condition(text=f"== {value}", op="==", operand=_float(value))
     if not isinstance(value, str) or not value.strip():
         raise ValueError_(
             "a condition is an operator and a value, like '< 0.01', '>= 95%', '== 9', "
@@ -231,7 +261,7 @@ def parse_condition(value: Any) -> Condition:
             if word == "matches":
                 try:
                     re.compile(operand)
-                except re.error as exc:
+                except (re.error, OverflowError, RecursionError) as exc:
                     raise ValueError_(f"'{text}': bad regular expression: {exc}") from None
             return Condition(text=text, op=word, operand=operand)
     for op in _OPS:

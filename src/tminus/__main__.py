@@ -1,0 +1,5 @@
+"""``python -m tminus``."""
+
+from tminus.cli.app import main
+
+main()

@@ -1,0 +1,657 @@
+"""The run loop: checklist gate, approvals, phases (steps, verify, failure policy), rollback
+(saga), success summary. It decides the next action from persisted state only and writes
+every state change before it acts, so ``kill -9`` at any point followed by ``tminus resume``
+reaches the same decision.
+
+States and exit codes live in :mod:`tminus.engine.states`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from tminus.engine.program import Node, build_program
+from tminus.engine.reporter import Reporter
+from tminus.engine.states import DONE_STEP_STATES, TERMINAL, DeployState, StepState
+from tminus.metrics.base import CheckContext, CheckResult, get_provider, judge
+from tminus.plan.checks import CheckBase, CheckUse
+from tminus.plan.interpolate import Resolver
+from tminus.plan.model import Phase, Plan
+from tminus.plan.steps import MaintenanceStep, Step, StepBase
+from tminus.plan.walk import resolve_check
+from tminus.steps.base import StepContext, StepOutcome
+from tminus.steps.registry import get_kind
+from tminus.store.store import Store, now
+
+__all__ = ["Engine", "ResumeAction", "step_from_spec", "step_spec"]
+
+#: Kinds that are safe to re-run when they were in flight at a crash, whatever the plan says.
+_SAFE_TO_RERUN = frozenset({"approve", "wait", "notify", "maintenance"})
+
+ResumeAction = str  # "retry" | "skip" | "rollback" | ""
+
+
+def step_spec(step: StepBase) -> dict[str, Any]:
+    return step.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def step_from_spec(spec: dict[str, Any]) -> StepBase:
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[StepBase] = TypeAdapter(Step)
+    return adapter.validate_python(spec)
+
+
+@dataclass
+class Engine:
+    store: Store
+    plan: Plan
+    deploy_id: str
+    resolver: Resolver
+    reporter: Reporter
+    operator: str
+    state_dir: Path = field(default_factory=lambda: Path(".tminus"))
+    interactive: bool = False
+    prompt: Callable[[str], bool] | None = None
+
+    def __post_init__(self) -> None:
+        self.program = build_program(self.plan)
+        self.resolver.artifacts = self._artifact
+        self._artifacts_cache: dict[str, dict[str, Any]] | None = None
+
+    # --- helpers --------------------------------------------------------------------------
+    def _artifact(self, step_id: str, key: str) -> Any:
+        if self._artifacts_cache is None:
+            self._artifacts_cache = self.store.artifacts_by_step_id(self.deploy_id)
+        return self._artifacts_cache.get(step_id, {}).get(key)
+
+    def _mask(self, text: str) -> str:
+        return self.resolver.mask(text)
+
+    def _event(
+        self,
+        etype: str,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.store.event(
+            self.deploy_id,
+            etype,
+            self._mask(message) if message else None,
+            key=key,
+            data=self.resolver.masker.mask_data(data) if data else None,
+        )
+
+    def _set_state(self, state: DeployState, reason: str | None = None, **extra: Any) -> None:
+        values: dict[str, Any] = {
+            "state": state.value,
+            "reason": self._mask(reason) if reason else None,
+        }
+        if state in TERMINAL:
+            values["finished_at"] = now()
+        values.update(extra)
+        self.store.set_deploy(
+            self.deploy_id, event=f"deploy.{state.value}", message=values["reason"], **values
+        )
+
+    def _release_lock(self) -> None:
+        self.store.release_lock(self.plan.name, self.plan.environment, self.deploy_id)
+
+    def _step_of(self, node: Node) -> StepBase:
+        return self.plan.phases[node.phase].steps[node.index]
+
+    def _ctx(self, key: str, phase: int) -> StepContext:
+        return StepContext(
+            deploy_id=self.deploy_id,
+            plan=self.plan,
+            resolver=self.resolver,
+            key=key,
+            phase=phase,
+            state_dir=self.state_dir,
+            log=self.reporter.line,
+            emit=lambda etype, msg, data: self._event(etype, msg, data, key=key),
+            approvals_for=lambda gate: [
+                a for a in self.store.approvals(self.deploy_id) if a["gate"] == gate
+            ],
+            services={"run_check": self.run_check},
+        )
+
+    def _notify_rules(self, when: str, message: str) -> None:
+        for rule in self.plan.notifications.rules:
+            if rule.when != when:
+                continue
+            channels = rule.channels or list(self.plan.notifications.channels)
+            text = self._mask(self.resolver.resolve(rule.message) if rule.message else message)
+            self.reporter.line(f"[notify {','.join(channels) or 'log'}] {text}")
+            self._event("notify", text, {"when": when, "channels": channels})
+
+    # --- checks ---------------------------------------------------------------------------
+    async def run_check(self, ref: CheckBase | CheckUse) -> CheckResult:
+        check = resolve_check(self.plan, ref)
+        if check is None:
+            name = ref.use if isinstance(ref, CheckUse) else "check"
+            return CheckResult(name, "error", "critical", None, f"check '{name}' is not defined")
+        provider = get_provider(str(getattr(check, "source", "")))
+        ctx = CheckContext(self.plan, self.resolver, self.state_dir)
+        timeout = check.timeout.total_seconds() if check.timeout else 120.0
+        try:
+            m = await asyncio.wait_for(provider.measure(check, ctx), timeout)
+        except TimeoutError:
+            return CheckResult(
+                check.name or "check", "error", "critical", None, f"timed out after {timeout:g}s"
+            )
+        result = judge(check, m)
+        result.message = self._mask(result.message)
+        return result
+
+    # --- the run loop ---------------------------------------------------------------------
+    async def drive(self, action: ResumeAction = "") -> DeployState:
+        d = self.store.deploy(self.deploy_id)
+        state = DeployState(d["state"])
+        if state in TERMINAL:
+            return state
+        self.store.set_deploy(self.deploy_id, runner_pid=os.getpid(), host=socket.gethostname())
+        if state == DeployState.ROLLING_BACK or action == "rollback":
+            return await self._rollback(
+                reason=d["reason"] or "operator asked for rollback", final=self._rollback_final(d)
+            )
+        rows = self.store.step_rows(self.deploy_id)
+        if action in ("retry", "skip"):
+            self._apply_resume_action(action, rows)
+            rows = self.store.step_rows(self.deploy_id)
+        self._set_state(DeployState.RUNNING)
+        total = len(self.plan.phases)
+        announced: set[int] = set()
+        for node in self.program:
+            if node.kind in ("step", "phase_start") and self._abort_requested():
+                return await self.abort(rollback=False)
+            row = rows.get(node.key)
+            if row is not None and row["state"] in DONE_STEP_STATES:
+                continue
+            if node.phase >= 0 and node.phase not in announced and node.kind != "phase_start":
+                phase = self.plan.phases[node.phase]
+                est = phase.estimate.total_seconds() if phase.estimate else None
+                self.reporter.phase(node.phase, total, phase.name, est)
+                announced.add(node.phase)
+            outcome = await self._node(node, row)
+            if node.kind == "phase_start" and outcome is None:
+                announced.add(node.phase)
+            if outcome is not None:
+                return outcome
+        return DeployState.SUCCEEDED
+
+    def _abort_requested(self) -> bool:
+        return bool(self.store.deploy(self.deploy_id)["abort_requested"])
+
+    def _rollback_final(self, d: dict[str, Any]) -> DeployState:
+        return DeployState.ABORTED if d["abort_requested"] else DeployState.ROLLED_BACK
+
+    def _apply_resume_action(self, action: str, rows: dict[str, dict[str, Any]]) -> None:
+        for node in self.program:
+            row = rows.get(node.key)
+            if row is None or row["state"] in DONE_STEP_STATES:
+                continue
+            if row["state"] in ("failed", "running", "waiting"):
+                if action == "skip":
+                    self.store.set_step_state(
+                        self.deploy_id, node.key, StepState.SKIPPED, title=node.title
+                    )
+                    self._event(
+                        "operator.skip", f"{self.operator} skipped {node.title}", key=node.key
+                    )
+                else:
+                    self.store.set_step_state(self.deploy_id, node.key, "retry", title=node.title)
+                    self._event(
+                        "operator.retry", f"{self.operator} retries {node.title}", key=node.key
+                    )
+                return
+        raise_msg = "there is no failed or interrupted step to " + action
+        from tminus.errors import NotResumable
+
+        raise NotResumable(raise_msg)
+
+    async def _node(self, node: Node, row: dict[str, Any] | None) -> DeployState | None:
+        if node.kind == "checklist":
+            return await self._checklist(node)
+        if node.kind == "approvals":
+            return self._approvals(node)
+        if node.kind == "phase_start":
+            return self._phase_start(node)
+        if node.kind == "step":
+            return await self._step(node, row)
+        if node.kind == "verify":
+            return await self._verify(node)
+        if node.kind == "phase_end":
+            return await self._phase_end(node)
+        return await self._summary(node)
+
+    # --- gates ----------------------------------------------------------------------------
+    async def _checklist(self, node: Node) -> DeployState | None:
+        item = self.plan.checklist[node.index]
+        if item.check is not None:
+            self.reporter.step(f"checklist: {item.item}")
+            result = await self.run_check(item.check)
+            self.reporter.result(result.passed, result.message)
+            if not result.passed:
+                self._event("checklist.failed", f"{item.item}: {result.message}", key=node.key)
+                return self._finish_failed(f"checklist item failed: {item.item}: {result.message}")
+            self.store.set_step_state(
+                self.deploy_id, node.key, StepState.SUCCEEDED, title=item.item
+            )
+            return None
+        confirmed = self.store.confirmations(self.deploy_id)
+        names = {item.item, item.id} - {None}
+        if not any(n in confirmed for n in names):
+            if self.interactive and self.prompt is not None and self.prompt(item.item):
+                self.store.add_confirmation(self.deploy_id, item.item, self.operator)
+            else:
+                self._set_state(
+                    DeployState.AWAITING_CONFIRMATION,
+                    f"checklist item needs confirmation: {item.item} "
+                    f'(tminus resume {self.deploy_id} --confirm "{item.item}")',
+                )
+                return DeployState.AWAITING_CONFIRMATION
+        self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title=item.item)
+        return None
+
+    def _approvals(self, node: Node) -> DeployState | None:
+        given = {
+            a["role"] for a in self.store.approvals(self.deploy_id) if a["gate"] == "approvals"
+        }
+        missing = [r for r in self.plan.approvals.required if r not in given]
+        if missing:
+            self._notify_rules(
+                "approval_needed", f"{self.deploy_id} needs approval by {', '.join(missing)}"
+            )
+            self._set_state(
+                DeployState.AWAITING_APPROVAL,
+                f"waiting for approval by {', '.join(missing)} "
+                f"(tminus approve {self.deploy_id} --role ROLE --as NAME)",
+            )
+            return DeployState.AWAITING_APPROVAL
+        self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title="Approvals")
+        return None
+
+    # --- phases ---------------------------------------------------------------------------
+    def _phase_start(self, node: Node) -> DeployState | None:
+        phase = self.plan.phases[node.phase]
+        if phase.after is not None and node.phase > 0:
+            prev = self.store.phase_rows(self.deploy_id).get(node.phase - 1)
+            ended = prev["ended_at"] if prev else None
+            if ended is not None:
+                due = ended + phase.after
+                if now() < due:
+                    self._set_state(
+                        DeployState.SCHEDULED,
+                        f"phase '{phase.name}' is due at {due:%Y-%m-%d %H:%M:%S %Z}",
+                        due_at=due,
+                    )
+                    self._release_lock()
+                    return DeployState.SCHEDULED
+        est = phase.estimate.total_seconds() if phase.estimate else None
+        self.reporter.phase(node.phase, len(self.plan.phases), phase.name, est)
+        self.store.phase_started(self.deploy_id, node.phase, phase.name, est)
+        self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title=phase.name)
+        self._notify_rules("phase_start", f"phase '{phase.name}' started")
+        return None
+
+    async def _phase_end(self, node: Node) -> DeployState | None:
+        phase = self.plan.phases[node.phase]
+        await self._maintenance_off_for(node.phase, "the phase ended")
+        self.store.phase_finished(self.deploy_id, node.phase, "succeeded")
+        self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title=phase.name)
+        self._notify_rules("phase_end", f"phase '{phase.name}' completed")
+        return None
+
+    async def _maintenance_off_for(self, phase: int | None, why: str) -> None:
+        """The guarantee: maintenance left on by ``phase`` (any phase if None) goes off."""
+        open_windows = [
+            w for w in self.store.maintenance_windows(self.deploy_id) if w["off_at"] is None
+        ]
+        if not open_windows:
+            return
+        for comp in self.store.compensations(self.deploy_id):
+            spec = comp["spec"].get("steps", [])
+            if comp["state"] not in ("armed", "pending") or (
+                phase is not None and comp["phase"] != phase
+            ):
+                continue
+            for s in spec:
+                if s.get("kind") == "maintenance" and s.get("action") == "off":
+                    self.reporter.step("Maintenance mode off", why)
+                    step = step_from_spec(s)
+                    out = await get_kind("maintenance").execute(
+                        step, self._ctx(comp["source_key"], comp["phase"])
+                    )
+                    self.reporter.result(out.ok, out.output or out.error or "")
+                    if out.ok:
+                        self.store.maintenance_off(self.deploy_id)
+                        self.store.set_compensation_state(comp["id"], "done")
+
+    # --- steps ----------------------------------------------------------------------------
+    async def _step(self, node: Node, row: dict[str, Any] | None) -> DeployState | None:
+        step = self._step_of(node)
+        if row is not None and row["state"] == "running":
+            kind_safe = getattr(step, "kind", "") in _SAFE_TO_RERUN
+            if not (step.idempotent or kind_safe):
+                return self._pause(
+                    node,
+                    f"step '{node.title}' was in flight when the runner stopped and is not "
+                    "idempotent: check whether it took effect, then resume with --retry-step, "
+                    "--skip-step or --rollback",
+                    crashed=True,
+                )
+            self._event(
+                "step.rerun", f"re-running idempotent step {node.title} after a crash", key=node.key
+            )
+        outcome = await self._execute(step, node.key, node.phase, row)
+        if outcome.waiting:
+            self._set_state(DeployState.AWAITING_APPROVAL, outcome.waiting)
+            return DeployState.AWAITING_APPROVAL
+        if outcome.ok:
+            return None
+        return await self._failure(node, outcome.error or "failed")
+
+    async def _execute(
+        self, step: StepBase, key: str, phase: int, row: dict[str, Any] | None
+    ) -> StepOutcome:
+        kind_name = str(getattr(step, "kind", ""))
+        kind = get_kind(kind_name)
+        ctx = self._ctx(key, phase)
+        undo: list[StepBase] = list(step.undo)
+        builtin = kind.compensation(step, ctx)
+        if builtin is not None:
+            undo.append(builtin.step)
+        if undo:
+            self.store.arm_compensation(
+                self.deploy_id,
+                phase=phase,
+                source_key=key,
+                title=f"undo: {step.title()}",
+                spec={"steps": [step_spec(u) for u in undo]},
+                partial_ok=builtin is not None and builtin.partial_ok,
+            )
+        attempts_before = row["attempts"] if row else 0
+        self.reporter.step(step.title(), self._mask(kind.describe(step, self.resolver)))
+        retries = step.retries
+        total = retries.attempts if retries else 1
+        delay = retries.delay.total_seconds() if retries else 0.0
+        outcome = StepOutcome(False, error="not run")
+        for attempt in range(1, total + 1):
+            self.store.step_started(
+                self.deploy_id,
+                key,
+                title=step.title(),
+                kind=kind_name,
+                step_id=step.id,
+                attempts=attempts_before + attempt,
+            )
+            try:
+                if step.timeout is not None and kind_name != "run":
+                    outcome = await asyncio.wait_for(
+                        kind.execute(step, ctx), step.timeout.total_seconds()
+                    )
+                else:
+                    outcome = await kind.execute(step, ctx)
+            except TimeoutError:
+                outcome = StepOutcome(False, error=f"timed out after {step.timeout}")
+            except Exception as exc:  # a step kind's bug must not kill the deploy silently
+                outcome = StepOutcome(False, error=self._mask(f"{type(exc).__name__}: {exc}"))
+            if outcome.ok or outcome.waiting or attempt == total:
+                break
+            self.reporter.result(
+                False, f"{outcome.error} — retry {attempt}/{total - 1} in {delay:g}s"
+            )
+            self.store.step_finished(
+                self.deploy_id,
+                key,
+                state="failed",
+                error=outcome.error,
+                output=outcome.output[-20000:],
+            )
+            await asyncio.sleep(delay)
+            if retries is not None:
+                delay = min(delay * retries.backoff, retries.max_delay.total_seconds())
+        if outcome.waiting:
+            self.store.step_finished(self.deploy_id, key, state="waiting", error=outcome.waiting)
+            return outcome
+        state = StepState.SUCCEEDED if outcome.ok else StepState.FAILED
+        comp_state: dict[str, Any] | None = None
+        if undo:
+            partial = builtin is not None and builtin.partial_ok
+            comp_state = {"state": "pending" if (outcome.ok or partial) else "void"}
+        self.store.step_finished(
+            self.deploy_id,
+            key,
+            state=state.value,
+            output=self._mask(outcome.output)[-20000:],
+            error=outcome.error,
+            artifacts=self.resolver.masker.mask_data(outcome.artifacts),
+            compensation=comp_state,
+        )
+        if outcome.ok and step.id:
+            self._artifacts_cache = None
+        if isinstance(step, MaintenanceStep) and outcome.ok:
+            if step.action == "on":
+                self.store.maintenance_on(self.deploy_id, phase)
+            else:
+                self.store.maintenance_off(self.deploy_id)
+                for comp in self.store.compensations(self.deploy_id):
+                    specs = comp["spec"].get("steps", [])
+                    if (
+                        comp["state"] == "pending"
+                        and any(s.get("kind") == "maintenance" for s in specs)
+                        and comp["phase"] == phase
+                    ):
+                        self.store.set_compensation_state(comp["id"], "done")
+        self.reporter.result(
+            outcome.ok, outcome.error or (outcome.output.strip().splitlines() or ["done"])[-1][:200]
+        )
+        return outcome
+
+    async def _verify(self, node: Node) -> DeployState | None:
+        phase = self.plan.phases[node.phase]
+        ref = phase.verify[node.index]
+        self.reporter.step(f"verify: {node.title}")
+        self.store.step_started(
+            self.deploy_id, node.key, title=node.title, kind="verify", step_id=None, attempts=1
+        )
+        result = await self.run_check(ref)
+        self.reporter.result(result.passed, result.message)
+        data = {"status": result.status, "level": result.level, "value": _jsonable(result.value)}
+        if result.passed:
+            state = StepState.WARNED if result.level == "warn" else StepState.SUCCEEDED
+            self.store.step_finished(
+                self.deploy_id, node.key, state=state.value, output=result.message, event_data=data
+            )
+            if result.level == "warn":
+                self._notify_rules("watch_warn", f"WARN {result.name}: {result.message}")
+            return None
+        self.store.step_finished(
+            self.deploy_id, node.key, state="failed", error=result.message, event_data=data
+        )
+        if result.status == "inconclusive":
+            return self._pause(node, f"verify '{result.name}' is inconclusive: {result.message}")
+        return await self._failure(node, f"verify '{result.name}' failed: {result.message}")
+
+    # --- failure --------------------------------------------------------------------------
+    async def _failure(self, node: Node, error: str) -> DeployState | None:
+        phase: Phase = self.plan.phases[node.phase]
+        self.store.set_deploy(self.deploy_id, fault_at=now())
+        self._notify_rules("failure", f"{self.deploy_id}: {node.title} failed: {error}")
+        if phase.on_failure == "continue":
+            self.store.set_step_state(self.deploy_id, node.key, StepState.IGNORED, title=node.title)
+            self._event("step.ignored", f"{node.title} failed, continuing: {error}", key=node.key)
+            return None
+        if phase.on_failure == "pause":
+            return self._pause(node, f"{node.title} failed: {error}")
+        return await self._rollback(reason=f"{node.title} failed: {error}", failed_phase=node.phase)
+
+    def _pause(self, node: Node, reason: str, crashed: bool = False) -> DeployState:
+        self._notify_rules("paused", f"{self.deploy_id} paused: {reason}")
+        self._set_state(DeployState.PAUSED, reason)
+        if crashed:
+            self._event("step.crashed", reason, key=node.key)
+        return DeployState.PAUSED
+
+    def _finish_failed(self, reason: str) -> DeployState:
+        self._set_state(DeployState.FAILED, reason)
+        self._release_lock()
+        return DeployState.FAILED
+
+    # --- rollback (saga) ------------------------------------------------------------------
+    def _build_rollback(self, failed_phase: int) -> list[dict[str, Any]]:
+        comps = self.store.compensations(self.deploy_id)
+        started = self.store.phase_rows(self.deploy_id)
+        items: list[dict[str, Any]] = []
+        for p in range(failed_phase, -1, -1):
+            if p not in started:
+                continue
+            phase = self.plan.phases[p]
+            pending = [
+                c
+                for c in comps
+                if c["phase"] == p
+                and (c["state"] == "pending" or (c["state"] == "armed" and c["partial_ok"]))
+            ]
+            if p != failed_phase and not phase.rollback and not pending:
+                continue
+            for j, st in enumerate(phase.rollback):
+                items.append(
+                    {
+                        "title": st.title(),
+                        "phase": p,
+                        "comp_id": None,
+                        "steps": [step_spec(st)],
+                        "key": f"phase/{p}/rollback/{j}",
+                    }
+                )
+            for c in reversed(pending):
+                items.append(
+                    {
+                        "title": c["title"],
+                        "phase": p,
+                        "comp_id": c["id"],
+                        "steps": c["spec"]["steps"],
+                        "key": c["source_key"] + "/undo",
+                    }
+                )
+        return items
+
+    async def _rollback(
+        self,
+        reason: str,
+        failed_phase: int | None = None,
+        final: DeployState = DeployState.ROLLED_BACK,
+    ) -> DeployState:
+        d = self.store.deploy(self.deploy_id)
+        plan_items = d["rollback_plan"]
+        if plan_items is None:
+            if failed_phase is None:
+                phases = self.store.phase_rows(self.deploy_id)
+                failed_phase = max(phases) if phases else -1
+            plan_items = self._build_rollback(failed_phase)
+            self._set_state(DeployState.ROLLING_BACK, reason, rollback_plan=plan_items)
+            self._notify_rules("rollback", f"{self.deploy_id} is rolling back: {reason}")
+        else:
+            self._set_state(DeployState.ROLLING_BACK, d["reason"] or reason)
+        self.reporter.line(f"rolling back: {len(plan_items)} action(s)")
+        rows = self.store.step_rows(self.deploy_id)
+        all_ok = True
+        for n, item in enumerate(plan_items):
+            key = f"rollback/{n}"
+            row = rows.get(key)
+            if row is not None and row["state"] in DONE_STEP_STATES:
+                continue
+            steps = [step_from_spec(s) for s in item["steps"]]
+            ok = True
+            for k, st in enumerate(steps):
+                sub = f"{key}/{k}" if len(steps) > 1 else key
+                srow = rows.get(sub)
+                if srow is not None and srow["state"] in DONE_STEP_STATES:
+                    continue
+                out = await self._execute(st, sub, item["phase"], srow)
+                ok = ok and out.ok
+            if len(steps) > 1:
+                self.store.set_step_state(
+                    self.deploy_id,
+                    key,
+                    StepState.SUCCEEDED if ok else StepState.FAILED,
+                    title=item["title"],
+                )
+            if item["comp_id"] is not None:
+                self.store.set_compensation_state(item["comp_id"], "done" if ok else "failed")
+            all_ok = all_ok and ok
+        await self._maintenance_off_for(None, "rollback finished")
+        state = final if all_ok else DeployState.FAILED
+        why = (
+            reason if all_ok else f"{reason}; rollback incomplete: see tminus log {self.deploy_id}"
+        )
+        for idx, prow in self.store.phase_rows(self.deploy_id).items():
+            if prow["state"] == "running":
+                self.store.phase_finished(self.deploy_id, idx, "rolled_back")
+        self._set_state(state, why)
+        self._release_lock()
+        return state
+
+    async def abort(self, rollback: bool) -> DeployState:
+        """Stop the deploy as *aborted* (not failed), optionally rolling back first."""
+        d = self.store.deploy(self.deploy_id)
+        if DeployState(d["state"]) in TERMINAL:
+            return DeployState(d["state"])
+        who = d["abort_requested"] or self.operator
+        if not d["abort_requested"]:
+            self.store.set_deploy(
+                self.deploy_id,
+                abort_requested=who,
+                event="deploy.abort_requested",
+                message=f"abort requested by {who}",
+            )
+        if rollback:
+            return await self._rollback(reason=f"aborted by {who}", final=DeployState.ABORTED)
+        await self._maintenance_off_for(None, "deploy aborted")
+        self._set_state(DeployState.ABORTED, f"aborted by {who}")
+        self._release_lock()
+        return DeployState.ABORTED
+
+    # --- summary --------------------------------------------------------------------------
+    async def _summary(self, node: Node) -> DeployState:
+        self.reporter.step("success summary")
+        results = []
+        for m in self.plan.success_metrics:
+            if m.check is None:
+                continue
+            r = await self.run_check(m.check)
+            results.append(
+                {
+                    "name": m.name,
+                    "status": r.status,
+                    "level": r.level,
+                    "value": _jsonable(r.value),
+                    "message": r.message,
+                    "target": m.target,
+                }
+            )
+            self.reporter.result(r.passed, f"{m.name}: {r.message}")
+        self._event("summary", "success metrics", {"metrics": results})
+        self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title="summary")
+        self._notify_rules("success", f"{self.deploy_id} succeeded")
+        self._set_state(DeployState.SUCCEEDED, None)
+        self._release_lock()
+        return DeployState.SUCCEEDED
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return str(value)

@@ -1,0 +1,34 @@
+"""``source: sql``: the first column of the first row of a query on a database target."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from tminus.metrics.base import CheckContext, Measurement
+from tminus.plan.checks import SqlCheck
+from tminus.sqlrun import db_error, run_query
+
+__all__ = ["PROVIDER", "SqlProvider"]
+
+
+class SqlProvider:
+    source: ClassVar[str] = "sql"
+
+    async def measure(self, check: SqlCheck, ctx: CheckContext) -> Measurement:
+        db = ctx.plan.targets.databases[check.database]
+        url = ctx.resolver.resolve(db.url)
+        query = ctx.resolver.resolve(check.query)
+        try:
+            rows: list[tuple[Any, ...]] = await asyncio.to_thread(run_query, db.kind, url, query)
+        except Exception as exc:  # the driver's errors vary by database
+            return Measurement(error=ctx.resolver.mask(db_error(exc)))
+        if not rows:
+            return Measurement(value=None, message="the query returned no rows")
+        value = rows[0][0]
+        if not (check.expect or check.warn or check.critical):
+            return Measurement(value=value, ok=bool(value), message=f"first value {value!r}")
+        return Measurement(value=value, message=f"{value!r}")
+
+
+PROVIDER = SqlProvider()

@@ -1,0 +1,32 @@
+"""``kind: notify``: a message to the plan's notification channels (stdout and the log for
+now; the notifier plug-ins arrive with the notifications work)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from tminus.plan.interpolate import Resolver
+from tminus.plan.steps import NotifyStep
+from tminus.steps.base import Compensation, StepContext, StepOutcome
+
+__all__ = ["KIND", "NotifyKind"]
+
+
+class NotifyKind:
+    kind: ClassVar[str] = "notify"
+
+    async def execute(self, step: NotifyStep, ctx: StepContext) -> StepOutcome:
+        text = ctx.resolver.mask(ctx.resolver.resolve(step.message))
+        channels = step.channels or list(ctx.plan.notifications.channels) or ["log"]
+        ctx.log(f"[{step.severity}] {text}")
+        ctx.emit("notify", text, {"channels": channels, "severity": step.severity})
+        return StepOutcome(True, text, artifacts={"channels": channels})
+
+    def compensation(self, step: NotifyStep, ctx: StepContext) -> Compensation | None:
+        return None
+
+    def describe(self, step: NotifyStep, resolver: Resolver) -> str:
+        return resolver.mask(f"notify [{step.severity}]: {resolver.resolve(step.message)}")
+
+
+KIND = NotifyKind()

@@ -1,0 +1,48 @@
+"""``kind: wait``: a fixed time, or until a check passes (polled every ``interval``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import ClassVar
+
+from tminus.plan.interpolate import Resolver
+from tminus.plan.steps import WaitStep
+from tminus.plan.values import format_duration
+from tminus.steps.base import Compensation, StepContext, StepOutcome
+
+__all__ = ["KIND", "WaitKind"]
+
+
+class WaitKind:
+    kind: ClassVar[str] = "wait"
+
+    async def execute(self, step: WaitStep, ctx: StepContext) -> StepOutcome:
+        if step.until is None:
+            assert step.duration is not None
+            await asyncio.sleep(step.duration.total_seconds())
+            return StepOutcome(True, f"waited {format_duration(step.duration)}")
+        run_check = ctx.services["run_check"]
+        limit = step.timeout or step.duration
+        deadline = time.monotonic() + (limit.total_seconds() if limit else 600.0)
+        interval = step.interval.total_seconds() if step.interval else 5.0
+        last = ""
+        while True:
+            result = await run_check(step.until)
+            last = result.message
+            if result.passed:
+                return StepOutcome(True, f"{result.name}: {last}")
+            if time.monotonic() + interval > deadline:
+                return StepOutcome(False, last, f"check did not pass in time: {last}")
+            await asyncio.sleep(interval)
+
+    def compensation(self, step: WaitStep, ctx: StepContext) -> Compensation | None:
+        return None
+
+    def describe(self, step: WaitStep, resolver: Resolver) -> str:
+        if step.until is None:
+            return f"wait {format_duration(step.duration)}"
+        return "wait until a check passes"
+
+
+KIND = WaitKind()

@@ -1,0 +1,156 @@
+"""Tables of tminus's own state. Changed only through Alembic revisions in migrations/."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "approvals",
+    "compensations",
+    "confirmations",
+    "deploys",
+    "events",
+    "locks",
+    "maintenance",
+    "metadata",
+    "phases",
+    "steps",
+]
+
+metadata = MetaData()
+
+deploys = Table(
+    "deploys",
+    metadata,
+    Column("id", String(160), primary_key=True),
+    Column("plan_name", String(120), nullable=False, index=True),
+    Column("environment", String(120), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("plan_path", Text, nullable=False),
+    Column("plan_text", Text, nullable=False),
+    Column("plan_hash", String(64), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("reason", Text),
+    Column("started_by", String(200), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("runner_pid", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("due_at", DateTime(timezone=True)),
+    Column("overrides", JSON, nullable=False, default=dict),
+    Column("rollback_plan", JSON),
+    Column("abort_requested", String(200)),
+    Column("fault_at", DateTime(timezone=True)),
+    UniqueConstraint("plan_name", "seq", name="uq_deploys_plan_seq"),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("started_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("output", Text),
+    Column("error", Text),
+    Column("artifacts", JSON),
+    Column("step_id", String(120)),
+)
+
+phases = Table(
+    "phases",
+    metadata,
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("estimate_s", Float),
+    Column("started_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True)),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), nullable=False, index=True),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("type", String(60), nullable=False),
+    Column("key", String(200)),
+    Column("message", Text),
+    Column("data", JSON),
+)
+
+compensations = Table(
+    "compensations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), nullable=False, index=True),
+    Column("phase", Integer, nullable=False),
+    Column("source_key", String(200), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("partial_ok", Integer, nullable=False, default=0),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), nullable=False, index=True),
+    Column("gate", String(200), nullable=False),
+    Column("role", String(120), nullable=False),
+    Column("person", String(200), nullable=False),
+    Column("comment", Text),
+    Column("ts", DateTime(timezone=True), nullable=False),
+)
+
+confirmations = Table(
+    "confirmations",
+    metadata,
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), primary_key=True),
+    Column("item", String(400), primary_key=True),
+    Column("person", String(200), nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("plan_name", String(120), primary_key=True),
+    Column("environment", String(120), primary_key=True),
+    Column("deploy_id", String(160), nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text),
+)
+
+maintenance = Table(
+    "maintenance",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), nullable=False, index=True),
+    Column("phase", Integer, nullable=False),
+    Column("on_at", DateTime(timezone=True), nullable=False),
+    Column("off_at", DateTime(timezone=True)),
+)

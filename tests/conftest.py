@@ -1,0 +1,75 @@
+"""Shared fixtures: run the real `tminus` CLI in a subprocess, and fresh PostgreSQL databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PG_ADMIN = os.environ.get("TMINUS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+class Tm:
+    """Runs `python -m tminus` in a working directory with a given environment."""
+
+    def __init__(self, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.cwd = cwd
+        self.env = {**os.environ, "TMINUS_OPERATOR": "alice", **(env or {})}
+        self.env.pop("TMINUS_STATE", None)
+
+    def __call__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        check: int | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tminus", *args],
+            cwd=self.cwd,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check is not None:
+            assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
+        return proc
+
+    def json(self, *args: str) -> Any:
+        proc = self(*args, "--output", "json", check=0)
+        return json.loads(proc.stdout)
+
+    def latest(self) -> dict[str, Any]:
+        rows = self.json("list")
+        assert rows, "no deploys"
+        return dict(rows[0])
+
+
+@pytest.fixture
+def tm(tmp_path: Path) -> Tm:
+    return Tm(tmp_path)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the machine's cluster; dropped afterwards."""
+    import psycopg
+
+    name = f"tminus_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:  # fail loudly: `make test` starts PostgreSQL
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN}: {exc}")
+    yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
