@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Tm
+from tminus.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart" / "plan.yaml"
@@ -261,7 +262,7 @@ phases:
   - name: now
     steps: [{kind: run, name: a, command: "echo a >> effects.log"}]
   - name: cleanup
-    after: 4s
+    after: 30d
     steps: [{kind: run, name: b, command: "echo b >> effects.log"}]
 """
 
@@ -272,9 +273,13 @@ def test_delayed_phase_is_scheduled_then_resumed(tm: Tm) -> None:
     d = tm.latest()
     assert d["state"] == "scheduled" and d["due_at"]
     assert tm("resume", d["id"]).returncode == 3
-    time.sleep(4.2)
-    assert tm.json("due")[0]["is_due"] is True
-    assert tm("resume", d["id"]).returncode == 0
+    assert tm.json("due")[0]["is_due"] is False
+    # the lock is free while scheduled: another deploy of the plan may run meanwhile
+    assert tm.json("list")[0]["id"] == "later-1"
+    later = {"TMINUS_CLOCK_OFFSET": str(30 * 86400 + 5)}
+    due = tm("due", "--output", "json", env=later)
+    assert '"is_due": true' in due.stdout
+    assert tm("resume", d["id"], env=later).returncode == 0
     assert (tm.cwd / "effects.log").read_text().split() == ["a", "b"]
 
 
@@ -331,34 +336,52 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def _operator_decides(tm: Tm, deploy: str) -> str:
+def _store(tm: Tm) -> Store:
+    return Store(f"sqlite:///{tm.cwd}/.tminus/state.db")
+
+
+def _operator_decides(store: Store, deploy: str) -> str:
     """Guided failure after a crash: look at the in-flight step's effect, retry or skip."""
-    info = status(tm, deploy)
-    inflight = [s for s in info["steps"] if s["state"] in ("running", "failed")]
-    assert inflight, info
+    rows = store.step_rows(deploy)
+    inflight = [r for r in rows.values() if r["state"] in ("running", "failed")]
+    assert inflight, rows
     title = inflight[-1]["title"]
-    log = tm.cwd / ("undo.log" if title.startswith("u") else "effects.log")
+    log = Path(store.url[len("sqlite:///") :]).parent.parent / (
+        "undo.log" if title.startswith("u") else "effects.log"
+    )
     return "--skip-step" if title in _lines(log) else "--retry-step"
 
 
 def _run_with_crash(tm: Tm, plan: Path, crash_after: int, *extra: str) -> bool:
     proc = tm("run", str(plan), *extra, env={"TMINUS_CRASH_AFTER_COMMITS": str(crash_after)})
+    assert proc.returncode in (-9, 0, 1), proc.stderr
     return proc.returncode == -9
 
 
 def _finish(tm: Tm) -> str:
-    deploy = tm.latest()["id"]
-    for _ in range(10):
-        state = tm.latest()["state"]
-        if state in ("succeeded", "rolled_back", "failed", "aborted"):
-            return str(state)
-        if state == "paused":
-            action = _operator_decides(tm, deploy)
-            proc = tm("resume", deploy, action)
-        else:
-            proc = tm("resume", deploy)
-        assert proc.returncode in (0, 1, 3), proc.stderr
-    raise AssertionError("the deploy did not finish")
+    store = _store(tm)
+    try:
+        deploy = str(store.latest_deploy()["id"])  # type: ignore[index]
+        for _ in range(10):
+            state = str(store.deploy(deploy)["state"])
+            if state in ("succeeded", "rolled_back", "failed", "aborted"):
+                return state
+            action = [_operator_decides(store, deploy)] if state == "paused" else []
+            proc = tm("resume", deploy, *action)
+            assert proc.returncode in (0, 1, 3), proc.stderr
+        last = store.deploy(deploy)
+    finally:
+        store.close()
+    raise AssertionError(f"the deploy did not finish: {last['state']}: {last['reason']}")
+
+
+def _reset(tm: Tm) -> None:
+    for f in ("effects.log", "undo.log"):
+        (tm.cwd / f).unlink(missing_ok=True)
+    state = tm.cwd / ".tminus"
+    if state.exists():
+        for p in state.iterdir():
+            p.unlink()
 
 
 @pytest.mark.timeout(900)
@@ -366,10 +389,8 @@ def test_crash_at_every_durable_point_then_resume(tm: Tm) -> None:
     """SIGKILL the runner after each of its commits in turn; resume; every effect once."""
     plan = write(tm.cwd / "p.yaml", CRASH_PLAN)
     points = 0
-    for k in range(1, 400, 2):
-        for f in ("effects.log", "undo.log"):
-            (tm.cwd / f).unlink(missing_ok=True)
-        (tm.cwd / ".tminus").exists() and [p.unlink() for p in (tm.cwd / ".tminus").iterdir()]
+    for k in range(1, 400):
+        _reset(tm)
         crashed = _run_with_crash(tm, plan, k)
         if not crashed:
             break
@@ -385,10 +406,8 @@ def test_crash_during_failure_and_rollback(tm: Tm) -> None:
     """With a failing last step: compensations run newest first, exactly once, across crashes."""
     plan = write(tm.cwd / "p.yaml", CRASH_PLAN)
     points = 0
-    for k in range(2, 400, 5):
-        for f in ("effects.log", "undo.log"):
-            (tm.cwd / f).unlink(missing_ok=True)
-        (tm.cwd / ".tminus").exists() and [p.unlink() for p in (tm.cwd / ".tminus").iterdir()]
+    for k in range(2, 400, 3):
+        _reset(tm)
         crashed = _run_with_crash(tm, plan, k, "--var", "fail=yes")
         if not crashed:
             assert tm.latest()["state"] == "rolled_back"
@@ -399,4 +418,4 @@ def test_crash_during_failure_and_rollback(tm: Tm) -> None:
         assert _lines(tm.cwd / "effects.log") == ["s1", "s2", "s3", "s4"], f"crash point {k}"
         # s4 failed: only the undos of completed steps, newest first
         assert _lines(tm.cwd / "undo.log") == ["u3", "u2", "u1"], f"crash point {k}"
-    assert points >= 10
+    assert points >= 12, f"only {points} crash points"

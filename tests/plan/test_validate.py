@@ -906,3 +906,23 @@ def test_validation_problems_are_sorted_by_nothing_but_all_have_positions() -> N
         p.code for p in found
     }
     assert all(p.line is not None and p.line >= 1 for p in found)
+
+
+def test_a_canary_held_below_100_percent_on_purpose_is_fine() -> None:
+    text = lines(
+        "name: demo",
+        "targets:",
+        "  routers:",
+        "    lb: {kind: haproxy, socket: s, backend: b, pools: {blue: [a], green: [b]}}",
+        "phases:",
+        "  - name: one",
+        "    steps:",
+        "      - kind: canary",
+        "        router: lb",
+        "        stable: blue",
+        "        canary: green",
+        "        promote: false",
+        "        steps: [{weight: 5, pause: 2d}]",
+    )
+    assert "canary-not-full" not in codes(text)
+    assert "canary-not-full" in codes(text.replace("promote: false", "promote: true"))

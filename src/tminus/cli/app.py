@@ -30,4 +30,8 @@ for _cmd in deploy_cmds.COMMANDS:
 
 
 def main() -> None:
+    import signal
+
+    # `tminus log X | head` ends quietly, like other Unix tools.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     cli(prog_name="tminus")

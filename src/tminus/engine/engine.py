@@ -171,7 +171,7 @@ class Engine:
         total = len(self.plan.phases)
         announced: set[int] = set()
         for node in self.program:
-            if node.kind in ("step", "phase_start") and self._abort_requested():
+            if node.kind in ("step", "phase_start") and self.store.abort_requested(self.deploy_id):
                 return await self.abort(rollback=False)
             row = rows.get(node.key)
             if row is not None and row["state"] in DONE_STEP_STATES:
@@ -186,10 +186,7 @@ class Engine:
                 announced.add(node.phase)
             if outcome is not None:
                 return outcome
-        return DeployState.SUCCEEDED
-
-    def _abort_requested(self) -> bool:
-        return bool(self.store.deploy(self.deploy_id)["abort_requested"])
+        return self._complete()
 
     def _rollback_final(self, d: dict[str, Any]) -> DeployState:
         return DeployState.ABORTED if d["abort_requested"] else DeployState.ROLLED_BACK
@@ -339,6 +336,10 @@ class Engine:
     # --- steps ----------------------------------------------------------------------------
     async def _step(self, node: Node, row: dict[str, Any] | None) -> DeployState | None:
         step = self._step_of(node)
+        if row is not None and row["state"] == "failed":
+            # The failure was recorded but its policy was not (a crash in between): apply it,
+            # never re-run the step.
+            return await self._failure(node, row["error"] or "failed")
         if row is not None and row["state"] == "running":
             kind_safe = getattr(step, "kind", "") in _SAFE_TO_RERUN
             if not (step.idempotent or kind_safe):
@@ -393,6 +394,7 @@ class Engine:
                 kind=kind_name,
                 step_id=step.id,
                 attempts=attempts_before + attempt,
+                new=row is None and attempt == 1,
             )
             try:
                 if step.timeout is not None and kind_name != "run":
@@ -410,12 +412,12 @@ class Engine:
             self.reporter.result(
                 False, f"{outcome.error} — retry {attempt}/{total - 1} in {delay:g}s"
             )
-            self.store.step_finished(
+            self.store.step_finished(  # still in flight: the step has attempts left
                 self.deploy_id,
                 key,
-                state="failed",
+                state="running",
                 error=outcome.error,
-                output=outcome.output[-20000:],
+                output=self._mask(outcome.output)[-20000:],
             )
             await asyncio.sleep(delay)
             if retries is not None:
@@ -460,6 +462,9 @@ class Engine:
     async def _verify(self, node: Node) -> DeployState | None:
         phase = self.plan.phases[node.phase]
         ref = phase.verify[node.index]
+        row = self.store.step_rows(self.deploy_id).get(node.key)
+        if row is not None and row["state"] == "failed":
+            return await self._failure(node, row["error"] or "failed")
         self.reporter.step(f"verify: {node.title}")
         self.store.step_started(
             self.deploy_id, node.key, title=node.title, kind="verify", step_id=None, attempts=1
@@ -623,7 +628,7 @@ class Engine:
         return DeployState.ABORTED
 
     # --- summary --------------------------------------------------------------------------
-    async def _summary(self, node: Node) -> DeployState:
+    async def _summary(self, node: Node) -> DeployState | None:
         self.reporter.step("success summary")
         results = []
         for m in self.plan.success_metrics:
@@ -642,8 +647,12 @@ class Engine:
             )
             self.reporter.result(r.passed, f"{m.name}: {r.message}")
         self._event("summary", "success metrics", {"metrics": results})
-        self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title="summary")
         self._notify_rules("success", f"{self.deploy_id} succeeded")
+        self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title="summary")
+        return None
+
+    def _complete(self) -> DeployState:
+        """Every node is done: record success (again, after a crash) and free the lock."""
         self._set_state(DeployState.SUCCEEDED, None)
         self._release_lock()
         return DeployState.SUCCEEDED

@@ -78,7 +78,11 @@ class StepBase(PlanModel):
     )
 
     def title(self) -> str:
-        return self.name or self.id or str(getattr(self, "kind", "step"))
+        """What reports call this step: its name, else its id, else a summary of it."""
+        return self.name or self.id or self.default_title()
+
+    def default_title(self) -> str:
+        return str(getattr(self, "kind", "step"))
 
 
 class RunStep(StepBase):
@@ -89,6 +93,10 @@ class RunStep(StepBase):
     cwd: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     expect_exit: list[int] = Field(default_factory=lambda: [0])
+
+    def default_title(self) -> str:
+        cmd = self.command if isinstance(self.command, str) else " ".join(self.command)
+        return f"Run: {cmd[:60]}"
 
 
 class SshStep(StepBase):
@@ -180,6 +188,9 @@ class MaintenanceStep(StepBase):
     disable: str | None = None
     flag_file: str | None = None
 
+    def default_title(self) -> str:
+        return f"Maintenance mode {self.action}"
+
     @field_validator("action", mode="before")
     @classmethod
     def _yaml_bool(cls, value: Any) -> Any:
@@ -198,6 +209,9 @@ class NotifyStep(StepBase):
     message: str
     channels: list[Name] = Field(default_factory=list)
     severity: Literal["info", "warning", "critical"] = "info"
+
+    def default_title(self) -> str:
+        return f"Notify: {self.message[:60]}"
 
 
 class BackupStep(StepBase):

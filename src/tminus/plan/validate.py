@@ -637,7 +637,8 @@ def _warnings(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
                     "canary weights do not increase",
                     (*site.path, "steps"),
                 )
-            if weights[-1] != 100:
+            # With `promote: false` the last weight is held on purpose for a later phase.
+            if weights[-1] != 100 and s.promote:
                 c.add(
                     "warning",
                     "canary-not-full",

@@ -57,7 +57,7 @@ class RunKind:
     def describe(self, step: RunStep, resolver: Resolver) -> str:
         cmd = resolve_command(step.command, resolver)
         shown = cmd if isinstance(cmd, str) else " ".join(cmd)
-        extra = f" (cwd {step.cwd})" if step.cwd else ""
+        extra = f" (cwd {resolver.resolve(step.cwd)})" if step.cwd else ""
         return resolver.mask(f"$ {shown}{extra}")
 
 

@@ -16,23 +16,68 @@ import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tminus.errors import LockHeld, NotFound, StoreError
 from tminus.store import schema as t
 
-__all__ = ["HEAD_REVISION", "Store", "default_state_url", "now"]
+__all__ = ["HEAD_REVISION", "TERMINAL_STATES", "Store", "default_state_url", "now"]
 
 #: The newest Alembic revision of the schema; a test pins it to the migrations directory.
 HEAD_REVISION = "0001"
 
+#: Deploy states after which a deploy never runs again; a lock held by one is stale.
+TERMINAL_STATES = frozenset({"succeeded", "rolled_back", "failed", "aborted"})
+
+# Statements of the per-step hot path, built once (SQLAlchemy then reuses their compiled form).
+_INSERT_EVENT = insert(t.events)
+_INSERT_STEP = insert(t.steps)
+_STEP_WHERE = (t.steps.c.deploy_id == bindparam("d"), t.steps.c.key == bindparam("k"))
+_START_STEP = (
+    update(t.steps)
+    .where(*_STEP_WHERE)
+    .values(
+        state="running",
+        started_at=bindparam("ts"),
+        ended_at=None,
+        attempts=bindparam("attempts"),
+        error=None,
+    )
+)
+_FINISH_STEP = (
+    update(t.steps)
+    .where(*_STEP_WHERE)
+    .values(
+        state=bindparam("state"),
+        ended_at=bindparam("ts"),
+        output=bindparam("output"),
+        error=bindparam("error"),
+        artifacts=bindparam("artifacts"),
+    )
+)
+_ABORT_REQUESTED = select(t.deploys.c.abort_requested).where(t.deploys.c.id == bindparam("d"))
+
 
 def now() -> datetime:
+    """The current time. ``TMINUS_CLOCK_OFFSET`` (seconds) shifts it, for tests of delays."""
+    offset = os.environ.get("TMINUS_CLOCK_OFFSET")
+    if offset:
+        return datetime.now(UTC) + timedelta(seconds=float(offset))
     return datetime.now(UTC)
 
 
@@ -175,6 +220,10 @@ class Store:
             raise NotFound(f"no deploy '{deploy_id}'", hint="`tminus list` shows the deploys")
         return _row(row)
 
+    def abort_requested(self, deploy_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(_ABORT_REQUESTED, {"d": deploy_id}).scalar())
+
     def latest_deploy(self) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = (
@@ -211,9 +260,15 @@ class Store:
         data: dict[str, Any] | None = None,
     ) -> None:
         conn.execute(
-            insert(t.events).values(
-                deploy_id=deploy_id, ts=now(), type=etype, key=key, message=message, data=data
-            )
+            _INSERT_EVENT,
+            {
+                "deploy_id": deploy_id,
+                "ts": now(),
+                "type": etype,
+                "key": key,
+                "message": message,
+                "data": data,
+            },
         )
 
     def event(
@@ -242,29 +297,37 @@ class Store:
             return {r["key"]: _row(r) for r in rows}
 
     def step_started(
-        self, deploy_id: str, key: str, *, title: str, kind: str, step_id: str | None, attempts: int
+        self,
+        deploy_id: str,
+        key: str,
+        *,
+        title: str,
+        kind: str,
+        step_id: str | None,
+        attempts: int,
+        new: bool | None = None,
     ) -> None:
+        """Record that a step starts (``new``: no row for it yet, if the caller knows)."""
         ts = now()
         with self.tx() as conn:
-            res = conn.execute(
-                update(t.steps)
-                .where(t.steps.c.deploy_id == deploy_id, t.steps.c.key == key)
-                .values(
-                    state="running", started_at=ts, ended_at=None, attempts=attempts, error=None
-                )
-            )
-            if res.rowcount == 0:
+            updated = 0
+            if new is not True:
+                updated = conn.execute(
+                    _START_STEP, {"d": deploy_id, "k": key, "ts": ts, "attempts": attempts}
+                ).rowcount
+            if not updated:
                 conn.execute(
-                    insert(t.steps).values(
-                        deploy_id=deploy_id,
-                        key=key,
-                        title=title,
-                        kind=kind,
-                        state="running",
-                        attempts=attempts,
-                        started_at=ts,
-                        step_id=step_id,
-                    )
+                    _INSERT_STEP,
+                    {
+                        "deploy_id": deploy_id,
+                        "key": key,
+                        "title": title,
+                        "kind": kind,
+                        "state": "running",
+                        "attempts": attempts,
+                        "started_at": ts,
+                        "step_id": step_id,
+                    },
                 )
             self._event(conn, deploy_id, "step.started", key, title)
 
@@ -283,11 +346,16 @@ class Store:
         """Record a step's end; in the same transaction, update its compensation's state."""
         with self.tx() as conn:
             conn.execute(
-                update(t.steps)
-                .where(t.steps.c.deploy_id == deploy_id, t.steps.c.key == key)
-                .values(
-                    state=state, ended_at=now(), output=output, error=error, artifacts=artifacts
-                )
+                _FINISH_STEP,
+                {
+                    "d": deploy_id,
+                    "k": key,
+                    "state": state,
+                    "ts": now(),
+                    "output": output,
+                    "error": error,
+                    "artifacts": artifacts,
+                },
             )
             if compensation is not None:
                 conn.execute(
@@ -542,6 +610,13 @@ class Store:
                 return None
             taken: dict[str, Any] | None = None
             if cur is not None:
+                holder_state = conn.execute(
+                    select(t.deploys.c.state).where(t.deploys.c.id == cur["deploy_id"])
+                ).scalar()
+                # A deploy that has ended holds nothing (it died between its last write and
+                # the release): its lock is stale by definition.
+                if holder_state in TERMINAL_STATES:
+                    force = True
                 if not force:
                     c = _row(cur)
                     raise LockHeld(
