@@ -419,3 +419,50 @@ def test_crash_during_failure_and_rollback(tm: Tm) -> None:
         # s4 failed: only the undos of completed steps, newest first
         assert _lines(tm.cwd / "undo.log") == ["u3", "u2", "u1"], f"crash point {k}"
     assert points >= 12, f"only {points} crash points"
+
+
+ABORT_PLAN = """
+name: long
+environment: test
+maintenance: {flag_file: maint.flag}
+phases:
+  - name: one
+    downtime: true
+    steps:
+      - {kind: maintenance, action: "on"}
+      - {kind: run, name: a, command: "echo a >> effects.log"}
+      - kind: run
+        name: b
+        command: "for i in $(seq 600); do [ -f go ] && break; sleep 0.1; done; echo b >>effects.log"
+      - {kind: run, name: c, command: "echo c >> effects.log"}
+      - {kind: run, name: d, command: "echo d >> effects.log"}
+"""
+
+
+def test_abort_stops_a_live_runner_between_steps(tm: Tm) -> None:
+    plan = write(tm.cwd / "p.yaml", ABORT_PLAN)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "tminus", "run", str(plan)],
+        cwd=tm.cwd,
+        env=tm.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 30
+        while not (tm.cwd / "effects.log").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        proc = tm("abort", "long-1", env={"TMINUS_OPERATOR": "carol"})
+        assert proc.returncode == 0 and "abort requested" in proc.stdout
+        time.sleep(0.6)  # past the engine's abort poll interval
+        (tm.cwd / "go").touch()  # step b finishes; the runner must stop before c
+        assert runner.wait(timeout=30) == 1
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    info = status(tm, "long-1")
+    assert info["state"] == "aborted" and "carol" in info["reason"]
+    assert _lines(tm.cwd / "effects.log") == ["a", "b"]
+    assert not (tm.cwd / "maint.flag").exists(), "maintenance goes off on abort"
+    assert tm.json("list")[0]["state"] == "aborted"

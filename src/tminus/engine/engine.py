@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,6 +32,9 @@ from tminus.steps.registry import get_kind
 from tminus.store.store import Store, now
 
 __all__ = ["Engine", "ResumeAction", "step_from_spec", "step_spec"]
+
+#: How often (seconds) the run loop looks for an operator's abort request.
+ABORT_POLL_S = 0.5
 
 #: Kinds that are safe to re-run when they were in flight at a crash, whatever the plan says.
 _SAFE_TO_RERUN = frozenset({"approve", "wait", "notify", "maintenance"})
@@ -65,6 +69,7 @@ class Engine:
         self.program = build_program(self.plan)
         self.resolver.artifacts = self._artifact
         self._artifacts_cache: dict[str, dict[str, Any]] | None = None
+        self._abort_checked = float("-inf")
 
     # --- helpers --------------------------------------------------------------------------
     def _artifact(self, step_id: str, key: str) -> Any:
@@ -171,7 +176,7 @@ class Engine:
         total = len(self.plan.phases)
         announced: set[int] = set()
         for node in self.program:
-            if node.kind in ("step", "phase_start") and self.store.abort_requested(self.deploy_id):
+            if node.kind in ("step", "phase_start") and self._abort_requested():
                 return await self.abort(rollback=False)
             row = rows.get(node.key)
             if row is not None and row["state"] in DONE_STEP_STATES:
@@ -187,6 +192,16 @@ class Engine:
             if outcome is not None:
                 return outcome
         return self._complete()
+
+    def _abort_requested(self) -> bool:
+        """Has an operator asked to abort? Read at most every ABORT_POLL_S seconds, so a plan
+        of many short steps does not pay a query per step; a step boundary after that reads
+        it, so an abort takes effect within ABORT_POLL_S plus the running step."""
+        t = time.monotonic()
+        if t - self._abort_checked < ABORT_POLL_S:
+            return False
+        self._abort_checked = t
+        return self.store.abort_requested(self.deploy_id)
 
     def _rollback_final(self, d: dict[str, Any]) -> DeployState:
         return DeployState.ABORTED if d["abort_requested"] else DeployState.ROLLED_BACK
