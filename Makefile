@@ -5,6 +5,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 UV := uv
 TM := $(UV) run --frozen tminus
 QS := examples/quickstart/plan.yaml
+export QUICKSTART_TOKEN ?= demo-token-7f3a91
 
 .PHONY: demo demo-fail deps test lint typecheck pytest check-examples clean
 

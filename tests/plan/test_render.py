@@ -124,7 +124,13 @@ def test_quickstart_has_each_section() -> None:
     ):
         assert title in headings
     # Sections the quickstart leaves empty are omitted.
-    for title in ("Risk register", "Troubleshooting", "Operations", "Alert thresholds"):
+    for title in (
+        "Risk register",
+        "Troubleshooting",
+        "Common operations",
+        "Emergency procedures",
+        "Alert thresholds",
+    ):
         assert title not in headings
     summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
     assert "**Total estimated duration:** 1m10s" in summary
@@ -531,8 +537,9 @@ def test_optional_sections_when_present() -> None:
         "Risk register",
         "Rollback triggers",
         "Contacts and escalation",
-        "Operations",
-        "Operation: emergency_stop",
+        "Quick reference",
+        "Common operations",
+        "Emergency stop",
         "Troubleshooting",
         "Maintenance windows",
         "Weekly",
@@ -568,7 +575,14 @@ def test_minimal_plan_omits_empty_sections() -> None:
     )
     md = render_markdown(plan)
     headings = re.findall(r"^##+ (.+)$", md, flags=re.MULTILINE)
-    assert headings == ["Overview", "Summary", "Timeline", "Deployment phases", "Phase 1: only"]
+    assert headings == [
+        "Overview",
+        "Summary",
+        "Quick reference",
+        "Timeline",
+        "Deployment phases",
+        "Phase 1: only",
+    ]
     assert "(no estimate)" not in md and "no estimate" in md
     page = render_html(plan)
     assert "no estimates: equal widths" in page
@@ -590,5 +604,24 @@ def test_cli_render_writes_file(fmt: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["render", str(QUICKSTART), "--format", fmt, "-o", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text(encoding="utf-8")
-    assert text == _render(_load(QUICKSTART), fmt)
+    plan = _load(QUICKSTART)
+    expected = (
+        render_markdown(plan, str(QUICKSTART))
+        if fmt == "md"
+        else render_html(plan, str(QUICKSTART))
+    )
+    assert text == expected
     assert ("<!doctype html>" in text) == (fmt == "html")
+
+
+def test_operations_split_into_common_and_emergency_with_commands() -> None:
+    md = render_markdown(_load(EXAMPLES / "seeds" / "archive-import.yaml"), "ai.yaml")
+    common = md.split("## Common operations", 1)[1].split("\n## ", 1)[0]
+    emergency = md.split("## Emergency procedures", 1)[1].split("\n## ", 1)[0]
+    assert "### Emergency stop" in emergency and "### Emergency stop" not in common
+    assert "### Import artist shows" in common
+    assert "tminus op run ai.yaml import_artist_shows --param artist=…" in common
+    assert "tminus op run ai.yaml emergency_stop --yes" in emergency
+    quick = md.split("## Quick reference", 1)[1].split("\n## ", 1)[0]
+    assert "tminus op run ai.yaml emergency_rollback" in quick
+    assert "tminus health ai.yaml" in quick and "Chris Majorossy" in quick

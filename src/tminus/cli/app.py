@@ -7,6 +7,7 @@ import click
 
 from tminus import __version__
 from tminus.cli import deploy as deploy_cmds
+from tminus.cli import ops as ops_cmds
 from tminus.cli import plan as plan_cmds
 
 __all__ = ["cli", "main"]
@@ -25,7 +26,7 @@ def cli() -> None:
 
 for _cmd in plan_cmds.COMMANDS:
     cli.add_command(_cmd)
-for _cmd in deploy_cmds.COMMANDS:
+for _cmd in [*deploy_cmds.COMMANDS, *ops_cmds.COMMANDS]:
     cli.add_command(_cmd)
 
 

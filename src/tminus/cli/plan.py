@@ -79,7 +79,7 @@ def render(plan: str, fmt: str, output: str | None) -> None:
     if not result.ok or result.plan is None:
         click.echo(format_problems(result.problems), err=True)
         sys.exit(EXIT_BAD_INPUT)
-    text = render_markdown(result.plan) if fmt == "md" else render_html(result.plan)
+    text = render_markdown(result.plan, plan) if fmt == "md" else render_html(result.plan, plan)
     if output:
         Path(output).write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)

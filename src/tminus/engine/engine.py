@@ -18,15 +18,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from tminus.engine.checking import run_check
 from tminus.engine.program import Node, build_program
 from tminus.engine.reporter import Reporter
 from tminus.engine.states import DONE_STEP_STATES, TERMINAL, DeployState, StepState
-from tminus.metrics.base import CheckContext, CheckResult, get_provider, judge
+from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Phase, Plan
 from tminus.plan.steps import MaintenanceStep, Step, StepBase
-from tminus.plan.walk import resolve_check
 from tminus.steps.base import StepContext, StepOutcome
 from tminus.steps.registry import get_kind
 from tminus.store.store import Store, now
@@ -140,22 +140,7 @@ class Engine:
 
     # --- checks ---------------------------------------------------------------------------
     async def run_check(self, ref: CheckBase | CheckUse) -> CheckResult:
-        check = resolve_check(self.plan, ref)
-        if check is None:
-            name = ref.use if isinstance(ref, CheckUse) else "check"
-            return CheckResult(name, "error", "critical", None, f"check '{name}' is not defined")
-        provider = get_provider(str(getattr(check, "source", "")))
-        ctx = CheckContext(self.plan, self.resolver, self.state_dir)
-        timeout = check.timeout.total_seconds() if check.timeout else 120.0
-        try:
-            m = await asyncio.wait_for(provider.measure(check, ctx), timeout)
-        except TimeoutError:
-            return CheckResult(
-                check.name or "check", "error", "critical", None, f"timed out after {timeout:g}s"
-            )
-        result = judge(check, m)
-        result.message = self._mask(result.message)
-        return result
+        return await run_check(self.plan, self.resolver, self.state_dir, ref)
 
     # --- the run loop ---------------------------------------------------------------------
     async def drive(self, action: ResumeAction = "") -> DeployState:

@@ -25,7 +25,16 @@ from tminus.plan.walk import iter_steps
 from tminus.steps.registry import get_kind, implemented_kinds
 from tminus.store.store import Store
 
-__all__ = ["RunOptions", "approve", "default_operator", "dry_run", "resume", "start"]
+__all__ = [
+    "RunOptions",
+    "approve",
+    "default_operator",
+    "dry_run",
+    "dry_run_loaded",
+    "resume",
+    "start",
+    "start_loaded",
+]
 
 
 def default_operator() -> str:
@@ -155,11 +164,18 @@ def _final_message(store: Store, deploy_id: str, state: DeployState) -> str:
 
 def start(plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
     plan, text = _load(plan_path)
+    return start_loaded(plan, text, plan_path, opts)
+
+
+def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
+    """Start a deploy of an already loaded plan (``text`` is stored as its snapshot)."""
     _preflight(plan)
     overrides = dict(opts.overrides or {})
     # Resolve once before touching the store, so a missing secret fails with nothing started.
     _resolver(plan, plan_path, "dry", opts.operator, overrides, Path(".tminus"))
     store = Store(opts.state_url)
+    if not opts.force_unlock:
+        store.check_lock(plan.name, plan.environment)  # fail at once, leaving no deploy behind
     deploy_id = store.create_deploy(
         plan_name=plan.name,
         environment=plan.environment,
@@ -345,6 +361,11 @@ def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:
 def dry_run(plan_path: str, opts: RunOptions) -> list[str]:
     """What would run, in order, values resolved and secrets masked. Executes nothing."""
     plan, _ = _load(plan_path)
+    return dry_run_loaded(plan, plan_path, opts)
+
+
+def dry_run_loaded(plan: Plan, plan_path: str, opts: RunOptions) -> list[str]:
+    """:func:`dry_run` for a plan already loaded."""
     resolver = _resolver(
         plan, plan_path, "<deploy-id>", opts.operator, dict(opts.overrides or {}), Path(".tminus")
     )

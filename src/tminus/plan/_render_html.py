@@ -82,7 +82,7 @@ def _block(block: Block) -> str:
     if isinstance(block, Table):
         return _table(block)
     if isinstance(block, Pre):
-        return f'<pre class="t-timeline">{_e(block.text)}</pre>'
+        return f'<pre class="{_e(block.kind)}">{_e(block.text)}</pre>'
     if isinstance(block, Chart):
         return chart(block.timeline)
     raise TypeError(f"unknown block {block!r}")

@@ -158,6 +158,7 @@ class Items:
 @dataclass
 class Pre:
     text: str
+    kind: str = "code"  # "t-timeline" for the T-lines
 
 
 @dataclass

@@ -7,9 +7,18 @@ renderers only lay it out. Sections the plan leaves empty are omitted. Nothing i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import timedelta
-
+from tminus.plan import _render_ops as ops
+from tminus.plan._render_parts import (
+    CHECK_HEADERS,
+    check_rows,
+    dur,
+    named_check,
+    risk_label,
+    step_item,
+    step_label,
+    step_line,
+    who,
+)
 from tminus.plan._runbook import (
     Chart,
     Code,
@@ -28,98 +37,31 @@ from tminus.plan._runbook import (
     check_source,
     condition_text,
     levels,
-    nested_steps,
     one_line,
     phase_title,
-    plain,
-    ref_name_hint,
-    slug,
     summarize_step,
     txt,
 )
-from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.model import NotificationRule, Phase, Plan
-from tminus.plan.steps import ApproveStep, MaintenanceStep, StepBase
+from tminus.plan.steps import ApproveStep, MaintenanceStep
 from tminus.plan.values import format_duration
-from tminus.plan.walk import iter_check_sites, resolve_check
+from tminus.plan.walk import iter_check_sites
 
 __all__ = ["build_runbook", "render_html", "render_markdown"]
 
 
-def render_markdown(plan: Plan) -> str:
+def render_markdown(plan: Plan, plan_file: str | None = None) -> str:
     """The runbook as GitHub-flavoured Markdown."""
     from tminus.plan._render_md import to_markdown
 
-    return to_markdown(build_runbook(plan))
+    return to_markdown(build_runbook(plan, plan_file))
 
 
-def render_html(plan: Plan) -> str:
+def render_html(plan: Plan, plan_file: str | None = None) -> str:
     """The runbook as one self-contained HTML file (inline CSS and SVG, prints well)."""
     from tminus.plan._render_html import to_html
 
-    return to_html(build_runbook(plan))
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def _risk(level: str | None) -> str:
-    return level.replace("_", " ").capitalize() if level else "-"
-
-
-def _who(plan: Plan, role: str | None) -> Text:
-    """A role with its people: ``deployer (Ana, Bo)``; a name that is no role as written."""
-    if not role:
-        return txt("-")
-    people = plan.roles[role].people if role in plan.roles else []
-    return txt(Strong(role), f" ({', '.join(people)})" if people else None)
-
-
-def _dur(td: timedelta | None) -> str:
-    return format_duration(td) if td is not None else "-"
-
-
-def _check(plan: Plan, ref: CheckBase | CheckUse) -> tuple[str, CheckBase | None]:
-    resolved = resolve_check(plan, ref)
-    name = resolved.name if resolved is not None and resolved.name else ref_name_hint(ref)
-    return name, resolved
-
-
-def _check_rows(plan: Plan, refs: Iterable[CheckBase | CheckUse]) -> list[list[Text]]:
-    rows: list[list[Text]] = []
-    for ref in refs:
-        name, check = _check(plan, ref)
-        expect, warn, critical = levels(check)
-        rows.append([txt(name), check_source(check), txt(expect), txt(warn), txt(critical)])
-    return rows
-
-
-_CHECK_HEADERS = ["Check", "Source", "Expect", "Warn", "Critical"]
-
-
-def _label(step: StepBase) -> str:
-    """A step's name or id; for an unnamed step, what it does (its kind alone says little)."""
-    if step.name or step.id:
-        return step.title()
-    return one_line(plain(summarize_step(step)), 60)
-
-
-def _step_line(plan: Plan, step: StepBase) -> Text:
-    meta = [f"~{format_duration(step.estimate)}" if step.estimate else ""]
-    meta.append(f"owner {step.owner}" if step.owner else "")
-    meta.append(f"{step.retries.attempts} attempts" if step.retries else "")
-    kept = [m for m in meta if m]
-    named = txt(Strong(step.title()), " — ") if step.name or step.id else None
-    return txt(named, summarize_step(step), f" ({', '.join(kept)})" if kept else None)
-
-
-def _step_item(plan: Plan, step: StepBase) -> Item:
-    children = [
-        Item(txt(f"{role}: ", _step_line(plan, inner))) for role, inner in nested_steps(step)
-    ]
-    if step.description:
-        children.insert(0, Item(txt(one_line(step.description, 300))))
-    return Item(_step_line(plan, step), children)
+    return to_html(build_runbook(plan, plan_file))
 
 
 def _compensations(phase: Phase) -> list[tuple[Text, Text, str]]:
@@ -129,10 +71,10 @@ def _compensations(phase: Phase) -> list[tuple[Text, Text, str]]:
         out.append((txt(step.title()), summarize_step(step), "phase rollback step"))
     for step in reversed(phase.steps):
         for undo in step.undo:
-            out.append((txt(undo.title()), summarize_step(undo), f"undo of “{_label(step)}”"))
+            out.append((txt(undo.title()), summarize_step(undo), f"undo of “{step_label(step)}”"))
         auto = automatic_compensation(step)
         if auto is not None:
-            out.append((txt("(automatic)"), auto, f"compensates “{_label(step)}”"))
+            out.append((txt("(automatic)"), auto, f"compensates “{step_label(step)}”"))
     return out
 
 
@@ -144,7 +86,7 @@ def _overview(plan: Plan) -> Section:
         ("Version", txt(plan.version or "-")),
         ("Environment", txt(plan.environment)),
         ("Owner", txt(plan.owner or "-")),
-        ("Risk", txt(_risk(plan.risk))),
+        ("Risk", txt(risk_label(plan.risk))),
         ("Status", txt(plan.status or "-")),
     ]
     m = plan.maintenance
@@ -179,10 +121,10 @@ def _summary(plan: Plan) -> Section:
         f" ({len(inside)} in the window, {delayed} later)" if delayed else ""
     )
     fields: list[tuple[str, Text]] = [
-        ("Risk", txt(_risk(plan.risk))),
+        ("Risk", txt(risk_label(plan.risk))),
         ("Window", txt(start)),
-        ("Window duration", txt(_dur(w.duration))),
-        ("Allowed downtime", txt(_dur(w.max_downtime))),
+        ("Window duration", txt(dur(w.duration))),
+        ("Allowed downtime", txt(dur(w.max_downtime))),
         ("Total estimated duration", txt(format_duration(plan.total_estimate()))),
         ("Total downtime", txt(format_duration(plan.downtime_estimate()))),
         ("Phases", txt(phases)),
@@ -200,11 +142,11 @@ def _checklist(plan: Plan) -> Section | None:
     for entry in plan.checklist:
         parts: list[Text] = [txt(entry.item)]
         if entry.owner:
-            parts.append(txt(" — owner: ", _who(plan, entry.owner)))
+            parts.append(txt(" — owner: ", who(plan, entry.owner)))
         if entry.check is None:
             parts.append(txt(" — manual"))
         else:
-            name, check = _check(plan, entry.check)
+            name, check = named_check(plan, entry.check)
             cond = condition_text(check)
             parts.append(txt(" — automated: ", Strong(name), " (", check_source(check), ")"))
             parts.append(txt(f" {cond}") if cond else ())
@@ -226,7 +168,9 @@ def _timeline(plan: Plan) -> Section:
             f"downtime {format_duration(plan.downtime_estimate())}.",
         )
     )
-    return Section("timeline", "Timeline", [Pre("\n".join(tl.lines())), Chart(tl), note])
+    return Section(
+        "timeline", "Timeline", [Pre("\n".join(tl.lines()), kind="t-timeline"), Chart(tl), note]
+    )
 
 
 _ON_FAILURE = {
@@ -238,10 +182,10 @@ _ON_FAILURE = {
 
 def _phase(plan: Plan, number: int, phase: Phase) -> Section:
     fields: list[tuple[str, Text]] = [
-        ("Estimate", txt(_dur(phase.estimate))),
+        ("Estimate", txt(dur(phase.estimate))),
         ("Downtime", txt("yes" if phase.downtime else "no")),
-        ("Risk", txt(_risk(phase.risk))),
-        ("Owner", _who(plan, phase.owner)),
+        ("Risk", txt(risk_label(phase.risk))),
+        ("Owner", who(plan, phase.owner)),
         ("On failure", txt(_ON_FAILURE[phase.on_failure])),
     ]
     if phase.after is not None:
@@ -255,19 +199,19 @@ def _phase(plan: Plan, number: int, phase: Phase) -> Section:
     blocks.append(Fields(fields))
     if phase.steps:
         blocks.append(Para(txt(Strong("Tasks:"))))
-        blocks.append(Items([_step_item(plan, s) for s in phase.steps], ordered=True))
+        blocks.append(Items([step_item(plan, s) for s in phase.steps], ordered=True))
     if phase.verify:
         blocks.append(Para(txt(Strong("Verify:"))))
-        blocks.append(Table(_CHECK_HEADERS, _check_rows(plan, phase.verify)))
+        blocks.append(Table(CHECK_HEADERS, check_rows(plan, phase.verify)))
     if phase.rollback:
         blocks.append(Para(txt(Strong("Rollback:"))))
-        blocks.append(Items([_step_item(plan, s) for s in phase.rollback], ordered=True))
+        blocks.append(Items([step_item(plan, s) for s in phase.rollback], ordered=True))
     undo: list[Item] = []
     for s in reversed(phase.steps):
-        undo += [Item(txt(_step_line(plan, u), f" (undoes “{_label(s)}”)")) for u in s.undo]
+        undo += [Item(txt(step_line(plan, u), f" (undoes “{step_label(s)}”)")) for u in s.undo]
         auto = automatic_compensation(s)
         if auto is not None:
-            undo.append(Item(txt(auto, f" (automatic, compensates “{_label(s)}”)")))
+            undo.append(Item(txt(auto, f" (automatic, compensates “{step_label(s)}”)")))
     if undo:
         blocks.append(Para(txt(Strong("Undo (compensations, newest first):"))))
         blocks.append(Items(undo, ordered=True))
@@ -315,7 +259,7 @@ def _rollback_triggers(plan: Plan) -> Section | None:
         if t.check is None:
             rows.append([txt(t.name), txt("-"), txt("(judged by a person)"), txt(t.action)])
             continue
-        name, check = _check(plan, t.check)
+        name, check = named_check(plan, t.check)
         rows.append([txt(t.name), txt(name), txt(condition_text(check)), txt(t.action)])
     if not rows:
         return None
@@ -329,7 +273,7 @@ def _rollback_triggers(plan: Plan) -> Section | None:
 def _success_metrics(plan: Plan) -> Section | None:
     rows: list[list[Text]] = []
     for m in plan.success_metrics:
-        name, check = (_check(plan, m.check)) if m.check is not None else ("-", None)
+        name, check = (named_check(plan, m.check)) if m.check is not None else ("-", None)
         monitoring = (
             txt(m.monitoring) if m.monitoring else check_source(check) if check else txt("-")
         )
@@ -360,7 +304,7 @@ def _watch(plan: Plan) -> Section | None:
             start = "end of the deploy"
         else:
             start = "end of the deploy" if i == 0 else "after the previous period"
-        names = ", ".join(_check(plan, c)[0] for c in p.checks) or "-"
+        names = ", ".join(named_check(plan, c)[0] for c in p.checks) or "-"
         rows.append(
             [
                 txt(p.label or f"Period {i + 1}"),
@@ -383,14 +327,14 @@ def _watch(plan: Plan) -> Section | None:
 def _alerts(plan: Plan) -> Section | None:
     seen: dict[str, list[Text]] = {}
     for site in iter_check_sites(plan):
-        name, check = _check(plan, site.check)
+        name, check = named_check(plan, site.check)
         if name in seen or check is None or (check.warn is None and check.critical is None):
             continue
         expect, warn, critical = levels(check)
         seen[name] = [txt(name), check_source(check), txt(expect), txt(warn), txt(critical)]
     if not seen:
         return None
-    table = Table(_CHECK_HEADERS, list(seen.values()))
+    table = Table(CHECK_HEADERS, list(seen.values()))
     return Section("alerts", "Alert thresholds", [table])
 
 
@@ -410,11 +354,11 @@ _WHEN = {
 
 def _when(rule: NotificationRule) -> str:
     if rule.when == "before_window":
-        return f"{_dur(rule.before)} before the window"
+        return f"{dur(rule.before)} before the window"
     if rule.when == "during":
-        return f"Every {_dur(rule.every)} during the window"
+        return f"Every {dur(rule.every)} during the window"
     if rule.when == "after_success":
-        return f"{_dur(rule.after)} after success"
+        return f"{dur(rule.after)} after success"
     return _WHEN.get(rule.when, rule.when)
 
 
@@ -467,7 +411,7 @@ def _approvals(plan: Plan) -> Section | None:
         return None
     blocks: list[Fields | Para | Items] = []
     if a.required:
-        required: list[Text] = [_who(plan, r) for r in a.required]
+        required: list[Text] = [who(plan, r) for r in a.required]
         joined = txt(*[txt(", " if i else "", r) for i, r in enumerate(required)])
         sod = (
             "yes — the person who starts the deploy cannot approve it"
@@ -482,136 +426,6 @@ def _approvals(plan: Plan) -> Section | None:
     return Section("approvals", "Approvals", list(blocks))
 
 
-def _risks(plan: Plan) -> Section | None:
-    rows = [
-        [
-            txt(r.name),
-            txt(r.likelihood),
-            txt(r.impact),
-            txt(r.mitigation),
-            txt(r.contingency or "-"),
-            txt(r.rollback or "-"),
-        ]
-        for r in plan.risks
-    ]
-    if not rows:
-        return None
-    headers = ["Risk", "Likelihood", "Impact", "Mitigation", "Contingency", "Rollback"]
-    return Section("risks", "Risk register", [Table(headers, rows)])
-
-
-def _contacts(plan: Plan) -> Section | None:
-    c = plan.contacts
-    if not c.emergency and not c.escalation:
-        return None
-    blocks: list[Table | Para | Items] = []
-    if c.emergency:
-        rows = [
-            [txt(e.name), _who(plan, e.role) if e.role else txt("-"), txt(e.contact or "-")]
-            for e in c.emergency
-        ]
-        blocks.append(Table(["Name", "Role", "Contact"], rows))
-    if c.escalation:
-        blocks += [
-            Para(txt(Strong("Escalation path:"))),
-            Items([Item(txt(e)) for e in c.escalation], ordered=True),
-        ]
-    return Section("contacts", "Contacts and escalation", list(blocks))
-
-
-def _operations(plan: Plan) -> Section | None:
-    if not plan.operations:
-        return None
-    children: list[Section] = []
-    for name, op in plan.operations.items():
-        params = [
-            txt(
-                Code(p),
-                f" ({spec.type}",
-                ", required" if spec.required else "",
-                f", default {spec.default}" if spec.default is not None else "",
-                ")",
-                f": {spec.description}" if spec.description else "",
-            )
-            for p, spec in op.params.items()
-        ]
-        safety = [s for s, on in (("dangerous", op.dangerous), ("emergency", op.emergency)) if on]
-        if op.confirm:
-            safety.append(
-                f"asks: “{op.confirm}”" if isinstance(op.confirm, str) else "asks to confirm"
-            )
-        fields: list[tuple[str, Text]] = [("Safety", txt(", ".join(safety) or "none"))]
-        if op.roles:
-            fields.append(("Roles", txt(", ".join(op.roles))))
-        blocks: list[Para | Fields | Items | Table] = []
-        if op.description:
-            blocks.append(Para(txt(op.description.strip())))
-        blocks.append(Fields(fields))
-        if params:
-            blocks += [Para(txt(Strong("Parameters:"))), Items([Item(p) for p in params])]
-        if op.steps:
-            blocks += [
-                Para(txt(Strong("Steps:"))),
-                Items([_step_item(plan, s) for s in op.steps], ordered=True),
-            ]
-        if op.checks:
-            blocks += [
-                Para(txt(Strong("Checks:"))),
-                Table(_CHECK_HEADERS, _check_rows(plan, op.checks)),
-            ]
-        children.append(Section(f"operation-{slug(name)}", f"Operation: {name}", list(blocks)))
-    intro = Para(txt("Named procedures to run by hand when needed (outside the deploy)."))
-    return Section("operations", "Operations", [intro], children)
-
-
-def _troubleshooting(plan: Plan) -> Section | None:
-    rows = [
-        [
-            txt(t.title),
-            txt(t.symptom),
-            txt(t.cause or "-"),
-            txt(t.fix),
-            txt(Code(t.operation)) if t.operation else txt("-"),
-        ]
-        for t in plan.troubleshooting
-    ]
-    if not rows:
-        return None
-    table = Table(["Problem", "Symptom", "Likely cause", "Fix", "Operation"], rows)
-    return Section("troubleshooting", "Troubleshooting", [table])
-
-
-def _maintenance_windows(plan: Plan) -> Section | None:
-    children: list[Section] = []
-    for w in plan.maintenance_windows:
-        fields: list[tuple[str, Text]] = [("Schedule", txt(w.schedule))]
-        if w.operation:
-            fields.append(("Operation", txt(Code(w.operation))))
-        blocks: list[Fields | Para | Items] = [Fields(fields)]
-        for title, entries, box in (
-            ("Before:", w.pre_checklist, True),
-            ("Tasks:", w.tasks, False),
-            ("After:", w.post_checklist, True),
-        ):
-            if entries:
-                blocks += [
-                    Para(txt(Strong(title))),
-                    Items([Item(txt(e), checkbox=box) for e in entries]),
-                ]
-        children.append(Section(f"window-{slug(w.name)}", w.name, list(blocks)))
-    if not children:
-        return None
-    return Section("maintenance-windows", "Maintenance windows", [], children)
-
-
-def _health(plan: Plan) -> Section | None:
-    if not plan.health:
-        return None
-    return Section(
-        "health", "Health checks", [Table(_CHECK_HEADERS, _check_rows(plan, plan.health))]
-    )
-
-
 def _sign_off(plan: Plan) -> Section | None:
     roles = list(plan.approvals.required) or list(plan.roles)
     if not roles:
@@ -622,8 +436,10 @@ def _sign_off(plan: Plan) -> Section | None:
     )
 
 
-def build_runbook(plan: Plan) -> Runbook:
-    """The whole runbook as a neutral document, sections in reading order."""
+def build_runbook(plan: Plan, plan_file: str | None = None) -> Runbook:
+    """The whole runbook as a neutral document, sections in reading order. ``plan_file`` is
+    how commands in the quick reference name the plan (default ``<name>.yaml``)."""
+    plan_file = plan_file or f"{plan.name}.yaml"
     phases = [_phase(plan, i, p) for i, p in enumerate(plan.phases, 1)]
     deploy = Section(
         "phases", "Deployment phases", [Para(txt(f"{len(phases)} phases, run in order."))], phases
@@ -631,6 +447,7 @@ def build_runbook(plan: Plan) -> Runbook:
     candidates = [
         _overview(plan),
         _summary(plan),
+        ops.quick_reference(plan, plan_file),
         _checklist(plan),
         _approvals(plan),
         _roles(plan),
@@ -642,12 +459,13 @@ def build_runbook(plan: Plan) -> Runbook:
         _watch(plan),
         _alerts(plan),
         _communication(plan),
-        _risks(plan),
-        _contacts(plan),
-        _health(plan),
-        _operations(plan),
-        _troubleshooting(plan),
-        _maintenance_windows(plan),
+        ops.risks(plan),
+        ops.contacts(plan),
+        ops.health(plan),
+        ops.common_operations(plan, plan_file),
+        ops.emergency_procedures(plan, plan_file),
+        ops.troubleshooting(plan),
+        ops.maintenance_windows(plan),
         _sign_off(plan),
     ]
     subtitle = f"Production deployment plan — {plan.environment}"

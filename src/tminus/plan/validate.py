@@ -607,6 +607,15 @@ def _variables(plan: Plan, data: Any, c: _Collector) -> None:
                 ("secrets", name),
                 "use ${env:NAME} or ${file:PATH} so the value stays out of the plan",
             )
+        elif any(r.namespace == "env" and r.name.partition(":-")[2] for r in refs):
+            c.add(
+                "warning",
+                "secret-default-in-plan",
+                f"secret '{name}' has a default value written in the plan",
+                ("secrets", name),
+                "the default is stored with every deploy's plan snapshot; keep only "
+                "rehearsal values there, or drop the default (${env:NAME})",
+            )
 
 
 _DESTRUCTIVE = (MigrateStep, SqlStep, RestoreStep, ReleaseStep, RunStep, SshStep)

@@ -203,7 +203,13 @@ class Store:
                             overrides=overrides,
                         )
                     )
-                    self._event(conn, deploy_id, "deploy.created", None, f"started by {started_by}")
+                    self._event(
+                        conn,
+                        deploy_id,
+                        "deploy.created",
+                        None,
+                        f"started by {started_by}" + (f": {reason}" if reason else ""),
+                    )
                 return deploy_id
             except IntegrityError:
                 continue
@@ -618,14 +624,7 @@ class Store:
                 if holder_state in TERMINAL_STATES:
                     force = True
                 if not force:
-                    c = _row(cur)
-                    raise LockHeld(
-                        f"plan '{plan_name}' in '{environment}' is locked by deploy "
-                        f"{c['deploy_id']}: held by {c['holder']} on {c['host']} "
-                        f"(pid {c['pid']}) since {c['acquired_at']:%Y-%m-%d %H:%M:%S %Z}"
-                        + (f", reason: {c['reason']}" if c["reason"] else ""),
-                        holder=c,
-                    )
+                    raise _lock_held(plan_name, environment, _row(cur))
                 taken = _row(cur)
                 conn.execute(
                     t.locks.delete().where(
@@ -667,6 +666,15 @@ class Store:
             self._event(conn, deploy_id, "lock.acquired", None, f"{plan_name}/{environment}")
         return taken
 
+    def check_lock(self, plan_name: str, environment: str) -> None:
+        """Raise LockHeld if a deploy that has not ended holds the lock."""
+        cur = self.lock(plan_name, environment)
+        if cur is None:
+            return
+        if self.deploy(cur["deploy_id"])["state"] in TERMINAL_STATES:
+            return
+        raise _lock_held(plan_name, environment, cur)
+
     def release_lock(self, plan_name: str, environment: str, deploy_id: str) -> None:
         with self.tx() as conn:
             res = conn.execute(
@@ -691,6 +699,16 @@ class Store:
                 .first()
             )
         return _row(row) if row else None
+
+
+def _lock_held(plan_name: str, environment: str, c: dict[str, Any]) -> LockHeld:
+    return LockHeld(
+        f"plan '{plan_name}' in '{environment}' is locked by deploy {c['deploy_id']}: held by "
+        f"{c['holder']} on {c['host']} (pid {c['pid']}) since "
+        f"{c['acquired_at']:%Y-%m-%d %H:%M:%S %Z}"
+        + (f", reason: {c['reason']}" if c["reason"] else ""),
+        holder=c,
+    )
 
 
 def _row(row: Any) -> dict[str, Any]:

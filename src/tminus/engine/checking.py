@@ -1,0 +1,39 @@
+"""Run one check (resolve ``use:``, measure with its provider, judge): shared by the engine,
+`tminus health` and, later, the watch."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tminus.metrics.base import CheckContext, CheckResult, check_name, get_provider, judge
+from tminus.plan.checks import CheckBase, CheckUse
+from tminus.plan.interpolate import Resolver
+from tminus.plan.model import Plan
+from tminus.plan.walk import resolve_check
+
+__all__ = ["DEFAULT_CHECK_TIMEOUT_S", "run_check"]
+
+DEFAULT_CHECK_TIMEOUT_S = 120.0
+
+
+async def run_check(
+    plan: Plan, resolver: Resolver, state_dir: Path, ref: CheckBase | CheckUse
+) -> CheckResult:
+    """Measure and judge one check; never raises for a failing source."""
+    check = resolve_check(plan, ref)
+    if check is None:
+        name = ref.use if isinstance(ref, CheckUse) else "check"
+        return CheckResult(name, "error", "critical", None, f"check '{name}' is not defined")
+    provider = get_provider(str(getattr(check, "source", "")))
+    ctx = CheckContext(plan, resolver, state_dir)
+    timeout = check.timeout.total_seconds() if check.timeout else DEFAULT_CHECK_TIMEOUT_S
+    try:
+        m = await asyncio.wait_for(provider.measure(check, ctx), timeout)
+    except TimeoutError:
+        return CheckResult(
+            check_name(check), "error", "critical", None, f"timed out after {timeout:g}s"
+        )
+    result = judge(check, m)
+    result.message = resolver.mask(result.message)
+    return result
