@@ -171,3 +171,43 @@ def test_seed_operations_are_listed(tm: Tm) -> None:
     rows = tm.json("op", "list", str(root / "examples" / "seeds" / "archive-import.yaml"))
     emergency = [r["name"] for r in rows if r["emergency"]]
     assert len(emergency) == 3 and all(r["confirm"] for r in rows if r["name"] == "emergency_stop")
+
+
+def _run_in_pty(tm: Tm, args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal, answer its prompt, return (exit code, screen)."""
+    import os
+    import pty
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become tminus on the terminal
+        os.chdir(tm.cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "tminus", *args], tm.env)
+    screen = b""
+    answered = False
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+        if not answered and b"[y/N]" in screen:
+            os.write(fd, answer + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace")
+
+
+def test_dangerous_op_asks_on_a_terminal(tm: Tm) -> None:
+    p = plan(tm)
+    (tm.cwd / "cache").mkdir()
+    code, screen = _run_in_pty(tm, ["op", "run", p, "purge_cache"], b"n")
+    assert "Run dangerous operation 'purge_cache'" in screen
+    assert code == 2 and "not confirmed" in screen and (tm.cwd / "cache").exists()
+    code, screen = _run_in_pty(tm, ["op", "run", p, "purge_cache"], b"y")
+    assert code == 0, screen
+    assert not (tm.cwd / "cache").exists()

@@ -625,3 +625,20 @@ def test_operations_split_into_common_and_emergency_with_commands() -> None:
     quick = md.split("## Quick reference", 1)[1].split("\n## ", 1)[0]
     assert "tminus op run ai.yaml emergency_rollback" in quick
     assert "tminus health ai.yaml" in quick and "Chris Majorossy" in quick
+
+
+def test_seed_runbook_has_every_operator_section() -> None:
+    md = render_markdown(_load(EXAMPLES / "seeds" / "archive-import.yaml"))
+    headings = re.findall(r"^## (.+)$", md, flags=re.MULTILINE)
+    for title in (
+        "Quick reference",
+        "Common operations",
+        "Troubleshooting",
+        "Emergency procedures",
+        "Risk register",
+        "Rollback triggers",
+        "Contacts and escalation",
+        "Maintenance windows",
+        "Health checks",
+    ):
+        assert title in headings, title
