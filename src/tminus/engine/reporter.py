@@ -91,15 +91,15 @@ class RichReporter:
         self.phase_name, self.phase_index, self.estimate = name, (index, total), estimate_s
         self.phase_start = time.monotonic()
         est = f" (estimate {_fmt(estimate_s)})" if estimate_s else ""
-        self.console.print(f"[bold]== phase {index + 1}/{total}: {name}{est}[/bold]")
+        self.console.print(self._Text(f"== phase {index + 1}/{total}: {name}{est}", style="bold"))
 
     def step(self, title: str, detail: str = "") -> None:
         self.current = title
-        self.console.print(
-            f"[cyan]->[/cyan] {title}" + (f"  [dim]{detail}[/dim]" if detail else ""),
-            markup=True,
-            highlight=False,
-        )
+        t = self._Text("-> ", style="cyan")
+        t.append(title)
+        if detail:
+            t.append(f"  {detail}", style="dim")
+        self.console.print(t)
 
     def line(self, text: str) -> None:
         self.console.print(self._Text("   " + text, style="dim"))
