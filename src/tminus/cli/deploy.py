@@ -154,10 +154,16 @@ def abort(deploy: str, rollback: bool, operator: str | None, state_url: str | No
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
     s = round(seconds)
-    return (
-        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-    )
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def _ts(value: Any) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S %Z}" if value is not None else "-"
 
 
 @click.command()
@@ -186,7 +192,10 @@ def status(deploy: str | None, output: str, state_url: str | None) -> None:
     )
     if info["reason"]:
         click.echo(f"  {info['reason']}")
-    click.echo(f"  started by {info['started_by']} at {info['created_at']}")
+    click.echo(
+        f"  started by {info['started_by']} at {_ts(info['created_at'])}"
+        + (f", ended {_ts(info['finished_at'])}" if info["finished_at"] else "")
+    )
     if info["current"]:
         click.echo(f"  current: {info['current']}")
     click.echo(f"  {'phase':<32} {'state':<12} {'estimate':>9} {'actual':>9}")
@@ -200,7 +209,7 @@ def status(deploy: str | None, output: str, state_url: str | None) -> None:
         f"  maintenance downtime: {_fmt_s(m['total_s'])}" + (" (ON NOW)" if m["on_now"] else "")
     )
     if info["due_at"] and info["state"] == "scheduled":
-        click.echo(f"  due at {info['due_at']}")
+        click.echo(f"  due at {_ts(info['due_at'])}")
 
 
 @click.command()
