@@ -73,3 +73,28 @@ def pg_url() -> Iterator[str]:
     yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+MYSQL_ADMIN = os.environ.get("TMINUS_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A fresh MariaDB/MySQL schema on the machine's server; dropped afterwards."""
+    import pymysql
+
+    name = f"tminus_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = pymysql.connect(
+            host="127.0.0.1", port=3306, user="root", connect_timeout=5, autocommit=True
+        )
+    except pymysql.MySQLError as exc:  # fail loudly: `make test` starts MariaDB
+        pytest.fail(f"MariaDB is not reachable at 127.0.0.1:3306: {exc}")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"{MYSQL_ADMIN}/{name}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()

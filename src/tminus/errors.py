@@ -19,6 +19,7 @@ __all__ = [
     "NotFound",
     "NotResumable",
     "PlanError",
+    "PreflightFailed",
     "ResolveFailed",
     "StepFailed",
     "StoreError",
@@ -59,6 +60,10 @@ class LockHeld(TminusError):
 
 
 class NotResumable(TminusError):
+    exit_code = 2
+
+
+class PreflightFailed(TminusError):
     exit_code = 2
 
 

@@ -16,7 +16,7 @@ from tminus.engine.engine import Engine
 from tminus.engine.program import build_program
 from tminus.engine.reporter import Reporter, make_reporter
 from tminus.engine.states import TERMINAL, DeployState, exit_code_for
-from tminus.errors import LockHeld, NotResumable, PlanError, ResolveFailed
+from tminus.errors import LockHeld, NotResumable, PlanError, PreflightFailed, ResolveFailed
 from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.loader import load_plan, load_plan_text
 from tminus.plan.model import Plan
@@ -63,15 +63,28 @@ def _load(path: str) -> tuple[Plan, str]:
     return result.plan, result.source.text
 
 
-def _preflight(plan: Plan) -> None:
-    missing = sorted(
-        {str(getattr(s.step, "kind", "")) for s in iter_steps(plan, operations=False)}
-        - implemented_kinds()
-    )
+def _preflight(plan: Plan, resolver: Resolver | None = None, state_dir: Path | None = None) -> None:
+    """Before anything runs: every kind is implemented, and each kind's own preflight (tools
+    installed, disk space for backups, …) finds nothing wrong."""
+    sites = list(iter_steps(plan, operations=False))
+    missing = sorted({str(getattr(s.step, "kind", "")) for s in sites} - implemented_kinds())
     if missing:
         raise PlanError(
             f"this plan uses step kinds not implemented yet: {', '.join(missing)}",
             hint="`tminus check` and `tminus render` work on it; `run` needs every kind",
+        )
+    if resolver is None:
+        return
+    problems: list[str] = []
+    for site in sites:
+        hook = getattr(get_kind(str(getattr(site.step, "kind", ""))), "preflight", None)
+        if hook is not None:
+            problems += hook(site.step, plan, resolver, state_dir or Path(".tminus"))
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise PreflightFailed(
+            "preflight failed, nothing was run:\n  " + "\n  ".join(unique),
+            hint="install what is missing or free disk space, then run again",
         )
 
 
@@ -172,8 +185,9 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
     _preflight(plan)
     overrides = dict(opts.overrides or {})
     # Resolve once before touching the store, so a missing secret fails with nothing started.
-    _resolver(plan, plan_path, "dry", opts.operator, overrides, Path(".tminus"))
+    early = _resolver(plan, plan_path, "dry", opts.operator, overrides, Path(".tminus"))
     store = Store(opts.state_url)
+    _preflight(plan, early, _state_dir(store))
     if not opts.force_unlock:
         store.check_lock(plan.name, plan.environment)  # fail at once, leaving no deploy behind
     deploy_id = store.create_deploy(

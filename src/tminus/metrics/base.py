@@ -75,6 +75,8 @@ BUILTIN_PROVIDERS: dict[str, str] = {
     "http": "tminus.metrics.http",
     "sql": "tminus.metrics.sql",
     "file_count": "tminus.metrics.file_count",
+    "no_data_loss": "tminus.metrics.no_data_loss",
+    "verify_backup": "tminus.metrics.verify_backup",
 }
 
 

@@ -72,3 +72,8 @@ class StepKind(Protocol):
     def describe(self, step: Any, resolver: Resolver) -> str:
         """One line for dry runs and logs: what would run, values resolved, secrets masked."""
         ...
+
+
+#: Optional, duck-typed: a kind may also define
+#: ``preflight(step, plan, resolver, state_dir) -> list[str]``, problems found before the
+#: deploy starts (a missing tool naming its Debian package, a disk too small for a backup).

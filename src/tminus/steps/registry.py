@@ -20,6 +20,11 @@ BUILTIN_MODULES: dict[str, str] = {
     "approve": "tminus.steps.approve",
     "maintenance": "tminus.steps.maintenance",
     "notify": "tminus.steps.notify",
+    "backup": "tminus.steps.backup",
+    "restore": "tminus.steps.restore",
+    "verify_backup": "tminus.steps.verify_backup",
+    "snapshot": "tminus.steps.snapshot",
+    "migrate": "tminus.steps.migrate",
 }
 
 _cache: dict[str, StepKind] = {}

@@ -1,0 +1,95 @@
+"""``source: no_data_loss``: compare the live targets with a snapshot step's record. Every
+table recorded must still exist with at least as many rows, every index must exist, the
+target's declared ``tables`` must exist, and no path may have fewer files, unless the check
+allows it (``allow_row_loss``, ``allow_missing``). The value is the number of problems."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from tminus.backups.base import get_driver
+from tminus.metrics.base import CheckContext, Measurement
+from tminus.plan.checks import NoDataLossCheck
+from tminus.steps._data import data_target
+
+__all__ = ["PROVIDER", "NoDataLossProvider", "compare_snapshots"]
+
+
+def compare_snapshots(
+    before: dict[str, Any],
+    now: dict[str, Any],
+    *,
+    declared: list[str],
+    allow_rows: set[str],
+    allow_missing: set[str],
+    label: str,
+) -> list[str]:
+    problems: list[str] = []
+    if "tables" in before:
+        tables_now: dict[str, int] = now.get("tables", {})
+        short = {t.rsplit(".", 1)[-1]: t for t in tables_now}
+        for table, rows in before["tables"].items():
+            if table in allow_missing or table.rsplit(".", 1)[-1] in allow_missing:
+                continue
+            if table not in tables_now:
+                problems.append(f"{label}: table {table} is gone")
+            elif (
+                tables_now[table] < rows
+                and table not in allow_rows
+                and (table.rsplit(".", 1)[-1] not in allow_rows)
+            ):
+                problems.append(f"{label}: {table} lost {rows - tables_now[table]} row(s)")
+        for idx in before.get("indexes", []):
+            if idx not in now.get("indexes", []) and idx not in allow_missing:
+                problems.append(f"{label}: index {idx} is gone")
+        for t in declared:
+            if t not in tables_now and t not in short:
+                problems.append(f"{label}: expected table {t} does not exist")
+    else:
+        if now.get("files", 0) < before.get("files", 0) and label not in allow_missing:
+            problems.append(f"{label}: {before['files'] - now['files']} file(s) vanished")
+    return problems
+
+
+class NoDataLossProvider:
+    source: ClassVar[str] = "no_data_loss"
+
+    async def measure(self, check: NoDataLossCheck, ctx: CheckContext) -> Measurement:
+        r = ctx.resolver
+        snap = r.artifacts(check.snapshot, "snapshot") if r.artifacts else None
+        if not snap:
+            return Measurement(message=f"snapshot '{check.snapshot}' has not been taken yet")
+        problems: list[str] = []
+        checked = 0
+        try:
+            for role in ("databases", "paths"):
+                for name, before in snap.get(role, {}).items():
+                    t = data_target(
+                        ctx.plan,
+                        r,
+                        database=name if role == "databases" else None,
+                        path=name if role == "paths" else None,
+                    )
+                    now = await asyncio.to_thread(get_driver(t.kind).snapshot, t.url)
+                    declared = (
+                        ctx.plan.targets.databases[name].tables if role == "databases" else []
+                    )
+                    problems += compare_snapshots(
+                        before,
+                        now,
+                        declared=list(declared),
+                        allow_rows=set(check.allow_row_loss),
+                        allow_missing=set(check.allow_missing),
+                        label=name,
+                    )
+                    checked += len(before.get("tables", {})) or 1
+        except Exception as exc:  # the source failed: an error, never a pass
+            return Measurement(error=r.mask(f"{type(exc).__name__}: {exc}"))
+        if checked == 0:
+            return Measurement(error="the snapshot holds nothing to compare (0 objects checked)")
+        msg = "; ".join(problems) if problems else f"no data lost ({checked} object(s) checked)"
+        return Measurement(value=len(problems), ok=not problems, message=msg)
+
+
+PROVIDER = NoDataLossProvider()

@@ -1,0 +1,27 @@
+"""``source: verify_backup``: the ``verify_backup`` step as a check (scratch restore and
+compare); the value is the number of mismatches."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from tminus.metrics.base import CheckContext, Measurement
+from tminus.plan.checks import BackupCheck
+from tminus.steps.verify_backup import verify_backup
+
+__all__ = ["PROVIDER", "VerifyBackupProvider"]
+
+
+class VerifyBackupProvider:
+    source: ClassVar[str] = "verify_backup"
+
+    async def measure(self, check: BackupCheck, ctx: CheckContext) -> Measurement:
+        try:
+            ok, message, report = await verify_backup(ctx.plan, ctx.resolver, check.backup)
+        except Exception as exc:  # any failure of the scratch restore is an error
+            return Measurement(error=ctx.resolver.mask(f"{type(exc).__name__}: {exc}"))
+        problems = len(report.mismatches) if report is not None else 1
+        return Measurement(value=0 if ok else max(problems, 1), ok=ok, message=message)
+
+
+PROVIDER = VerifyBackupProvider()
