@@ -229,3 +229,47 @@ phases:
     assert "in use by bk-1" in out.stdout
     assert len(tm.json("backups", "list")) == 2
     assert json.loads(json.dumps(rows))  # plain JSON
+
+
+def test_migration_failing_half_way_restores_identical_data(
+    tm: Tm, database: tuple[str, str]
+) -> None:
+    """Seed 004's database rollback: numbered up/down migrations; the second fails half-way
+    (after changing data), so the deploy restores the backup and the data is as before."""
+    kind, url = database
+    migrations = tm.cwd / "migrations"
+    migrations.mkdir()
+    (migrations / "000001_rename.up.sql").write_text("UPDATE items SET name = 'renamed';\n")
+    (migrations / "000001_rename.down.sql").write_text("SELECT 1;\n")
+    (migrations / "000002_half.up.sql").write_text(
+        "DELETE FROM items WHERE id > 100;\nTHIS IS NOT SQL;\n"
+    )
+    (migrations / "000002_half.down.sql").write_text("SELECT 1;\n")
+    seed = "\n".join(f'          - "{s}"' for s in _seed_sql())
+    (tm.cwd / "p.yaml").write_text(f"""
+name: halfway
+environment: test
+targets:
+  databases:
+    app: {{kind: {kind}, url: "{url}"}}
+phases:
+  - name: seed
+    steps:
+      - kind: sql
+        database: app
+        statements:
+{seed}
+  - name: migrate
+    steps:
+      - {{kind: backup, id: db_backup, database: app}}
+      - kind: migrate
+        database: app
+        tool: sql_dir
+        dir: migrations
+        on_rollback: restore
+        backup: db_backup
+""")
+    proc = tm("run", "p.yaml", timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert tm.latest()["state"] == "rolled_back"
+    assert _rows(kind, url) == EXPECTED

@@ -8,6 +8,7 @@ import click
 from tminus import __version__
 from tminus.cli import backups as backups_cmds
 from tminus.cli import deploy as deploy_cmds
+from tminus.cli import hosts as hosts_cmds
 from tminus.cli import ops as ops_cmds
 from tminus.cli import plan as plan_cmds
 
@@ -25,7 +26,7 @@ def cli() -> None:
     """
 
 
-for _cmd in plan_cmds.COMMANDS:
+for _cmd in [*plan_cmds.COMMANDS, *hosts_cmds.COMMANDS]:
     cli.add_command(_cmd)
 for _cmd in [*deploy_cmds.COMMANDS, *ops_cmds.COMMANDS, *backups_cmds.COMMANDS]:
     cli.add_command(_cmd)

@@ -1,0 +1,510 @@
+"""Hosts reached over SSH (asyncssh): one connection per host, opened on first use and reused
+for every command; host keys checked against known_hosts; ``become`` through ``sudo -n``.
+
+A remote command runs as ``sh -c`` (like Ansible's shell module), wrapped so that its process
+group is known: on timeout the whole group is killed over a second channel, then the channel is
+closed. A connection that drops (or cannot be opened) gives a failed :class:`CompletedRun` with
+``exit_status=None`` instead of an exception; the next command reconnects. Host key problems
+raise :class:`HostKeyError`: a host that cannot be authenticated is not a mere failed host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import shlex
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from tminus.errors import TminusError
+from tminus.hosts.base import CompletedRun, LineSink
+from tminus.hosts.local import MAX_CAPTURE
+
+if TYPE_CHECKING:
+    from tminus.plan.targets import Host as TargetHost
+
+__all__ = [
+    "DEFAULT_KNOWN_HOSTS",
+    "HostKeyError",
+    "SshError",
+    "SshHost",
+    "SshOptions",
+    "SshSettings",
+    "become_command",
+]
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+_MARK = "\x1etminus-pgid "
+_MARK_CMD = "printf '\\036tminus-pgid %s\\n' \"$$\" >&2"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class HostKeyError(TminusError):
+    """The host's key is not in known_hosts, or differs from the one recorded there."""
+
+    exit_code = 2
+
+
+class SshError(TminusError):
+    """An SSH operation that is not a command failed (connect, upload, checksum)."""
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """Settings shared by every host of a pool."""
+
+    known_hosts: str | None = None  # default for hosts without their own; ~/.ssh/known_hosts
+    accept_new_host_keys: bool = False  # like StrictHostKeyChecking=accept-new
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 15.0
+    keepalive_count_max: int = 3
+    agent: bool = True  # use $SSH_AUTH_SOCK when set
+    max_sessions: int = 8  # concurrent channels per connection (sshd's MaxSessions is 10)
+    kill_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How to reach one host."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    become: bool | str = False
+
+    @classmethod
+    def from_target(cls, name: str, target: TargetHost | None = None) -> SshSettings:
+        if target is None:
+            return cls(name=name, address=name)
+        return cls(
+            name=name,
+            address=target.address or name,
+            port=target.port,
+            user=target.user,
+            identity_file=target.identity_file,
+            known_hosts=target.known_hosts,
+            become=target.become,
+        )
+
+    @property
+    def become_user(self) -> str | None:
+        if self.become is True:
+            return "root"
+        return self.become or None
+
+    @property
+    def label(self) -> str:
+        where = self.address if self.port == 22 else f"{self.address}:{self.port}"
+        return self.name if where == self.name else f"{self.name} ({where})"
+
+
+def become_command(user: str, script: str) -> str:
+    """``sudo -n -u USER -- sh -c 'SCRIPT'``: never prompts; fails if a password is needed."""
+    return f"sudo -n -u {shlex.quote(user)} -- sh -c {shlex.quote(script)}"
+
+
+def _known_hosts_entry(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class _Client(asyncssh.SSHClient):
+    """Records the presented host key and decides on keys not in known_hosts."""
+
+    def __init__(self, host: SshHost, accept: bool) -> None:
+        self._host = host
+        self._accept = accept
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self._host._presented_key = key
+        return self._accept
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._host._on_lost(exc)
+
+
+class SshHost:
+    """One SSH host; implements :class:`tminus.hosts.base.Host`. Prefer :class:`HostPool`."""
+
+    def __init__(self, settings: SshSettings, options: SshOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or SshOptions()
+        self.name = settings.name
+        self.connections_opened = 0
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._lost: str | None = None
+        self._lock = asyncio.Lock()
+        self._sessions = asyncio.Semaphore(self.options.max_sessions)
+        self._presented_key: asyncssh.SSHKey | None = None
+        self._reaper: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    @property
+    def known_hosts_path(self) -> Path:
+        raw = self.settings.known_hosts or self.options.known_hosts or DEFAULT_KNOWN_HOSTS
+        return Path(raw).expanduser()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._lost = str(exc) if exc else "closed by the remote side"
+        self._conn = None
+
+    def _read_known_hosts(self) -> tuple[asyncssh.SSHKnownHosts, bool]:
+        """The known_hosts file, and whether it has any key for this host."""
+        path = self.known_hosts_path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            raise HostKeyError(f"cannot read known_hosts {path}: {exc.strerror or exc}") from None
+        try:
+            known = asyncssh.import_known_hosts(text)
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise HostKeyError(f"known_hosts {path} cannot be parsed: {exc}") from None
+        s = self.settings
+        trusted = asyncssh.match_known_hosts(known, s.address, "", s.port)[0]
+        return known, bool(trusted)
+
+    async def connect(self) -> asyncssh.SSHClientConnection:
+        """The open connection, opening it if needed. Raises :class:`HostKeyError` or
+        :class:`SshError`."""
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            self._conn = None
+            conn = await self._open()
+            self._conn, self._lost = conn, None
+            self.connections_opened += 1
+            return conn
+
+    async def _open(self) -> asyncssh.SSHClientConnection:
+        s, o = self.settings, self.options
+        known, host_is_known = self._read_known_hosts()
+        accept = o.accept_new_host_keys and not host_is_known
+        self._presented_key = None
+        kwargs: dict[str, Any] = {}
+        if s.identity_file:
+            kwargs["client_keys"] = [str(Path(s.identity_file).expanduser())]
+        if not o.agent:
+            kwargs["agent_path"] = None
+        try:
+            conn = await asyncssh.connect(
+                s.address,
+                s.port,
+                username=s.user,
+                known_hosts=known,
+                client_factory=lambda: _Client(self, accept),
+                connect_timeout=o.connect_timeout,
+                keepalive_interval=o.keepalive_interval,
+                keepalive_count_max=o.keepalive_count_max,
+                config=None,
+                **kwargs,
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise self._host_key_error(host_is_known, str(exc)) from None
+        except asyncssh.PermissionDenied:
+            who = s.user or "the current user"
+            raise SshError(
+                f"{s.label}: authentication failed for {who}",
+                hint="check identity_file / ansible_ssh_private_key_file, the agent, and the "
+                "remote authorized_keys",
+            ) from None
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            raise SshError(f"cannot connect to {s.label}: {_describe(exc)}") from None
+        except asyncssh.KeyImportError as exc:
+            raise SshError(f"{s.label}: cannot load identity_file: {exc}") from None
+        if accept and self._presented_key is not None:
+            self._remember(self._presented_key)
+        return conn
+
+    def _host_key_error(self, host_is_known: bool, detail: str) -> HostKeyError:
+        s, key = self.settings, self._presented_key
+        path = self.known_hosts_path
+        entry = _known_hosts_entry(s.address, s.port)
+        about = (
+            f"{key.get_algorithm()} key {key.get_fingerprint('sha256')}"
+            if key is not None
+            else "its key"
+        )
+        if host_is_known:
+            return HostKeyError(
+                f"host key of {s.name} ({s.address} port {s.port}) CHANGED: it presented {about}, "
+                f"which differs from the key recorded in {path}",
+                hint="this may be an attack. If the host was really re-keyed, remove the old key "
+                f"with `ssh-keygen -R '{entry}' -f {path}` and connect again",
+            )
+        if key is None:
+            return HostKeyError(f"host key of {s.name} could not be verified: {detail}")
+        return HostKeyError(
+            f"unknown host key for {s.name} ({s.address} port {s.port}): {about} is not in {path}",
+            hint=f"verify the fingerprint, then add it with `ssh-keyscan -p {s.port} "
+            f"{s.address} >> {path}`, or allow first-use with accept_new_host_keys",
+        )
+
+    def _remember(self, key: asyncssh.SSHKey) -> None:
+        """Append the key to known_hosts (accept-new)."""
+        path = self.known_hosts_path
+        line = (
+            f"{_known_hosts_entry(self.settings.address, self.settings.port)} "
+            f"{key.get_algorithm()} {base64.b64encode(key.public_data).decode()}\n"
+        )
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 5)
+
+    async def __aenter__(self) -> SshHost:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ commands
+
+    def _script(self, command: str, env: Mapping[str, str] | None, cwd: str | None) -> str:
+        parts: list[str] = []
+        for k, v in (env or {}).items():
+            if not _ENV_NAME.match(k):
+                raise ValueError(f"'{k}' is not a valid environment variable name")
+            parts.append(f"export {k}={shlex.quote(str(v))}")
+        if cwd:
+            parts.append(f"cd -- {shlex.quote(cwd)} || exit 1")
+        parts.append(command)
+        user = self.settings.become_user
+        if user:
+            # sudo's use_pty runs the command in a session of its own: report that group too.
+            inner = "\n".join([_MARK_CMD, *parts])
+            return f"{_MARK_CMD}; exec {become_command(user, inner)}"
+        return f"{_MARK_CMD}; exec sh -c {shlex.quote(chr(10).join(parts))}"
+
+    def _failed(
+        self, shown: str, message: str, start: float, out: str = "", err: str = ""
+    ) -> CompletedRun:
+        if err and not err.endswith("\n"):
+            err += "\n"
+        return CompletedRun(
+            host=self.name,
+            command=shown,
+            exit_status=None,
+            stdout=out,
+            stderr=err + message + "\n",
+            duration=time.monotonic() - start,
+        )
+
+    async def run(
+        self,
+        command: str | list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        on_line: LineSink | None = None,
+    ) -> CompletedRun:
+        shown = command if isinstance(command, str) else shlex.join(command)
+        start = time.monotonic()
+        script = self._script(shown, env, cwd)
+        try:
+            conn = await self.connect()
+        except HostKeyError:
+            raise
+        except SshError as exc:
+            return self._failed(shown, f"tminus: {exc}", start)
+        async with self._sessions:
+            return await self._run_on(conn, shown, script, start, timeout, on_line)
+
+    async def _run_on(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        shown: str,
+        script: str,
+        start: float,
+        timeout: float | None,
+        on_line: LineSink | None,
+    ) -> CompletedRun:
+        try:
+            proc = await conn.create_process(
+                script, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace"
+            )
+        except (asyncssh.Error, OSError) as exc:
+            self._drop(conn)
+            return self._failed(shown, f"tminus: {self.settings.label}: {_describe(exc)}", start)
+        out: list[str] = []
+        err: list[str] = []
+        pgid: list[int] = []
+
+        async def pump(reader: asyncssh.SSHReader[str], sink: list[str], name: str) -> None:
+            size = 0
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                if name == "stderr" and len(pgid) < 2 and line.startswith(_MARK):
+                    with contextlib.suppress(ValueError):
+                        pgid.append(int(line[len(_MARK) :].strip()))
+                    continue
+                sink.append(line)
+                size += len(line)
+                while size > MAX_CAPTURE and len(sink) > 1:
+                    size -= len(sink.pop(0))
+                if on_line is not None:
+                    on_line(name, line.rstrip("\n"))
+
+        pumps = asyncio.gather(pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"))
+        timed_out = False
+        lost: str | None = None
+        try:
+            await asyncio.wait_for(asyncio.shield(pumps), timeout)
+            await asyncio.wait_for(proc.wait_closed(), self.options.kill_timeout)
+        except TimeoutError:
+            if pumps.done():  # the output ended but the channel did not close in time
+                proc.close()
+            else:
+                timed_out = True
+                await self._kill(conn, pgid)
+                proc.close()
+                pumps.cancel()
+                with contextlib.suppress(BaseException):
+                    await pumps
+        except (asyncssh.Error, OSError) as exc:
+            lost = _describe(exc)
+        except asyncio.CancelledError:
+            proc.close()
+            if pgid:
+                self._reaper = asyncio.ensure_future(self._kill(conn, pgid))
+            raise
+        status = proc.returncode
+        if lost is None and status is None and not timed_out:
+            lost = self._lost if conn.is_closed() else "the channel closed without an exit status"
+        if lost is not None:
+            if conn.is_closed() or self._conn is not conn:
+                self._drop(conn)
+            return self._failed(
+                shown,
+                f"tminus: connection to {self.settings.label} lost: {lost or 'closed'}",
+                start,
+                "".join(out),
+                "".join(err),
+            )
+        return CompletedRun(
+            host=self.name,
+            command=shown,
+            exit_status=status,
+            stdout="".join(out),
+            stderr="".join(err),
+            timed_out=timed_out,
+            duration=time.monotonic() - start,
+        )
+
+    def _drop(self, conn: asyncssh.SSHClientConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        conn.abort()
+
+    async def _kill(self, conn: asyncssh.SSHClientConnection, pgids: list[int]) -> None:
+        """Kill the command's process groups over a second channel (as the become user too).
+        A reported id that leads no group (sudo without use_pty) is a harmless no-op."""
+        groups = [g for g in pgids if g > 1]
+        if not groups:
+            return
+        kill = "; ".join(f"kill -s KILL -- -{g} 2>/dev/null" for g in groups)
+        user = self.settings.become_user
+        script = f"{kill}; {become_command(user, kill)} 2>/dev/null; true" if user else kill
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.run(script, check=False), self.options.kill_timeout)
+
+    # ------------------------------------------------------------------ files
+
+    async def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
+        """Upload a file atomically: to a temporary name beside ``remote_path``, then renamed.
+        With ``become`` it is uploaded to the login user's home, then moved by the become user.
+        Raises :class:`SshError`."""
+        conn = await self.connect()
+        token = uuid.uuid4().hex[:12]
+        parent, name = os.path.split(remote_path)
+        if self.settings.become_user:
+            tmp = f".tminus-upload-{token}"
+        else:
+            tmp = os.path.join(parent, f".{name or 'upload'}.tminus-{token}")
+        try:
+            async with conn.start_sftp_client() as sftp:
+                await sftp.put(os.fspath(local_path), tmp)
+                if self.settings.become_user:
+                    tmp = f"{await sftp.realpath('.')}/{tmp}"
+                else:
+                    try:
+                        await sftp.posix_rename(tmp, remote_path)
+                    except asyncssh.Error:
+                        with contextlib.suppress(asyncssh.Error):
+                            await sftp.remove(tmp)
+                        raise
+                    return
+        except (asyncssh.Error, OSError) as exc:
+            raise SshError(
+                f"{self.settings.label}: upload to {remote_path} failed: {_describe(exc)}"
+            ) from None
+        src, dst = shlex.quote(tmp), shlex.quote(remote_path)
+        part = shlex.quote(f"{remote_path}.tminus-{token}")
+        result = await self.run(
+            f"cp -- {src} {part} && mv -f -- {part} {dst}; rc=$?; rm -f -- {src}; exit $rc"
+        )
+        if not result.ok:
+            raise SshError(
+                f"{self.settings.label}: cannot move the upload into {remote_path}: "
+                f"{result.stderr.strip()}"
+            )
+
+    async def sha256(self, remote_path: str) -> str | None:
+        """The SHA-256 of a remote file (hex), or None when it does not exist."""
+        q = shlex.quote(remote_path)
+        result = await self.run(
+            f"if [ ! -e {q} ]; then echo missing; exit 0; fi; "
+            f"if command -v sha256sum >/dev/null 2>&1; then sha256sum -- {q}; "
+            f"else shasum -a 256 -- {q}; fi"
+        )
+        if not result.ok:
+            raise SshError(
+                f"{self.settings.label}: cannot checksum {remote_path}: "
+                f"{result.stderr.strip() or 'exit ' + str(result.exit_status)}"
+            )
+        first = result.stdout.strip().split()
+        if first == ["missing"]:
+            return None
+        if not first or not re.fullmatch(r"[0-9a-f]{64}", first[0]):
+            raise SshError(f"{self.settings.label}: unexpected checksum output {result.stdout!r}")
+        return first[0]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, asyncssh.DisconnectError | asyncssh.ChannelOpenError):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) or type(exc).__name__
