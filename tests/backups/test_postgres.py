@@ -100,13 +100,12 @@ def test_damaged_backup_is_refused_and_target_untouched(
 def test_verify_passes_and_drops_the_scratch_database(pg_seeded: str, tmp_path: Path) -> None:
     drv = get_driver("postgres")
     m = drv.backup(pg_seeded, tmp_path)
-    before = pg_databases()
     report = drv.verify(m, tmp_path / m.id, pg_seeded)
     assert report.ok, report.summary()
     assert report.checked_tables == 3 and report.checked_rows == 8000
     assert report.scratch and report.scratch.startswith("tminus_verify_")
+    # Only this scratch database is checked: other test runs may create their own meanwhile.
     assert report.scratch not in pg_databases()
-    assert pg_databases() == before
 
 
 def test_verify_reports_a_wrong_row_count_and_still_drops_scratch(

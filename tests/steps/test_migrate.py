@@ -585,8 +585,8 @@ def test_cli_sql_dir_rollback_to_recorded_before(tmp_path: Path, db: tuple[str, 
     - {kind: run, command: "exit 1"}
     """
     proc = tminus(tmp_path, "run", write_plan(tmp_path, "second", kind, url, steps, "rollback"))
-    assert "returning to version 1" in proc.stdout
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "returning to version 1" in proc.stdout
     assert "reverting 003_create_c.down.sql" in proc.stdout
     assert version_row(kind, url) == [(1, False)]
     assert tables(kind, url) == {"schema_migrations", "t_a"}

@@ -379,9 +379,7 @@ class SqlDir:
         finally:
             cur.close()
 
-    def _apply(
-        self, engine: Engine, mig: _Migration, path: Path, target: int | None, verb: str
-    ) -> None:
+    def _apply(self, engine: Engine, path: Path, target: int | None, verb: str) -> None:
         """One file, the golang-migrate way: mark ``target`` dirty (committed), then run the
         file and mark it clean in one transaction. A failure leaves the table dirty."""
         self.log(f"{verb} {path.name}")
@@ -449,7 +447,7 @@ class SqlDir:
         for v in pending:
             up = migs[v].up
             assert up is not None
-            self._apply(engine, migs[v], up, v, "applying")
+            self._apply(engine, up, v, "applying")
         return pending
 
     def _down_to(
@@ -469,7 +467,7 @@ class SqlDir:
                     f"below it; the database stays at version {v}"
                 )
             # golang-migrate marks the version it goes *to* dirty while a down file runs.
-            self._apply(engine, migs[v], down, prev, "reverting")
+            self._apply(engine, down, prev, "reverting")
             done.append(v)
         return done
 
