@@ -362,13 +362,21 @@ class Engine:
         return await self._failure(node, outcome.error or "failed")
 
     async def _execute(
-        self, step: StepBase, key: str, phase: int, row: dict[str, Any] | None
+        self,
+        step: StepBase,
+        key: str,
+        phase: int,
+        row: dict[str, Any] | None,
+        *,
+        rolling_back: bool = False,
     ) -> StepOutcome:
+        """Run one step with its retries, registering its undo first. A rollback action
+        registers no undo of its own, and its artifacts never replace the forward step's."""
         kind_name = str(getattr(step, "kind", ""))
         kind = get_kind(kind_name)
         ctx = self._ctx(key, phase)
-        undo: list[StepBase] = list(step.undo)
-        builtin = kind.compensation(step, ctx)
+        undo: list[StepBase] = [] if rolling_back else list(step.undo)
+        builtin = None if rolling_back else kind.compensation(step, ctx)
         if builtin is not None:
             undo.append(builtin.step)
         if undo:
@@ -392,7 +400,7 @@ class Engine:
                 key,
                 title=step.title(),
                 kind=kind_name,
-                step_id=step.id,
+                step_id=None if rolling_back else step.id,
                 attempts=attempts_before + attempt,
                 new=row is None and attempt == 1,
             )
@@ -583,7 +591,7 @@ class Engine:
                 srow = rows.get(sub)
                 if srow is not None and srow["state"] in DONE_STEP_STATES:
                     continue
-                out = await self._execute(st, sub, item["phase"], srow)
+                out = await self._execute(st, sub, item["phase"], srow, rolling_back=True)
                 ok = ok and out.ok
             if len(steps) > 1:
                 self.store.set_step_state(
