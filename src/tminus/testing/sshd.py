@@ -85,7 +85,10 @@ def ensure_user(name: str = TEST_USER) -> str:
             check=False,
         )
         if proc.returncode != 0:
-            raise SshdUnavailable(f"cannot create user {name}: {proc.stderr.strip()}") from None
+            try:  # another test process may have created it at the same moment
+                pwd.getpwnam(name)
+            except KeyError:
+                raise SshdUnavailable(f"cannot create user {name}: {proc.stderr.strip()}") from None
     # sshd without PAM refuses accounts whose password is locked ('!'); '*' is "no password".
     shadow = Path("/etc/shadow")
     with contextlib.suppress(OSError):
@@ -107,7 +110,7 @@ def ensure_sudoers(user: str = TEST_USER) -> bool:
             "# Written by tminus.testing.sshd for the tminus test suite (become tests).\n"
             f"{user} ALL=(ALL) NOPASSWD: /bin/sh, /usr/bin/sh\n"
         )
-        tmp = SUDOERS_FILE.with_name(".tminus-test.tmp")
+        tmp = SUDOERS_FILE.with_name(f".tminus-test.{os.getpid()}.tmp")
         tmp.write_text(text)
         tmp.chmod(0o440)
         visudo = shutil.which("visudo") or "/usr/sbin/visudo"
