@@ -233,3 +233,20 @@ def test_snapshot_and_estimate(pg_seeded: str) -> None:
     assert snap["total_rows"] == 8000
     assert drv.estimate_size(pg_seeded) > 1_000_000
     assert set(PG_TABLES) == set(snap["tables"])
+
+
+def test_checksum_covers_the_whole_row_even_with_a_column_named_t(
+    pg_db: str, tmp_path: Path
+) -> None:
+    """A column called ``t`` must not shadow the row in the checksum (it once did)."""
+    pg_exec(
+        pg_db,
+        "CREATE TABLE tricky (id integer PRIMARY KEY, t text, secret text)",
+        "INSERT INTO tricky SELECT g, 'same', 'x' || g FROM generate_series(1, 50) g",
+    )
+    drv = get_driver("postgres")
+    m = drv.backup(pg_db, tmp_path)
+    assert drv.compare(m, pg_db) == []
+    pg_exec(pg_db, "UPDATE tricky SET secret = secret || '!'")  # the column t is unchanged
+    problems = drv.compare(m, pg_db)
+    assert any("tricky" in p and "checksum" in p for p in problems), problems

@@ -14,8 +14,9 @@ Backup
      every table of the manifest. The manifest records ``pg_dump --version`` and
      ``SHOW server_version``.
 
-Checksum of a table: for each row ``h = md5(row::text)``; the two 64-bit halves of ``h`` are
-summed over all rows (as ``numeric``, exact) and the checksum is the md5 of both sums. This is
+Checksum of a table: for each row ``h = md5((t.*)::text)``; the two 64-bit halves of ``h``
+are summed over all rows (``sum(bigint)`` is exact) and the checksum is the md5 of both sums.
+This is
 order-independent and counts duplicates like ``md5(string_agg(md5(t::text), '' ORDER BY …))``,
 but needs constant memory: ``string_agg`` stops at 1 GB of text (~33 M rows). Text output is
 pinned (UTC, ISO dates, ``extra_float_digits=3``, hex bytea, ``search_path=pg_catalog``) so
@@ -143,9 +144,11 @@ def _state(conn: psycopg.Connection[Any]) -> DbState:
     for schema, name in rels:
         q = sql.SQL(
             "SELECT count(*),"
-            " coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0),"
-            " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)"
-            " FROM (SELECT md5(t::text) AS h FROM {} t) s"
+            " coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
+            " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
+            # (t.*): the whole row even when a column is named t; OFFSET 0 keeps the planner
+            # from inlining the subquery, which would compute md5 once per sum.
+            " FROM (SELECT md5((t.*)::text) AS h FROM {} t OFFSET 0) s"
         ).format(_ident(schema, name))
         row = conn.execute(q).fetchone()
         assert row is not None

@@ -1,0 +1,590 @@
+"""Backup plus verified restore of a PostgreSQL database of about 1 GB: tminus's postgres
+driver against raw ``pg_dump -Fd -j2`` plus ``pg_restore -j2``.
+
+    uv run python bench/backup.py [--size-mb 1024] [--repeat 3] [--jobs 2]
+    uv run python bench/backup.py --size-mb 100 --repeat 2      # a quick run, ~1 minute
+
+A fresh database ``tminus_bench_backup_<pid>`` is filled server-side (``INSERT … SELECT
+generate_series``) with a wide table (text, jsonb, timestamps), a narrow one of integers, a
+small parent table, indexes, a foreign key and a serial. Per repeat (the order of the two sides
+alternates, so machine noise hits both):
+
+- raw: ``pg_dump -Fd -j N -f DIR``, then ``pg_restore -j N --exit-on-error -d NEW DIR`` into a
+  fresh empty database. Nothing is verified: this is the floor a careful operator's script gets.
+- tminus: ``driver.backup(url, dest, jobs=N)`` (pg_dump in the exported snapshot, row counts and
+  checksums computed in that snapshot meanwhile, ``pg_restore --list``, sha256 of every file,
+  fsync), then ``driver.restore(manifest, backup_dir, url2, jobs=N)`` into another fresh empty
+  database (sha256 of every file first, pg_restore, then counts and checksums compared with the
+  manifest: the "verified restore").
+
+Restore targets are created (``TEMPLATE template0``) before the clock starts and dropped after
+each repeat; dump directories are deleted between repeats; every database the bench created is
+dropped at the end, also on failure or Ctrl-C.
+
+Where tminus's extra time goes is measured by wrapping a few of the driver's module-level
+helpers with ``time.perf_counter`` for the duration of the bench (nothing under ``src/`` is
+changed); a helper that no longer exists is simply not reported.
+
+Figures are printed, not asserted: the exit status is non-zero only if a run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+TARGET_RATIO = 1.3
+DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+ACCOUNTS = 100_000
+
+
+# --- databases -----------------------------------------------------------------------------
+class Server:
+    """Databases on the server of ``admin_url``; every one created here is dropped at the end."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.created: list[str] = []
+
+    def url(self, name: str) -> str:
+        return self.admin_url.rsplit("/", 1)[0] + "/" + name
+
+    def execute(self, query: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(query)  # type: ignore[arg-type]
+
+    def create(self, name: str) -> str:
+        self.created.append(name)  # before CREATE: an interrupted CREATE is still dropped
+        self.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return self.url(name)
+
+    def drop(self, name: str) -> None:
+        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if name in self.created:
+            self.created.remove(name)
+
+    def drop_all(self) -> None:
+        for name in list(self.created):
+            try:
+                self.drop(name)
+            except Exception as exc:
+                print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
+
+
+SCHEMA = """
+CREATE TABLE accounts (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    email text NOT NULL,
+    plan text NOT NULL,
+    created_at timestamptz NOT NULL
+);
+CREATE TABLE events (
+    id bigserial,
+    account_id integer NOT NULL,
+    kind text NOT NULL,
+    payload jsonb NOT NULL,
+    body text,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz
+);
+-- no column is named t: the driver's checksum query aliases each table t, and a column t
+-- would be hashed instead of the whole row (see bench/README.md)
+CREATE TABLE readings (
+    account_id integer NOT NULL,
+    sensor smallint NOT NULL,
+    minute integer NOT NULL,
+    value integer NOT NULL,
+    flags integer NOT NULL DEFAULT 0
+);
+"""
+
+FILL_ACCOUNTS = f"""
+INSERT INTO accounts (name, email, plan, created_at)
+SELECT 'Account ' || i, 'user' || i || '@example.com',
+       (ARRAY['free', 'team', 'business', 'enterprise'])[1 + i % 4],
+       timestamptz '2020-01-01 00:00:00+00' + i * interval '17 minutes'
+FROM generate_series(1, {ACCOUNTS}) AS i
+"""
+
+# ~450 bytes a row: hex text of varying length, a jsonb document, two timestamps.
+FILL_EVENTS = """
+INSERT INTO events (account_id, kind, payload, body, created_at, updated_at)
+SELECT 1 + (i * 7919) % {accounts},
+       (ARRAY['login', 'logout', 'view', 'click', 'purchase', 'error'])[1 + i % 6],
+       jsonb_build_object(
+           'v', 1, 'user', i % 5000, 'ok', i % 3 = 0,
+           'tags', jsonb_build_array('t' || i % 7, 't' || i % 11),
+           'score', round((i % 10007) / 13.0, 3),
+           'ip', '10.' || i % 256 || '.' || (i / 256) % 256 || '.1',
+           'ref', md5(i::text)),
+       substr(md5(i::text) || ' ' || md5((i * 31)::text) || ' ' || md5((i * 17)::text)
+              || ' ' || md5((i * 7)::text) || ' ' || md5((i * 3)::text), 1, (60 + i % 110)::int),
+       timestamptz '2025-01-01 00:00:00+00' + i * interval '1.7 seconds',
+       CASE WHEN i % 4 = 0 THEN NULL
+            ELSE timestamptz '2025-01-01 00:00:00+00' + i * interval '1.7 seconds'
+                 + (i % 3600) * interval '1 second' END
+FROM generate_series({lo}::bigint, {hi}::bigint) AS i
+"""
+
+# ~44 bytes a row of integers; (account_id, sensor, minute) is unique by construction.
+FILL_READINGS = """
+INSERT INTO readings (account_id, sensor, minute, value, flags)
+SELECT 1 + i % {accounts}, (i / {accounts}) % 16, i / ({accounts} * 16),
+       (i * 2654435761::bigint % 100000)::int, i % 8
+FROM generate_series({lo}::bigint, {hi}::bigint) AS i
+"""
+
+AFTER_FILL = (
+    "CREATE UNIQUE INDEX accounts_email_key ON accounts (email)",
+    "ALTER TABLE events ADD PRIMARY KEY (id)",
+    "ALTER TABLE events ADD CONSTRAINT events_account_fk"
+    " FOREIGN KEY (account_id) REFERENCES accounts (id)",
+    "CREATE INDEX events_account_created ON events (account_id, created_at)",
+    "CREATE INDEX events_kind ON events (kind)",
+    "ALTER TABLE readings ADD PRIMARY KEY (account_id, sensor, minute)",
+)
+
+# Heap share of the final size: the indexes built after the fill add the rest (measured: the
+# database ends within a few % of --size-mb).
+HEAP_SHARE = 0.80
+
+
+def fill(url: str, size_mb: int, max_seconds: float) -> dict[str, Any]:
+    """Create and fill the source database; returns timings, sizes and row counts."""
+    import psycopg
+
+    t0 = time.perf_counter()
+    target = size_mb * 1024 * 1024
+    # rows per chunk scale with the size, so a 100 MB run fills in about as many chunks
+    ev_chunk = max(2_000, size_mb * 100)
+    rd_chunk = 3 * ev_chunk
+    ev_next = rd_next = 1
+    stopped_early = False
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SET maintenance_work_mem = '256MB'")
+        conn.execute(SCHEMA)  # type: ignore[arg-type]
+        conn.execute(FILL_ACCOUNTS)  # type: ignore[arg-type]
+
+        def size() -> int:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+            return int(row[0]) if row else 0
+
+        while size() < target * HEAP_SHARE:
+            if time.perf_counter() - t0 > max_seconds:
+                stopped_early = True
+                break
+            for template, lo, n in (
+                (FILL_EVENTS, ev_next, ev_chunk),
+                (FILL_READINGS, rd_next, rd_chunk),
+            ):
+                query = template.format(accounts=ACCOUNTS, lo=lo, hi=lo + n - 1)
+                conn.execute(query)  # type: ignore[arg-type]  # no parameters: % is modulo
+            ev_next += ev_chunk
+            rd_next += rd_chunk
+        t_data = time.perf_counter() - t0
+        for stmt in AFTER_FILL:
+            conn.execute(stmt)  # type: ignore[arg-type]
+        t_index = time.perf_counter() - t0 - t_data
+        # hint bits, visibility map and statistics settled once, so no repeat pays for them
+        conn.execute("VACUUM (FREEZE, ANALYZE)")
+        conn.execute("CHECKPOINT")
+        rows = {
+            t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # type: ignore[index]
+            for t in ("accounts", "events", "readings")
+        }
+        final = size()
+    return {
+        "seconds": time.perf_counter() - t0,
+        "data_s": t_data,
+        "index_s": t_index,
+        "size": final,
+        "rows": rows,
+        "stopped_early": stopped_early,
+    }
+
+
+# --- the two sides -------------------------------------------------------------------------
+def _run(argv: list[str], what: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+
+
+def run_raw(src_url: str, dump_dir: Path, target_url: str, jobs: int) -> tuple[float, float]:
+    """(backup s, restore s) of raw pg_dump -Fd -j N and pg_restore -j N."""
+    t0 = time.perf_counter()
+    _run(
+        ["pg_dump", "-Fd", "-j", str(jobs), "--no-password", "-f", str(dump_dir), "-d", src_url],
+        "pg_dump",
+    )
+    t1 = time.perf_counter()
+    _run(
+        ["pg_restore", "-j", str(jobs), "--exit-on-error", "--no-password", "-d", target_url,
+         str(dump_dir)],
+        "pg_restore",
+    )  # fmt: skip
+    return t1 - t0, time.perf_counter() - t1
+
+
+class Probe:
+    """Wall time spent in some of the postgres driver's module-level helpers, by label.
+
+    The helpers are looked up by name at call time from their module, so wrapping the module
+    attribute is enough; the originals are put back by :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = defaultdict(float)
+        self.phase = "?"
+        self._undo: list[tuple[Any, str, Any]] = []
+        self.missing: list[str] = []
+        self.threads: list[threading.Thread] = []
+
+    def add(self, label: str, seconds: float) -> None:
+        self.times[f"{self.phase}: {label}"] += seconds
+
+    def take(self) -> dict[str, float]:
+        for thread in self.threads:
+            thread.join()
+        self.threads.clear()
+        out, self.times = dict(self.times), defaultdict(float)
+        return out
+
+    def wrap(self, module: Any, name: str, label: Callable[..., str] | str) -> None:
+        orig = getattr(module, name, None)
+        if orig is None:
+            self.missing.append(f"{module.__name__}.{name}")
+            return
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return orig(*args, **kwargs)
+            finally:
+                text = label if isinstance(label, str) else label(*args, **kwargs)
+                self.add(text, time.perf_counter() - t0)
+
+        setattr(module, name, timed)
+        self._undo.append((module, name, orig))
+
+    def close(self) -> None:
+        for module, name, orig in reversed(self._undo):
+            setattr(module, name, orig)
+        self._undo.clear()
+
+
+@contextmanager
+def probed_driver() -> Iterator[Probe]:
+    from tminus.backups import base, postgres
+
+    probe = Probe()
+
+    class TimedPopen(subprocess.Popen):  # type: ignore[type-arg]
+        """pg_dump's own wall time: a thread waits for it while the driver computes the
+        snapshot (``Popen.wait`` is safe to call from two threads; the later one returns at
+        once)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            t0 = time.perf_counter()
+            super().__init__(*args, **kwargs)
+            phase = probe.phase
+
+            def watch() -> None:
+                super(TimedPopen, self).wait()
+                probe.times[f"{phase}: pg_dump (alongside the snapshot)"] += (
+                    time.perf_counter() - t0
+                )
+
+            thread = threading.Thread(target=watch, daemon=True)
+            thread.start()
+            probe.threads.append(thread)
+
+    class SubprocessProxy:
+        Popen = TimedPopen
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(subprocess, name)
+
+    probe.wrap(postgres, "_state", "row counts + checksums (_state)")
+    probe.wrap(postgres, "tool_version", "pg_dump --version")
+    probe.wrap(postgres, "run_tool", lambda *a, **kw: str(kw.get("what", "tool")))
+    probe.wrap(postgres, "require_intact", "sha256 of every file (require_intact)")
+    probe.wrap(base, "file_entries", "sha256 of every file (manifest)")
+    probe.wrap(base, "fsync_tree", "fsync of the backup")
+    if hasattr(postgres, "subprocess"):
+        probe._undo.append((postgres, "subprocess", postgres.subprocess))
+        postgres.subprocess = SubprocessProxy()  # type: ignore[assignment]
+    else:
+        probe.missing.append("tminus.backups.postgres.subprocess")
+    try:
+        yield probe
+    finally:
+        probe.close()
+
+
+def run_tminus(
+    probe: Probe, src_url: str, dest: Path, target_url: str, jobs: int
+) -> tuple[float, float, dict[str, float]]:
+    """(backup s, restore s, phases) of the tminus driver's backup and verified restore."""
+    from tminus.backups import get_driver
+
+    driver = get_driver("postgres")
+    probe.take()
+    probe.phase = "backup"
+    t0 = time.perf_counter()
+    manifest = driver.backup(src_url, dest, jobs=jobs)
+    t1 = time.perf_counter()
+    probe.phase = "restore"
+    driver.restore(manifest, dest / manifest.id, target_url, jobs=jobs)
+    t2 = time.perf_counter()
+    phases = probe.take()
+    phases["backup: total"] = t1 - t0
+    phases["restore: total"] = t2 - t1
+    for phase, total in (("backup", t1 - t0), ("restore", t2 - t1)):
+        mine = {
+            k: v for k, v in phases.items() if k.startswith(f"{phase}: ") and k != f"{phase}: total"
+        }
+        overlap = [v for k, v in mine.items() if "pg_dump (" in k or "_state" in k]
+        serial = [v for k, v in mine.items() if "pg_dump (" not in k and "_state" not in k]
+        # pg_dump and the snapshot overlap during a backup: count the longer of the two
+        timed = sum(serial) + (max(overlap, default=0) if phase == "backup" else sum(overlap))
+        phases[f"{phase}: other (connect, catalog, drop schemas, rename)"] = total - timed
+    return t1 - t0, t2 - t1, phases
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# what the checksum query costs, step by step, over every user table ({t}: schema.table)
+CHECKSUM_STEPS = (
+    ("count(*) only", "SELECT count(*) FROM {t} t"),
+    ("+ row as text (t::text)", "SELECT count(*), sum(length(t::text)) FROM {t} t"),
+    ("+ md5 of the row text", "SELECT count(*), sum(length(md5(t::text))) FROM {t} t"),
+)
+
+
+def snapshot_alone(url: str) -> list[tuple[str, float]]:
+    """The driver's counts + checksums (``_state``) on ``url`` with the machine to itself, and
+    the same scans with less work per row, to show what each step of the checksum costs."""
+    from psycopg import sql
+
+    from tminus.backups import postgres
+
+    out: list[tuple[str, float]] = []
+    conn = postgres._connect(url)  # the driver's session settings
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        t0 = time.perf_counter()
+        state = postgres._state(conn)
+        out.append(("_state: counts + checksums (the driver, all of it)", time.perf_counter() - t0))
+        tables = [t.name.split(".", 1) for t in state.tables]
+        for label, template in CHECKSUM_STEPS:
+            t0 = time.perf_counter()
+            for schema, name in tables:
+                query = sql.SQL(template).format(t=sql.Identifier(schema, name))
+                conn.execute(query).fetchall()
+            out.append((label, time.perf_counter() - t0))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return out
+
+
+# --- report ----------------------------------------------------------------------------
+# the order the breakdown is printed in: the order the driver runs its steps
+ORDER = (
+    "version",
+    "require_intact",
+    "pg_dump (",
+    "pg_restore into",
+    "_state",
+    "--list",
+    "(manifest)",
+    "fsync",
+    "other",
+)
+
+
+# ----------------------------------------------------------------------------
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(results: dict[str, dict[str, list[float]]], phases: dict[str, list[float]]) -> bool:
+    runs = len(results["raw"]["total"])
+    cols = ("backup", "restore", "total")
+    m = {side: {c: med(results[side][c]) for c in cols} for side in results}
+    print()
+    print(f"median of {runs} run(s)")
+    header = f"{'side':<12} {'backup (s)':>11} {'restore (s)':>12} {'total (s)':>10}"
+    print(header)
+    print("-" * len(header))
+    for side in ("raw", "tminus"):
+        print(
+            f"{side:<12} {m[side]['backup']:>11.2f} {m[side]['restore']:>12.2f} "
+            f"{m[side]['total']:>10.2f}"
+        )
+    ratios = {c: m["tminus"][c] / m["raw"][c] for c in cols}
+    print(
+        f"{'tminus/raw':<12} {ratios['backup']:>10.2f}x {ratios['restore']:>11.2f}x "
+        f"{ratios['total']:>9.2f}x"
+    )
+    print("(raw verifies nothing: no row counts, no checksums, no file hashes, no comparison)")
+    met = ratios["total"] <= TARGET_RATIO
+    print()
+    print(
+        f"target: total ≤ {TARGET_RATIO:g}× raw — {'met' if met else 'NOT met'} "
+        f"({ratios['total']:.2f}×)"
+    )
+
+    if phases:
+        print()
+        print("where the tminus time goes (medians; the snapshot runs alongside pg_dump):")
+        raw_of = {"backup": m["raw"]["backup"], "restore": m["raw"]["restore"]}
+        for phase in ("backup", "restore"):
+            keys = sorted(
+                (k for k in phases if k.startswith(f"{phase}: ") and "total" not in k),
+                key=lambda k: next((i for i, w in enumerate(ORDER) if w in k), len(ORDER)),
+            )
+            total = med(phases[f"{phase}: total"])
+            print(f"  {phase:<8} total {total:7.2f} s   (raw {raw_of[phase]:.2f} s)")
+            for k in keys:
+                print(f"    {k.split(': ', 1)[1]:<52} {med(phases[k]):7.2f} s")
+    return met
+
+
+def run_bench(
+    args: argparse.Namespace, server: Server, work: Path
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]:
+    pid = os.getpid()
+    src = f"tminus_bench_backup_{pid}"
+    src_url = server.create(src)
+    print(f"filling {src} to about {args.size_mb} MB …", flush=True)
+    info = fill(src_url, args.size_mb, args.max_fill_s)
+    rows = ", ".join(f"{t} {n:,}" for t, n in info["rows"].items())
+    print(
+        f"fill: {info['seconds']:.1f} s (data {info['data_s']:.1f} s, indexes + FK "
+        f"{info['index_s']:.1f} s, vacuum/analyze/checkpoint the rest); "
+        f"pg_database_size {info['size'] / 2**20:.0f} MB; rows: {rows}"
+    )
+    if info["stopped_early"]:
+        print(
+            f"warning: the fill stopped after --max-fill-s {args.max_fill_s:g}; smaller than asked"
+        )
+
+    results: dict[str, dict[str, list[float]]] = {
+        s: {"backup": [], "restore": [], "total": []} for s in ("raw", "tminus")
+    }
+    phases: dict[str, list[float]] = defaultdict(list)
+    with probed_driver() as probe:
+        if probe.missing:
+            print(f"(breakdown: not found in the driver, not timed: {', '.join(probe.missing)})")
+        for r in range(args.repeat):
+            order = ["raw", "tminus"] if r % 2 == 0 else ["tminus", "raw"]
+            line = [f"  run {r + 1}/{args.repeat}"]
+            for side in order:
+                target = f"{src}_{side}_{r}"
+                target_url = server.create(target)
+                out = work / f"{side}-{r}"
+                try:
+                    if side == "raw":
+                        b, s = run_raw(src_url, out, target_url, args.jobs)
+                        size = dir_bytes(out)
+                    else:
+                        out.mkdir()
+                        b, s, ph = run_tminus(probe, src_url, out, target_url, args.jobs)
+                        size = dir_bytes(out)
+                        for k, v in ph.items():
+                            phases[k].append(v)
+                finally:
+                    shutil.rmtree(out, ignore_errors=True)
+                    server.drop(target)
+                for key, value in (("backup", b), ("restore", s), ("total", b + s)):
+                    results[side][key].append(value)
+                line.append(
+                    f"{side} {b:6.2f} + {s:6.2f} = {b + s:6.2f} s (dump {size / 2**20:.0f} MB)"
+                )
+            print("   ".join(line), flush=True)
+
+        if args.snapshot_alone:
+            probe.take()
+            print("  the snapshot's cost on the source alone (no pg_dump running):")
+            for label, seconds in snapshot_alone(src_url):
+                print(f"    {label:<58} {seconds:6.2f} s", flush=True)
+    return results, phases
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--size-mb", type=int, default=1024, help="size of the source database")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per side (medians reported)")
+    ap.add_argument("--jobs", type=int, default=2, help="-j of pg_dump/pg_restore and the driver")
+    ap.add_argument(
+        "--max-fill-s", type=float, default=900, help="stop filling after this many seconds"
+    )
+    ap.add_argument(
+        "--no-snapshot-alone",
+        dest="snapshot_alone",
+        action="store_false",
+        help="skip timing the counts + checksums once on their own at the end",
+    )
+    ap.add_argument(
+        "--pg-admin-url",
+        default=DEFAULT_PG_ADMIN_URL,
+        help="PostgreSQL server (any database on it) to create the bench databases on",
+    )
+    ap.add_argument("--work-dir", help="where the dumps go (default: a temporary directory)")
+    args = ap.parse_args(argv)
+    if args.size_mb < 10 or args.repeat < 1 or args.jobs < 1:
+        ap.error("--size-mb must be at least 10, --repeat and --jobs at least 1")
+    missing = [t for t in ("pg_dump", "pg_restore") if shutil.which(t) is None]
+    if missing:
+        print(
+            f"bench failed: {', '.join(missing)} not on PATH (postgresql-client)", file=sys.stderr
+        )
+        return 1
+
+    load1, load5, load15 = os.getloadavg()
+    print(f"date {date.today()}, {os.cpu_count()} cpu(s), python {sys.version.split()[0]}")
+    print(f"load average at start: {load1:.2f} {load5:.2f} {load15:.2f}")
+    proc = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True, check=False)
+    print(f"{proc.stdout.strip()}, -j {args.jobs}, {args.repeat} repeat(s)")
+
+    server = Server(args.pg_admin_url)
+    work = Path(tempfile.mkdtemp(prefix="tminus-bench-backup-", dir=args.work_dir))
+    try:
+        results, phases = run_bench(args, server, work)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"bench failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if "psycopg" in type(exc).__module__:
+            print("(is PostgreSQL up? --pg-admin-url URL)", file=sys.stderr)
+        return 1
+    finally:
+        server.drop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, phases)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
