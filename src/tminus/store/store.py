@@ -11,6 +11,7 @@ point.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -31,7 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tminus.errors import LockHeld, NotFound, StoreError
 from tminus.store import schema as t
@@ -109,6 +110,7 @@ class Store:
         self.url = _normalize(url or default_state_url())
         self._crash_after = int(os.environ.get("TMINUS_CRASH_AFTER_COMMITS", "0") or 0)
         self._commits = 0
+        self._conn: Connection | None = None
         if self.url.startswith("sqlite:///"):
             path = self.url[len("sqlite:///") :]
             if path and path != ":memory:":
@@ -145,11 +147,43 @@ class Store:
             command.upgrade(cfg, "head")
 
     # --- transactions ---------------------------------------------------------------------
+    def _connection(self) -> Connection:
+        """The store's one connection, opened on first use and reused: a runner makes
+        thousands of short transactions, and a pool checkout (with its reset and, for
+        PostgreSQL, a pre-ping) per transaction costs more than the statements."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            conn = self._conn = self.engine.connect()
+        return conn
+
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        """A write transaction, committed on exit."""
+        conn = self._connection()
+        try:
+            with conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                self._conn = None  # reconnect next time
+            raise
         self._after_commit()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A short read transaction: ended at once, so the next read sees other processes'
+        commits (an operator's abort, an approval)."""
+        conn = self._connection()
+        try:
+            with conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                self._conn = None
+            raise
 
     def _after_commit(self) -> None:
         self._commits += 1
@@ -157,6 +191,10 @@ class Store:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
         self.engine.dispose()
 
     # --- deploys --------------------------------------------------------------------------
@@ -173,7 +211,7 @@ class Store:
         reason: str | None = None,
     ) -> str:
         for _ in range(20):
-            with self.engine.connect() as conn:
+            with self._read() as conn:
                 seq = (
                     conn.execute(
                         select(func.max(t.deploys.c.seq)).where(t.deploys.c.plan_name == plan_name)
@@ -216,7 +254,7 @@ class Store:
         raise StoreError("could not allocate a deploy id")
 
     def deploy(self, deploy_id: str) -> dict[str, Any]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = (
                 conn.execute(select(t.deploys).where(t.deploys.c.id == deploy_id))
                 .mappings()
@@ -227,11 +265,11 @@ class Store:
         return _row(row)
 
     def abort_requested(self, deploy_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return bool(conn.execute(_ABORT_REQUESTED, {"d": deploy_id}).scalar())
 
     def latest_deploy(self) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = (
                 conn.execute(select(t.deploys).order_by(t.deploys.c.created_at.desc()).limit(1))
                 .mappings()
@@ -240,7 +278,7 @@ class Store:
         return _row(row) if row else None
 
     def list_deploys(self, limit: int = 50) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.deploys).order_by(t.deploys.c.created_at.desc()).limit(limit)
             ).mappings()
@@ -290,7 +328,7 @@ class Store:
             self._event(conn, deploy_id, etype, key, message, data)
 
     def events(self, deploy_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.events).where(t.events.c.deploy_id == deploy_id).order_by(t.events.c.seq)
             ).mappings()
@@ -298,7 +336,7 @@ class Store:
 
     # --- steps ----------------------------------------------------------------------------
     def step_rows(self, deploy_id: str) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(t.steps).where(t.steps.c.deploy_id == deploy_id)).mappings()
             return {r["key"]: _row(r) for r in rows}
 
@@ -398,7 +436,7 @@ class Store:
             self._event(conn, deploy_id, f"step.{state}", key, title or None)
 
     def artifacts_by_step_id(self, deploy_id: str) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.steps.c.step_id, t.steps.c.artifacts).where(
                     t.steps.c.deploy_id == deploy_id, t.steps.c.step_id.is_not(None)
@@ -408,7 +446,7 @@ class Store:
 
     # --- phases ---------------------------------------------------------------------------
     def phase_rows(self, deploy_id: str) -> dict[int, dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.phases).where(t.phases.c.deploy_id == deploy_id)
             ).mappings()
@@ -478,7 +516,7 @@ class Store:
             )
 
     def compensations(self, deploy_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.compensations)
                 .where(t.compensations.c.deploy_id == deploy_id)
@@ -517,7 +555,7 @@ class Store:
             )
 
     def approvals(self, deploy_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.approvals).where(t.approvals.c.deploy_id == deploy_id)
             ).mappings()
@@ -547,7 +585,7 @@ class Store:
             )
 
     def confirmations(self, deploy_id: str) -> dict[str, dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.confirmations).where(t.confirmations.c.deploy_id == deploy_id)
             ).mappings()
@@ -577,7 +615,7 @@ class Store:
             self._event(conn, deploy_id, "maintenance.off", None, None)
 
     def maintenance_windows(self, deploy_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(t.maintenance).where(t.maintenance.c.deploy_id == deploy_id)
             ).mappings()
@@ -688,7 +726,7 @@ class Store:
                 self._event(conn, deploy_id, "lock.released", None, None)
 
     def lock(self, plan_name: str, environment: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = (
                 conn.execute(
                     select(t.locks).where(
