@@ -113,12 +113,11 @@ def test_damaged_backup_is_refused_and_target_untouched(
 def test_verify_passes_and_drops_the_scratch_schema(my_seeded: str, tmp_path: Path) -> None:
     drv = get_driver("mysql")
     m = drv.backup(my_seeded, tmp_path)
-    before = my_schemas()
     report = drv.verify(m, tmp_path / m.id, my_seeded)
     assert report.ok, report.summary()
     assert report.checked_tables == 3 and report.checked_rows == 8000
+    # Only this scratch schema is checked: other test runs may create their own meanwhile.
     assert report.scratch and report.scratch not in my_schemas()
-    assert my_schemas() == before
 
 
 def test_verify_reports_mismatches_and_drops_scratch(my_seeded: str, tmp_path: Path) -> None:

@@ -670,3 +670,26 @@ class BackupDir:
 
 def scratch_suffix() -> str:
     return uuid.uuid4().hex[:10]
+
+
+def require_match(driver: BackupDriver, manifest: Manifest, target_url: str, shown: object) -> None:
+    """After a restore: the target must equal the manifest, or the restore fails."""
+    problems = driver.compare(manifest, target_url)
+    if problems:
+        raise BackupError(
+            f"restored {shown} differs from backup {manifest.id}: " + "; ".join(problems)
+        )
+
+
+def intact_report(
+    manifest: Manifest, backup_dir: str | os.PathLike[str], kind: str
+) -> tuple[VerifyReport, bool]:
+    """The report a verify starts with, and whether the backup's files are intact (if not,
+    the report already says why and there is nothing to restore)."""
+    report = VerifyReport(manifest.id, kind)
+    try:
+        require_intact(manifest, backup_dir, kind)
+    except BackupError as exc:
+        report.mismatches.append(str(exc))
+        return report, False
+    return report, True

@@ -37,7 +37,9 @@ from tminus.backups.base import (
     FileEntry,
     Manifest,
     VerifyReport,
+    intact_report,
     require_intact,
+    require_match,
     sha256_file,
 )
 
@@ -272,11 +274,7 @@ class FilesDriver:
                     shutil.rmtree(leftover, ignore_errors=True)
                 elif leftover.is_symlink() or leftover.exists():
                     leftover.unlink()
-        problems = self.compare(manifest, target_url)
-        if problems:
-            raise BackupError(
-                f"restored {target} differs from backup {manifest.id}: " + "; ".join(problems)
-            )
+        require_match(self, manifest, target_url, target)
 
     def verify(
         self,
@@ -288,11 +286,8 @@ class FilesDriver:
         keep_scratch: bool = False,
     ) -> VerifyReport:
         """``server_url`` is not used: the archive is extracted into a temporary directory."""
-        report = VerifyReport(manifest.id, self.kind)
-        try:
-            require_intact(manifest, backup_dir, self.kind)
-        except BackupError as exc:
-            report.mismatches.append(str(exc))
+        report, intact = intact_report(manifest, backup_dir, self.kind)
+        if not intact:
             return report
         if scratch_name:
             scratch = Path(tempfile.gettempdir()) / scratch_name

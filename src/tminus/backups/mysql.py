@@ -72,10 +72,12 @@ from tminus.backups.base import (
     VerifyReport,
     diff_state,
     find_tool,
+    intact_report,
     mask,
     redact_url,
     replace_database,
     require_intact,
+    require_match,
     require_tools,
     scratch_suffix,
     tail,
@@ -525,12 +527,7 @@ class MysqlDriver:
             self._load(manifest, Path(backup_dir), u, u.database)
         except BackupError as exc:
             raise BackupError(f"{exc} — the target is partly restored; restore again") from None
-        problems = self.compare(manifest, target_url)
-        if problems:
-            raise BackupError(
-                f"restored {redact_url(target_url)} differs from backup {manifest.id}: "
-                + "; ".join(problems)
-            )
+        require_match(self, manifest, target_url, redact_url(target_url))
 
     def verify(
         self,
@@ -542,11 +539,8 @@ class MysqlDriver:
         keep_scratch: bool = False,
     ) -> VerifyReport:
         require_tools(self.kind)
-        report = VerifyReport(manifest.id, self.kind)
-        try:
-            require_intact(manifest, backup_dir, self.kind)
-        except BackupError as exc:
-            report.mismatches.append(str(exc))
+        report, intact = intact_report(manifest, backup_dir, self.kind)
+        if not intact:
             return report
         u = MysqlUrl.parse(server_url)
         name = scratch_name or f"tminus_verify_{scratch_suffix()}"

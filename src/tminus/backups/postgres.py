@@ -65,10 +65,12 @@ from tminus.backups.base import (
     VerifyReport,
     diff_state,
     find_tool,
+    intact_report,
     mask,
     redact_url,
     replace_database,
     require_intact,
+    require_match,
     require_tools,
     run_tool,
     scratch_suffix,
@@ -358,12 +360,7 @@ class PostgresDriver:
             raise BackupError(
                 f"{exc} — the target is partly restored; restore again", hint="restore again"
             ) from None
-        problems = self.compare(manifest, target_url)
-        if problems:
-            raise BackupError(
-                f"restored {redact_url(target_url)} differs from backup {manifest.id}: "
-                + "; ".join(problems)
-            )
+        require_match(self, manifest, target_url, redact_url(target_url))
 
     def verify(
         self,
@@ -375,11 +372,8 @@ class PostgresDriver:
         keep_scratch: bool = False,
     ) -> VerifyReport:
         require_tools(self.kind)
-        report = VerifyReport(manifest.id, self.kind)
-        try:
-            require_intact(manifest, backup_dir, self.kind)
-        except BackupError as exc:
-            report.mismatches.append(str(exc))
+        report, intact = intact_report(manifest, backup_dir, self.kind)
+        if not intact:
             return report
         name = scratch_name or f"tminus_verify_{scratch_suffix()}"
         scratch_url = replace_database(server_url, name)

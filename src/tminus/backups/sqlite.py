@@ -37,7 +37,9 @@ from tminus.backups.base import (
     TableEntry,
     VerifyReport,
     diff_state,
+    intact_report,
     require_intact,
+    require_match,
 )
 
 __all__ = ["SqliteDriver", "sqlite_path"]
@@ -181,11 +183,7 @@ class SqliteDriver:
         target = sqlite_path(target_url)
         target.parent.mkdir(parents=True, exist_ok=True)
         _copy(Path(backup_dir) / DB_FILE, target, journal_mode=None)
-        problems = self.compare(manifest, target_url)
-        if problems:
-            raise BackupError(
-                f"restored {target} differs from backup {manifest.id}: " + "; ".join(problems)
-            )
+        require_match(self, manifest, target_url, target)
 
     def verify(
         self,
@@ -198,11 +196,8 @@ class SqliteDriver:
     ) -> VerifyReport:
         """``server_url`` is not used: the scratch copy is a temporary file (``scratch_name``
         names it, in the system's temporary directory, if given)."""
-        report = VerifyReport(manifest.id, self.kind)
-        try:
-            require_intact(manifest, backup_dir, self.kind)
-        except BackupError as exc:
-            report.mismatches.append(str(exc))
+        report, intact = intact_report(manifest, backup_dir, self.kind)
+        if not intact:
             return report
         if scratch_name:
             scratch = Path(tempfile.gettempdir()) / scratch_name
