@@ -251,15 +251,23 @@ def _load_deploy(store: Store, deploy_id: str) -> tuple[dict[str, Any], Plan]:
 
 
 def _runner_alive(d: dict[str, Any]) -> bool:
-    if d["host"] != socket.gethostname() or not d["runner_pid"] or d["runner_pid"] == os.getpid():
-        return d["host"] != socket.gethostname() and d["state"] in ("running", "rolling_back")
+    """Might a runner process still be driving this deploy? Only a running or rolling-back
+    deploy has one. On this host we ask the kernel about its pid; on another host we cannot
+    tell, so we assume it is alive (``--force-unlock`` overrides)."""
+    if d["state"] not in ("running", "rolling_back"):
+        return False
+    if d["host"] != socket.gethostname():
+        return True
+    pid = d["runner_pid"]
+    if not pid or pid == os.getpid():
+        return False
     try:
-        os.kill(d["runner_pid"], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return d["state"] in ("running", "rolling_back")
+    return True
 
 
 def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
