@@ -221,11 +221,9 @@ def log(deploy: str, output: str, state_url: str | None) -> None:
     """Print DEPLOY's event log."""
     from tminus.store import Store
 
-    events = Store(state_url).events(deploy)
-    if not events:
-        from tminus.store import Store as _S
-
-        _S(state_url).deploy(deploy)  # raises NotFound for an unknown id
+    store = Store(state_url)
+    store.deploy(deploy)  # NotFound (exit 2) for an unknown id
+    events = store.events(deploy)
     if output == "json":
         echo_json([{k: v for k, v in e.items() if k != "deploy_id"} for e in events])
         return

@@ -181,12 +181,12 @@ def health(plan: str, output: str) -> None:
     from pathlib import Path
 
     from tminus.engine.checking import run_check
-    from tminus.engine.runner import _resolver, default_operator
+    from tminus.engine.runner import default_operator, make_resolver
 
     p = _load(plan)
     if not p.health:
         fail(f"plan '{p.name}' declares no health checks", hint="add a 'health:' list of checks")
-    resolver = _resolver(p, plan, "health", default_operator(), {}, Path(".tminus"))
+    resolver = make_resolver(p, plan, "health", default_operator(), {}, Path(".tminus"))
 
     async def run_all() -> list[Any]:
         return list(

@@ -22,6 +22,7 @@ from tminus.engine.checking import run_check
 from tminus.engine.program import Node, build_program
 from tminus.engine.reporter import Reporter
 from tminus.engine.states import DONE_STEP_STATES, TERMINAL, DeployState, StepState
+from tminus.errors import NotResumable
 from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.interpolate import Resolver
@@ -210,10 +211,7 @@ class Engine:
                         "operator.retry", f"{self.operator} retries {node.title}", key=node.key
                     )
                 return
-        raise_msg = "there is no failed or interrupted step to " + action
-        from tminus.errors import NotResumable
-
-        raise NotResumable(raise_msg)
+        raise NotResumable(f"there is no failed or interrupted step to {action}")
 
     async def _node(self, node: Node, row: dict[str, Any] | None) -> DeployState | None:
         if node.kind == "checklist":

@@ -31,6 +31,7 @@ __all__ = [
     "default_operator",
     "dry_run",
     "dry_run_loaded",
+    "make_resolver",
     "resume",
     "start",
     "start_loaded",
@@ -88,7 +89,7 @@ def _preflight(plan: Plan, resolver: Resolver | None = None, state_dir: Path | N
         )
 
 
-def _resolver(
+def make_resolver(
     plan: Plan,
     plan_path: str,
     deploy_id: str,
@@ -145,7 +146,7 @@ def _engine(
     overrides: dict[str, str],
 ) -> Engine:
     state_dir = _state_dir(store)
-    resolver = _resolver(plan, plan_path, deploy_id, opts.operator, overrides, state_dir)
+    resolver = make_resolver(plan, plan_path, deploy_id, opts.operator, overrides, state_dir)
     interactive = (
         opts.interactive if opts.interactive is not None else (os.isatty(0) and os.isatty(1))
     )
@@ -185,7 +186,7 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
     _preflight(plan)
     overrides = dict(opts.overrides or {})
     # Resolve once before touching the store, so a missing secret fails with nothing started.
-    early = _resolver(plan, plan_path, "dry", opts.operator, overrides, Path(".tminus"))
+    early = make_resolver(plan, plan_path, "dry", opts.operator, overrides, Path(".tminus"))
     store = Store(opts.state_url)
     _preflight(plan, early, _state_dir(store))
     if not opts.force_unlock:
@@ -388,7 +389,7 @@ def dry_run(plan_path: str, opts: RunOptions) -> list[str]:
 
 def dry_run_loaded(plan: Plan, plan_path: str, opts: RunOptions) -> list[str]:
     """:func:`dry_run` for a plan already loaded."""
-    resolver = _resolver(
+    resolver = make_resolver(
         plan, plan_path, "<deploy-id>", opts.operator, dict(opts.overrides or {}), Path(".tminus")
     )
     resolver.artifacts = lambda step, key: f"<artifact {step}.{key}>"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from tminus.backups.base import BackupError, get_driver
+from tminus.backups.base import get_driver
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import SnapshotStep
 from tminus.steps._data import data_target
@@ -33,9 +33,7 @@ class SnapshotKind:
                 s = await asyncio.to_thread(get_driver(t.kind).snapshot, t.url)
                 snap["paths"][name] = s
                 lines.append(f"{name}: {s['files']} files, {s['bytes']} bytes")
-        except (BackupError, OSError) as exc:
-            return StepOutcome(False, error=r.mask(f"{type(exc).__name__}: {exc}"))
-        except Exception as exc:  # a driver's database error
+        except Exception as exc:  # BackupError, OSError, or a driver's database error
             return StepOutcome(False, error=r.mask(f"{type(exc).__name__}: {exc}"))
         for line in lines:
             ctx.log(line)
