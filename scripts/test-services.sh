@@ -16,6 +16,10 @@ declare -A NEED=(
   [/usr/sbin/mariadbd]=mariadb-server
   [/usr/sbin/sshd]=openssh-server  # tminus.testing.sshd starts its own instances
   [sudo]=sudo                      # for the SSH `become` tests
+  [/usr/sbin/nginx]=nginx          # router tests start their own nginx on loopback
+  [/usr/sbin/haproxy]=haproxy      # router tests start their own HAProxy on loopback
+  [/usr/bin/prometheus]=prometheus # analysis tests start their own Prometheus
+  [redis-server]=redis-server      # flag store tests (the machine's Redis, or their own)
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -37,6 +41,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$own_policy" = 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
   if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null; then
     as_root systemctl disable ssh.service >/dev/null 2>&1 || true  # nor at the next boot
+  fi
+  if command -v systemctl >/dev/null; then
+    for svc in nginx haproxy prometheus prometheus-node-exporter; do
+      as_root systemctl disable "$svc.service" >/dev/null 2>&1 || true
+    done
   fi
 fi
 

@@ -23,6 +23,7 @@ from tminus.engine.program import Node, build_program
 from tminus.engine.reporter import Reporter
 from tminus.engine.states import DONE_STEP_STATES, TERMINAL, DeployState, StepState
 from tminus.errors import NotResumable
+from tminus.hosts.fleet import Fleet
 from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.interpolate import Resolver
@@ -71,6 +72,7 @@ class Engine:
         self.resolver.artifacts = self._artifact
         self._artifacts_cache: dict[str, dict[str, Any]] | None = None
         self._abort_checked = float("-inf")
+        self.fleet = Fleet(self.plan, self.resolver)
 
     # --- helpers --------------------------------------------------------------------------
     def _artifact(self, step_id: str, key: str) -> Any:
@@ -127,7 +129,7 @@ class Engine:
             approvals_for=lambda gate: [
                 a for a in self.store.approvals(self.deploy_id) if a["gate"] == gate
             ],
-            services={"run_check": self.run_check},
+            services={"run_check": self.run_check, "fleet": self.fleet},
         )
 
     def _notify_rules(self, when: str, message: str) -> None:
@@ -145,6 +147,12 @@ class Engine:
 
     # --- the run loop ---------------------------------------------------------------------
     async def drive(self, action: ResumeAction = "") -> DeployState:
+        try:
+            return await self._drive(action)
+        finally:
+            await self.fleet.close()
+
+    async def _drive(self, action: ResumeAction) -> DeployState:
         d = self.store.deploy(self.deploy_id)
         state = DeployState(d["state"])
         if state in TERMINAL:

@@ -4,11 +4,13 @@ metric sources, each declared once by name and referred to by that name from ste
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from tminus.plan._base import Name, PlanModel
+from tminus.plan.values import DurationStr
 
 __all__ = [
     "DATABASE_KINDS",
@@ -25,6 +27,7 @@ __all__ = [
     "PrometheusSource",
     "RedisFlagStore",
     "Router",
+    "SshDefaults",
     "Targets",
 ]
 
@@ -147,10 +150,25 @@ class PrometheusSource(PlanModel):
 MetricSource = Annotated[PrometheusSource, Field(discriminator="kind")]
 
 
+class SshDefaults(PlanModel):
+    """Connection settings shared by every SSH host of the plan."""
+
+    known_hosts: str | None = Field(None, description="Default known_hosts; ~/.ssh/known_hosts.")
+    accept_new_host_keys: bool = Field(
+        False, description="Record unknown host keys (like StrictHostKeyChecking=accept-new)."
+    )
+    connect_timeout: DurationStr = timedelta(seconds=10)
+    keepalive_interval: DurationStr = timedelta(seconds=15)
+    forks: int = Field(
+        100, ge=1, le=1000, description="Hosts worked on at once within a batch (like --forks)."
+    )
+
+
 class Targets(PlanModel):
     """Everything a plan acts on, by name."""
 
     inventory: str | None = Field(None, description="An Ansible inventory (INI or YAML) file.")
+    ssh: SshDefaults = Field(default_factory=SshDefaults)
     hosts: dict[Name, Host] = Field(default_factory=dict)
     groups: dict[Name, _GroupInput] = Field(default_factory=dict)
     databases: dict[Name, Database] = Field(default_factory=dict)

@@ -1,0 +1,76 @@
+"""The fleet of one deploy: the plan's hosts and groups (with its inventory, if any) resolved
+once, and one :class:`HostPool` (so one connection per host) shared by every step of the
+deploy and closed when the runner stops. Steps reach it as ``ctx.services["fleet"]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tminus.hosts.base import Host
+from tminus.hosts.inventory import Inventory, resolve
+from tminus.plan.interpolate import Resolver
+from tminus.plan.model import Plan
+
+if TYPE_CHECKING:  # asyncssh is imported only when a plan reaches a host
+    from tminus.hosts.pool import HostPool
+
+__all__ = ["Fleet"]
+
+
+class Fleet:
+    """Resolved hosts and their connections, opened on first use."""
+
+    def __init__(self, plan: Plan, resolver: Resolver) -> None:
+        self.plan = plan
+        self.resolver = resolver
+        self._inventory: Inventory | None = None
+        self._pool: HostPool | None = None
+
+    @property
+    def inventory(self) -> Inventory:
+        if self._inventory is None:
+            t = self.plan.targets
+            path: Path | None = None
+            if t.inventory:
+                path = Path(self.resolver.resolve(t.inventory))
+                if not path.is_absolute():
+                    path = self.resolver.base_dir / path
+            self._inventory = resolve(path, t)
+        return self._inventory
+
+    @property
+    def pool(self) -> HostPool:
+        if self._pool is None:
+            from tminus.hosts.pool import HostPool
+            from tminus.hosts.ssh import SshOptions
+
+            d = self.plan.targets.ssh
+            known = self.resolver.resolve(d.known_hosts) if d.known_hosts else None
+            options = SshOptions(
+                known_hosts=known,
+                accept_new_host_keys=d.accept_new_host_keys,
+                connect_timeout=d.connect_timeout.total_seconds(),
+                keepalive_interval=d.keepalive_interval.total_seconds(),
+            )
+            self._pool = HostPool(self.inventory.hosts, options=options)
+        return self._pool
+
+    @property
+    def forks(self) -> int:
+        return self.plan.targets.ssh.forks
+
+    def names(self, pattern: str) -> list[str]:
+        """Host names of a group or a single host (``localhost`` is always known)."""
+        if pattern == "localhost" and "localhost" not in self.inventory.hosts:
+            return ["localhost"]
+        return [h.name for h in self.inventory.select(pattern)]
+
+    def host(self, name: str) -> Host:
+        return self.pool.host(name)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,1 @@
+"""Traffic routers: one module per kind behind :class:`tminus.routers.base.Router`."""

@@ -1,0 +1,116 @@
+"""The router plug-in interface: how traffic is split between named pools.
+
+A router is configured in the plan's ``targets.routers`` (kind ``nginx``, ``haproxy`` or
+``flags``). Steps (``traffic``, ``canary``, ``blue_green``) and the engine's automatic rollback
+know routers only through this Protocol and :func:`open_router`; nothing else names a kind.
+
+Weights are percentages per pool name (``{"stable": 95, "canary": 5}``) and always sum to 100.
+A router applies a whole weight map in **one** call (the automatic rollback's "traffic back to
+stable first, in one router call"), and is idempotent: setting the weights it already has is
+a no-op that succeeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from tminus.errors import PlanError, TminusError
+from tminus.plan.interpolate import Resolver
+
+__all__ = [
+    "BUILTIN_ROUTERS",
+    "Router",
+    "RouterContext",
+    "RouterError",
+    "RouterKind",
+    "check_weights",
+    "open_router",
+]
+
+
+class RouterError(TminusError):
+    """A router could not apply or read a change (config rejected, socket refused...)."""
+
+
+@dataclass
+class RouterContext:
+    """What a router may use: values resolved and secrets masked, the deploy's state dir."""
+
+    name: str
+    resolver: Resolver
+    state_dir: Path
+    services: dict[str, Any]
+
+
+class Router(Protocol):
+    """One configured router (a plan target), ready to use."""
+
+    name: str
+
+    async def set_weights(self, weights: Mapping[str, int]) -> None:
+        """Apply the whole split at once (pool → percent, summing to 100)."""
+        ...
+
+    async def get_weights(self) -> dict[str, int]:
+        """The split in force now, read back from the router itself (not from tminus's memory)."""
+        ...
+
+    async def set_cookie_route(self, pool: str | None) -> None:
+        """Send requests that carry the router's canary cookie (or header) to ``pool``;
+        ``None`` removes the route."""
+        ...
+
+    async def verify(self) -> list[str]:
+        """Problems with the router's config or reachability; empty when it is usable."""
+        ...
+
+    def pools(self) -> list[str]:
+        """The pool names this router knows."""
+        ...
+
+
+class RouterKind(Protocol):
+    """A router module exposes ``KIND``: builds a :class:`Router` from its plan target."""
+
+    kind: ClassVar[str]
+
+    def open(self, config: Any, ctx: RouterContext) -> Router: ...
+
+
+#: router kind → module (each module has ``KIND``).
+BUILTIN_ROUTERS: dict[str, str] = {
+    "nginx": "tminus.routers.nginx",
+    "haproxy": "tminus.routers.haproxy",
+    "flags": "tminus.routers.flags",
+}
+
+
+def check_weights(weights: Mapping[str, int], pools: list[str]) -> dict[str, int]:
+    """Validate a split against a router's pools; pools left out get 0."""
+    unknown = sorted(set(weights) - set(pools))
+    if unknown:
+        raise RouterError(
+            f"unknown pool(s) {', '.join(unknown)}", hint=f"pools: {', '.join(pools)}"
+        )
+    if any(w < 0 or w > 100 for w in weights.values()):
+        raise RouterError("weights are percentages from 0 to 100")
+    if sum(weights.values()) != 100:
+        raise RouterError(f"weights must sum to 100, not {sum(weights.values())}")
+    return {p: int(weights.get(p, 0)) for p in pools}
+
+
+def open_router(name: str, ctx: RouterContext, config: Any) -> Router:
+    """The router ``name`` built from its target ``config`` (a plan ``targets.routers`` model)."""
+    kind = str(getattr(config, "kind", ""))
+    mod = BUILTIN_ROUTERS.get(kind)
+    if mod is None:
+        raise PlanError(
+            f"router kind '{kind}' is not implemented",
+            hint="implemented: " + ", ".join(sorted(BUILTIN_ROUTERS)),
+        )
+    impl: RouterKind = import_module(mod).KIND
+    return impl.open(config, ctx)
