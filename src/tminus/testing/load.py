@@ -69,7 +69,7 @@ class _Conn:
             self.reader, self.writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port), timeout
             )
-        assert self.reader is not None
+        assert self.reader is not None and self.writer is not None
         try:
             self.writer.write(raw)
             head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
