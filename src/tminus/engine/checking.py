@@ -17,6 +17,16 @@ __all__ = ["DEFAULT_CHECK_TIMEOUT_S", "run_check"]
 DEFAULT_CHECK_TIMEOUT_S = 120.0
 
 
+def _default_timeout(check: CheckBase) -> float:
+    """120 s, or longer for a source that measures over a window (a probe's ``duration``)."""
+    window = getattr(check, "duration", None) or (
+        check.interval if getattr(check, "source", "") == "probe" else None
+    )
+    if window is None:
+        return DEFAULT_CHECK_TIMEOUT_S
+    return max(DEFAULT_CHECK_TIMEOUT_S, window.total_seconds() + 30.0)
+
+
 async def run_check(
     plan: Plan, resolver: Resolver, state_dir: Path, ref: CheckBase | CheckUse
 ) -> CheckResult:
@@ -27,7 +37,7 @@ async def run_check(
         return CheckResult(name, "error", "critical", None, f"check '{name}' is not defined")
     provider = get_provider(str(getattr(check, "source", "")))
     ctx = CheckContext(plan, resolver, state_dir)
-    timeout = check.timeout.total_seconds() if check.timeout else DEFAULT_CHECK_TIMEOUT_S
+    timeout = check.timeout.total_seconds() if check.timeout else _default_timeout(check)
     try:
         m = await asyncio.wait_for(provider.measure(check, ctx), timeout)
     except TimeoutError:

@@ -39,6 +39,7 @@ class Measurement:
     ok: bool = True  # the source itself worked (a command's exit 0, an HTTP status match)
     error: str | None = None
     message: str = ""
+    no_data: bool = False  # the source answered with nothing to judge: always inconclusive
 
 
 @dataclass
@@ -77,6 +78,9 @@ BUILTIN_PROVIDERS: dict[str, str] = {
     "file_count": "tminus.metrics.file_count",
     "no_data_loss": "tminus.metrics.no_data_loss",
     "verify_backup": "tminus.metrics.verify_backup",
+    "prometheus": "tminus.metrics.prometheus",
+    "haproxy": "tminus.metrics.haproxy",
+    "probe": "tminus.metrics.probe",
 }
 
 
@@ -100,7 +104,7 @@ def judge(check: CheckBase, m: Measurement) -> CheckResult:
     name = check_name(check)
     if m.error is not None:
         return CheckResult(name, "error", "critical", m.value, m.error)
-    if m.value is None and (check.expect or check.warn or check.critical):
+    if m.no_data or (m.value is None and (check.expect or check.warn or check.critical)):
         return CheckResult(name, "inconclusive", "ok", None, m.message or "no data")
     shown = _show(m.value)
     if check.critical is not None and check.critical.evaluate(m.value):

@@ -100,6 +100,9 @@ class PrometheusCheck(CheckBase):
     target: Name | None = Field(None, description="A metrics target of kind prometheus.")
     url: str | None = None
     query: str
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Added to (and overriding) the target's headers."
+    )
 
     @model_validator(mode="after")
     def _target_or_url(self) -> PrometheusCheck:
@@ -113,8 +116,8 @@ class HaproxyCheck(CheckBase):
 
     source: Literal["haproxy"]
     router: Name
-    backend: str | None = None
-    server: str | None = None
+    backend: str | None = Field(None, description="Default: the router's backend.")
+    server: str | None = Field(None, description="A server of the backend; default: the backend.")
 
 
 class ProbeCheck(CheckBase):
@@ -122,13 +125,43 @@ class ProbeCheck(CheckBase):
 
     source: Literal["probe"]
     url: str
-    rate: float = Field(20.0, gt=0, description="Requests per second.")
-    concurrency: int = Field(8, ge=1)
-    duration: DurationStr | None = None
+    rate: float = Field(
+        20.0, gt=0, description="Requests per second to the canary (and as many to a baseline)."
+    )
+    concurrency: int = Field(8, ge=1, description="Requests in flight at most.")
+    duration: DurationStr | None = Field(
+        None, description="How long one measurement probes; default: the interval, else 5s."
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     cookie: str | None = Field(None, description="A cookie to reach the canary, e.g. canary=1.")
-    baseline_url: str | None = None
+    baseline_url: str | None = Field(None, description="Default: url (with baseline_cookie).")
     baseline_cookie: str | None = None
+    request_timeout: DurationStr | None = Field(
+        None, description="One request's timeout (an error when it expires); default 5s."
+    )
+    sequential: bool = Field(
+        True, description="Stop and fail as soon as the sequential test finds the canary worse."
+    )
+    alpha: float = Field(
+        0.01, gt=0, lt=1, description="False-positive bound of the sequential tests together."
+    )
+    max_error_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Also test the canary's error rate against this; default 0.01 without "
+        "a baseline, off with one.",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_covers_duration(self) -> ProbeCheck:
+        length = self.duration or self.interval
+        if self.timeout is not None and length is not None and self.timeout <= length:
+            raise ValueError(
+                "a probe measures for its duration (default: its interval): "
+                "its 'timeout' must be longer"
+            )
+        return self
 
 
 class NoDataLossCheck(CheckBase):

@@ -1,0 +1,203 @@
+"""The sequential tests: false-positive bound under continuous monitoring, hard and subtle
+failures, on simulated Bernoulli streams with fixed seeds (the tests' input is numbers)."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Literal
+
+import pytest
+
+from tminus.analysis.sequential import (
+    LatencyTest,
+    OneSampleTest,
+    SequentialTest,
+    ratio_grid,
+)
+
+
+def routed(
+    rnd: random.Random,
+    p_canary: float,
+    p_baseline: float,
+    *,
+    weight: float,
+    horizon: int,
+    alpha: float = 0.01,
+) -> int | None:
+    """A router split at ``weight``: canary requests at detection (None: not by ``horizon``).
+
+    The statistic only moves when an error happens, so looking after every error is looking
+    after every request. Each request goes to the canary with probability ``weight``; the
+    baseline's requests without an error change nothing and are not simulated one by one.
+    """
+    test = SequentialTest(alpha, weight=weight)
+    ce = cn = be = bn = 0
+    to_canary = weight / (weight + (1 - weight) * p_baseline)  # next canary request or error
+    while cn < horizon:
+        if rnd.random() < to_canary:
+            cn += 1
+            if rnd.random() >= p_canary:
+                continue
+            ce += 1
+        else:
+            be += 1
+        bn = max(bn, be, round(cn * (1 - weight) / weight))  # only checked, not used
+        if test.update(ce, cn, be, bn).canary_worse:
+            return cn
+    return None
+
+
+def per_request(
+    rnd: random.Random, test: SequentialTest, p_canary: float, p_baseline: float, n: int
+) -> int | None:
+    """A 50/50 coin per request, the test updated after every request: canary n at detection."""
+    ce = cn = be = bn = 0
+    for _ in range(n):
+        if rnd.random() < 0.5:
+            cn += 1
+            ce += rnd.random() < p_canary
+        else:
+            bn += 1
+            be += rnd.random() < p_baseline
+        if test.update(ce, cn, be, bn).canary_worse:
+            return cn
+    return None
+
+
+def test_false_positive_rate_under_continuous_monitoring_is_at_most_alpha() -> None:
+    # A/A at 50/50, looked at after every request, 300 runs of 3000 canary requests each.
+    rnd = random.Random(20261122)
+    runs, alpha = 300, 0.05
+    false = sum(
+        routed(rnd, 0.05, 0.05, weight=0.5, horizon=3000, alpha=alpha) is not None
+        for _ in range(runs)
+    )
+    # alpha plus three binomial standard deviations of sampling error
+    assert false / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs), false
+
+
+def test_plug_in_weight_keeps_the_false_positive_rate() -> None:
+    # Without a known weight the canary's share so far stands in: checked on A/A at 10% share.
+    rnd = random.Random(7)
+    runs, alpha, false = 200, 0.05, 0
+    for _ in range(runs):
+        test = SequentialTest(alpha)
+        ce = cn = be = bn = 0
+        for _ in range(100):  # 100 looks, 200 requests each
+            for _ in range(200):
+                if rnd.random() < 0.1:
+                    cn += 1
+                    ce += rnd.random() < 0.02
+                else:
+                    bn += 1
+                    be += rnd.random() < 0.02
+            if test.update(ce, cn, be, bn).canary_worse:
+                false += 1
+                break
+    assert false / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs), false
+
+
+def test_a_canary_failing_every_request_is_caught_within_ten_of_its_requests() -> None:
+    rnd = random.Random(1)
+    found = [
+        per_request(rnd, SequentialTest(0.01, weight=0.5), 1.0, 0.005, 1000) for _ in range(200)
+    ]
+    assert all(n is not None for n in found)
+    counts = sorted(n for n in found if n is not None)
+    assert counts[len(counts) // 2] <= 9  # median
+    assert counts[int(0.9 * len(counts))] <= 10, counts  # 90% within ten canary requests
+
+
+def test_subtle_regression_half_percent_to_three_percent_at_five_percent_weight() -> None:
+    rnd = random.Random(3)
+    at = [routed(rnd, 0.03, 0.005, weight=0.05, horizon=3000) for _ in range(100)]
+    found = sorted(n for n in at if n is not None)
+    assert len(found) >= 90, len(found)  # power >= 90% within 3000 canary requests
+    assert found[len(found) // 2] <= 500, found  # median canary requests to detection
+
+
+def test_a_better_canary_is_not_called_worse() -> None:
+    rnd = random.Random(5)
+    worse = sum(
+        routed(rnd, 0.01, 0.05, weight=0.5, horizon=4000, alpha=0.05) is not None
+        for _ in range(100)
+    )
+    assert worse == 0
+
+
+def test_statistic_p_value_and_no_difference() -> None:
+    test = SequentialTest(0.01, weight=0.5)
+    d = test.update(0, 0, 0, 0)
+    assert d.verdict == "continue" and d.statistic == 1.0 and d.p_value == 1.0
+    assert d.threshold == pytest.approx(100.0)
+    # many errors shared evenly: evidence for "not twice as many" -> no_difference
+    d = test.update(60, 6000, 60, 6000)
+    assert d.verdict == "no_difference"
+    assert d.statistic < 1.0
+    # then the canary's errors pile up: canary_worse, and it stays so
+    d = test.update(160, 6100, 60, 6100)
+    assert d.canary_worse and d.statistic >= 100 and d.p_value <= 0.01
+    d = test.update(160, 9000, 160, 9000)
+    assert d.canary_worse and test.decided
+
+
+def test_counts_are_cumulative_and_checked() -> None:
+    test = SequentialTest(weight=0.5)
+    test.update(3, 10, 0, 10)
+    with pytest.raises(ValueError, match="went down"):
+        test.update(2, 10, 0, 10)
+    with pytest.raises(ValueError, match="more errors"):
+        SequentialTest().update(3, 2, 0, 0)
+    with pytest.raises(ValueError, match="weight"):
+        SequentialTest(weight=1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        SequentialTest(alpha=0)
+
+
+def test_one_sample_against_an_error_budget() -> None:
+    test = OneSampleTest(0.01, alpha=0.01)
+    assert not test.update(1, 1).canary_worse
+    assert test.update(2, 2).canary_worse  # two failures out of two: far above 1%
+    rnd = random.Random(11)
+    runs, false = 100, 0
+    for _ in range(runs):  # at the budget exactly, looked at after every request
+        t = OneSampleTest(0.05, alpha=0.05)
+        errors = 0
+        for n in range(1, 601):
+            errors += rnd.random() < 0.05
+            if t.update(errors, n).canary_worse:
+                false += 1
+                break
+    assert false / runs <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / runs), false
+
+
+def test_latency_test_finds_a_slow_canary_and_not_an_equal_one() -> None:
+    rnd = random.Random(2)
+    slow = LatencyTest(0.01, weight=0.5)
+    seen = 0
+    for _ in range(400):
+        arm: Literal["canary", "baseline"] = "canary" if rnd.random() < 0.5 else "baseline"
+        seconds = rnd.lognormvariate(-5, 0.3) + (0.1 if arm == "canary" else 0.0)
+        seen += arm == "canary"
+        if slow.observe(arm, seconds).canary_worse:
+            break
+    assert slow.decision.canary_worse
+    assert seen <= 40, seen  # 20 baseline latencies first, then ~10 slow canary requests
+    false = 0
+    for _ in range(60):
+        same = LatencyTest(0.05, weight=0.5)
+        for _ in range(800):
+            arm = "canary" if rnd.random() < 0.5 else "baseline"
+            if same.observe(arm, rnd.lognormvariate(-5, 0.3)).canary_worse:
+                false += 1
+                break
+    assert false <= 8, false  # 60 runs at alpha 0.05: 3 expected at most, +3 sd
+
+
+def test_ratio_grid() -> None:
+    grid = ratio_grid(2.0, 1e4, 8)
+    assert grid[0] == 2.0 and grid[-1] == pytest.approx(1e4) and len(grid) == 8
+    with pytest.raises(ValueError):
+        ratio_grid(1.0)
