@@ -93,11 +93,25 @@ class NginxRouter(PlanModel):
     kind: Literal["nginx"]
     include_file: str = Field(description="The file tminus writes; include it in your config.")
     config: str | None = Field(None, description="Main config file, for `nginx -t -c`.")
+    prefix: str | None = Field(None, description="nginx path prefix (`nginx -p`).")
     nginx: str = Field("nginx", description="The nginx binary.")
     reload: str | None = Field(None, description="Reload command; default `nginx -s reload`.")
-    upstream: str = Field("backend", description="Name of the upstream tminus writes.")
+    pid_file: str | None = Field(
+        None,
+        description="nginx's pid file, to confirm a reload started new workers; default: the "
+        "config's `pid` directive, else /run/nginx.pid.",
+    )
+    upstream: str = Field(
+        "backend",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="Name of the upstream tminus writes.",
+    )
     pools: dict[Name, list[str]] = Field(description="Pool name → list of server addresses.")
-    cookie: str | None = Field(None, description="Cookie that routes to the canary pool.")
+    cookie: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="Cookie that routes to the canary pool.",
+    )
 
 
 class HaproxyRouter(PlanModel):
@@ -107,15 +121,41 @@ class HaproxyRouter(PlanModel):
     socket: str = Field(description="Path of the stats socket (`stats socket ... level admin`).")
     backend: str
     config: str | None = Field(None, description="Config file kept in step with the changes.")
+    haproxy: str = Field("haproxy", description="The HAProxy binary, for `haproxy -c`.")
     pools: dict[Name, list[str]] = Field(description="Pool name → list of server names.")
+    cookie: str | None = Field(None, description="Cookie that routes to the cookie backend.")
+    cookie_map: str | None = Field(
+        None,
+        description="Map file (as named in the config) whose `route` entry names the backend "
+        "for requests carrying the cookie; tminus sets it at runtime and on disk.",
+    )
+    cookie_backends: dict[Name, str] = Field(
+        default_factory=dict,
+        description="Pool name → backend holding only that pool's servers; default "
+        "`<backend>_<pool>`.",
+    )
+
+    @model_validator(mode="after")
+    def _cookie_needs_map(self) -> HaproxyRouter:
+        if self.cookie and not self.cookie_map:
+            raise ValueError("a haproxy router with 'cookie' needs 'cookie_map'")
+        return self
 
 
 class FlagsRouter(PlanModel):
-    """A feature flag percentage used as a traffic split."""
+    """A feature flag percentage used as a traffic split: the `on` pool gets the flag's
+    percentage of user keys (sticky), the `off` pool the rest."""
 
     kind: Literal["flags"]
     store: Name
     flag: str
+    on_pool: Name = Field("canary", description="The pool that gets the flag's 'on' variant.")
+    off_pool: Name = Field("stable", description="The pool that gets the 'off' variant.")
+
+    @property
+    def pools(self) -> dict[str, str]:
+        """Pool → the flag variant it stands for (the plan checker reads the pool names)."""
+        return {self.off_pool: "off", self.on_pool: "on"}
 
 
 Router = Annotated[NginxRouter | HaproxyRouter | FlagsRouter, Field(discriminator="kind")]

@@ -13,13 +13,16 @@ a no-op that succeeds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from tminus.errors import PlanError, TminusError
 from tminus.plan.interpolate import Resolver
+
+if TYPE_CHECKING:
+    from tminus.plan.model import Plan
 
 __all__ = [
     "BUILTIN_ROUTERS",
@@ -29,6 +32,8 @@ __all__ = [
     "RouterKind",
     "check_weights",
     "open_router",
+    "router_for_step",
+    "split_percent",
 ]
 
 
@@ -44,6 +49,8 @@ class RouterContext:
     resolver: Resolver
     state_dir: Path
     services: dict[str, Any]
+    #: ``targets.flag_stores`` of the plan (a ``flags`` router opens its store from there).
+    flag_stores: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Router(Protocol):
@@ -114,3 +121,60 @@ def open_router(name: str, ctx: RouterContext, config: Any) -> Router:
         )
     impl: RouterKind = import_module(mod).KIND
     return impl.open(config, ctx)
+
+
+def split_percent(amounts: Mapping[str, float]) -> dict[str, int]:
+    """Whole percentages summing to 100 in proportion to ``amounts`` (largest remainder), or
+    all 0 when every amount is 0. Routers use it to read a split back from server weights."""
+    total = sum(amounts.values())
+    if total <= 0:
+        return {k: 0 for k in amounts}
+    exact = {k: v * 100 / total for k, v in amounts.items()}
+    out = {k: int(v) for k, v in exact.items()}
+    short = 100 - sum(out.values())
+    for k in sorted(exact, key=lambda k: (out[k] - exact[k], k))[:short]:
+        out[k] += 1
+    return out
+
+
+class _StepContextLike(Protocol):
+    """What :func:`router_for_step` needs of a step's context (``tminus.steps.base``)."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def resolver(self) -> Resolver: ...
+    @property
+    def state_dir(self) -> Path: ...
+    @property
+    def services(self) -> dict[str, Any]: ...
+
+
+def router_for_step(ctx: _StepContextLike, name: str) -> Router:
+    """The plan's router ``name`` (``targets.routers``), opened once per step context and kept
+    in ``ctx.services`` so that a step calling it repeatedly talks to one router object."""
+    key = f"router:{name}"
+    cached = ctx.services.get(key)
+    if cached is not None:
+        router: Router = cached
+        return router
+    targets = ctx.plan.targets
+    config = targets.routers.get(name)
+    if config is None:
+        raise PlanError(
+            f"no router '{name}' in targets.routers",
+            hint="routers: " + (", ".join(sorted(targets.routers)) or "none"),
+        )
+    router = open_router(
+        name,
+        RouterContext(
+            name=name,
+            resolver=ctx.resolver,
+            state_dir=ctx.state_dir,
+            services=ctx.services,
+            flag_stores=targets.flag_stores,
+        ),
+        config,
+    )
+    ctx.services[key] = router
+    return router

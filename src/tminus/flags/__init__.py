@@ -1,0 +1,1 @@
+"""Feature flag stores (flagd JSON files, Redis) and the sticky, versioned bucketing they share."""

@@ -1,0 +1,440 @@
+"""``kind: nginx``: tminus owns one include file; nothing else of the user's config is touched.
+
+The include file holds, inside the ``http {}`` context where the user's config includes it:
+
+- ``upstream <name> { server ADDR weight=W; ... }``: every pool's servers, a pool's percent
+  spread evenly over its servers (integer weights in exact proportion). nginx refuses
+  ``weight=0``, so a pool at 0% keeps its servers in the upstream marked ``down`` (the file
+  still names every server, and switching back needs no other change);
+- with ``cookie:``, one upstream per pool (``<name>__<pool>``, every server, no weights) and
+  ``map $cookie_<cookie> $tminus_<name>_route { ... }`` whose value is the weighted upstream,
+  or for requests carrying the cookie (any non-empty value) the routed pool's upstream. The
+  user's ``location`` then says ``proxy_pass http://$tminus_<name>_route;``: a variable naming
+  a defined upstream needs no ``resolver``.
+
+A change is written atomically (temp file + rename), checked with ``nginx -t`` (the previous
+file is put back if nginx refuses it, and nginx's message is the error), then nginx reloads
+gracefully (``nginx -s reload``, or the plan's ``reload:`` command): new workers start with the
+new file and old workers finish their in-flight requests before they exit. When the master's
+pid file is known, the change returns only once the new workers run and the old ones are
+shutting down, so traffic sent afterwards follows the new split.
+
+``get_weights`` reads the include file back (the file nginx loaded at the last reload; a
+change that nginx refused is never left in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import math
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+from tminus.hosts.base import CompletedRun
+from tminus.hosts.local import LocalHost
+from tminus.plan.targets import NginxRouter
+from tminus.routers.base import (
+    Router,
+    RouterContext,
+    RouterError,
+    check_weights,
+    split_percent,
+)
+
+__all__ = [
+    "KIND",
+    "Nginx",
+    "NginxKind",
+    "parse_include",
+    "parse_route",
+    "render_include",
+    "route_variable",
+]
+
+_HEADER = "# Written by tminus (router {router!r}): every change here is overwritten.\n"
+_UPSTREAM = re.compile(r"^\s*upstream\s+(\S+)\s*\{(.*?)\}", re.S | re.M)
+_SERVER = re.compile(r"^\s*server\s+(\S+)([^;]*);", re.M)
+_MAP = re.compile(r"^\s*map\s+\$cookie_(\w+)\s+\$(\w+)\s*\{(.*?)\}", re.S | re.M)
+_MAP_ENTRY = re.compile(r"^\s*(\"[^\"]*\"|\S+)\s+(\S+)\s*;", re.M)
+_PID = re.compile(r"^\s*pid\s+([^;\s]+)\s*;", re.M)
+
+#: One asyncio lock per include file, so concurrent steps in one process take turns.
+_locks: dict[str, asyncio.Lock] = {}
+
+
+def route_variable(upstream: str) -> str:
+    """The map's variable for ``proxy_pass`` (nginx variable names are ``[A-Za-z0-9_]``)."""
+    return "tminus_" + re.sub(r"[^A-Za-z0-9_]", "_", upstream) + "_route"
+
+
+def pool_upstream(upstream: str, pool: str) -> str:
+    return f"{upstream}__{pool}"
+
+
+def _server_weights(weights: Mapping[str, int], pools: Mapping[str, list[str]]) -> dict[str, int]:
+    """Per-server integer weights in exact proportion (0 = marked ``down``)."""
+    scale = math.lcm(*(len(servers) for servers in pools.values()))
+    raw: dict[str, int] = {}
+    for pool, servers in pools.items():
+        for addr in servers:
+            raw[addr] = weights.get(pool, 0) * scale // len(servers)
+    common = math.gcd(*[w for w in raw.values() if w]) or 1
+    return {addr: w // common for addr, w in raw.items()}
+
+
+def render_include(
+    router: str,
+    upstream: str,
+    pools: Mapping[str, list[str]],
+    weights: Mapping[str, int],
+    cookie: str | None = None,
+    route: str | None = None,
+) -> str:
+    """The include file for a split (and a cookie route, with ``cookie``)."""
+    per_server = _server_weights(weights, pools)
+    lines = [
+        _HEADER.format(router=router).rstrip("\n"),
+        "# split: " + ", ".join(f"{p} {weights.get(p, 0)}%" for p in pools),
+        f"upstream {upstream} {{",
+    ]
+    for servers in pools.values():
+        for addr in servers:
+            w = per_server[addr]
+            lines.append(f"    server {addr} weight={w};" if w else f"    server {addr} down;")
+    lines.append("}")
+    if cookie:
+        for pool, servers in pools.items():
+            lines.append(f"upstream {pool_upstream(upstream, pool)} {{")
+            lines += [f"    server {addr};" for addr in servers]
+            lines.append("}")
+        lines.append(f"map $cookie_{cookie} ${route_variable(upstream)} {{")
+        if route is None:
+            lines.append(f"    default {upstream};")
+        else:
+            lines.append(f"    default {pool_upstream(upstream, route)};")
+            lines.append(f'    "" {upstream};')
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_include(
+    text: str, upstream: str, pools: Mapping[str, list[str]]
+) -> tuple[dict[str, int], str | None]:
+    """The split and the cookie route (a pool, or None) written in an include file."""
+    pool_of = {addr: pool for pool, servers in pools.items() for addr in servers}
+    blocks = {m.group(1): m.group(2) for m in _UPSTREAM.finditer(text)}
+    body = blocks.get(upstream)
+    if body is None:
+        raise RouterError(f"the include file has no 'upstream {upstream}' block")
+    amounts = {p: 0.0 for p in pools}
+    for m in _SERVER.finditer(body):
+        addr, params = m.group(1), m.group(2).split()
+        pool = pool_of.get(addr)
+        if pool is None:
+            raise RouterError(f"server {addr} in upstream {upstream} is in no pool of the router")
+        if "down" in params:
+            continue
+        weight = 1
+        for prm in params:
+            if prm.startswith("weight="):
+                weight = int(prm.removeprefix("weight="))
+        amounts[pool] += weight
+    return split_percent(amounts), parse_route(text, upstream)
+
+
+def parse_route(text: str, upstream: str) -> str | None:
+    """The pool the include file's cookie map routes to (``None``: no route, or no map)."""
+    found = _MAP.search(text)
+    if found is None:
+        return None
+    for entry in _MAP_ENTRY.finditer(found.group(3)):
+        key, value = entry.group(1), entry.group(2)
+        prefix = f"{upstream}__"
+        if key == "default" and value.startswith(prefix):
+            return value.removeprefix(prefix)
+    return None
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The child processes of ``pid`` with their command lines (Linux /proc)."""
+    kids: list[int] = []
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        kids = [int(x) for x in text.split()]
+    except OSError:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text(errors="replace")
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    out: dict[int, str] = {}
+    for kid in kids:
+        try:
+            raw = Path(f"/proc/{kid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        out[kid] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return out
+
+
+class _NoNewWorkers(RouterError):
+    pass
+
+
+class Nginx:
+    """One nginx router: its include file, its binary and how it reloads."""
+
+    def __init__(self, name: str, cfg: NginxRouter, ctx: RouterContext) -> None:
+        r = ctx.resolver
+        self.name = name
+        self.include = Path(r.resolve(cfg.include_file))
+        self.config = r.resolve(cfg.config) if cfg.config else None
+        self.prefix = r.resolve(cfg.prefix) if cfg.prefix else None
+        self.nginx = r.resolve(cfg.nginx)
+        self.reload_command = r.resolve_shell(cfg.reload) if cfg.reload else None
+        self.upstream = cfg.upstream
+        self.cookie = cfg.cookie
+        self.pool_servers = {p: [r.resolve(a) for a in addrs] for p, addrs in cfg.pools.items()}
+        self._pid_file = r.resolve(cfg.pid_file) if cfg.pid_file else None
+        self._mask = r.mask
+        self.reload_timeout = 15.0
+        problems = self._config_problems()
+        if problems:
+            raise RouterError(f"router '{name}': " + "; ".join(problems))
+
+    # --- the Router protocol --------------------------------------------------------------
+    def pools(self) -> list[str]:
+        return list(self.pool_servers)
+
+    async def get_weights(self) -> dict[str, int]:
+        weights, _route = self._read_state()
+        return weights
+
+    async def set_weights(self, weights: Mapping[str, int]) -> None:
+        split = check_weights(weights, self.pools())
+        async with self._locked():
+            await self._apply(split, self._current_route())
+
+    async def set_cookie_route(self, pool: str | None) -> None:
+        if not self.cookie:
+            raise RouterError(
+                f"router '{self.name}' has no cookie", hint="set 'cookie:' on the nginx router"
+            )
+        if pool is not None and pool not in self.pool_servers:
+            raise RouterError(f"unknown pool '{pool}'", hint="pools: " + ", ".join(self.pools()))
+        async with self._locked():
+            split, _route = self._read_state()
+            await self._apply(split, pool)
+
+    async def verify(self) -> list[str]:
+        problems = self._config_problems()
+        if not self.include.exists():
+            problems.append(f"the include file {self.include} does not exist yet")
+        else:
+            try:
+                self._read_state()
+            except RouterError as exc:
+                problems.append(str(exc))
+        run = await self._nginx("-T")
+        if not run.ok:
+            problems.append("nginx -t failed: " + self._tail(run.stderr or run.stdout))
+            return problems
+        dumped = run.stdout
+        names = {str(self.include), str(self.include.resolve())}
+        if not any(f"# configuration file {n}:" in dumped for n in names):
+            problems.append(
+                f"the nginx config does not include {self.include} "
+                f"(add 'include {self.include};' inside http {{}})"
+            )
+        target = f"${route_variable(self.upstream)}" if self.cookie else self.upstream
+        if f"http://{target}" not in dumped:
+            problems.append(f"no 'proxy_pass http://{target}' in the nginx config")
+        return problems
+
+    # --- internals ------------------------------------------------------------------------
+    def _config_problems(self) -> list[str]:
+        problems: list[str] = []
+        seen: dict[str, str] = {}
+        for pool, servers in self.pool_servers.items():
+            if not servers:
+                problems.append(f"pool '{pool}' has no servers")
+            for addr in servers:
+                if addr in seen:
+                    problems.append(f"server {addr} is in pools '{seen[addr]}' and '{pool}'")
+                seen[addr] = pool
+                if not re.fullmatch(r"[^\s;{}'\"#]+", addr):
+                    problems.append(f"server address {addr!r} is not a plain address")
+        return problems
+
+    def _current_route(self) -> str | None:
+        """The cookie route in the include file now, if it names one of our pools."""
+        try:
+            route = parse_route(self.include.read_text(), self.upstream)
+        except OSError:
+            return None
+        return route if route in self.pool_servers else None
+
+    def _read_state(self) -> tuple[dict[str, int], str | None]:
+        try:
+            text = self.include.read_text()
+        except FileNotFoundError:
+            raise RouterError(
+                f"router '{self.name}': the include file {self.include} does not exist",
+                hint="tminus writes it on the first change; nginx must include it "
+                "(see docs/routers.md)",
+            ) from None
+        except OSError as exc:
+            raise RouterError(f"cannot read {self.include}: {exc}") from None
+        return parse_include(text, self.upstream, self.pool_servers)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        lock = _locks.setdefault(str(self.include.resolve()), asyncio.Lock())
+        async with lock:
+            lock_path = self.include.parent / f".{self.include.name}.tminus-lock"
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise RouterError(f"cannot lock {self.include}: {exc}") from None
+            try:
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def _write(self, text: str | None) -> None:
+        """Replace the include file atomically (``None`` removes it)."""
+        if text is None:
+            self.include.unlink(missing_ok=True)
+            return
+        tmp = self.include.parent / f".{self.include.name}.tminus-tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, self.include.stat().st_mode & 0o7777)
+        os.replace(tmp, self.include)
+
+    async def _apply(self, split: dict[str, int], route: str | None) -> None:
+        new = render_include(self.name, self.upstream, self.pool_servers, split, self.cookie, route)
+        try:
+            old: str | None = self.include.read_text()
+        except FileNotFoundError:
+            old = None
+        if old == new:
+            return  # idempotent: nothing to reload
+        try:
+            self._write(new)
+        except OSError as exc:
+            raise RouterError(f"cannot write {self.include}: {exc}") from None
+        test = await self._nginx("-t")
+        if not test.ok:
+            self._write(old)
+            raise RouterError(
+                f"nginx rejected the new {self.include.name}, the previous one is back: "
+                + self._tail(test.stderr or test.stdout),
+                hint="fix the nginx config (see docs/routers.md for what it must contain)",
+            )
+        master = self._master_pid()
+        before = _children(master) if master else {}
+        reload = await self._reload()
+        if not reload.ok:
+            self._write(old)
+            raise RouterError(
+                "nginx reload failed, the previous include file is back: "
+                + self._tail(reload.stderr or reload.stdout)
+            )
+        if master:
+            try:
+                await self._wait_reloaded(master, before)
+            except _NoNewWorkers:
+                self._write(old)  # what the master still runs (it refused the reload)
+                raise
+
+    async def _nginx(self, *args: str) -> CompletedRun:
+        cmd = [self.nginx]
+        if self.prefix:
+            cmd += ["-p", self.prefix]
+        if self.config:
+            cmd += ["-c", self.config]
+        return await LocalHost().run([*cmd, *args], timeout=60)
+
+    async def _reload(self) -> CompletedRun:
+        if self.reload_command:
+            return await LocalHost().run(self.reload_command, timeout=120)
+        return await self._nginx("-s", "reload")
+
+    def _pid_path(self) -> Path | None:
+        if self._pid_file:
+            return self._resolve_path(self._pid_file)
+        if self.config:
+            with contextlib.suppress(OSError):
+                m = _PID.search(Path(self._resolve_path(self.config)).read_text())
+                if m:
+                    return self._resolve_path(m.group(1))
+        default = Path("/run/nginx.pid")
+        return default if default.exists() else None
+
+    def _resolve_path(self, path: str) -> Path:
+        p = Path(path)
+        if not p.is_absolute() and self.prefix:
+            p = Path(self.prefix) / p
+        return p
+
+    def _master_pid(self) -> int | None:
+        path = self._pid_path()
+        if path is None:
+            return None
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
+
+    async def _wait_reloaded(self, master: int, before: dict[int, str]) -> None:
+        """Until a new worker runs and every old one is shutting down (or gone)."""
+        old_workers = {pid for pid, cmd in before.items() if "worker process" in cmd}
+        deadline = time.monotonic() + self.reload_timeout
+        while True:
+            now = _children(master)
+            started = [p for p, cmd in now.items() if p not in before and "worker" in cmd]
+            lingering = [p for p in old_workers if p in now and "shutting down" not in now[p]]
+            if started and not lingering:
+                return
+            if not Path(f"/proc/{master}").exists():
+                raise RouterError(f"the nginx master {master} exited during the reload")
+            if time.monotonic() > deadline:
+                raise _NoNewWorkers(
+                    f"nginx did not start new workers within {self.reload_timeout:g}s of the "
+                    "reload, the previous include file is back; see nginx's error log"
+                )
+            await asyncio.sleep(0.02)
+
+    def _tail(self, text: str) -> str:
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        return self._mask(" | ".join(lines[-4:]))[-800:] or "(no output)"
+
+
+class NginxKind:
+    kind: ClassVar[str] = "nginx"
+
+    def open(self, config: NginxRouter, ctx: RouterContext) -> Nginx:
+        return Nginx(ctx.name, config, ctx)
+
+
+KIND = NginxKind()
+
+
+def _conforms(impl: Nginx) -> Router:  # mypy checks Nginx against the Protocol
+    return impl
