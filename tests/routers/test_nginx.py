@@ -86,12 +86,12 @@ def test_cookie_canary_reaches_only_users_with_the_cookie(ngx: NginxServer) -> N
 @pytest.mark.timeout(120)
 def test_blue_green_switches_under_load_fail_no_request(apps: dict[str, AppProcess]) -> None:
     # Requests take 30 ms, so every reload finds requests in flight; old workers finish them.
-    # Client keep-alive is off here: a graceful reload closes *idle* keep-alive connections,
-    # and the load generator reuses a pooled connection without checking it first (browsers
-    # and urllib3 check or retry); see docs/routers.md.
+    # Client keep-alive is on: a graceful reload closes *idle* keep-alive connections, and the
+    # load generator, like browsers and urllib3, sends a request again when a reused
+    # connection was closed before any byte of the answer (see docs/routers.md).
     for app in apps.values():
         app.set(latency=0.03)
-    with NginxServer(pools=pools_of(apps), keepalive_timeout="0") as server:
+    with NginxServer(pools=pools_of(apps)) as server:
         r = router(server.router_config())
         res, last, final = asyncio.run(switch_under_load(r, server.url, switches=6))
         log = server.log_tail()

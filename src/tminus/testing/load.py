@@ -58,11 +58,18 @@ class LoadResult:
         return lat[min(len(lat) - 1, round(p / 100 * (len(lat) - 1)))]
 
 
+class _Stale(Exception):
+    """A reused keep-alive connection was closed by the server before any byte of an answer:
+    the request was never processed, and a client may send it again (RFC 9110 §9.2.2; what
+    browsers, curl and urllib3 do for idempotent requests)."""
+
+
 class _Conn:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.used = False
 
     async def request(self, raw: bytes, timeout: float) -> tuple[int, str]:
         if self.writer is None:
@@ -70,9 +77,16 @@ class _Conn:
                 asyncio.open_connection(self.host, self.port), timeout
             )
         assert self.reader is not None and self.writer is not None
+        reused, self.used = self.used, True
         try:
             self.writer.write(raw)
-            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+            try:
+                head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+            except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                partial = getattr(exc, "partial", b"")
+                if reused and not partial:
+                    raise _Stale from None
+                raise
             lines = head.decode("latin-1").split("\r\n")
             status = int(lines[0].split(" ")[1])
             length = 0
@@ -121,7 +135,11 @@ async def constant_rate(
         conn = idle.pop() if idle else _Conn(host, port)
         t0 = time.perf_counter()
         try:
-            status, body = await conn.request(raw, timeout)
+            try:
+                status, body = await conn.request(raw, timeout)
+            except _Stale:  # closed while idle (a graceful reload): send it again, once
+                conn = _Conn(host, port)
+                status, body = await conn.request(raw, timeout)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
             result.requests.append(Request(started, None, time.perf_counter() - t0, ""))
             return
