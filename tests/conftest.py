@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 
+# Tests start `python -m tminus` hundreds of times: let those processes cache bytecode (some
+# machines set PYTHONDONTWRITEBYTECODE, which makes every start recompile every module).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 PG_ADMIN = os.environ.get("TMINUS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +30,10 @@ class CompletedRun:
 
 
 class Host(Protocol):
+    """A machine commands run on: :class:`~tminus.hosts.local.LocalHost` or
+    :class:`~tminus.hosts.ssh.SshHost`. ``input`` is fed to the command's stdin (bytes, e.g. a
+    tar stream); ``become`` overrides the host's own ``become`` for this command."""
+
     name: str
 
     async def run(
@@ -39,4 +44,10 @@ class Host(Protocol):
         cwd: str | None = None,
         timeout: float | None = None,
         on_line: LineSink | None = None,
+        input: bytes | None = None,
+        become: bool | str | None = None,
     ) -> CompletedRun: ...
+
+    async def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None: ...
+
+    async def sha256(self, remote_path: str) -> str | None: ...

@@ -5,8 +5,9 @@ deploy and closed when the runner stops. Steps reach it as ``ctx.services["fleet
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tminus.hosts.base import Host
 from tminus.hosts.inventory import Inventory, resolve
@@ -22,9 +23,17 @@ __all__ = ["Fleet"]
 class Fleet:
     """Resolved hosts and their connections, opened on first use."""
 
-    def __init__(self, plan: Plan, resolver: Resolver) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        resolver: Resolver,
+        events: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.plan = plan
         self.resolver = resolver
+        #: The deploy's event log (the engine sets it): fleet steps read host exclusions and
+        #: earlier per-host results from it, so a resume knows which hosts are done.
+        self.events = events
         self._inventory: Inventory | None = None
         self._pool: HostPool | None = None
 
@@ -69,6 +78,15 @@ class Fleet:
 
     def host(self, name: str) -> Host:
         return self.pool.host(name)
+
+    def address(self, name: str) -> str:
+        """The address a host is reached at (its name if it has none)."""
+        h = self.inventory.hosts.get(name)
+        return h.address if h is not None else name
+
+    def is_local(self, name: str) -> bool:
+        h = self.inventory.hosts.get(name)
+        return h.local if h is not None else name == "localhost"
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -1,12 +1,19 @@
 """The local machine as a Host: commands run as subprocesses in their own process group,
-output streamed line by line, the whole group killed on timeout."""
+output streamed line by line, the whole group killed on timeout. It has the same file
+operations as :class:`~tminus.hosts.ssh.SshHost` (``put``, ``sha256``, stdin ``input``), so a
+plan can deploy to ``localhost`` (or a ``local: true`` host) without SSH."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import os
+import shlex
+import shutil
 import signal
 import time
+import uuid
 from collections.abc import Mapping
 
 from tminus.hosts.base import CompletedRun, LineSink
@@ -28,14 +35,24 @@ class LocalHost:
         cwd: str | None = None,
         timeout: float | None = None,
         on_line: LineSink | None = None,
+        input: bytes | None = None,
+        become: bool | str | None = None,
     ) -> CompletedRun:
         full_env = dict(os.environ)
         full_env.update(env or {})
         start = time.monotonic()
+        stdin = asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE
+        user = "root" if become is True else (become or None)
+        if user:
+            # Like SshHost: sudo never prompts, and the command runs under sh -c.
+            script = command if isinstance(command, str) else shlex.join(command)
+            if env:
+                script = "".join(f"export {k}={shlex.quote(v)}; " for k, v in env.items()) + script
+            command = ["sudo", "-n", "-u", user, "--", "sh", "-c", script]
         if isinstance(command, str):
             proc = await asyncio.create_subprocess_shell(
                 command,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=cwd,
@@ -47,7 +64,7 @@ class LocalHost:
         else:
             proc = await asyncio.create_subprocess_exec(
                 *command,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=stdin,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=cwd,
@@ -74,7 +91,17 @@ class LocalHost:
                 if on_line is not None:
                     on_line(name, line.rstrip("\n"))
 
-        pumps = asyncio.gather(pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"))
+        async def feed() -> None:
+            if proc.stdin is None or input is None:
+                return
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(input)
+                await proc.stdin.drain()
+            proc.stdin.close()
+
+        pumps = asyncio.gather(
+            pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"), feed()
+        )
         timed_out = False
         try:
             await asyncio.wait_for(asyncio.shield(pumps), timeout)
@@ -96,6 +123,37 @@ class LocalHost:
             timed_out=timed_out,
             duration=time.monotonic() - start,
         )
+
+    async def put(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
+        """Copy a file to a temporary name beside ``remote_path``, then rename it (atomic)."""
+
+        def copy() -> None:
+            parent, name = os.path.split(remote_path)
+            tmp = os.path.join(parent, f".{name or 'upload'}.tminus-{uuid.uuid4().hex[:12]}")
+            try:
+                shutil.copyfile(local_path, tmp)
+                os.replace(tmp, remote_path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+        await asyncio.to_thread(copy)
+
+    async def sha256(self, remote_path: str) -> str | None:
+        """The SHA-256 of a file (hex), or None when it does not exist."""
+
+        def digest() -> str | None:
+            h = hashlib.sha256()
+            try:
+                with open(remote_path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+            except FileNotFoundError:
+                return None
+            return h.hexdigest()
+
+        return await asyncio.to_thread(digest)
 
 
 def _kill_group(pid: int) -> None:

@@ -46,6 +46,7 @@ DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 _MARK = "\x1etminus-pgid "
 _MARK_CMD = "printf '\\036tminus-pgid %s\\n' \"$$\" >&2"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CHUNK = 256 * 1024  # stdin is written in pieces of this size, with flow control
 
 
 class HostKeyError(TminusError):
@@ -100,14 +101,18 @@ class SshSettings:
 
     @property
     def become_user(self) -> str | None:
-        if self.become is True:
-            return "root"
-        return self.become or None
+        return _become_user(self.become)
 
     @property
     def label(self) -> str:
         where = self.address if self.port == 22 else f"{self.address}:{self.port}"
         return self.name if where == self.name else f"{self.name} ({where})"
+
+
+def _become_user(become: bool | str) -> str | None:
+    if become is True:
+        return "root"
+    return become or None
 
 
 def become_command(user: str, script: str) -> str:
@@ -207,11 +212,12 @@ class SshHost:
             kwargs["client_keys"] = [str(Path(s.identity_file).expanduser())]
         if not o.agent:
             kwargs["agent_path"] = None
+        if s.user:  # otherwise asyncssh uses the local user name
+            kwargs["username"] = s.user
         try:
             conn = await asyncssh.connect(
                 s.address,
                 s.port,
-                username=s.user,
                 known_hosts=known,
                 client_factory=lambda: _Client(self, accept),
                 connect_timeout=o.connect_timeout,
@@ -287,7 +293,13 @@ class SshHost:
 
     # ------------------------------------------------------------------ commands
 
-    def _script(self, command: str, env: Mapping[str, str] | None, cwd: str | None) -> str:
+    def _script(
+        self,
+        command: str,
+        env: Mapping[str, str] | None,
+        cwd: str | None,
+        become: bool | str | None = None,
+    ) -> str:
         parts: list[str] = []
         for k, v in (env or {}).items():
             if not _ENV_NAME.match(k):
@@ -296,7 +308,7 @@ class SshHost:
         if cwd:
             parts.append(f"cd -- {shlex.quote(cwd)} || exit 1")
         parts.append(command)
-        user = self.settings.become_user
+        user = self.settings.become_user if become is None else _become_user(become)
         if user:
             # sudo's use_pty runs the command in a session of its own: report that group too.
             inner = "\n".join([_MARK_CMD, *parts])
@@ -325,10 +337,14 @@ class SshHost:
         cwd: str | None = None,
         timeout: float | None = None,
         on_line: LineSink | None = None,
+        input: bytes | None = None,
+        become: bool | str | None = None,
     ) -> CompletedRun:
+        """Run ``command`` under ``sh -c``; ``input`` is written to its stdin (then EOF);
+        ``become`` overrides the host's setting (``False``: as the login user)."""
         shown = command if isinstance(command, str) else shlex.join(command)
         start = time.monotonic()
-        script = self._script(shown, env, cwd)
+        script = self._script(shown, env, cwd, become)
         try:
             conn = await self.connect()
         except HostKeyError:
@@ -336,7 +352,7 @@ class SshHost:
         except SshError as exc:
             return self._failed(shown, f"tminus: {exc}", start)
         async with self._sessions:
-            return await self._run_on(conn, shown, script, start, timeout, on_line)
+            return await self._run_on(conn, shown, script, start, timeout, on_line, input)
 
     async def _run_on(
         self,
@@ -346,10 +362,12 @@ class SshHost:
         start: float,
         timeout: float | None,
         on_line: LineSink | None,
+        input: bytes | None = None,
     ) -> CompletedRun:
         try:
+            # Bytes in and out: stdin may be a tar stream; output is decoded line by line.
             proc = await conn.create_process(
-                script, stdin=asyncssh.DEVNULL, encoding="utf-8", errors="replace"
+                script, stdin=asyncssh.DEVNULL if input is None else asyncssh.PIPE, encoding=None
             )
         except (asyncssh.Error, OSError) as exc:
             self._drop(conn)
@@ -358,12 +376,23 @@ class SshHost:
         err: list[str] = []
         pgid: list[int] = []
 
-        async def pump(reader: asyncssh.SSHReader[str], sink: list[str], name: str) -> None:
+        async def feed() -> None:
+            if input is None:
+                return
+            with contextlib.suppress(asyncssh.Error, OSError, BrokenPipeError):
+                view = memoryview(input)
+                for k in range(0, len(view), _CHUNK):
+                    proc.stdin.write(bytes(view[k : k + _CHUNK]))
+                    await proc.stdin.drain()
+                proc.stdin.write_eof()
+
+        async def pump(reader: asyncssh.SSHReader[bytes], sink: list[str], name: str) -> None:
             size = 0
             while True:
-                line = await reader.readline()
-                if not line:
+                raw = await reader.readline()
+                if not raw:
                     return
+                line = raw.decode("utf-8", "replace")
                 if name == "stderr" and len(pgid) < 2 and line.startswith(_MARK):
                     with contextlib.suppress(ValueError):
                         pgid.append(int(line[len(_MARK) :].strip()))
@@ -375,7 +404,9 @@ class SshHost:
                 if on_line is not None:
                     on_line(name, line.rstrip("\n"))
 
-        pumps = asyncio.gather(pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"))
+        pumps = asyncio.gather(
+            pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"), feed()
+        )
         timed_out = False
         lost: str | None = None
         try:

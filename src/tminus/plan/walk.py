@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.model import Plan
 from tminus.plan.problems import Loc
-from tminus.plan.steps import BlueGreenStep, SshStep, StepBase
+from tminus.plan.steps import BlueGreenStep, ReleaseStep, SshStep, StepBase
 
 __all__ = ["CheckSite", "Position", "StepSite", "iter_check_sites", "iter_steps", "resolve_check"]
 
@@ -57,7 +57,7 @@ def _nested(step: StepBase, path: Loc, pos: Position) -> Iterator[StepSite]:
     undo_pos = Position(pos.phase, ROLLBACK, pos.index)
     for k, u in enumerate(step.undo):
         yield from _walk_step(u, (*path, "undo", k), undo_pos)
-    if isinstance(step, SshStep):
+    if isinstance(step, SshStep | ReleaseStep):
         for hook in ("before_batch", "after_batch"):
             for k, h in enumerate(getattr(step, hook)):
                 yield from _walk_step(h, (*path, hook, k), pos)

@@ -1,0 +1,211 @@
+"""``kind: upload``: copy a local file or directory to every host of a group, skipping what
+has not changed.
+
+Per host, at most two commands on the host's one connection:
+
+1. the manifest (``sha256sum -c`` format) goes to ``sha256sum -c --quiet`` on the host, which
+   prints only the files that differ or are missing (and ``mode``, if given, is applied to the
+   files already there);
+2. if anything differs: a tar stream of those files (built once per distinct set, shared by
+   every host) is unpacked into a staging directory beside them, checked against its
+   manifest, and each file is renamed into place (so a reader never sees half a file).
+
+A second run of an unchanged tree sends no file. Needs ``sh``, ``tar``, ``sha256sum``,
+``mktemp`` and ``find`` on the host (GNU coreutils, any Linux).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import shlex
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tminus.hosts.base import Host
+from tminus.hosts.tree import LocalTree, file_tree, scan_tree
+from tminus.plan.interpolate import ResolveError, Resolver
+from tminus.plan.model import Plan
+from tminus.plan.steps import UploadStep
+from tminus.steps import _fleet
+from tminus.steps._fleet import HostResult, tail
+from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.ssh import batch_note
+
+__all__ = ["KIND", "UploadKind", "check_script", "parse_changed", "put_script"]
+
+
+_ABSENT = "tminus-absent"
+_DONE = "tminus-uploaded"
+
+
+def check_script(base: str, mode: str | None) -> str:
+    """Reads a manifest on stdin; prints the files that differ (nothing when all match)."""
+    d = shlex.quote(base)
+    chmod = (
+        f"cut -c67- \"$m\" | tr '\\n' '\\0' | xargs -0 -r chmod {shlex.quote(mode)} -- "
+        "2>/dev/null\n"
+        if mode
+        else ""
+    )
+    return (
+        f"if ! cd -- {d} 2>/dev/null; then echo {_ABSENT}; cat >/dev/null; exit 0; fi\n"
+        'm=$(mktemp) || exit 1\ntrap \'rm -f -- "$m"\' EXIT\ncat > "$m"\n'
+        f"{chmod}"
+        'sha256sum -c --quiet -- "$m" 2>/dev/null\nexit 0\n'
+    )
+
+
+def put_script(base: str) -> str:
+    """Reads a tar stream on stdin: unpack beside the files, verify, rename into place."""
+    d = shlex.quote(base)
+    return (
+        "set -e\n"
+        f"D={d}\n"
+        'mkdir -p -- "$D"\n'
+        'T=$(mktemp -d "$D/.tminus-upload-XXXXXX")\n'
+        "trap 'rm -rf -- \"$T\"' EXIT\n"
+        'tar -x -p --no-same-owner -f - -C "$T"\n'
+        'cd -- "$T"\n'
+        "if ! sha256sum --quiet -c .tminus-sha256 >&2; then\n"
+        "  echo 'tminus: checksum mismatch after the transfer' >&2; exit 4\n"
+        "fi\n"
+        "rm -f .tminus-sha256\n"
+        "find . -mindepth 1 -type d -exec sh -c "
+        '\'for d; do mkdir -p -- "$0/$d" || exit 1; done\' "$D" {} +\n'
+        "find . ! -type d -exec sh -c "
+        '\'for f; do mv -f -- "$f" "$0/$f" || exit 1; done\' "$D" {} +\n'
+        f"echo {_DONE}\n"
+    )
+
+
+def parse_changed(stdout: str, tree: LocalTree) -> set[str] | None:
+    """The files ``sha256sum -c --quiet`` reported (None: the directory is absent, so all)."""
+    lines = stdout.splitlines()
+    if lines and lines[0].strip() == _ABSENT:
+        return None
+    known = {f.rel for f in tree.files}
+    out: set[str] = set()
+    for line in lines:
+        name, sep, _ = line.rpartition(": FAILED")
+        if not sep:
+            continue
+        rel = name[2:] if name.startswith("./") else name
+        if rel in known:
+            out.add(rel)
+    return out
+
+
+class _Source:
+    """The local side of an upload: a directory tree (scanned once), or one file whose name
+    on the host depends on the host's ``dest`` (one small tree per distinct name)."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        local = Path(src)
+        self.tree: LocalTree | None = None
+        self.file: Path | None = None
+        self._files: dict[str, LocalTree] = {}
+        if local.is_dir():
+            self.tree = scan_tree(local, keep_links=False)
+        elif local.is_file():
+            self.file = local
+        else:
+            raise ValueError(f"upload source {src} does not exist")
+
+    @property
+    def count(self) -> int:
+        return len(self.tree.files) if self.tree is not None else 1
+
+    @property
+    def size(self) -> int:
+        return self.tree.size if self.tree is not None else Path(self.src).stat().st_size
+
+    def for_dest(self, dest: str) -> tuple[str, LocalTree]:
+        """The remote directory the tree's names are under, and the tree, for one host's
+        ``dest``. A directory ``src`` without a trailing / is copied *into* ``dest``."""
+        if self.tree is not None:
+            if self.src.endswith("/"):
+                return dest.rstrip("/") or "/", self.tree
+            return posixpath.join(dest, Path(self.src).name), self.tree
+        assert self.file is not None
+        if dest.endswith("/"):
+            base, name = dest.rstrip("/") or "/", self.file.name
+        else:
+            base, name = posixpath.dirname(dest) or ".", posixpath.basename(dest)
+        tree = self._files.get(name)
+        if tree is None:
+            tree = self._files[name] = file_tree(self.file, name)
+        return base, tree
+
+
+async def _upload(host: Host, base: str, tree: LocalTree, mode: str | None) -> HostResult:
+    total = len(tree.files)
+    check = await host.run(check_script(base, mode), input=tree.manifest_bytes())
+    res = HostResult(host.name, exit=check.exit_status, stdout=check.stdout, stderr=check.stderr)
+    if not check.ok:
+        res.status = "failed"
+        res.error = tail(check.stderr.strip() or "checksum listing failed", 300)
+        return res
+    changed = parse_changed(check.stdout, tree)
+    sending = total if changed is None else len(changed)
+    if sending == 0:
+        res.stdout = ""
+        res.data = {"sent": 0, "unchanged": total}
+        return res
+    payload = tree.tar(changed, mode=int(mode, 8) if mode else None)
+    put = await host.run(put_script(base), input=payload)
+    res = HostResult(host.name, exit=put.exit_status, stdout=put.stdout, stderr=put.stderr)
+    if not put.ok or _DONE not in put.stdout:
+        res.status = "failed"
+        res.error = tail(put.stderr.strip() or f"exit {put.exit_status}", 300)
+        return res
+    res.data = {"sent": sending, "unchanged": total - sending}
+    return res
+
+
+class UploadKind:
+    kind: ClassVar[str] = "upload"
+    per_host: ClassVar[bool] = True
+
+    async def execute(self, step: UploadStep, ctx: StepContext) -> StepOutcome:
+        problem = _fleet.check_on(step, ctx)
+        if problem is not None:
+            return _fleet.failed_outcome(problem, ctx)
+        try:
+            source = await asyncio.to_thread(_Source, ctx.resolver.resolve(step.src))
+        except (ResolveError, ValueError, OSError) as exc:
+            return _fleet.failed_outcome(f"upload: {exc}", ctx)
+
+        async def work(name: str, host: Host, r: Resolver, timeout: float | None) -> HostResult:
+            base, tree = source.for_dest(r.resolve(step.dest))
+            job = _upload(host, base, tree, step.mode)
+            return await (asyncio.wait_for(job, timeout) if timeout else job)
+
+        outcome, results = await _fleet.rollout(
+            ctx, step, [work], artifacts={"files": source.count, "bytes": source.size}
+        )
+        sent = sum(int(r.data.get("sent", 0)) for r in results.values() if r.attempts)
+        outcome.artifacts["sent"] = sent
+        outcome.artifacts["unchanged"] = sum(
+            int(r.data.get("unchanged", 0)) for r in results.values() if r.attempts
+        )
+        return outcome
+
+    def compensation(self, step: UploadStep, ctx: StepContext) -> Compensation | None:
+        return None
+
+    def describe(self, step: UploadStep, resolver: Resolver) -> str:
+        show = _fleet.shown(resolver)
+        mode = f" (mode {step.mode})" if step.mode else ""
+        return resolver.mask(
+            f"{show(step.src)} -> {step.on}:{show(step.dest)}{mode}{batch_note(step)}"
+        )
+
+    def preflight(
+        self, step: UploadStep, plan: Plan, resolver: Resolver, state_dir: Any
+    ) -> list[str]:
+        return _fleet.host_key_problems(step, plan, resolver)
+
+
+KIND = UploadKind()
