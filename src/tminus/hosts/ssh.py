@@ -141,6 +141,36 @@ class _Client(asyncssh.SSHClient):
         self._host._on_lost(exc)
 
 
+_KNOWN_HOSTS_CACHE: dict[Path, tuple[tuple[int, int, int], asyncssh.SSHKnownHosts]] = {}
+
+
+def _parsed_known_hosts(path: Path) -> asyncssh.SSHKnownHosts:
+    """A known_hosts file parsed once per content version (path, mtime, size, inode): a pool
+    of 100 hosts sharing one file parses it once, not once per connection."""
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except FileNotFoundError:
+        stamp = (0, 0, 0)
+    except OSError as exc:
+        raise HostKeyError(f"cannot read known_hosts {path}: {exc.strerror or exc}") from None
+    cached = _KNOWN_HOSTS_CACHE.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        text = path.read_text(encoding="utf-8") if stamp != (0, 0, 0) else ""
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise HostKeyError(f"cannot read known_hosts {path}: {exc.strerror or exc}") from None
+    try:
+        known = asyncssh.import_known_hosts(text)
+    except (ValueError, asyncssh.KeyImportError) as exc:
+        raise HostKeyError(f"known_hosts {path} cannot be parsed: {exc}") from None
+    _KNOWN_HOSTS_CACHE[path] = (stamp, known)
+    return known
+
+
 class SshHost:
     """One SSH host; implements :class:`tminus.hosts.base.Host`. Prefer :class:`HostPool`."""
 
@@ -173,17 +203,7 @@ class SshHost:
 
     def _read_known_hosts(self) -> tuple[asyncssh.SSHKnownHosts, bool]:
         """The known_hosts file, and whether it has any key for this host."""
-        path = self.known_hosts_path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            text = ""
-        except OSError as exc:
-            raise HostKeyError(f"cannot read known_hosts {path}: {exc.strerror or exc}") from None
-        try:
-            known = asyncssh.import_known_hosts(text)
-        except (ValueError, asyncssh.KeyImportError) as exc:
-            raise HostKeyError(f"known_hosts {path} cannot be parsed: {exc}") from None
+        known = _parsed_known_hosts(self.known_hosts_path)
         s = self.settings
         trusted = asyncssh.match_known_hosts(known, s.address, "", s.port)[0]
         return known, bool(trusted)
