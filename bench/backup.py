@@ -68,6 +68,13 @@ class Server:
         with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
             conn.execute(query)  # type: ignore[arg-type]
 
+    def scalar(self, query: str) -> Any:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(query).fetchone()
+        return None if row is None else row[0]
+
     def create(self, name: str) -> str:
         self.created.append(name)  # before CREATE: an interrupted CREATE is still dropped
         self.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
@@ -321,7 +328,7 @@ def probed_driver() -> Iterator[Probe]:
         def __getattr__(self, name: str) -> Any:
             return getattr(subprocess, name)
 
-    probe.wrap(postgres, "_state", "row counts + checksums (_state)")
+    probe.wrap(postgres, "_state", "row counts + checksums (_state, `jobs` sessions)")
     probe.wrap(postgres, "tool_version", "pg_dump --version")
     probe.wrap(postgres, "run_tool", lambda *a, **kw: str(kw.get("what", "tool")))
     probe.wrap(postgres, "require_intact", "sha256 of every file (require_intact)")
@@ -368,39 +375,112 @@ def run_tminus(
     return t1 - t0, t2 - t1, phases
 
 
+class CpuMeter:
+    """CPU seconds spent by one side, which a busy machine stretches far less than wall time:
+
+    - server: the PostgreSQL backends that ended meanwhile (the postmaster's reaped children:
+      ``cutime + cstime`` in ``/proc/<postmaster>/stat``; needs the server on this host and
+      ``SHOW data_directory``, else not measured). Other clients of the same server that end a
+      session meanwhile are counted too;
+    - client: the tools this process ran and waited for (``RUSAGE_CHILDREN``: pg_dump,
+      pg_restore) plus this process itself (``RUSAGE_SELF``: tminus's Python side).
+    """
+
+    SETTLE_S = 1.0  # the postmaster reaps a backend shortly after its client disconnects
+
+    def __init__(self, server: Server) -> None:
+        self.stat: Path | None = None
+        try:
+            data_dir = Path(str(server.scalar("SHOW data_directory")))
+            pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+            stat = Path(f"/proc/{pid}/stat")
+            stat.read_text()
+            self.stat = stat
+        except Exception as exc:  # a remote server, no permission: client CPU only
+            print(f"(server CPU not measured: {type(exc).__name__}: {exc})")
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> tuple[float | None, float]:
+        import resource
+
+        server = None
+        if self.stat is not None:
+            fields = self.stat.read_text().rsplit(")", 1)[1].split()
+            server = (int(fields[13]) + int(fields[14])) / self.tick  # cutime + cstime
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return server, own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-# what the checksum query costs, step by step, over every user table ({t}: schema.table)
+# what other ways to checksum would cost, over every user table ({t}: schema.table); the
+# driver's own row64 checksum is the "_state" line
 CHECKSUM_STEPS = (
     ("count(*) only", "SELECT count(*) FROM {t} t"),
-    ("+ row as text (t::text)", "SELECT count(*), sum(length(t::text)) FROM {t} t"),
-    ("+ md5 of the row text", "SELECT count(*), sum(length(md5(t::text))) FROM {t} t"),
+    ("row as text ((t.*)::text)", "SELECT count(*), sum(length((t.*)::text)) FROM {t} t"),
+    (
+        "64-bit hash of the row as text",
+        "SELECT count(*), sum(hashtextextended((t.*)::text, 0)) FROM {t} t",
+    ),
+    (
+        "format 1's md5 of the row as text, both halves summed",
+        "SELECT count(*), sum(('x' || substr(h, 1, 16))::bit(64)::bigint),"
+        " sum(('x' || substr(h, 17, 16))::bit(64)::bigint)"
+        " FROM (SELECT md5((t.*)::text) AS h FROM {t} t OFFSET 0) s",
+    ),
 )
 
 
-def snapshot_alone(url: str) -> list[tuple[str, float]]:
-    """The driver's counts + checksums (``_state``) on ``url`` with the machine to itself, and
-    the same scans with less work per row, to show what each step of the checksum costs."""
+def snapshot_alone(url: str, jobs: int, meter: CpuMeter) -> list[tuple[str, float, float | None]]:
+    """The driver's counts + checksums (``_state``) on ``url`` with the machine to itself, on one
+    session and on ``jobs`` sessions sharing a snapshot, and the same scans done other ways:
+    (label, wall s, server CPU s). Server CPU: this session's backend plus the backends and
+    parallel workers that ended meanwhile (``None`` when the server is not on this host)."""
     from psycopg import sql
 
     from tminus.backups import postgres
 
-    out: list[tuple[str, float]] = []
+    out: list[tuple[str, float, float | None]] = []
     conn = postgres._connect(url)  # the driver's session settings
+    backend = Path(f"/proc/{conn.info.backend_pid}/stat")
+
+    def cpu() -> float | None:
+        server, _ = meter.read()
+        if server is None or not backend.exists():
+            return None
+        fields = backend.read_text().rsplit(")", 1)[1].split()
+        return server + (int(fields[11]) + int(fields[12])) / meter.tick  # + utime + stime
+
+    def timed(label: str, run: Callable[[], object]) -> None:
+        time.sleep(CpuMeter.SETTLE_S)
+        c0, t0 = cpu(), time.perf_counter()
+        run()
+        wall = time.perf_counter() - t0
+        time.sleep(CpuMeter.SETTLE_S)
+        c1 = cpu()
+        out.append((label, wall, None if c0 is None or c1 is None else c1 - c0))
+
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        t0 = time.perf_counter()
-        state = postgres._state(conn)
-        out.append(("_state: counts + checksums (the driver, all of it)", time.perf_counter() - t0))
+        snap = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        state = postgres._state(conn)  # warm the cache; the table list
+        timed("_state: counts + row64 checksums, 1 session", lambda: postgres._state(conn))
+        timed(
+            f"_state: counts + row64 checksums, {jobs} sessions",
+            lambda: postgres._state(conn, url=url, snapshot=snap, jobs=jobs),
+        )
         tables = [t.name.split(".", 1) for t in state.tables]
         for label, template in CHECKSUM_STEPS:
-            t0 = time.perf_counter()
-            for schema, name in tables:
-                query = sql.SQL(template).format(t=sql.Identifier(schema, name))
-                conn.execute(query).fetchall()
-            out.append((label, time.perf_counter() - t0))
+
+            def scan(template: str = template) -> None:
+                for schema, name in tables:
+                    query = sql.SQL(template).format(t=sql.Identifier(schema, name))
+                    conn.execute(query).fetchall()
+
+            timed(label + ", 1 session", scan)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -447,6 +527,21 @@ def report(results: dict[str, dict[str, list[float]]], phases: dict[str, list[fl
         f"{ratios['total']:>9.2f}x"
     )
     print("(raw verifies nothing: no row counts, no checksums, no file hashes, no comparison)")
+    if all(results[side]["client_cpu"] for side in ("raw", "tminus")):
+        print()
+        print("CPU seconds per backup + restore (medians; busy machines stretch these far less):")
+        print(f"{'side':<12} {'server':>8} {'client':>8} {'total':>8}")
+        cpu: dict[str, tuple[float, float]] = {}
+        for side in ("raw", "tminus"):
+            server_cpu = med(results[side]["server_cpu"]) if results[side]["server_cpu"] else 0.0
+            client_cpu = med(results[side]["client_cpu"])
+            cpu[side] = (server_cpu, client_cpu)
+            print(
+                f"{side:<12} {server_cpu:>8.1f} {client_cpu:>8.1f} {server_cpu + client_cpu:>8.1f}"
+            )
+        raw_total, tminus_total = sum(cpu["raw"]), sum(cpu["tminus"])
+        if raw_total > 0:
+            print(f"{'tminus/raw':<12} {'':>8} {'':>8} {tminus_total / raw_total:>7.2f}x")
     met = ratios["total"] <= TARGET_RATIO
     print()
     print(
@@ -490,8 +585,10 @@ def run_bench(
         )
 
     results: dict[str, dict[str, list[float]]] = {
-        s: {"backup": [], "restore": [], "total": []} for s in ("raw", "tminus")
+        s: {"backup": [], "restore": [], "total": [], "server_cpu": [], "client_cpu": []}
+        for s in ("raw", "tminus")
     }
+    meter = CpuMeter(server)
     phases: dict[str, list[float]] = defaultdict(list)
     with probed_driver() as probe:
         if probe.missing:
@@ -503,6 +600,8 @@ def run_bench(
                 target = f"{src}_{side}_{r}"
                 target_url = server.create(target)
                 out = work / f"{side}-{r}"
+                time.sleep(CpuMeter.SETTLE_S)
+                cpu0 = meter.read()
                 try:
                     if side == "raw":
                         b, s = run_raw(src_url, out, target_url, args.jobs)
@@ -516,18 +615,27 @@ def run_bench(
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
                     server.drop(target)
+                time.sleep(CpuMeter.SETTLE_S)
+                cpu1 = meter.read()
                 for key, value in (("backup", b), ("restore", s), ("total", b + s)):
                     results[side][key].append(value)
+                results[side]["client_cpu"].append(cpu1[1] - cpu0[1])
+                cpu = f"cpu {cpu1[1] - cpu0[1]:.1f} client"
+                if cpu0[0] is not None and cpu1[0] is not None:
+                    results[side]["server_cpu"].append(cpu1[0] - cpu0[0])
+                    cpu += f" + {cpu1[0] - cpu0[0]:.1f} server"
                 line.append(
-                    f"{side} {b:6.2f} + {s:6.2f} = {b + s:6.2f} s (dump {size / 2**20:.0f} MB)"
+                    f"{side} {b:6.2f} + {s:6.2f} = {b + s:6.2f} s ({cpu}; "
+                    f"dump {size / 2**20:.0f} MB)"
                 )
             print("   ".join(line), flush=True)
 
         if args.snapshot_alone:
             probe.take()
             print("  the snapshot's cost on the source alone (no pg_dump running):")
-            for label, seconds in snapshot_alone(src_url):
-                print(f"    {label:<58} {seconds:6.2f} s", flush=True)
+            for label, seconds, used in snapshot_alone(src_url, args.jobs, meter):
+                shown = "" if used is None else f", server CPU {used:6.2f} s"
+                print(f"    {label:<58} {seconds:6.2f} s{shown}", flush=True)
     return results, phases
 
 

@@ -255,12 +255,13 @@ def test_proofile_canary_stages(proofile: Plan) -> None:
     assert [c.promote for c in canaries] == [False, False, True]
     assert {c.router for c in canaries} == {"web"}
     assert proofile.targets.routers["web"].kind == "nginx"
-    # each stage has its own success criteria
-    for phase in proofile.phases[:3]:
+    # phase 0 is the data phase (backup, migration); each canary stage has its own criteria
+    assert proofile.phases[0].name.startswith("Day 1: Backup")
+    for phase in proofile.phases[1:4]:
         assert phase.verify
-    stage1 = [c for c in proofile.phases[0].verify if isinstance(c, CheckUse)]
+    stage1 = [c for c in proofile.phases[1].verify if isinstance(c, CheckUse)]
     assert any(c.use == "error_rate" and str(c.expect) == "< 0.5%" for c in stage1)
-    assert any(isinstance(s, TrafficStep) for s in proofile.phases[1].rollback)  # back to 5%
+    assert any(isinstance(s, TrafficStep) for s in proofile.phases[2].rollback)  # back to 5%
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,10 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+#: 2: the PostgreSQL driver records its checksum algorithm in ``details.checksum``; a format 1
+#: manifest (no such key) used the md5 algorithm, which is still computed to verify it.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 #: Kinds with tables (the others: ``files``).
 DATABASE_KINDS = ("postgres", "mysql", "mariadb", "sqlite")
 DRIVER_KINDS = (*DATABASE_KINDS, "files")
@@ -163,8 +166,11 @@ class Manifest:
         if not isinstance(raw, dict):
             raise BackupError("manifest is not a JSON object")
         try:
-            if raw.get("format") != FORMAT_VERSION:
-                raise BackupError(f"unsupported manifest format {raw.get('format')!r}")
+            if raw.get("format") not in READABLE_FORMATS:
+                raise BackupError(
+                    f"unsupported manifest format {raw.get('format')!r}",
+                    hint="written by a newer tminus; verify it with that version",
+                )
             return cls(
                 id=str(raw["id"]),
                 kind=str(raw["kind"]),
@@ -180,6 +186,7 @@ class Manifest:
                 contents=[FileEntry(**f) for f in raw.get("contents", [])],
                 totals={str(k): int(v) for k, v in raw.get("totals", {}).items()},
                 details=dict(raw.get("details", {})),
+                format=int(raw["format"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BackupError(f"manifest is malformed: {type(exc).__name__}: {exc}") from None

@@ -8,19 +8,22 @@ Backup
      file per table) from that snapshot, while the same transaction computes, server-side, for
      every user table the exact row count and an order-independent checksum, plus indexes
      (``pg_get_indexdef``), constraints (``pg_get_constraintdef``) and sequences owned by
-     serial/identity columns with ``max(column)``. Counts and dump therefore describe the
-     same instant.
+     serial/identity columns with ``max(column)``. Counts and checksums run on N sessions:
+     N - 1 more import the snapshot (``SET TRANSACTION SNAPSHOT``) and take tables from the
+     same queue. Counts and dump therefore describe the same instant.
   3. ``pg_restore --list`` must read the dump's table of contents and find ``TABLE DATA`` for
-     every table of the manifest. The manifest records ``pg_dump --version`` and
-     ``SHOW server_version``.
+     every table of the manifest. The manifest records ``pg_dump --version``,
+     ``SHOW server_version`` and the checksum algorithm (``details.checksum``).
 
-Checksum of a table: for each row ``h = md5((t.*)::text)``; the two 64-bit halves of ``h``
-are summed over all rows (``sum(bigint)`` is exact) and the checksum is the md5 of both sums.
-This is
-order-independent and counts duplicates like ``md5(string_agg(md5(t::text), '' ORDER BY …))``,
-but needs constant memory: ``string_agg`` stops at 1 GB of text (~33 M rows). Text output is
-pinned (UTC, ISO dates, ``extra_float_digits=3``, hex bytea, ``search_path=pg_catalog``) so
-that two sessions print rows identically.
+Checksum of a table (see :func:`_checksum_query`): every row hashed, the hashes summed exactly
+over all rows, the checksum the md5 of the sum(s). Format 2 manifests use ``row64`` (PostgreSQL
+>= 14: ``hash_record_extended`` over the row's values, exact types as they are and the rest as
+text, mixed again through ``hashtextextended``; one sum), format 1 manifests ``md5`` (both
+64-bit halves of ``md5((t.*)::text)``, two sums); a manifest is verified with its own algorithm.
+This is order-independent and counts duplicates like ``md5(string_agg(md5(t::text), '' ORDER
+BY …))``, but needs constant memory: ``string_agg`` stops at 1 GB of text (~33 M rows). Text
+output is pinned (UTC, ISO dates, ``extra_float_digits=3``, hex bytea, ``search_path=pg_catalog``)
+so that two sessions print values identically.
 
 Restore (decision: in place, into the target database itself)
   Files are checked first (size and sha256 of every file); a damaged backup is refused before
@@ -29,7 +32,8 @@ Restore (decision: in place, into the target database itself)
   recreated with the server's defaults, so objects created after the backup (a new table of a
   migration) do not survive. ``pg_restore -j N --exit-on-error`` then restores the dump and the
   target is compared with the manifest (tables, row counts, checksums, indexes, constraints,
-  sequences); any difference is a :class:`BackupError`. The target keeps its name, owner,
+  sequences, checksummed on N sessions sharing a snapshot); any difference is a
+  :class:`BackupError`. The target keeps its name, owner,
   grants and connection settings, which a restore into a new database and a rename would lose.
   A failure during ``pg_restore`` (disk full) leaves the target partly restored: the error
   says so, and restoring again is safe.
@@ -48,6 +52,9 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,7 +77,6 @@ from tminus.backups.base import (
     redact_url,
     replace_database,
     require_intact,
-    require_match,
     require_tools,
     run_tool,
     scratch_suffix,
@@ -130,32 +136,178 @@ def _ident(*parts: str) -> sql.Composable:
     return sql.Identifier(*parts)
 
 
-def _state(conn: psycopg.Connection[Any]) -> DbState:
-    """Catalog, exact counts and checksums as seen by ``conn``'s current snapshot."""
-    tables: list[TableEntry] = []
-    rels = conn.execute(
+#: Checksum algorithms (``Manifest.details["checksum"]``). A manifest without the key (format 1)
+#: used ``md5``; new backups use ``row64`` (PostgreSQL >= 14), several times cheaper.
+CHECKSUM_ROW64 = "row64"
+CHECKSUM_MD5 = "md5"
+CHECKSUMS = (CHECKSUM_ROW64, CHECKSUM_MD5)
+
+#: Types whose own hash function sees exactly what their text output shows, so ``row64`` hashes
+#: their values without printing them: int2, int4, int8, oid, bool, "char", date, time,
+#: timestamp, timestamptz, uuid, bytea, text, varchar (the last two under COLLATE "C", so a
+#: case-insensitive collation cannot hide a change). Anything else (numeric: 1.5 = 1.50;
+#: float: -0 = 0; jsonb; enums, whose hash is their OID; domains, arrays…) is hashed as text.
+_EXACT_TYPES = frozenset({21, 23, 20, 26, 16, 18, 1082, 1083, 1114, 1184, 2950, 17, 25, 1043})
+_TEXT_TYPES = frozenset({25, 1043})
+
+#: A table to checksum: schema, name, and its columns as (name, type oid) in attnum order.
+_Rel = tuple[str, str, tuple[tuple[str, int], ...]]
+
+
+def _row_hash(columns: tuple[tuple[str, int], ...]) -> sql.Composed:
+    """``row64``'s hash of one row: ``hash_record_extended`` over the row's columns (exact
+    types as they are, the rest as text), then mixed once more through ``hashtextextended``.
+    The record hash combines its columns linearly (``h * 31 + h_i``), so a plain sum over rows
+    would only add up column sums and miss two rows swapping a value; the second hash makes
+    each row's contribution depend on the whole row."""
+    parts: list[sql.Composable] = []
+    for name, typ in columns:
+        col = sql.SQL("t.{}").format(sql.Identifier(name))
+        if typ in _TEXT_TYPES:
+            parts.append(sql.SQL('{} COLLATE "C"').format(col))
+        elif typ in _EXACT_TYPES:
+            parts.append(col)
+        else:
+            parts.append(sql.SQL('{}::text COLLATE "C"').format(col))
+    return sql.SQL("hashtextextended(hash_record_extended(ROW({}), 0)::text, 0)").format(
+        sql.SQL(", ").join(parts)
+    )
+
+
+def _checksum_query(algorithm: str, rel: _Rel) -> sql.Composed:
+    """Exact row count and the sums a table's checksum is made of, in one scan.
+
+    ``row64`` sums :func:`_row_hash` over the rows exactly (``sum(bigint)`` is numeric).
+    ``md5`` (format 1 manifests) sums both 64-bit halves of ``md5((t.*)::text)`` (the whole row
+    as text, even when a column is named ``t``); ``OFFSET 0`` keeps the planner from inlining
+    the subquery, which would compute the md5 once per sum.
+    """
+    schema, name, columns = rel
+    table = _ident(schema, name)
+    if algorithm == CHECKSUM_ROW64:
+        return sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} t").format(
+            _row_hash(columns), table
+        )
+    return sql.SQL(
+        "SELECT count(*),"
+        " coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
+        " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
+        " FROM (SELECT md5((t.*)::text) AS h FROM {} t OFFSET 0) s"
+    ).format(table)
+
+
+def _table_entry(conn: psycopg.Connection[Any], algorithm: str, rel: _Rel) -> TableEntry:
+    row = conn.execute(_checksum_query(algorithm, rel)).fetchone()
+    assert row is not None
+    if algorithm == CHECKSUM_ROW64:
+        text = f"{CHECKSUM_ROW64}:{int(row[1])}"
+    else:
+        text = f"{int(row[1])}:{int(row[2])}"
+    return TableEntry(f"{rel[0]}.{rel[1]}", int(row[0]), hashlib.md5(text.encode()).hexdigest())
+
+
+def _import_snapshot(url: str, snapshot: str) -> psycopg.Connection[Any]:
+    """A new session whose transaction sees exactly the exported ``snapshot``."""
+    conn = _connect(url)
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _table_entries(
+    conn: psycopg.Connection[Any],
+    rels: list[_Rel],
+    algorithm: str,
+    *,
+    url: str | None,
+    snapshot: str | None,
+    jobs: int,
+) -> list[TableEntry]:
+    """Counts and checksums of ``rels`` (largest first). With ``jobs > 1`` and an exported
+    ``snapshot``, ``jobs - 1`` more sessions import the snapshot and take tables from the same
+    queue as ``conn``, so every table is read in the same instant as on one connection."""
+    todo = deque(rels)
+    out: dict[tuple[str, str], TableEntry] = {}
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def work(c: psycopg.Connection[Any]) -> None:
+        while not failed.is_set():
+            with lock:
+                if not todo:
+                    return
+                rel = todo.popleft()
+            try:
+                entry = _table_entry(c, algorithm, rel)
+            except BaseException:
+                failed.set()
+                raise
+            out[(rel[0], rel[1])] = entry
+
+    def helper() -> None:
+        assert url is not None and snapshot is not None
+        try:
+            c = _import_snapshot(url, snapshot)
+        except BaseException:
+            failed.set()
+            raise
+        try:
+            work(c)
+            c.execute("COMMIT")
+        finally:
+            c.close()
+
+    extra = min(jobs, len(rels)) - 1 if url is not None and snapshot is not None else 0
+    if extra <= 0:
+        work(conn)
+    else:
+        with ThreadPoolExecutor(max_workers=extra, thread_name_prefix="tminus-checksum") as pool:
+            futures = [pool.submit(helper) for _ in range(extra)]
+            try:
+                work(conn)
+            finally:
+                errors = [f.exception() for f in futures]
+            for exc in errors:
+                if exc is not None:
+                    raise exc
+    return [out[key] for key in sorted(out)]  # (schema, name) order, as the catalog lists
+
+
+def _state(
+    conn: psycopg.Connection[Any],
+    algorithm: str = CHECKSUM_ROW64,
+    *,
+    url: str | None = None,
+    snapshot: str | None = None,
+    jobs: int = 1,
+) -> DbState:
+    """Catalog, exact counts and checksums as seen by ``conn``'s current snapshot (shared with
+    ``jobs - 1`` more sessions on ``url`` when ``snapshot`` names it, see
+    :func:`_table_entries`)."""
+    if algorithm not in CHECKSUMS:
+        raise BackupError(f"unknown checksum algorithm {algorithm!r}")
+    rows = conn.execute(
         f"""
-        SELECT n.nspname, c.relname FROM pg_class c
+        SELECT n.nspname, c.relname, a.attname, a.atttypid::int FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
         WHERE c.relkind = 'r' AND {_USER_SCHEMAS}
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                           AND d.objid = c.oid AND d.deptype = 'e')
-        ORDER BY 1, 2
+        ORDER BY pg_table_size(c.oid) DESC, 1, 2, a.attnum
         """
     ).fetchall()
-    for schema, name in rels:
-        q = sql.SQL(
-            "SELECT count(*),"
-            " coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
-            " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
-            # (t.*): the whole row even when a column is named t; OFFSET 0 keeps the planner
-            # from inlining the subquery, which would compute md5 once per sum.
-            " FROM (SELECT md5((t.*)::text) AS h FROM {} t OFFSET 0) s"
-        ).format(_ident(schema, name))
-        row = conn.execute(q).fetchone()
-        assert row is not None
-        digest = hashlib.md5(f"{int(row[1])}:{int(row[2])}".encode()).hexdigest()
-        tables.append(TableEntry(f"{schema}.{name}", int(row[0]), digest))
+    columns: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for schema, name, col, typ in rows:  # largest table first, columns in order
+        cols = columns.setdefault((str(schema), str(name)), [])
+        if col is not None:
+            cols.append((str(col), int(typ)))
+    rels = [(s, n, tuple(cols)) for (s, n), cols in columns.items()]
+    tables = _table_entries(conn, rels, algorithm, url=url, snapshot=snapshot, jobs=jobs)
     indexes = [
         SchemaObject(f"{s}.{i}", f"{s}.{t}", d)
         for s, t, i, d in conn.execute(
@@ -249,6 +401,11 @@ class PostgresDriver:
             conn = _connect(target_url)
             try:
                 server_version = str(_scalar(conn, "SHOW server_version"))
+                algorithm = (  # hash_record_extended: PostgreSQL 14
+                    CHECKSUM_ROW64
+                    if int(_scalar(conn, "SHOW server_version_num")) >= 140000
+                    else CHECKSUM_MD5
+                )
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snapshot = str(_scalar(conn, "SELECT pg_export_snapshot()"))
                 dump = bdir.work / DUMP_DIR
@@ -262,7 +419,10 @@ class PostgresDriver:
                         stderr=errf,
                     )  # fmt: skip
                     try:
-                        state = _state(conn)  # same snapshot as the dump, while it runs
+                        # the dump's snapshot, on `jobs` sessions, while pg_dump runs
+                        state = _state(
+                            conn, algorithm, url=target_url, snapshot=snapshot, jobs=jobs
+                        )
                     except BaseException:
                         proc.kill()
                         proc.wait()
@@ -304,7 +464,12 @@ class PostgresDriver:
                 indexes=state.indexes,
                 constraints=state.constraints,
                 sequences=state.sequences,
-                details={"format": "pg_dump directory", "dump_dir": DUMP_DIR, "jobs": jobs},
+                details={
+                    "format": "pg_dump directory",
+                    "dump_dir": DUMP_DIR,
+                    "jobs": jobs,
+                    "checksum": algorithm,
+                },
             )
             return bdir.commit(manifest)
 
@@ -360,7 +525,12 @@ class PostgresDriver:
             raise BackupError(
                 f"{exc} — the target is partly restored; restore again", hint="restore again"
             ) from None
-        require_match(self, manifest, target_url, redact_url(target_url))
+        problems = self.compare(manifest, target_url, jobs=jobs)
+        if problems:
+            raise BackupError(
+                f"restored {redact_url(target_url)} differs from backup {manifest.id}: "
+                + "; ".join(problems)
+            )
 
     def verify(
         self,
@@ -391,7 +561,7 @@ class PostgresDriver:
             self._pg_restore(
                 Path(backup_dir) / DUMP_DIR, scratch_url, 2, what="pg_restore into scratch"
             )
-            report.mismatches += self.compare(manifest, scratch_url)
+            report.mismatches += self.compare(manifest, scratch_url, jobs=2)
             report.checked_tables = len(manifest.tables)
             report.checked_rows = sum(t.rows for t in manifest.tables)
         except BackupError as exc:
@@ -406,11 +576,20 @@ class PostgresDriver:
             admin.close()
         return report
 
-    def compare(self, manifest: Manifest, target_url: str) -> list[str]:
+    def compare(self, manifest: Manifest, target_url: str, *, jobs: int = 1) -> list[str]:
+        """Every difference between the target and the manifest, with the manifest's checksum
+        algorithm; tables are read in one snapshot, on ``jobs`` sessions sharing it."""
+        algorithm = str(manifest.details.get("checksum", CHECKSUM_MD5))
+        if algorithm not in CHECKSUMS:
+            raise BackupError(
+                f"backup {manifest.id} uses checksum algorithm {algorithm!r}, "
+                f"unknown to this version of tminus"
+            )
         conn = _connect(target_url)
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            state = _state(conn)
+            snapshot = str(_scalar(conn, "SELECT pg_export_snapshot()")) if jobs > 1 else None
+            state = _state(conn, algorithm, url=target_url, snapshot=snapshot, jobs=jobs)
             conn.execute("COMMIT")
         except psycopg.Error as exc:
             raise BackupError(

@@ -52,6 +52,17 @@ def _finish(code: int, message: str) -> None:
 @click.option("--reason", default=None, help="Why; shown to whoever finds the lock.")
 @click.option("--force-unlock", is_flag=True, help="Take over a stale lock (recorded).")
 @click.option("--quiet", "-q", is_flag=True, help="Only the final line.")
+@click.option(
+    "--phase",
+    "phases",
+    multiple=True,
+    help="Run only this phase (name or 1-based number; repeatable), in plan order.",
+)
+@click.option(
+    "--skip-checklist",
+    is_flag=True,
+    help="With --phase: leave out the checklist gate (recorded); approvals still apply.",
+)
 @_as_opt
 @_state_opt
 @handle_errors
@@ -63,6 +74,8 @@ def run(
     reason: str | None,
     force_unlock: bool,
     quiet: bool,
+    phases: tuple[str, ...],
+    skip_checklist: bool,
     operator: str | None,
     state_url: str | None,
 ) -> None:
@@ -77,6 +90,8 @@ def run(
         reason=reason,
         force_unlock=force_unlock,
         quiet=quiet,
+        phases=phases,
+        skip_checklist=skip_checklist,
     )
     if dry_run:
         for line in runner.dry_run(plan, opts):
@@ -92,6 +107,13 @@ def run(
 @click.option("--skip-step", "action", flag_value="skip", help="Mark the failed step skipped.")
 @click.option("--rollback", "action", flag_value="rollback", help="Roll the deploy back.")
 @click.option("--confirm", "confirms", multiple=True, help="Confirm a manual checklist item.")
+@click.option(
+    "--exclude-host",
+    "exclude_hosts",
+    multiple=True,
+    help="Leave this host out from now on (recorded; repeatable). On a paused deploy it "
+    "implies --retry-step: the step re-runs on the hosts not yet done.",
+)
 @click.option("--force-unlock", is_flag=True, help="Take over a stale lock (recorded).")
 @click.option("--quiet", "-q", is_flag=True)
 @_as_opt
@@ -101,6 +123,7 @@ def resume(
     deploy: str,
     action: str | None,
     confirms: tuple[str, ...],
+    exclude_hosts: tuple[str, ...],
     force_unlock: bool,
     quiet: bool,
     operator: str | None,
@@ -115,6 +138,7 @@ def resume(
         confirms=confirms,
         force_unlock=force_unlock,
         quiet=quiet,
+        exclude_hosts=exclude_hosts,
     )
     code, message = runner.resume(deploy, action or "", opts)
     _finish(code, message)
@@ -208,8 +232,27 @@ def status(deploy: str | None, output: str, state_url: str | None) -> None:
     click.echo(
         f"  maintenance downtime: {_fmt_s(m['total_s'])}" + (" (ON NOW)" if m["on_now"] else "")
     )
+    _host_table(info["fleet"])
     if info["due_at"] and info["state"] == "scheduled":
         click.echo(f"  due at {_ts(info['due_at'])}")
+
+
+def _host_table(fleet: dict[str, Any]) -> None:
+    """Per host, its status in each ssh/upload/release step (numbered columns)."""
+    from tminus.steps._fleet import natural_key
+
+    hosts, cols = fleet["hosts"], fleet["steps"]
+    if not hosts:
+        return
+    width = max(8, *(len(h) for h in hosts)) + 2
+    click.echo(f"  {'host':<{width}}" + "".join(f"{n:<10}" for n in range(1, len(cols) + 1)))
+    for h in sorted(hosts, key=natural_key):
+        row = hosts[h]
+        cells = [row.get(c["key"], "-") for c in cols]
+        note = "  (excluded by " + fleet["excluded"][h] + ")" if h in fleet["excluded"] else ""
+        click.echo(f"  {h:<{width}}" + "".join(f"{c:<10}" for c in cells) + note)
+    for n, c in enumerate(cols, 1):
+        click.echo(f"  {n}: {c['title']} [{c['kind']}, {c['key']}]")
 
 
 @click.command()

@@ -72,7 +72,9 @@ class Engine:
         self.resolver.artifacts = self._artifact
         self._artifacts_cache: dict[str, dict[str, Any]] | None = None
         self._abort_checked = float("-inf")
-        self.fleet = Fleet(self.plan, self.resolver)
+        self.fleet = Fleet(
+            self.plan, self.resolver, events=lambda: self.store.events(self.deploy_id)
+        )
 
     # --- helpers --------------------------------------------------------------------------
     def _artifact(self, step_id: str, key: str) -> Any:
@@ -129,7 +131,11 @@ class Engine:
             approvals_for=lambda gate: [
                 a for a in self.store.approvals(self.deploy_id) if a["gate"] == gate
             ],
-            services={"run_check": self.run_check, "fleet": self.fleet},
+            services={
+                "run_check": self.run_check,
+                "fleet": self.fleet,
+                "abort_requested": lambda: self.store.abort_requested(self.deploy_id),
+            },
         )
 
     def _notify_rules(self, when: str, message: str) -> None:
@@ -363,6 +369,10 @@ class Engine:
         if outcome.waiting:
             self._set_state(DeployState.AWAITING_APPROVAL, outcome.waiting)
             return DeployState.AWAITING_APPROVAL
+        if outcome.pause:  # no verdict (missing data): pause, whatever on_failure says
+            if self.store.abort_requested(self.deploy_id):
+                return await self.abort(rollback=False)
+            return self._pause(node, f"{node.title}: {outcome.pause}")
         if outcome.ok:
             return None
         return await self._failure(node, outcome.error or "failed")
@@ -396,7 +406,9 @@ class Engine:
             )
         attempts_before = row["attempts"] if row else 0
         self.reporter.step(step.title(), self._mask(kind.describe(step, self.resolver)))
-        retries = step.retries
+        # Fleet kinds (ssh, upload, release) apply timeout and retries to each host.
+        per_host = bool(getattr(kind, "per_host", False))
+        retries = None if per_host else step.retries
         total = retries.attempts if retries else 1
         delay = retries.delay.total_seconds() if retries else 0.0
         outcome = StepOutcome(False, error="not run")
@@ -411,7 +423,7 @@ class Engine:
                 new=row is None and attempt == 1,
             )
             try:
-                if step.timeout is not None and kind_name != "run":
+                if step.timeout is not None and kind_name != "run" and not per_host:
                     outcome = await asyncio.wait_for(
                         kind.execute(step, ctx), step.timeout.total_seconds()
                     )
@@ -421,7 +433,7 @@ class Engine:
                 outcome = StepOutcome(False, error=f"timed out after {step.timeout}")
             except Exception as exc:  # a step kind's bug must not kill the deploy silently
                 outcome = StepOutcome(False, error=self._mask(f"{type(exc).__name__}: {exc}"))
-            if outcome.ok or outcome.waiting or attempt == total:
+            if outcome.ok or outcome.waiting or outcome.pause or attempt == total:
                 break
             self.reporter.result(
                 False, f"{outcome.error} — retry {attempt}/{total - 1} in {delay:g}s"
@@ -438,6 +450,17 @@ class Engine:
                 delay = min(delay * retries.backoff, retries.max_delay.total_seconds())
         if outcome.waiting:
             self.store.step_finished(self.deploy_id, key, state="waiting", error=outcome.waiting)
+            return outcome
+        if outcome.pause:  # "waiting" so that a plain `tminus resume` runs the step again
+            self.store.step_finished(
+                self.deploy_id,
+                key,
+                state="waiting",
+                error=outcome.pause,
+                output=self._mask(outcome.output)[-20000:],
+                artifacts=self.resolver.masker.mask_data(outcome.artifacts),
+            )
+            self.reporter.result(False, outcome.pause)
             return outcome
         state = StepState.SUCCEEDED if outcome.ok else StepState.FAILED
         comp_state: dict[str, Any] | None = None

@@ -4,15 +4,54 @@ from __future__ import annotations
 
 from typing import Any
 
+from tminus.engine.program import split_overrides
 from tminus.plan.loader import load_plan_text
 from tminus.store.store import Store, now
 
-__all__ = ["deploy_status"]
+__all__ = ["deploy_status", "host_table"]
+
+_FLEET_KINDS = frozenset({"ssh", "upload", "release"})
+
+
+def host_table(store: Store, deploy_id: str, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per host, the status (ok / failed / skipped / excluded) in each fleet step: from the
+    steps' artifacts, and from the ``host.result`` events for a step that has none yet (in
+    flight, or interrupted). Exclusions come from ``host.excluded`` events."""
+    cols = sorted(
+        (k for k, r in steps.items() if r["kind"] in _FLEET_KINDS),
+        key=lambda k: (steps[k]["started_at"] or now(), k),
+    )
+    table: dict[str, dict[str, str]] = {}
+    from_artifacts: set[str] = set()
+    for key in cols:
+        hosts = (steps[key]["artifacts"] or {}).get("hosts")
+        if isinstance(hosts, dict):
+            from_artifacts.add(key)
+            for h, rec in hosts.items():
+                table.setdefault(h, {})[key] = str((rec or {}).get("status", "?"))
+    excluded: dict[str, str] = {}
+    for e in store.events(deploy_id):
+        data = e["data"] or {}
+        if e["type"] == "host.excluded" and data.get("host"):
+            excluded[str(data["host"])] = str(data.get("by") or "")
+        elif e["type"] == "host.result" and not data.get("hook") and data.get("host"):
+            key = str(data.get("step"))
+            if key in steps and key not in from_artifacts:
+                table.setdefault(str(data["host"]), {})[key] = str(data.get("status"))
+    for h in excluded:
+        table.setdefault(h, {})
+    used = [k for k in cols if any(k in row for row in table.values())]
+    return {
+        "steps": [{"key": k, "title": steps[k]["title"], "kind": steps[k]["kind"]} for k in used],
+        "hosts": table,
+        "excluded": excluded,
+    }
 
 
 def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
     d = store.deploy(deploy_id)
     plan = load_plan_text(d["plan_text"], d["plan_path"], semantic=False).plan
+    _, selection = split_overrides(d["overrides"])
     phase_rows = store.phase_rows(deploy_id)
     steps = store.step_rows(deploy_id)
     phases = []
@@ -28,7 +67,9 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
             {
                 "index": i,
                 "name": name,
-                "state": row["state"] if row else "pending",
+                "state": row["state"]
+                if row
+                else ("not selected" if selection and i not in selection.phases else "pending"),
                 "estimate_s": est,
                 "actual_s": actual,
             }
@@ -52,6 +93,8 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
         "due_at": d["due_at"],
         "current": current,
         "phases": phases,
+        # `tminus run --phase`: the phases this deploy runs (1-based numbers), or None for all
+        "selection": None if selection is None or plan is None else selection.shown(plan),
         "steps": [
             {
                 "key": k,
@@ -64,6 +107,7 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
             }
             for k, r in steps.items()
         ],
+        "fleet": host_table(store, deploy_id, steps),
         "maintenance": {
             "total_s": total,
             "on_now": any(w["off_at"] is None for w in windows),

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from tminus.engine.engine import Engine
-from tminus.engine.program import build_program
+from tminus.engine.program import (
+    SELECTION_KEY,
+    Selection,
+    build_program,
+    select_phases,
+    split_overrides,
+)
 from tminus.engine.reporter import Reporter, make_reporter
 from tminus.engine.states import TERMINAL, DeployState, exit_code_for
 from tminus.errors import LockHeld, NotResumable, PlanError, PreflightFailed, ResolveFailed
@@ -52,6 +58,23 @@ class RunOptions:
     force_unlock: bool = False
     quiet: bool = False
     interactive: bool | None = None
+    #: ``resume --exclude-host``: hosts fleet steps leave alone from now on (recorded).
+    exclude_hosts: tuple[str, ...] = ()
+    #: ``--phase`` values (names or 1-based numbers); empty: every phase.
+    phases: tuple[str, ...] = ()
+    #: ``--skip-checklist``: only with ``phases``.
+    skip_checklist: bool = False
+
+
+def _selection(plan: Plan, opts: RunOptions) -> Selection | None:
+    if not opts.phases:
+        if opts.skip_checklist:
+            raise PlanError(
+                "--skip-checklist applies to a run of selected phases only",
+                hint="add --phase NAME (a full run always passes the checklist gate)",
+            )
+        return None
+    return Selection(select_phases(plan, opts.phases), opts.skip_checklist)
 
 
 def _load(path: str) -> tuple[Plan, str]:
@@ -64,15 +87,27 @@ def _load(path: str) -> tuple[Plan, str]:
     return result.plan, result.source.text
 
 
-def _preflight(plan: Plan, resolver: Resolver | None = None, state_dir: Path | None = None) -> None:
+def _preflight(
+    plan: Plan,
+    resolver: Resolver | None = None,
+    state_dir: Path | None = None,
+    selection: Selection | None = None,
+) -> None:
     """Before anything runs: every kind is implemented, and each kind's own preflight (tools
-    installed, disk space for backups, …) finds nothing wrong."""
-    sites = list(iter_steps(plan, operations=False))
+    installed, disk space for backups, …) finds nothing wrong. With a selection, only the
+    selected phases' steps (their undo and rollback steps included) count."""
+    sites = [
+        s
+        for s in iter_steps(plan, operations=False)
+        if selection is None or s.position.phase in selection.phases
+    ]
     missing = sorted({str(getattr(s.step, "kind", "")) for s in sites} - implemented_kinds())
     if missing:
+        where = "the selected phases use" if selection is not None else "this plan uses"
         raise PlanError(
-            f"this plan uses step kinds not implemented yet: {', '.join(missing)}",
-            hint="`tminus check` and `tminus render` work on it; `run` needs every kind",
+            f"{where} step kinds not implemented yet: {', '.join(missing)}",
+            hint="`tminus check` and `tminus render` work on it; `run` needs every kind"
+            + ("" if selection is None else " of the phases it runs"),
         )
     if resolver is None:
         return
@@ -144,13 +179,14 @@ def _engine(
     opts: RunOptions,
     reporter: Reporter,
     overrides: dict[str, str],
+    selection: Selection | None = None,
 ) -> Engine:
     state_dir = _state_dir(store)
     resolver = make_resolver(plan, plan_path, deploy_id, opts.operator, overrides, state_dir)
     interactive = (
         opts.interactive if opts.interactive is not None else (os.isatty(0) and os.isatty(1))
     )
-    return Engine(
+    engine = Engine(
         store=store,
         plan=plan,
         deploy_id=deploy_id,
@@ -161,6 +197,11 @@ def _engine(
         interactive=interactive,
         prompt=_prompt,
     )
+    if selection is not None:
+        # The engine walks `program`; a selected deploy walks only its phases. Rollback needs
+        # nothing more: it covers the phases that started, and only selected ones can.
+        engine.program = build_program(plan, selection)
+    return engine
 
 
 def _drive(engine: Engine, action: str = "") -> DeployState:
@@ -183,12 +224,16 @@ def start(plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
 
 def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
     """Start a deploy of an already loaded plan (``text`` is stored as its snapshot)."""
-    _preflight(plan)
+    selection = _selection(plan, opts)
+    _preflight(plan, selection=selection)
     overrides = dict(opts.overrides or {})
     # Resolve once before touching the store, so a missing secret fails with nothing started.
     early = make_resolver(plan, plan_path, "dry", opts.operator, overrides, Path(".tminus"))
     store = Store(opts.state_url)
-    _preflight(plan, early, _state_dir(store))
+    _preflight(plan, early, _state_dir(store), selection)
+    stored: dict[str, Any] = dict(overrides)
+    if selection is not None:
+        stored[SELECTION_KEY] = selection.to_data()
     if not opts.force_unlock:
         store.check_lock(plan.name, plan.environment)  # fail at once, leaving no deploy behind
     deploy_id = store.create_deploy(
@@ -198,9 +243,16 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
         plan_text=text,
         plan_hash=hashlib.sha256(text.encode()).hexdigest(),
         started_by=opts.operator,
-        overrides=overrides,
+        overrides=stored,
         reason=opts.reason,
     )
+    if selection is not None:
+        store.event(
+            deploy_id,
+            "deploy.selection",
+            f"selected by {opts.operator}: {selection.describe(plan)}",
+            data=selection.shown(plan),
+        )
     try:
         store.acquire_lock(
             plan.name,
@@ -222,7 +274,7 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
     for item in opts.confirms:
         _confirm(store, plan, deploy_id, item, opts.operator)
     reporter = make_reporter(opts.quiet)
-    engine = _engine(store, plan, plan_path, deploy_id, opts, reporter, overrides)
+    engine = _engine(store, plan, plan_path, deploy_id, opts, reporter, overrides, selection)
     state = _drive(engine)
     return deploy_id, exit_code_for(state), _final_message(store, deploy_id, state)
 
@@ -279,6 +331,10 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
         raise NotResumable(f"deploy {deploy_id} has ended ({state.value}); nothing to resume")
     if _runner_alive(d) and not opts.force_unlock:
         raise LockHeld(f"deploy {deploy_id} is being run by pid {d['runner_pid']} on {d['host']}")
+    if opts.exclude_hosts:
+        _check_exclusions(plan, d, opts, store)
+        if not action and state == DeployState.PAUSED:
+            action = "retry"  # re-run the paused step on the hosts left
     if (
         action
         and state != DeployState.PAUSED
@@ -307,15 +363,42 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
     )
     for item in opts.confirms:
         _confirm(store, plan, deploy_id, item, opts.operator)
+    for host in dict.fromkeys(opts.exclude_hosts):
+        store.event(
+            deploy_id,
+            "host.excluded",
+            f"{opts.operator} excluded host {host}",
+            data={"host": host, "by": opts.operator},
+        )
     store.event(
         deploy_id,
         "deploy.resumed",
         f"resumed by {opts.operator}" + (f" ({action})" if action else ""),
     )
     reporter = make_reporter(opts.quiet)
-    engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, d["overrides"] or {})
+    overrides, selection = split_overrides(d["overrides"])
+    engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, overrides, selection)
     final = _drive(engine, action)
     return exit_code_for(final), _final_message(store, deploy_id, final)
+
+
+def _check_exclusions(plan: Plan, d: dict[str, Any], opts: RunOptions, store: Store) -> None:
+    """``--exclude-host`` names hosts of the plan (its targets and inventory)."""
+    from tminus.hosts.fleet import Fleet
+
+    overrides, _ = split_overrides(d["overrides"])
+    resolver = make_resolver(
+        plan, d["plan_path"], d["id"], opts.operator, overrides, _state_dir(store)
+    )
+    known = set(Fleet(plan, resolver).inventory.hosts) | {"localhost"}
+    unknown = [h for h in opts.exclude_hosts if h not in known]
+    if unknown:
+        from tminus.plan.problems import did_you_mean
+
+        raise PlanError(
+            f"--exclude-host: no host '{unknown[0]}' in plan '{plan.name}'",
+            hint=did_you_mean(unknown[0], known) or "hosts: " + ", ".join(sorted(known)),
+        )
 
 
 def approve(
@@ -365,15 +448,9 @@ def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:
         event="deploy.abort_requested",
         message=f"abort requested by {opts.operator}",
     )
-    engine = _engine(
-        store,
-        plan,
-        d["plan_path"],
-        deploy_id,
-        opts,
-        make_reporter(opts.quiet),
-        d["overrides"] or {},
-    )
+    overrides, selection = split_overrides(d["overrides"])
+    reporter = make_reporter(opts.quiet)
+    engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, overrides, selection)
     try:
         final = asyncio.run(engine.abort(rollback))
     finally:
@@ -389,13 +466,16 @@ def dry_run(plan_path: str, opts: RunOptions) -> list[str]:
 
 def dry_run_loaded(plan: Plan, plan_path: str, opts: RunOptions) -> list[str]:
     """:func:`dry_run` for a plan already loaded."""
+    selection = _selection(plan, opts)
     resolver = make_resolver(
         plan, plan_path, "<deploy-id>", opts.operator, dict(opts.overrides or {}), Path(".tminus")
     )
     resolver.artifacts = lambda step, key: f"<artifact {step}.{key}>"
     lines: list[str] = [f"dry run of plan '{plan.name}' ({plan.environment}): nothing is executed"]
+    if selection is not None:
+        lines.append(f"selected: {selection.describe(plan)}")
     implemented = implemented_kinds()
-    for node in build_program(plan):
+    for node in build_program(plan, selection):
         if node.kind == "checklist":
             item = plan.checklist[node.index]
             how = "check" if item.check is not None else "confirm"

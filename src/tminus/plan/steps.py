@@ -6,7 +6,10 @@ engine grows. Fields shared by all kinds live on :class:`StepBase`.
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import timedelta
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -16,9 +19,12 @@ from tminus.plan.checks import CheckRef
 from tminus.plan.values import DurationStr
 
 __all__ = [
+    "FLEET_HOOK_VARIABLES",
+    "FLEET_HOST_VARIABLES",
     "STEP_KINDS",
     "ApproveStep",
     "BackupStep",
+    "BatchSpec",
     "BlueGreenStep",
     "CanaryStep",
     "CanaryStepWeight",
@@ -41,6 +47,10 @@ __all__ = [
     "UploadStep",
     "VerifyBackupStep",
     "WaitStep",
+    "batch_problem",
+    "batch_sizes",
+    "max_fail_problem",
+    "tolerated_failures",
 ]
 
 
@@ -99,6 +109,112 @@ class RunStep(StepBase):
         return f"Run: {cmd[:60]}"
 
 
+# --- fleet steps (ssh, upload, release): batches and max_fail -------------------------------
+
+BatchSpec = int | str | list[int | str] | None
+#: Variables the fields of an ssh/upload/release step may use: the host being worked on.
+FLEET_HOST_VARIABLES = ("host", "host_address")
+#: Variables a before_batch/after_batch hook may use (besides the host ones).
+FLEET_HOOK_VARIABLES = ("batch_hosts", "batch_ok_hosts", "batch_failed_hosts", "batch_index")
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def _batch_item(item: int | str, total: int) -> int:
+    """One batch size: a count ≥ 1, or a percentage of ``total`` rounded down (at least 1),
+    as Ansible's ``serial``."""
+    if isinstance(item, bool):
+        raise ValueError(f"batch size {item!r} is not a number or a percentage")
+    if isinstance(item, int):
+        if item < 1:
+            raise ValueError(f"batch size must be at least 1, got {item}")
+        return item
+    text = item.strip()
+    if text.isdigit():
+        return _batch_item(int(text), total)
+    m = _PERCENT.match(text)
+    if m is None:
+        raise ValueError(f"batch size '{item}' is not a count (2) or a percentage ('25%')")
+    pct = Fraction(m.group(1))
+    if not 0 < pct <= 100:
+        raise ValueError(f"batch percentage must be above 0% and at most 100%, got '{item}'")
+    return max(1, math.floor(pct * total / 100))
+
+
+def batch_sizes(spec: BatchSpec, total: int) -> list[int]:
+    """Sizes of the successive batches over ``total`` hosts: ``None`` is one batch of all; a
+    list is a ramp whose last size repeats (``[1, 5, '25%']``). Raises ValueError."""
+    if total <= 0:
+        if spec is not None:
+            batch_problem_or_raise(spec)
+        return []
+    if spec is None:
+        return [total]
+    items = spec if isinstance(spec, list) else [spec]
+    if not items:
+        raise ValueError("a batch ramp needs at least one size")
+    sizes: list[int] = []
+    left, k = total, 0
+    while left > 0:
+        size = min(_batch_item(items[min(k, len(items) - 1)], total), left)
+        sizes.append(size)
+        left -= size
+        k += 1
+    for item in items[k:]:  # sizes never reached are still checked
+        _batch_item(item, total)
+    return sizes
+
+
+def batch_problem_or_raise(spec: BatchSpec) -> None:
+    if spec is None:
+        return
+    items = spec if isinstance(spec, list) else [spec]
+    if not items:
+        raise ValueError("a batch ramp needs at least one size")
+    for item in items:
+        _batch_item(item, 100)
+
+
+def batch_problem(spec: BatchSpec) -> str | None:
+    """Why ``spec`` is not a valid ``batch``, or None."""
+    try:
+        batch_problem_or_raise(spec)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def tolerated_failures(spec: int | str, total: int) -> int:
+    """How many failed hosts a step of ``total`` hosts tolerates: a count, or a percentage of
+    ``total`` rounded down (so ``'10%'`` of 10 hosts tolerates 1, of 9 hosts none: the step
+    fails when *more than* 10% failed, as Ansible's ``max_fail_percentage``). Raises
+    ValueError."""
+    if isinstance(spec, bool):
+        raise ValueError(f"max_fail {spec!r} is not a count or a percentage")
+    if isinstance(spec, int):
+        if spec < 0:
+            raise ValueError(f"max_fail must be 0 or more, got {spec}")
+        return spec
+    text = spec.strip()
+    if text.isdigit():
+        return int(text)
+    m = _PERCENT.match(text)
+    if m is None:
+        raise ValueError(f"max_fail '{spec}' is not a count (1) or a percentage ('10%')")
+    pct = Fraction(m.group(1))
+    if pct > 100:
+        raise ValueError(f"max_fail percentage must be at most 100%, got '{spec}'")
+    return math.floor(pct * total / 100)
+
+
+def max_fail_problem(spec: int | str) -> str | None:
+    """Why ``spec`` is not a valid ``max_fail``, or None."""
+    try:
+        tolerated_failures(spec, 100)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 class SshStep(StepBase):
     """A command on every host of a group, in rolling batches."""
 
@@ -110,11 +226,22 @@ class SshStep(StepBase):
     batch: int | str | list[int | str] | None = Field(
         None, description="Hosts per batch: 2, '25%', or a ramp [1, 5, '25%']."
     )
-    max_fail: int | str = Field(0, description="Failures tolerated: a count or a percentage.")
-    run_once: bool = False
+    max_fail: int | str = Field(
+        0,
+        description="Failed hosts tolerated over the whole step: a count or a percentage; "
+        "more fails the step before its next batch.",
+    )
+    run_once: bool = Field(False, description="Run on one host only: the first reachable one.")
     become: bool | str = False
-    before_batch: list[Step] = Field(default_factory=list)
-    after_batch: list[Step] = Field(default_factory=list)
+    before_batch: list[Step] = Field(
+        default_factory=list, description="Steps run before each batch (${batch_hosts})."
+    )
+    after_batch: list[Step] = Field(
+        default_factory=list, description="Steps run after each batch (${batch_hosts})."
+    )
+
+    def default_title(self) -> str:
+        return f"ssh {self.on}: {self.command[:60]}"
 
 
 class HttpExpect(PlanModel):
@@ -287,9 +414,21 @@ class UploadStep(StepBase):
 
     kind: Literal["upload"]
     on: Name
-    src: str
-    dest: str
-    mode: str | None = None
+    src: str = Field(description="A local file or directory (with a trailing / its contents).")
+    dest: str = Field(description="Remote path; a directory if it ends with / or src is one.")
+    mode: str | None = Field(None, description="Permissions of every uploaded file, e.g. '0640'.")
+    batch: int | str | list[int | str] | None = None
+    max_fail: int | str = 0
+
+    def default_title(self) -> str:
+        return f"Upload {self.src[:40]} to {self.on}:{self.dest[:40]}"
+
+    @field_validator("mode")
+    @classmethod
+    def _octal_mode(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"0?[0-7]{3,4}", value):
+            raise ValueError(f"mode must be octal permissions like '0644', got '{value}'")
+        return value
 
 
 class ReleaseStep(StepBase):
@@ -299,11 +438,39 @@ class ReleaseStep(StepBase):
     on: Name
     path: str = Field(description="The deploy root holding releases/, shared/ and current.")
     source: str = Field(description="Directory whose contents become the release.")
-    release_id: str | None = None
-    shared: list[str] = Field(default_factory=list)
-    keep: int = Field(5, ge=1)
+    release_id: str | None = Field(
+        None, description="Name of the release directory; default a UTC timestamp."
+    )
+    shared: list[str] = Field(
+        default_factory=list, description="Paths linked from shared/ (a trailing / is a dir)."
+    )
+    keep: int = Field(5, ge=1, description="Releases kept per host (current and previous always).")
     batch: int | str | list[int | str] | None = None
     max_fail: int | str = 0
+    before_batch: list[Step] = Field(default_factory=list)
+    after_batch: list[Step] = Field(default_factory=list)
+    action: Literal["deploy", "rollback"] = Field(
+        "deploy",
+        description="rollback: switch `current` back on hosts where it points at release_id "
+        "and mark the release BAD_RELEASE (what the built-in undo runs).",
+    )
+
+    def default_title(self) -> str:
+        if self.action == "rollback":
+            return f"Roll back release {self.release_id} on {self.on}"
+        return f"Release {self.release_id or ''} to {self.on}:{self.path[:50]}".replace("  ", " ")
+
+    @model_validator(mode="after")
+    def _rollback_names_release(self) -> ReleaseStep:
+        if self.action == "rollback" and not self.release_id:
+            raise ValueError("a release step with action: rollback needs 'release_id'")
+        return self
+
+
+_RESTORE_DOC = (
+    "Written by tminus in the undo it registers, never in a plan: restore what the step with "
+    "this key recorded before it changed anything."
+)
 
 
 class TrafficStep(StepBase):
@@ -311,7 +478,8 @@ class TrafficStep(StepBase):
 
     kind: Literal["traffic"]
     router: Name
-    weights: dict[Name, int]
+    weights: dict[Name, int] = Field(default_factory=dict)
+    restore: str | None = Field(None, description=_RESTORE_DOC)
 
     @field_validator("weights")
     @classmethod
@@ -320,6 +488,18 @@ class TrafficStep(StepBase):
             if not 0 <= w <= 100:
                 raise ValueError(f"weight of '{pool}' must be between 0 and 100, got {w}")
         return value
+
+    @model_validator(mode="after")
+    def _weights_or_restore(self) -> TrafficStep:
+        if not self.weights and self.restore is None:
+            raise ValueError("a traffic step needs 'weights'")
+        return self
+
+    def default_title(self) -> str:
+        if self.restore is not None:
+            return f"Restore the traffic split of {self.router}"
+        split = ", ".join(f"{p} {w}%" for p, w in self.weights.items())
+        return f"Traffic on {self.router}: {split}"
 
 
 class FlagStep(StepBase):
@@ -330,6 +510,21 @@ class FlagStep(StepBase):
     flag: str
     percentage: float | None = Field(None, ge=0, le=100)
     enabled: bool | None = None
+    restore: str | None = Field(None, description=_RESTORE_DOC)
+
+    @model_validator(mode="after")
+    def _something_to_set(self) -> FlagStep:
+        if self.percentage is None and self.enabled is None and self.restore is None:
+            raise ValueError("a flag step needs 'percentage' or 'enabled'")
+        return self
+
+    def default_title(self) -> str:
+        if self.restore is not None:
+            return f"Restore flag {self.flag}"
+        parts = [f"{self.percentage:g}%"] if self.percentage is not None else []
+        if self.enabled is not None:
+            parts.append("on" if self.enabled else "off")
+        return f"Flag {self.flag}: {', '.join(parts)}"
 
 
 class CanaryStepWeight(PlanModel):

@@ -5,6 +5,7 @@ exceed the window; a downtime phase with no maintenance; and risky-but-legal war
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ from tminus.plan.interpolate import BUILTIN_VARIABLES, references
 from tminus.plan.model import Plan
 from tminus.plan.problems import Loc, Problem, did_you_mean
 from tminus.plan.steps import (
+    FLEET_HOOK_VARIABLES,
+    FLEET_HOST_VARIABLES,
     ApproveStep,
     BackupStep,
     BlueGreenStep,
@@ -38,6 +41,9 @@ from tminus.plan.steps import (
     TrafficStep,
     UploadStep,
     VerifyBackupStep,
+    WaitStep,
+    batch_problem,
+    max_fail_problem,
 )
 from tminus.plan.targets import FlagsRouter, HaproxyRouter
 from tminus.plan.values import format_duration
@@ -107,7 +113,8 @@ def validate_plan(plan: Plan, data: Any = None) -> list[Problem]:
     _maintenance(plan, c)
     _notifications(plan, c)
     _operations(plan, c)
-    _variables(plan, data, c)
+    _fleet(steps, c)
+    _variables(plan, data, c, _fleet_scopes(steps))
     _warnings(plan, steps, c)
     return c.problems
 
@@ -210,6 +217,16 @@ def _targets(plan: Plan, steps: list[StepSite], c: _Collector, data: Any = None)
                 set(t.flag_stores),
                 "targets.flag_stores",
             )
+        if isinstance(router, HaproxyRouter):
+            for pool in router.cookie_backends:
+                need(
+                    "pool",
+                    pool,
+                    ("targets", "routers", rname, "cookie_backends", pool),
+                    set(router.pools),
+                    f"targets.routers.{rname}.pools",
+                    key=True,
+                )
 
     for site in steps:
         s, p = site.step, site.path
@@ -551,7 +568,115 @@ def _strings(data: Any, path: Loc = ()) -> Iterator[tuple[Loc, str]]:
             yield from _strings(v, (*path, i))
 
 
-def _variables(plan: Plan, data: Any, c: _Collector) -> None:
+_FLEET = (SshStep, UploadStep, ReleaseStep)
+_RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+def _fleet(steps: list[StepSite], c: _Collector) -> None:
+    """ssh, upload and release: batch and max_fail syntax, release ids and paths, shared
+    paths, hooks that could wait forever."""
+    for site in steps:
+        s, p = site.step, site.path
+        if not isinstance(s, _FLEET):
+            continue
+        bad = batch_problem(s.batch)
+        if bad:
+            c.add(
+                "error",
+                "bad-batch",
+                bad,
+                (*p, "batch"),
+                "a count (2), a percentage ('25%') or a ramp ([1, 5, '25%'])",
+            )
+        bad = max_fail_problem(s.max_fail)
+        if bad:
+            c.add(
+                "error",
+                "bad-max-fail",
+                bad,
+                (*p, "max_fail"),
+                "a count of hosts (0: any failure fails) or a percentage ('10%')",
+            )
+        if isinstance(s, SshStep) and s.run_once and s.batch is not None:
+            c.add(
+                "warning",
+                "run-once-batch",
+                "run_once runs on one host: 'batch' has no effect",
+                (*p, "batch"),
+            )
+        if isinstance(s, ReleaseStep):
+            if s.release_id and "${" not in s.release_id and not _RELEASE_ID.match(s.release_id):
+                c.add(
+                    "error",
+                    "bad-release-id",
+                    f"release id '{s.release_id}' is not a valid directory name",
+                    (*p, "release_id"),
+                    "use letters, digits, '.', '_', '+' and '-'",
+                )
+            if "${" not in s.path and not s.path.startswith("/"):
+                c.add(
+                    "error",
+                    "relative-release-path",
+                    f"release path '{s.path}' is not absolute",
+                    (*p, "path"),
+                    "give the deploy root as an absolute path, e.g. /srv/app",
+                )
+            for k, entry in enumerate(s.shared):
+                e = entry.rstrip("/")
+                if not e or e.startswith("/") or ".." in e.split("/"):
+                    c.add(
+                        "error",
+                        "bad-shared-path",
+                        f"shared path '{entry}' must be relative to the release, without '..'",
+                        (*p, "shared", k),
+                    )
+        for hook in ("before_batch", "after_batch"):
+            for k, h in enumerate(getattr(s, hook, []) or []):
+                if isinstance(h, ApproveStep | WaitStep) and not (
+                    isinstance(h, WaitStep) and h.until is None
+                ):
+                    c.add(
+                        "warning" if isinstance(h, WaitStep) else "error",
+                        "hook-waits",
+                        f"a {h.kind} step in {hook} "
+                        + (
+                            "cannot wait for an approval"
+                            if isinstance(h, ApproveStep)
+                            else "polls a check between batches"
+                        ),
+                        (*p, hook, k),
+                        "use a check step (http, ssh) or a fixed wait in hooks",
+                    )
+
+
+def _fleet_scopes(steps: list[StepSite]) -> dict[Loc, set[str]]:
+    """YAML paths under which per-host (and per-batch) variables exist."""
+    scopes: dict[Loc, set[str]] = {}
+    for site in steps:
+        if isinstance(site.step, _FLEET):
+            scopes[site.path] = set(FLEET_HOST_VARIABLES)
+            for hook in ("before_batch", "after_batch"):
+                for k in range(len(getattr(site.step, hook, []) or [])):
+                    scopes[(*site.path, hook, k)] = set(FLEET_HOST_VARIABLES) | set(
+                        FLEET_HOOK_VARIABLES
+                    )
+    return scopes
+
+
+def _scope_at(scopes: dict[Loc, set[str]], path: Loc) -> set[str]:
+    out: set[str] = set()
+    if not scopes:
+        return out
+    for n in range(1, len(path) + 1):
+        extra = scopes.get(path[:n])
+        if extra:
+            out |= extra
+    return out
+
+
+def _variables(
+    plan: Plan, data: Any, c: _Collector, scopes: dict[Loc, set[str]] | None = None
+) -> None:
     if data is None:
         return
     known = set(plan.variables) | set(plan.secrets) | set(BUILTIN_VARIABLES)
@@ -563,9 +688,10 @@ def _variables(plan: Plan, data: Any, c: _Collector) -> None:
         if path and path[0] == "operations" and len(path) > 1:
             op = plan.operations.get(str(path[1]))
             op_params = set(op.params) if op else set()
+        local = _scope_at(scopes or {}, path)
         for ref in references(text):
             if ref.namespace == "":
-                if ref.name not in known and ref.name not in op_params:
+                if ref.name not in known and ref.name not in op_params and ref.name not in local:
                     hint = did_you_mean(ref.name, known | op_params) or (
                         "declare it under 'variables:' or 'secrets:'"
                     )

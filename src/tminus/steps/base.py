@@ -28,6 +28,9 @@ class StepOutcome:
     error: str | None = None
     artifacts: dict[str, Any] = field(default_factory=dict)
     waiting: str | None = None  # set when the step cannot finish until a person acts
+    #: set when the step stopped without a verdict (a canary's analysis had no data): the
+    #: deploy pauses whatever the phase's ``on_failure``; ``tminus resume`` runs the step again.
+    pause: str | None = None
 
 
 @dataclass

@@ -25,6 +25,13 @@ BUILTIN_MODULES: dict[str, str] = {
     "verify_backup": "tminus.steps.verify_backup",
     "snapshot": "tminus.steps.snapshot",
     "migrate": "tminus.steps.migrate",
+    "ssh": "tminus.steps.ssh",
+    "upload": "tminus.steps.upload",
+    "release": "tminus.steps.release",
+    "traffic": "tminus.steps.traffic",
+    "flag": "tminus.steps.flag",
+    "canary": "tminus.steps.canary",
+    "blue_green": "tminus.steps.blue_green",
 }
 
 _cache: dict[str, StepKind] = {}
