@@ -1,0 +1,468 @@
+"""``kind: canary``: shift traffic to a canary pool weight by weight while analysis runs.
+
+For each ramp step the whole split ``{stable: 100-w, canary: w}`` is applied in **one** router
+call, then the weight is held: for ``pause`` (a duration), until a person promotes it
+(``pause: manual``), or not at all (no ``pause``). The step's ``analysis`` checks run for the
+whole hold (:func:`tminus.analysis.runner.run_analysis`):
+
+- **CRITICAL / failed**: traffic goes back to stable at once, in one router call
+  (``{stable: 100, canary: 0}``); the step records when the fault was detected and when the
+  router call returned (artifacts ``fault_detected_at``, ``traffic_restored_at``,
+  ``restore_ms``, and a ``canary.traffic_restored`` event), then fails, so the engine runs
+  the phase's rollback.
+- **inconclusive or error** (no data, the metric source unreachable): the weight is held and
+  the deploy **pauses** (missing data never promotes, and is not evidence against the
+  canary). ``tminus resume`` runs the analysis again at the same weight; ``--rollback`` rolls
+  back; ``--skip-step`` leaves the weight where it is.
+- **WARN**: a notification; the ramp goes on.
+
+A promotion is an approval given while the weight is held (``tminus approve DEPLOY --role
+ROLE --as NAME``, any role of the plan): it ends the hold, timed or manual, and the ramp goes
+on. The analysis keeps running until then, so a manual hold is still watched. An abort
+(``tminus abort DEPLOY``) ends the hold too, leaving the weight where it is.
+
+Progress (the ramp step reached, promotions used) is kept in ``STATE_DIR/progress/``, so a
+step that runs again (``tminus resume`` after a pause, or ``--retry-step`` after a crash)
+continues at the weight it had reached instead of starting the ramp over. After a failure the
+progress is cleared: a retry starts the ramp from its first weight.
+
+The built-in compensation, armed before the step runs and ``partial_ok`` (part of the ramp
+may stand even if the step failed), sends all traffic back to stable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from tminus.analysis.runner import AnalysisResult, run_analysis
+from tminus.metrics.base import CheckResult
+from tminus.plan.checks import CheckBase, CheckUse
+from tminus.plan.interpolate import Resolver
+from tminus.plan.steps import CanaryStep, TrafficStep
+from tminus.plan.values import format_duration
+from tminus.plan.walk import resolve_check
+from tminus.routers.base import Router, router_for_step
+from tminus.steps.base import Compensation, StepContext, StepOutcome
+
+__all__ = [
+    "KIND",
+    "CanaryKind",
+    "Hold",
+    "Progress",
+    "hold",
+    "resolve_checks",
+    "router_cookie",
+    "traffic_step",
+]
+
+#: How often (seconds) a hold looks for a promotion or an abort request in the store.
+POLL_S = 0.5
+
+
+def traffic_step(router: str, weights: dict[str, int], name: str) -> TrafficStep:
+    """A ``traffic`` step (the compensation of canary and blue_green steps)."""
+    return TrafficStep.model_validate(
+        {"kind": "traffic", "name": name, "router": router, "weights": weights, "idempotent": True}
+    )
+
+
+def router_cookie(ctx: StepContext, router: str) -> str | None:
+    """The router target's canary cookie, if it declares one."""
+    target = ctx.plan.targets.routers.get(router)
+    cookie = getattr(target, "cookie", None)
+    return str(cookie) if cookie else None
+
+
+def resolve_checks(ctx: StepContext, refs: Sequence[CheckBase | CheckUse]) -> list[CheckBase]:
+    """The declared checks behind ``use:`` references; a missing one is a ValueError."""
+    out: list[CheckBase] = []
+    for ref in refs:
+        check = resolve_check(ctx.plan, ref)
+        if check is None:
+            name = ref.use if isinstance(ref, CheckUse) else "check"
+            raise ValueError(f"check '{name}' is not defined")
+        out.append(check)
+    return out
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What a step reached, kept across runs of the same step of the same deploy."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, ctx: StepContext) -> Progress:
+        safe = ctx.key.replace("/", "_")
+        path = ctx.state_dir / "progress" / ctx.deploy_id / f"{safe}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        return cls(path, data if isinstance(data, dict) else {})
+
+    def save(self, **values: Any) -> None:
+        self.data.update(values)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w") as fh:
+            json.dump(self.data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def clear(self, *keep: str) -> None:
+        self.data = {k: v for k, v in self.data.items() if k in keep}
+        self.save()
+
+    @property
+    def consumed(self) -> set[int]:
+        return {int(i) for i in self.data.get("consumed", [])}
+
+
+# --- holding a weight ----------------------------------------------------------------------
+
+
+@dataclass
+class Hold:
+    """How a hold ended: the analysis' verdict (None when there were no checks), who
+    promoted it (None if it ran its course), or an abort request."""
+
+    result: AnalysisResult | None
+    promoted_by: str | None = None
+    aborted: bool = False
+    started: float = 0.0
+    ended: float = 0.0
+
+    @property
+    def verdict(self) -> Literal["pass", "fail", "pause"]:
+        """fail: roll back; pause: no verdict (missing data or an error), or aborted."""
+        if self.aborted:
+            return "pause"
+        r = self.result
+        if r is None or r.status == "successful":
+            return "pass"
+        if r.status == "failed":
+            return "fail"
+        # inconclusive or error: no evidence either way. A person's promotion overrides
+        # missing data (it is recorded), never a failure.
+        return "pass" if self.promoted_by else "pause"
+
+
+class Promotions:
+    """Approvals given after the step started are promotions, each used once.
+
+    ``tminus approve`` records an approval for the waiting step if there is one (a paused
+    canary), else for the deploy's ``approvals`` gate (a canary holding a weight right now).
+    """
+
+    def __init__(self, ctx: StepContext, progress: Progress) -> None:
+        self.ctx = ctx
+        self.progress = progress
+        self.before = {int(a["id"]) for a in ctx.approvals_for("approvals")}
+
+    def take(self) -> str | None:
+        used = self.progress.consumed
+        rows = self.ctx.approvals_for(self.ctx.key) + self.ctx.approvals_for("approvals")
+        for a in rows:
+            aid = int(a["id"])
+            if aid in self.before or aid in used:
+                continue
+            self.progress.save(consumed=sorted(used | {aid}))
+            return f"{a['role']} ({a['person']})"
+        return None
+
+
+def _abort_requested(ctx: StepContext) -> bool:
+    check: Callable[[], bool] | None = ctx.services.get("abort_requested")
+    return bool(check()) if check is not None else False
+
+
+async def _warn(ctx: StepContext, result: CheckResult) -> None:
+    text = ctx.resolver.mask(f"WARN {result.name}: {result.message}")
+    ctx.log(text)
+    ctx.emit("analysis.warn", text, {"check": result.name, "value": _jsonable(result.value)})
+    if ctx.notify is not None:
+        await ctx.notify("warning", text, [])
+
+
+async def hold(
+    ctx: StepContext,
+    checks: Sequence[CheckBase],
+    pause: timedelta | Literal["manual"] | None,
+    promotions: Promotions | None,
+) -> Hold:
+    """Hold for ``pause`` (a duration, ``manual``: until promoted, None: one round of the
+    checks) while ``checks`` are analysed. A promotion or an abort ends the hold early."""
+    run_check: Callable[[CheckBase], Awaitable[CheckResult]] = ctx.services["run_check"]
+
+    async def measure(check: CheckBase) -> CheckResult:
+        result = await run_check(check)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Python 3.11's asyncio.wait_for (run_check's timeout) returns the result when
+            # the measurement ends just as the analysis cancels it: keep the cancellation,
+            # else the analysis would wait out the check's interval before returning.
+            raise asyncio.CancelledError
+        return result
+
+    stop = asyncio.Event()
+    out = Hold(None, started=time.time())
+    if promotions is not None:
+        out.promoted_by = promotions.take()  # given while the deploy was paused here
+        if out.promoted_by and not checks:
+            out.ended = time.time()
+            return out
+
+    async def watch() -> None:
+        while not stop.is_set():
+            if promotions is not None and out.promoted_by is None:
+                out.promoted_by = promotions.take()
+            if out.promoted_by is not None:
+                break
+            if _abort_requested(ctx):
+                out.aborted = True
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL_S)
+        stop.set()
+
+    # manual: measure until promoted (a check's `count` may end its measurements sooner)
+    duration = math.inf if pause == "manual" else (0.0 if pause is None else pause.total_seconds())
+    deadline = time.monotonic() + duration
+    watcher = asyncio.create_task(watch())
+    try:
+        if checks:
+            out.result = await run_analysis(
+                checks,
+                measure,
+                duration=duration,
+                stop=stop,
+                on_warn=lambda r: _warn(ctx, r),
+            )
+        # The weight is held for the whole pause even when every check is done early, and
+        # a manual hold always waits for its promotion.
+        if out.result is None or out.result.status == "successful":
+            left = deadline - time.monotonic()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), None if math.isinf(left) else left)
+    finally:
+        stop.set()
+        await watcher
+    out.ended = time.time()
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _pause_text(pause: timedelta | Literal["manual"] | None) -> str:
+    if pause == "manual":
+        return "until promoted"
+    if pause is None:
+        return "no hold"
+    return f"hold {format_duration(pause)}"
+
+
+# --- the step kind -------------------------------------------------------------------------
+
+
+class CanaryKind:
+    kind: ClassVar[str] = "canary"
+
+    async def execute(self, step: CanaryStep, ctx: StepContext) -> StepOutcome:
+        try:
+            checks = resolve_checks(ctx, step.analysis)
+        except ValueError as exc:
+            return StepOutcome(False, error=str(exc))
+        router = router_for_step(ctx, step.router)
+        cookie = router_cookie(ctx, step.router)
+        progress = Progress.load(ctx)
+        promotions = Promotions(ctx, progress)
+        start = int(progress.data.get("index", 0))
+        reached: list[dict[str, Any]] = list(progress.data.get("reached", []))
+        lines: list[str] = []
+        artifacts: dict[str, Any] = {"router": step.router, "reached": reached}
+
+        def say(text: str) -> None:
+            lines.append(text)
+            ctx.log(text)
+
+        if start:
+            say(f"continuing the ramp at step {start + 1}/{len(step.steps)}")
+        if cookie:
+            await router.set_cookie_route(step.canary)
+        for i in range(start, len(step.steps)):
+            ramp = step.steps[i]
+            w = ramp.weight
+            progress.save(index=i, reached=reached)
+            await router.set_weights({step.stable: 100 - w, step.canary: w})
+            at = time.time()
+            reached.append({"weight": w, "at": at})
+            progress.save(reached=reached)
+            artifacts["weight"] = w
+            ctx.emit(
+                "canary.weight",
+                f"{step.canary} at {w}% ({step.stable} {100 - w}%)",
+                {"weight": w, "step": i + 1, "of": len(step.steps), "at": at},
+            )
+            say(
+                f"{step.canary} at {w}%: {_pause_text(ramp.pause)}"
+                + (f", analysis: {len(checks)} check(s)" if checks else "")
+                + (
+                    f"; promote with: tminus approve {ctx.deploy_id} --role ROLE --as NAME"
+                    if ramp.pause is not None
+                    else ""
+                )
+            )
+            h = await hold(ctx, checks, ramp.pause, promotions)
+            if h.result is not None:
+                artifacts.setdefault("analysis", []).append(
+                    {
+                        "weight": w,
+                        "status": h.result.status,
+                        "level": h.result.level,
+                        "message": ctx.resolver.mask(h.result.message),
+                    }
+                )
+            if h.promoted_by:
+                ctx.emit(
+                    "canary.promoted",
+                    f"{h.promoted_by} promoted {step.canary} past {w}%",
+                    {"weight": w, "by": h.promoted_by},
+                )
+                say(f"promoted past {w}% by {h.promoted_by}")
+            verdict = h.verdict
+            if verdict == "fail":
+                assert h.result is not None
+                return await self._restore(step, ctx, router, cookie, progress, h.result, w, lines)
+            if verdict == "pause":
+                why = (
+                    "abort requested"
+                    if h.aborted
+                    else f"analysis {h.result.status if h.result else 'stopped'}"
+                    + (f": {h.result.message}" if h.result else "")
+                )
+                msg = ctx.resolver.mask(
+                    f"{why}; {step.canary} holds {w}%: resume to analyse again, "
+                    f"--rollback to send traffic back to {step.stable}, --skip-step to go on"
+                )
+                ctx.emit("canary.paused", msg, {"weight": w})
+                return StepOutcome(False, "\n".join(lines), artifacts=artifacts, pause=msg)
+        last = step.steps[-1].weight
+        if step.promote:
+            if last != 100:
+                await router.set_weights({step.stable: 0, step.canary: 100})
+                reached.append({"weight": 100, "at": time.time()})
+            if cookie:
+                await router.set_cookie_route(None)
+            artifacts["weight"] = 100
+            ctx.emit("canary.promoted_full", f"{step.canary} serves 100%", {"weight": 100})
+            say(f"promoted: {step.canary} serves 100%")
+        else:
+            say(f"{step.canary} holds {last}% for a later phase (promote: false)")
+        actual = await router.get_weights()
+        artifacts["weights"] = actual
+        progress.clear("consumed")
+        return StepOutcome(True, "\n".join(lines), artifacts=artifacts)
+
+    async def _restore(
+        self,
+        step: CanaryStep,
+        ctx: StepContext,
+        router: Router,
+        cookie: str | None,
+        progress: Progress,
+        result: AnalysisResult,
+        weight: int,
+        lines: list[str],
+    ) -> StepOutcome:
+        """CRITICAL: all traffic back to stable in one router call, then record the times."""
+        detected = result.detected_at or time.time()
+        error: str | None = None
+        try:
+            await router.set_weights({step.stable: 100, step.canary: 0})
+        except Exception as exc:  # still record what happened; the compensation retries
+            error = f"{type(exc).__name__}: {exc}"
+        restored = time.time()
+        if cookie and error is None:
+            with contextlib.suppress(Exception):
+                await router.set_cookie_route(None)
+        progress.clear("consumed")
+        ms = (restored - detected) * 1000
+        reached = list(progress.data.get("reached", []))
+        data = {
+            "weight": weight,
+            "fault_detected_at": detected,
+            "traffic_restored_at": None if error else restored,
+            "restore_ms": None if error else round(ms, 1),
+            "error": error,
+        }
+        message = ctx.resolver.mask(result.message)
+        if error is None:
+            text = (
+                f"analysis failed at {weight}%: {message}; traffic back to {step.stable} "
+                f"{ms:.0f} ms after detection"
+            )
+            ctx.emit("canary.traffic_restored", text, data)
+        else:
+            text = f"analysis failed at {weight}%: {message}; traffic NOT restored: {error}"
+            ctx.emit("canary.restore_failed", text, data)
+        ctx.log(text)
+        lines.append(text)
+        artifacts = {
+            "router": step.router,
+            "weight": 0 if error is None else weight,
+            "failed_at_weight": weight,
+            "reached": reached,
+            "analysis": {"status": result.status, "level": result.level, "message": message},
+            "measurements": result.measurements[-20:],
+            **data,
+        }
+        return StepOutcome(False, "\n".join(lines), text, ctx.resolver.masker.mask_data(artifacts))
+
+    def compensation(self, step: CanaryStep, ctx: StepContext) -> Compensation | None:
+        back = traffic_step(
+            step.router,
+            {step.stable: 100, step.canary: 0},
+            f"All traffic back to {step.stable}",
+        )
+        return Compensation(back, partial_ok=True)
+
+    def describe(self, step: CanaryStep, resolver: Resolver) -> str:
+        ramp = " → ".join(
+            f"{w.weight}%"
+            + (
+                f" ({'manual' if w.pause == 'manual' else format_duration(w.pause)})"
+                if w.pause is not None
+                else ""
+            )
+            for w in step.steps
+        )
+        end = "promote to 100%" if step.promote else "hold the last weight"
+        analysis = f"; analysis: {len(step.analysis)} check(s)" if step.analysis else ""
+        return (
+            f"router {step.router}: {step.canary} at {ramp}, then {end} "
+            f"(stable {step.stable}){analysis}"
+        )
+
+
+KIND = CanaryKind()
