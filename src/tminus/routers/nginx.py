@@ -198,8 +198,12 @@ class Nginx:
         r = ctx.resolver
         self.name = name
         self.include = Path(r.resolve(cfg.include_file))
-        self.config = r.resolve(cfg.config) if cfg.config else None
         self.prefix = r.resolve(cfg.prefix) if cfg.prefix else None
+        self.config = r.resolve(cfg.config) if cfg.config else None
+        if self.config and not self.prefix and not Path(self.config).is_absolute():
+            # Plan paths are relative to where tminus runs; nginx would read a relative -c
+            # against its compiled-in prefix (/usr/share/nginx) instead.
+            self.config = str(Path(self.config).absolute())
         self.nginx = r.resolve(cfg.nginx)
         self.reload_command = r.resolve_shell(cfg.reload) if cfg.reload else None
         self.upstream = cfg.upstream
