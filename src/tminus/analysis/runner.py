@@ -187,6 +187,12 @@ async def run_analysis(
                 result = CheckResult(
                     t.name, "error", "critical", None, f"{type(exc).__name__}: {exc}"
                 )
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                # Python 3.11's asyncio.wait_for (run_check's timeout) can return a result when
+                # the measurement ends just as this task is cancelled, swallowing the cancel:
+                # honour it, else the loop would sleep out the check's interval.
+                raise asyncio.CancelledError
             # start to start; a measurement longer than the interval delays the next one
             due = max(due + t.interval, loop.time())
             outcome = _outcome(result)
