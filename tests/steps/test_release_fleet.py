@@ -10,45 +10,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Tm
+from tests.steps.conftest import NAMES
 from tminus.engine.inspect import deploy_status
 from tminus.store.store import Store
-from tminus.testing.sshd import SshdFleet, SshdUnavailable
-
-NAMES = [f"h{i}" for i in range(1, 11)]
-
-
-@pytest.fixture(scope="module")
-def fleet() -> Iterator[SshdFleet]:
-    try:
-        f = SshdFleet(10).start()
-    except SshdUnavailable as exc:  # fail, never skip: these tests need real SSH
-        pytest.fail(f"cannot start sshd: {exc}")
-    try:
-        yield f
-    finally:
-        f.stop()
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    """A directory the hosts' login user can write to (pytest's tmp_path is root-only)."""
-    d = Path(tempfile.mkdtemp(prefix="tminus-release-", dir="/tmp"))
-    d.chmod(0o777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+from tminus.testing.sshd import SshdFleet
 
 
 def hosts(fleet: SshdFleet, *, known_hosts: bool = True) -> dict[str, Any]:

@@ -12,6 +12,7 @@ a no-op that succeeds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -32,6 +33,7 @@ __all__ = [
     "RouterKind",
     "check_weights",
     "open_router",
+    "pool_problems",
     "router_for_step",
     "split_percent",
 ]
@@ -108,6 +110,24 @@ def check_weights(weights: Mapping[str, int], pools: list[str]) -> dict[str, int
     if sum(weights.values()) != 100:
         raise RouterError(f"weights must sum to 100, not {sum(weights.values())}")
     return {p: int(weights.get(p, 0)) for p in pools}
+
+
+def pool_problems(pools: Mapping[str, list[str]], pattern: str, not_plain: str) -> list[str]:
+    """Problems every router checks in its ``pools``: a pool without servers, a server in two
+    pools, a server that does not match ``pattern`` (``not_plain`` is the message, formatted
+    with the server's repr)."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for pool, servers in pools.items():
+        if not servers:
+            problems.append(f"pool '{pool}' has no servers")
+        for srv in servers:
+            if srv in seen:
+                problems.append(f"server {srv} is in pools '{seen[srv]}' and '{pool}'")
+            seen[srv] = pool
+            if not re.fullmatch(pattern, srv):
+                problems.append(not_plain.format(repr(srv)))
+    return problems
 
 
 def open_router(name: str, ctx: RouterContext, config: Any) -> Router:

@@ -40,6 +40,7 @@ from tminus.routers.base import (
     RouterContext,
     RouterError,
     check_weights,
+    pool_problems,
     split_percent,
 )
 from tminus.routers.haproxy_api import HaproxyApiError, runtime_command
@@ -356,18 +357,11 @@ class Haproxy:
 
     # --- internals ------------------------------------------------------------------------
     def _config_problems(self) -> list[str]:
-        problems: list[str] = []
-        seen: dict[str, str] = {}
-        for pool, servers in self.pool_servers.items():
-            if not servers:
-                problems.append(f"pool '{pool}' has no servers")
-            for srv in servers:
-                if srv in seen:
-                    problems.append(f"server {srv} is in pools '{seen[srv]}' and '{pool}'")
-                seen[srv] = pool
-                if not re.fullmatch(r"[A-Za-z0-9_.:-]+", srv):
-                    problems.append(f"server name {srv!r} is not a plain HAProxy server name")
-        return problems
+        return pool_problems(
+            self.pool_servers,
+            r"[A-Za-z0-9_.:-]+",
+            "server name {} is not a plain HAProxy server name",
+        )
 
     def _state(self, states: Mapping[str, ServerState], srv: str) -> ServerState:
         try:

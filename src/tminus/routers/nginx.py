@@ -44,6 +44,7 @@ from tminus.routers.base import (
     RouterContext,
     RouterError,
     check_weights,
+    pool_problems,
     split_percent,
 )
 
@@ -267,18 +268,9 @@ class Nginx:
 
     # --- internals ------------------------------------------------------------------------
     def _config_problems(self) -> list[str]:
-        problems: list[str] = []
-        seen: dict[str, str] = {}
-        for pool, servers in self.pool_servers.items():
-            if not servers:
-                problems.append(f"pool '{pool}' has no servers")
-            for addr in servers:
-                if addr in seen:
-                    problems.append(f"server {addr} is in pools '{seen[addr]}' and '{pool}'")
-                seen[addr] = pool
-                if not re.fullmatch(r"[^\s;{}'\"#]+", addr):
-                    problems.append(f"server address {addr!r} is not a plain address")
-        return problems
+        return pool_problems(
+            self.pool_servers, r"[^\s;{}'\"#]+", "server address {} is not a plain address"
+        )
 
     def _current_route(self) -> str | None:
         """The cookie route in the include file now, if it names one of our pools."""

@@ -17,9 +17,6 @@ docs/routers.md asks of a user: a map file read by ``use_backend`` and one backe
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -28,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tminus.testing._service import find_binary, stop_process
 from tminus.testing.app import free_port
 
 __all__ = ["HaproxyServer", "HaproxyUnavailable", "find_haproxy"]
@@ -40,13 +38,7 @@ class HaproxyUnavailable(RuntimeError):
 
 
 def find_haproxy() -> str:
-    for cand in (*_CANDIDATES, shutil.which("haproxy")):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise HaproxyUnavailable(
-        "HAProxy is not installed (looked in /usr/sbin, /usr/local/sbin, $PATH); run "
-        "scripts/test-services.sh or `apt-get install -y haproxy` (Debian package: haproxy)"
-    )
+    return find_binary("haproxy", _CANDIDATES, "haproxy", HaproxyUnavailable, "HAProxy")
 
 
 class HaproxyServer:
@@ -201,17 +193,7 @@ class HaproxyServer:
         return "(no log)"
 
     def kill(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc, group=True)
         self.proc = None
 
     def restart(self, wait: float = 10.0) -> None:

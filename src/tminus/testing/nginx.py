@@ -17,9 +17,6 @@ the pid file. The config contains exactly what docs/routers.md asks of a user's 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -29,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from tminus.routers.nginx import render_include, route_variable
+from tminus.testing._service import find_binary, stop_process
 from tminus.testing.app import free_port
 
 __all__ = ["NginxServer", "NginxUnavailable", "find_nginx"]
@@ -41,13 +39,7 @@ class NginxUnavailable(RuntimeError):
 
 
 def find_nginx() -> str:
-    for cand in (*_CANDIDATES, shutil.which("nginx")):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise NginxUnavailable(
-        "nginx is not installed (looked in /usr/sbin, /usr/local/sbin, $PATH); run "
-        "scripts/test-services.sh or `apt-get install -y nginx` (Debian package: nginx)"
-    )
+    return find_binary("nginx", _CANDIDATES, "nginx", NginxUnavailable)
 
 
 class NginxServer:
@@ -217,17 +209,8 @@ class NginxServer:
         return [int(x) for x in text.split()]
 
     def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(5)
-            self.proc = None
+        stop_process(self.proc, group=True)
+        self.proc = None
         if self._tmp is not None:
             with contextlib.suppress(Exception):
                 self._tmp.cleanup()

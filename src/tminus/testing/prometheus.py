@@ -15,8 +15,6 @@ The flags used (``--config.file``, ``--storage.tsdb.path``, ``--web.listen-addre
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -26,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tminus.testing._service import find_binary, stop_process
 from tminus.testing.app import free_port
 
 __all__ = ["PrometheusServer", "PrometheusUnavailable", "find_prometheus"]
@@ -38,14 +37,7 @@ class PrometheusUnavailable(RuntimeError):
 
 
 def find_prometheus() -> str:
-    for cand in (*_CANDIDATES, shutil.which("prometheus")):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise PrometheusUnavailable(
-        "Prometheus is not installed (looked in /usr/bin, /usr/local/bin and $PATH); run "
-        "scripts/test-services.sh or `apt-get install -y prometheus` (Debian package "
-        "'prometheus')"
-    )
+    return find_binary("prometheus", _CANDIDATES, "prometheus", PrometheusUnavailable, "Prometheus")
 
 
 class PrometheusServer:
@@ -166,13 +158,7 @@ class PrometheusServer:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout=10)
         self.proc = None
         if self._dir is not None:
             self._dir.cleanup()

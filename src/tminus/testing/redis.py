@@ -11,9 +11,6 @@ No persistence (``--save '' --appendonly no``), so nothing is written but its lo
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -22,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tminus.testing._service import find_binary, stop_process
 from tminus.testing.app import free_port
 
 __all__ = ["RedisServer", "RedisUnavailable", "find_redis_server"]
@@ -34,14 +32,7 @@ class RedisUnavailable(RuntimeError):
 
 
 def find_redis_server() -> str:
-    for cand in (*_CANDIDATES, shutil.which("redis-server")):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise RedisUnavailable(
-        "redis-server is not installed (looked in /usr/bin, /usr/local/bin, $PATH); run "
-        "scripts/test-services.sh or `apt-get install -y redis-server` "
-        "(Debian package: redis-server)"
-    )
+    return find_binary("redis-server", _CANDIDATES, "redis-server", RedisUnavailable)
 
 
 class RedisServer:
@@ -107,14 +98,7 @@ class RedisServer:
         raise RedisUnavailable(f"redis-server did not answer on {self.port} in {wait:g}s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
         if self._tmp is not None:
             with contextlib.suppress(Exception):

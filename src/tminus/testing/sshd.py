@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tminus.testing._service import find_binary
+
 if TYPE_CHECKING:
     from tminus.plan.targets import Host as TargetHost
 
@@ -55,13 +57,7 @@ class SshdUnavailable(RuntimeError):
 
 
 def find_sshd() -> str:
-    for cand in (*_SSHD_CANDIDATES, shutil.which("sshd")):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    raise SshdUnavailable(
-        "OpenSSH sshd is not installed (looked in /usr/sbin, /usr/local/sbin, /sbin, $PATH); "
-        "run scripts/test-services.sh or `apt-get install -y openssh-server`"
-    )
+    return find_binary("sshd", _SSHD_CANDIDATES, "openssh-server", SshdUnavailable, "OpenSSH sshd")
 
 
 def _is_root() -> bool:
