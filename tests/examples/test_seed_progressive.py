@@ -30,6 +30,8 @@ a failure after it, which rolls back to blue. Not one user request may fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -50,6 +52,19 @@ from tminus.testing.app import AppProcess, free_port
 from tminus.testing.load import LoadResult, constant_rate
 from tminus.testing.nginx import NginxServer
 from tminus.testing.prometheus import PrometheusServer
+
+
+@contextlib.contextmanager
+def seed_ports() -> Iterator[None]:
+    """The seeds name fixed app ports (8001-8002, 3001-3006): tests that start apps on them
+    take turns across pytest-xdist workers instead of answering on each other's ports."""
+    with open("/tmp/tminus-seed-ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 SEEDS = Path(__file__).resolve().parents[2] / "examples" / "seeds"
 
@@ -192,6 +207,7 @@ def test_proofile_web_graduated_and_full_rollout(tm: Tm, pg_url: str, redis_url:
     root.mkdir(parents=True)
     pools = {"stable": ["127.0.0.1:8001"], "canary": ["127.0.0.1:8002"]}
     with (
+        seed_ports(),
         AppProcess("stable", port=8001),
         AppProcess("canary", port=8002),
         LabelledPrometheus(["127.0.0.1:8001", "127.0.0.1:8002"], {"app": "proofile"}) as prom,
@@ -315,6 +331,7 @@ def svetu_env(tm: Tm) -> Iterator[NginxServer]:
     (rehearsal / "nginx").mkdir(parents=True)
     shutil.copy(SEEDS / "svetu-unified-attributes" / "flags" / "flags.json", rehearsal)
     with (
+        seed_ports(),
         AppProcess("blue", port=3001),
         AppProcess("blue", port=3002),
         AppProcess("blue", port=3003),

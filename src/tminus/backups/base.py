@@ -271,6 +271,31 @@ class DbState:
     constraints: list[SchemaObject]
     sequences: list[SequenceEntry]
 
+    def manifest(
+        self,
+        bdir: BackupDir,
+        kind: str,
+        target: str,
+        tool_version: str,
+        server_version: str,
+        details: dict[str, Any],
+    ) -> Manifest:
+        """The manifest of a database backup of this state, written into ``bdir``."""
+        return Manifest(
+            id=bdir.id,
+            kind=kind,
+            target=target,
+            created_at=bdir.created_at,
+            tool_version=tool_version,
+            server_version=server_version,
+            files=[],
+            tables=self.tables,
+            indexes=self.indexes,
+            constraints=self.constraints,
+            sequences=self.sequences,
+            details=details,
+        )
+
 
 def diff_state(manifest: Manifest, state: DbState) -> list[str]:
     """Every difference between a manifest and a database's state (empty when equal)."""

@@ -338,19 +338,13 @@ class MysqlDriver:
             missing = [t.name for t in state.tables if t.name not in dumped]
             if missing:
                 raise BackupError(f"the dump has no data for tables: {', '.join(missing)}")
-            manifest = Manifest(
-                id=bdir.id,
-                kind=self.kind,
-                target=redact_url(target_url),
-                created_at=bdir.created_at,
-                tool_version=dump_version,
-                server_version=server_version,
-                files=[],
-                tables=state.tables,
-                indexes=state.indexes,
-                constraints=state.constraints,
-                sequences=state.sequences,
-                details={
+            manifest = state.manifest(
+                bdir,
+                self.kind,
+                redact_url(target_url),
+                dump_version,
+                server_version,
+                {
                     "format": "sql (gzip)",
                     "dump_file": DUMP_FILE,
                     "database": u.database,

@@ -155,19 +155,13 @@ class SqliteDriver:
                     f"sqlite database {src} has no tables: nothing to back up "
                     "(an empty backup is refused)"
                 )
-            manifest = Manifest(
-                id=bdir.id,
-                kind=self.kind,
-                target=str(target_url),
-                created_at=bdir.created_at,
-                tool_version=f"python sqlite3 backup API (SQLite {sqlite3.sqlite_version})",
-                server_version=f"SQLite {sqlite3.sqlite_version}",
-                files=[],
-                tables=state.tables,
-                indexes=state.indexes,
-                constraints=state.constraints,
-                sequences=state.sequences,
-                details={"db_file": DB_FILE, "source_path": str(src.resolve())},
+            manifest = state.manifest(
+                bdir,
+                self.kind,
+                str(target_url),
+                f"python sqlite3 backup API (SQLite {sqlite3.sqlite_version})",
+                f"SQLite {sqlite3.sqlite_version}",
+                {"db_file": DB_FILE, "source_path": str(src.resolve())},
             )
             return bdir.commit(manifest)
 

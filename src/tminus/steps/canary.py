@@ -210,15 +210,6 @@ async def hold(
     checks) while ``checks`` are analysed. A promotion or an abort ends the hold early."""
     run_check: Callable[[CheckBase], Awaitable[CheckResult]] = ctx.services["run_check"]
 
-    async def measure(check: CheckBase) -> CheckResult:
-        result = await run_check(check)
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # Python 3.11's asyncio.wait_for (run_check's timeout) returns the result when
-            # the measurement ends just as the analysis cancels it: keep the cancellation,
-            # else the analysis would wait out the check's interval before returning.
-            raise asyncio.CancelledError
-        return result
 
     stop = asyncio.Event()
     out = Hold(None, started=time.time())
@@ -249,7 +240,7 @@ async def hold(
         if checks:
             out.result = await run_analysis(
                 checks,
-                measure,
+                run_check,
                 duration=duration,
                 stop=stop,
                 on_warn=lambda r: _warn(ctx, r),

@@ -189,6 +189,11 @@ class AppProcess:
         return f"http://{self.address}"
 
     def start(self, timeout: float = 10.0) -> AppProcess:
+        # Refuse a port someone already answers on: the readiness probe below would take that
+        # other server's answer for ours.
+        with socket.socket() as probe:
+            if probe.connect_ex((self.host, self.port)) == 0:
+                raise RuntimeError(f"app {self.version}: {self.address} is already in use")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
