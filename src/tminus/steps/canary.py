@@ -210,7 +210,6 @@ async def hold(
     checks) while ``checks`` are analysed. A promotion or an abort ends the hold early."""
     run_check: Callable[[CheckBase], Awaitable[CheckResult]] = ctx.services["run_check"]
 
-
     stop = asyncio.Event()
     out = Hold(None, started=time.time())
     if promotions is not None:
