@@ -14,11 +14,13 @@ are removed from the URL stored in a manifest and are masked in every error mess
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from tminus import work
 from tminus.errors import TminusError
 
 __all__ = [
@@ -491,25 +494,44 @@ def run_tool(
     secrets: Iterable[str | None] = (),
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a tool; a non-zero exit is a :class:`BackupError` with its stderr (masked)."""
+    """Run a tool (through :func:`tminus.work.popen`: a cancelled step kills it); a non-zero
+    exit is a :class:`BackupError` with its stderr (masked)."""
     full_env = {**os.environ, **(env or {})}
     try:
-        proc = subprocess.run(
+        proc = work.popen(
             list(argv),
             env=full_env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except OSError as exc:
         raise BackupError(mask(f"{what} failed: {exc}", secrets)) from None
-    if proc.returncode != 0:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        kill_tool(proc)
+        raise BackupError(mask(f"{what} failed: {exc}", secrets)) from None
+    except BaseException:
+        kill_tool(proc)
+        raise
+    result = subprocess.CompletedProcess(
+        list(argv), proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    )
+    if result.returncode != 0:
         raise BackupError(
-            mask(f"{what} failed (exit {proc.returncode}): {tail(proc.stderr)}", secrets)
+            mask(f"{what} failed (exit {result.returncode}): {tail(result.stderr)}", secrets)
         )
-    return proc
+    return result
+
+
+def kill_tool(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a tool started by :func:`tminus.work.popen` (its whole group), then reap it."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.communicate(timeout=30)
 
 
 def tail(text: str, limit: int = 1500) -> str:

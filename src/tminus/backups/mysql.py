@@ -61,6 +61,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pymysql  # type: ignore[import-untyped]
 
+from tminus import work
 from tminus.backups.base import (
     BackupDir,
     BackupError,
@@ -73,6 +74,7 @@ from tminus.backups.base import (
     diff_state,
     find_tool,
     intact_report,
+    kill_tool,
     mask,
     redact_url,
     replace_database,
@@ -83,6 +85,7 @@ from tminus.backups.base import (
     tail,
     tool_version,
 )
+from tminus.sqlrun import cancel_on_cancel
 
 __all__ = ["MysqlDriver", "MysqlUrl"]
 
@@ -125,7 +128,7 @@ def _q(name: str) -> str:
 
 def _connect(u: MysqlUrl, *, database: str | None = None) -> Any:
     try:
-        return pymysql.connect(
+        conn = pymysql.connect(
             host=u.host,
             port=u.port,
             user=u.user,
@@ -140,6 +143,8 @@ def _connect(u: MysqlUrl, *, database: str | None = None) -> Any:
         raise BackupError(
             mask(f"cannot connect to {u.host}:{u.port}: {exc}", [u.password])
         ) from None
+    cancel_on_cancel(conn)  # a cancelled backup/restore (tminus.work) KILLs its query
+    return conn
 
 
 def _rows(conn: Any, query: str, args: Any = None) -> list[tuple[Any, ...]]:
@@ -410,7 +415,7 @@ class MysqlDriver:
         try:
             with conn.cursor() as cur:
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            proc = subprocess.Popen(
+            proc = work.popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
             assert proc.stdout is not None and proc.stderr is not None
@@ -426,8 +431,7 @@ class MysqlDriver:
                 )
         except BaseException:
             if proc is not None:
-                proc.kill()
-                proc.wait()
+                kill_tool(proc)
             raise
         finally:
             with conn.cursor() as cur:
@@ -438,7 +442,7 @@ class MysqlDriver:
             with conn.cursor() as cur:
                 cur.execute("COMMIT")
         except BaseException:
-            proc.kill()
+            kill_tool(proc)
             raise
         finally:
             rc = proc.wait()
@@ -456,7 +460,7 @@ class MysqlDriver:
                 self._client(), *opts, "--batch", "--default-character-set=utf8mb4", db,
             ]  # fmt: skip
             with tempfile.TemporaryFile() as errf:
-                proc = subprocess.Popen(
+                proc = work.popen(
                     argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf
                 )
                 assert proc.stdin is not None
@@ -467,8 +471,7 @@ class MysqlDriver:
                 except BrokenPipeError:
                     broken = True
                 except (OSError, EOFError) as exc:
-                    proc.kill()
-                    proc.wait()
+                    kill_tool(proc)
                     raise BackupError(f"cannot read {DUMP_FILE}: {exc}") from None
                 finally:
                     try:

@@ -48,6 +48,7 @@ The password never appears on a command line: tools get a URL without it and ``P
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
 import subprocess
@@ -61,6 +62,7 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg import sql
 
+from tminus import work
 from tminus.backups.base import (
     BackupDir,
     BackupError,
@@ -73,6 +75,7 @@ from tminus.backups.base import (
     diff_state,
     find_tool,
     intact_report,
+    kill_tool,
     mask,
     redact_url,
     replace_database,
@@ -85,6 +88,7 @@ from tminus.backups.base import (
     url_database,
     url_password,
 )
+from tminus.sqlrun import cancel_on_cancel, pg_session_setup
 
 __all__ = ["PostgresDriver"]
 
@@ -122,6 +126,9 @@ def _connect(url: str) -> psycopg.Connection[Any]:
         ) from None
     for s in _SESSION:
         conn.execute(s)
+    # A cancelled backup/restore/verify (tminus.work.in_thread) cancels this session's query.
+    pg_session_setup(conn)
+    cancel_on_cancel(conn)
     return conn
 
 
@@ -266,7 +273,8 @@ def _table_entries(
         work(conn)
     else:
         with ThreadPoolExecutor(max_workers=extra, thread_name_prefix="tminus-checksum") as pool:
-            futures = [pool.submit(helper) for _ in range(extra)]
+            # each helper in a copy of this context: its sessions join the cancel scope
+            futures = [pool.submit(contextvars.copy_context().run, helper) for _ in range(extra)]
             try:
                 work(conn)
             finally:
@@ -410,7 +418,7 @@ class PostgresDriver:
                 snapshot = str(_scalar(conn, "SELECT pg_export_snapshot()"))
                 dump = bdir.work / DUMP_DIR
                 with tempfile.TemporaryFile() as errf:
-                    proc = subprocess.Popen(
+                    proc = work.popen(
                         [pg_dump, "-Fd", "-j", str(max(1, jobs)), f"--snapshot={snapshot}",
                          "--no-password", "-f", str(dump), "-d", _libpq_url(target_url)],
                         env={**os.environ, **self._env(target_url)},
@@ -424,8 +432,7 @@ class PostgresDriver:
                             conn, algorithm, url=target_url, snapshot=snapshot, jobs=jobs
                         )
                     except BaseException:
-                        proc.kill()
-                        proc.wait()
+                        kill_tool(proc)
                         raise
                     rc = proc.wait()
                     errf.seek(0)

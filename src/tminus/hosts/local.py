@@ -1,5 +1,7 @@
 """The local machine as a Host: commands run as subprocesses in their own process group,
-output streamed line by line, the whole group killed on timeout. It has the same file
+output streamed line by line. On timeout or cancellation the whole group gets SIGTERM, then
+SIGKILL after :func:`tminus.work.grace_s`, and the process is reaped before ``run`` returns or
+the cancellation goes on; each group is reported to :func:`tminus.work.track`. It has the same file
 operations as :class:`~tminus.hosts.ssh.SshHost` (``put``, ``sha256``, stdin ``input``), so a
 plan can deploy to ``localhost`` (or a ``local: true`` host) without SSH."""
 
@@ -11,11 +13,11 @@ import hashlib
 import os
 import shlex
 import shutil
-import signal
 import time
 import uuid
 from collections.abc import Mapping
 
+from tminus import work
 from tminus.hosts.base import CompletedRun, LineSink
 
 __all__ = ["MAX_CAPTURE", "LocalHost"]
@@ -102,17 +104,28 @@ class LocalHost:
         pumps = asyncio.gather(
             pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"), feed()
         )
+        token = work.proc_token(proc.pid)
+        work.track(work.ProcRecord(self.name, proc.pid, token))
+
+        async def stop() -> int:
+            """SIGTERM the group, SIGKILL after the grace, then reap the process."""
+            await work.stop_group(proc.pid, token)
+            status = await proc.wait()
+            pumps.cancel()
+            with contextlib.suppress(BaseException):
+                await pumps
+            return status
+
         timed_out = False
         try:
             await asyncio.wait_for(asyncio.shield(pumps), timeout)
             status = await proc.wait()
         except TimeoutError:
             timed_out = True
-            _kill_group(proc.pid)
-            status = await proc.wait()
-            pumps.cancel()
+            status = await work.shielded(stop())
         except asyncio.CancelledError:
-            _kill_group(proc.pid)
+            # Stop the work before the cancellation goes on, even if cancelled again meanwhile.
+            await work.shielded(stop())
             raise
         return CompletedRun(
             host=self.name,
@@ -154,10 +167,3 @@ class LocalHost:
             return h.hexdigest()
 
         return await asyncio.to_thread(digest)
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -2,10 +2,13 @@
 for every command; host keys checked against known_hosts; ``become`` through ``sudo -n``.
 
 A remote command runs as ``sh -c`` (like Ansible's shell module), wrapped so that its process
-group is known: on timeout the whole group is killed over a second channel, then the channel is
-closed. A connection that drops (or cannot be opened) gives a failed :class:`CompletedRun` with
-``exit_status=None`` instead of an exception; the next command reconnects. Host key problems
-raise :class:`HostKeyError`: a host that cannot be authenticated is not a mere failed host.
+group and start time come first on the same channel (a stderr marker line, stripped, and
+reported to :func:`tminus.work.track`): on timeout or cancellation the whole group gets SIGTERM
+over a second channel, SIGKILL after the grace, and only then is the channel closed and the
+cancellation let through. A connection that drops (or cannot be opened) gives a failed
+:class:`CompletedRun` with ``exit_status=None`` instead of an exception; the next command
+reconnects. Host key problems raise :class:`HostKeyError`: a host that cannot be authenticated
+is not a mere failed host.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from tminus import work
 from tminus.errors import TminusError
 from tminus.hosts.base import CompletedRun, LineSink
 from tminus.hosts.local import MAX_CAPTURE
+from tminus.work import ProcRecord
 
 if TYPE_CHECKING:
     from tminus.plan.targets import Host as TargetHost
@@ -44,7 +49,29 @@ __all__ = [
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 _MARK = "\x1etminus-pgid "
-_MARK_CMD = "printf '\\036tminus-pgid %s\\n' \"$$\" >&2"
+# The shell's pid (its process group: sshd starts each session's shell with setsid) and its
+# start time (field 22 of /proc/PID/stat, with shell builtins only), on the same channel.
+_MARK_CMD = (
+    "t=; if [ -r /proc/$$/stat ]; then read -r t </proc/$$/stat; set -- ${t##*) }; t=${20}; fi; "
+    'printf \'\\036tminus-pgid %s %s\\n\' "$$" "$t" >&2'
+)
+# Kill process groups "PGID TOKEN" (a group whose leader's start time differs is another
+# process: skipped): SIGTERM, up to GRACE_TENTHS × 0.1 s for them to end, then SIGKILL.
+_KILL_SCRIPT = """ours() {
+  if [ -r /proc/$1/stat ]; then read -r s </proc/$1/stat; set -- "$1" "$2" ${s##*) }
+    [ -z "$2" ] || [ "${22}" = "$2" ]
+  else kill -s 0 -- "-$1" 2>/dev/null; fi
+}
+gs=; for p in GROUPS; do set -- $p; if ours "$1" "$2"; then gs="$gs $1"; fi; done
+[ -n "$gs" ] || exit 0
+for g in $gs; do kill -s TERM -- "-$g" 2>/dev/null; done
+i=0; while [ $i -lt GRACE_TENTHS ]; do
+  a=; for g in $gs; do kill -s 0 -- "-$g" 2>/dev/null && a=1; done
+  [ -n "$a" ] || break; sleep 0.1; i=$((i + 1))
+done
+for g in $gs; do kill -s KILL -- "-$g" 2>/dev/null; done
+echo killed
+"""
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHUNK = 256 * 1024  # stdin is written in pieces of this size, with flow control
 
@@ -184,7 +211,6 @@ class SshHost:
         self._lock = asyncio.Lock()
         self._sessions = asyncio.Semaphore(self.options.max_sessions)
         self._presented_key: asyncssh.SSHKey | None = None
-        self._reaper: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -394,7 +420,8 @@ class SshHost:
             return self._failed(shown, f"tminus: {self.settings.label}: {_describe(exc)}", start)
         out: list[str] = []
         err: list[str] = []
-        pgid: list[int] = []
+        groups: list[tuple[int, str]] = []  # (pgid, start token) from the marker lines
+        marked = asyncio.Event()
 
         async def feed() -> None:
             if input is None:
@@ -413,9 +440,13 @@ class SshHost:
                 if not raw:
                     return
                 line = raw.decode("utf-8", "replace")
-                if name == "stderr" and len(pgid) < 2 and line.startswith(_MARK):
-                    with contextlib.suppress(ValueError):
-                        pgid.append(int(line[len(_MARK) :].strip()))
+                if name == "stderr" and len(groups) < 2 and line.startswith(_MARK):
+                    fields = line[len(_MARK) :].split()
+                    with contextlib.suppress(ValueError, IndexError):
+                        rec = ProcRecord(self.name, int(fields[0]), "".join(fields[1:2]))
+                        groups.append((rec.pid, rec.token))
+                        work.track(rec)
+                    marked.set()
                     continue
                 sink.append(line)
                 size += len(line)
@@ -427,6 +458,18 @@ class SshHost:
         pumps = asyncio.gather(
             pump(proc.stdout, out, "stdout"), pump(proc.stderr, err, "stderr"), feed()
         )
+
+        async def stop() -> None:
+            """Kill the remote groups (SIGTERM, SIGKILL after the grace), then close."""
+            if not marked.is_set() and not pumps.done():  # cancelled in the first instant
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(marked.wait(), self.options.kill_timeout)
+            await self._kill(conn, groups)
+            proc.close()
+            pumps.cancel()
+            with contextlib.suppress(BaseException):
+                await pumps
+
         timed_out = False
         lost: str | None = None
         try:
@@ -437,17 +480,12 @@ class SshHost:
                 proc.close()
             else:
                 timed_out = True
-                await self._kill(conn, pgid)
-                proc.close()
-                pumps.cancel()
-                with contextlib.suppress(BaseException):
-                    await pumps
+                await work.shielded(stop())
         except (asyncssh.Error, OSError) as exc:
             lost = _describe(exc)
         except asyncio.CancelledError:
-            proc.close()
-            if pgid:
-                self._reaper = asyncio.ensure_future(self._kill(conn, pgid))
+            # The remote work stops before the cancellation goes on (even a second one).
+            await work.shielded(stop())
             raise
         status = proc.returncode
         if lost is None and status is None and not timed_out:
@@ -477,17 +515,45 @@ class SshHost:
             self._conn = None
         conn.abort()
 
-    async def _kill(self, conn: asyncssh.SSHClientConnection, pgids: list[int]) -> None:
-        """Kill the command's process groups over a second channel (as the become user too).
-        A reported id that leads no group (sudo without use_pty) is a harmless no-op."""
-        groups = [g for g in pgids if g > 1]
+    async def _kill(
+        self, conn: asyncssh.SSHClientConnection, groups: list[tuple[int, str]]
+    ) -> bool:
+        """Kill the command's process groups over a second channel on the same connection,
+        as the login user and (concurrently) as the become user: SIGTERM, SIGKILL after
+        :func:`tminus.work.grace_s`. A reported id that leads no group (sudo without use_pty)
+        or a pid reused by another process (the token differs) is left alone. True when a
+        live group was found (and killed)."""
+        groups = [(g, t) for g, t in groups if g > 1]
         if not groups:
-            return
-        kill = "; ".join(f"kill -s KILL -- -{g} 2>/dev/null" for g in groups)
+            return False
+        grace = work.grace_s()
+        script = _KILL_SCRIPT.replace("GRACE_TENTHS", str(round(grace * 10))).replace(
+            "GROUPS", " ".join(shlex.quote(f"{g} {t}".strip()) for g, t in groups)
+        )
+        scripts = [script]
         user = self.settings.become_user
-        script = f"{kill}; {become_command(user, kill)} 2>/dev/null; true" if user else kill
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.run(script, check=False), self.options.kill_timeout)
+        if user:
+            scripts.append(become_command(user, script))
+
+        async def one(text: str) -> bool:
+            try:
+                res = await asyncio.wait_for(
+                    conn.run(text, check=False), grace + self.options.kill_timeout
+                )
+            except (asyncssh.Error, OSError, TimeoutError):
+                return False
+            return "killed" in str(res.stdout or "")
+
+        return any(await asyncio.gather(*(one(t) for t in scripts)))
+
+    async def kill_group(self, rec: ProcRecord) -> bool:
+        """Kill a process group recorded earlier on this host (for :func:`tminus.work.reap`
+        after a runner died): True if it was still running and was killed."""
+        try:
+            conn = await self.connect()
+        except SshError:
+            return False
+        return await self._kill(conn, [(rec.pid, rec.token)])
 
     # ------------------------------------------------------------------ files
 

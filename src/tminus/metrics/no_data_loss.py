@@ -5,9 +5,9 @@ allows it (``allow_row_loss``, ``allow_missing``). The value is the number of pr
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
+from tminus import work
 from tminus.backups.base import get_driver
 from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import NoDataLossCheck
@@ -71,7 +71,7 @@ class NoDataLossProvider:
                         database=name if role == "databases" else None,
                         path=name if role == "paths" else None,
                     )
-                    now = await asyncio.to_thread(get_driver(t.kind).snapshot, t.url)
+                    now = await work.in_thread(get_driver(t.kind).snapshot, t.url)
                     declared = (
                         ctx.plan.targets.databases[name].tables if role == "databases" else []
                     )

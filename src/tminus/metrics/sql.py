@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
+from tminus import work
 from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import SqlCheck
 from tminus.sqlrun import db_error, run_query
@@ -20,7 +20,7 @@ class SqlProvider:
         url = ctx.resolver.resolve(db.url)
         query = ctx.resolver.resolve(check.query)
         try:
-            rows: list[tuple[Any, ...]] = await asyncio.to_thread(run_query, db.kind, url, query)
+            rows: list[tuple[Any, ...]] = await work.in_thread(run_query, db.kind, url, query)
         except Exception as exc:  # the driver's errors vary by database
             return Measurement(error=ctx.resolver.mask(db_error(exc)))
         if not rows:

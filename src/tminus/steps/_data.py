@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tminus import work
 from tminus.errors import PlanError
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
@@ -55,7 +56,7 @@ def from_backup(r: Resolver, backup_step: str) -> dict[str, Any]:
 async def disk_preflight(driver: Any, target: DataTarget, root: Path) -> str | None:
     """An error message when the disk under ``root`` lacks 1.2 × the target's size."""
     root.mkdir(parents=True, exist_ok=True)
-    estimate = int(await asyncio.to_thread(driver.estimate_size, target.url))
+    estimate = int(await work.in_thread(driver.estimate_size, target.url))
     free = shutil.disk_usage(root).free
     need = int(estimate * DISK_MARGIN)
     if free < need:

@@ -5,10 +5,10 @@ that the tools exist and the disk has room. The backup is an artifact of the dep
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import ClassVar
 
+from tminus import work
 from tminus.backups.base import BackupError, check_tools, get_driver
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
@@ -34,7 +34,7 @@ class BackupKind:
             short = await disk_preflight(driver, target, root)
             if short:
                 return StepOutcome(False, error=short)
-            manifest = await asyncio.to_thread(driver.backup, target.url, root, jobs=step.jobs)
+            manifest = await work.in_thread(driver.backup, target.url, root, jobs=step.jobs)
         except BackupError as exc:
             return StepOutcome(False, error=r.mask(str(exc)))
         backup_dir = root / manifest.id

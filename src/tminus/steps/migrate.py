@@ -55,6 +55,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import NullPool
 
+from tminus import work
 from tminus.hosts.local import LocalHost
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import MigrateStep, RestoreStep
@@ -149,16 +150,13 @@ def _record_before(path: Path, before: Any) -> Any:
 
 # --- helpers ---------------------------------------------------------------------------------
 async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
-    """Run blocking migration work in a thread. If the step is cancelled (its timeout), wait
-    for the thread to finish: a migration cannot be interrupted safely, and a rollback must
-    not start while it still runs."""
-    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await fut
-        raise
+    """Run blocking migration work in a thread (:func:`tminus.work.in_thread`). If the step is
+    cancelled (its timeout, an abort), the running statement is cancelled on the server (the
+    SQLAlchemy connections of the thread, alembic's too, register their cancel), so its
+    transaction rolls back where the database allows (PostgreSQL and SQLite DDL; MariaDB's DDL
+    commits on its own, and a ``sql_dir`` version is left dirty); the thread is awaited before
+    the cancellation goes on, so a rollback never starts while the migration still runs."""
+    return await work.in_thread(fn, *args)
 
 
 def _down_key(step: MigrateStep) -> str | None:
@@ -375,6 +373,8 @@ class SqlDir:
         cur = raw.cursor()
         try:
             for s in statements:
+                if work.cancelled():  # between statements of a non-transactional file
+                    raise asyncio.CancelledError(f"{path.name}: the migration was cancelled")
                 cur.execute(s)
         finally:
             cur.close()
@@ -763,6 +763,8 @@ class MigrateKind:
                     "from": step.backup,
                     "database": step.database,
                     "name": f"Restore {step.database} from backup '{step.backup}'",
+                    # Restoring the same verified backup again gives the same data.
+                    "idempotent": True,
                 }
             )
             return Compensation(restore, partial_ok=True)

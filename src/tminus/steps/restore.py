@@ -4,10 +4,10 @@ one without touching the target, restores, then compares the result with the man
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import ClassVar
 
+from tminus import work
 from tminus.backups.base import BackupError, Manifest, check_tools, get_driver
 from tminus.errors import PlanError
 from tminus.plan.interpolate import Resolver
@@ -42,9 +42,7 @@ class RestoreKind:
         try:
             manifest = Manifest.load(art["dir"])
             driver = get_driver(target.kind)
-            await asyncio.to_thread(
-                driver.restore, manifest, art["dir"], target.url, jobs=step.jobs
-            )
+            await work.in_thread(driver.restore, manifest, art["dir"], target.url, jobs=step.jobs)
         except BackupError as exc:
             return StepOutcome(False, error=r.mask(str(exc)))
         msg = f"restored {manifest.id} into {target.name}; it matches the manifest"

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
+from tminus import work
 from tminus.backups.base import get_driver
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import SnapshotStep
@@ -25,12 +25,12 @@ class SnapshotKind:
         try:
             for name in step.databases:
                 t = data_target(ctx.plan, r, database=name, path=None)
-                s = await asyncio.to_thread(get_driver(t.kind).snapshot, t.url)
+                s = await work.in_thread(get_driver(t.kind).snapshot, t.url)
                 snap["databases"][name] = s
                 lines.append(f"{name}: {len(s['tables'])} tables, {s['total_rows']} rows")
             for name in step.paths:
                 t = data_target(ctx.plan, r, database=None, path=name)
-                s = await asyncio.to_thread(get_driver(t.kind).snapshot, t.url)
+                s = await work.in_thread(get_driver(t.kind).snapshot, t.url)
                 snap["paths"][name] = s
                 lines.append(f"{name}: {s['files']} files, {s['bytes']} bytes")
         except Exception as exc:  # BackupError, OSError, or a driver's database error

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import ClassVar
 
+from tminus import work
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import SqlStep
 from tminus.sqlrun import db_error, run_statements
@@ -31,7 +31,7 @@ class SqlKind:
         url = r.resolve(db.url)
         try:
             stmts = _statements(step, r)
-            rows = await asyncio.to_thread(
+            rows = await work.in_thread(
                 run_statements, db.kind, url, stmts, transaction=step.transaction
             )
         except Exception as exc:  # driver errors vary by database

@@ -4,9 +4,9 @@ sequences, exact row counts and checksums with the manifest, drop the scratch co
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
+from tminus import work
 from tminus.backups.base import BackupError, Manifest, check_tools, get_driver
 from tminus.errors import PlanError
 from tminus.plan.interpolate import Resolver
@@ -33,7 +33,7 @@ async def verify_backup(plan: Plan, r: Resolver, backup_step: str) -> tuple[bool
         return False, "; ".join(missing), None
     manifest = Manifest.load(art["dir"])
     driver = get_driver(target.kind)
-    report = await asyncio.to_thread(driver.verify, manifest, art["dir"], target.url)
+    report = await work.in_thread(driver.verify, manifest, art["dir"], target.url)
     return report.ok, r.mask(report.summary()), report
 
 
