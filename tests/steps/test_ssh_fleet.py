@@ -226,3 +226,63 @@ def test_upload_skips_unchanged_files(fleet: SshdFleet, work: Path) -> None:
         assert (work / "single" / f"{h}.env").read_text() == "A=2\n"
     digest = hashlib.sha256(b"A=2\n").hexdigest()
     assert hashlib.sha256((work / "up" / "h5" / "app.env").read_bytes()).hexdigest() == digest
+
+
+def test_resume_kills_a_dead_runners_remote_command_first(fleet: SshdFleet, work: Path) -> None:
+    """kill -9 of the runner while an `ssh` step runs a long command on h1 (real sshd): the
+    remote command outlives its runner (nothing hangs it up); `tminus resume` kills its
+    process group on h1 over SSH before anything else, says so, then pauses on the step
+    (not idempotent).
+
+    Mutation tried: ``_reap`` passes no ``remote`` callback (remote groups "not reached"):
+    the ticks keep growing and this fails."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tm = Tm(work)
+    ticks = work / "remote-ticks"
+    plan = write_plan(
+        work,
+        "remote-orphan",
+        targets(fleet),
+        {
+            "name": "one",
+            "steps": [
+                {
+                    "kind": "ssh",
+                    "on": "h1",
+                    "command": f"while true; do echo t >> {ticks}; sleep 0.1; done",
+                }
+            ],
+        },
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "tminus", "run", plan],
+        cwd=work,
+        env=tm.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 30
+        while not ticks.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert ticks.exists(), "the remote command never started"
+        time.sleep(0.5)  # its process group is recorded right after its first line
+    finally:
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+    size = ticks.stat().st_size
+    time.sleep(0.5)
+    assert ticks.stat().st_size > size, "the remote command died with its runner: no orphan"
+    proc = tm("resume", "remote-orphan-1")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "killed process group" in proc.stderr and "on h1" in proc.stderr, proc.stderr
+    size = ticks.stat().st_size
+    time.sleep(0.5)
+    assert ticks.stat().st_size == size, "the remote orphan still runs"
+    types = [e["type"] for e in tm.json("log", "remote-orphan-1")]
+    assert types.index("runner.orphans_killed") < types.index("deploy.resumed")

@@ -211,9 +211,28 @@ def status(deploy: str | None, output: str, state_url: str | None) -> None:
     if output == "json":
         echo_json(info)
         return
-    click.echo(
-        f"deploy {info['id']}  plan {info['plan']} ({info['environment']})  state: {info['state']}"
-    )
+    shown = info["state"]
+    if shown != info["stored_state"]:
+        shown += f" (stored: {info['stored_state']})"
+    click.echo(f"deploy {info['id']}  plan {info['plan']} ({info['environment']})  state: {shown}")
+    runner = info["runner"]
+    if info["state"] == "crashed" and runner is not None:
+        click.echo(
+            f"  the runner (pid {runner['pid']} on {runner['host']}) is dead: {runner['why']}"
+        )
+        for f in info["in_flight"]:
+            click.echo(
+                f"  in flight when it died: {f['title']} [{f['key']}] since {_ts(f['started_at'])}"
+            )
+        if not info["in_flight"]:
+            click.echo("  in flight when it died: no step")
+        click.echo(f"  continue with: tminus resume {info['id']}  (or: tminus abort {info['id']})")
+    elif runner is not None and runner["alive"]:
+        beat = runner["heartbeat_age_s"]
+        click.echo(
+            f"  runner: pid {runner['pid']} on {runner['host']}"
+            + (f", heartbeat {beat:.1f} s ago" if beat is not None else "")
+        )
     if info["reason"]:
         click.echo(f"  {info['reason']}")
     click.echo(
@@ -282,15 +301,16 @@ def log(deploy: str, output: str, state_url: str | None) -> None:
 @handle_errors
 def list_(output: str, state_url: str | None) -> None:
     """List deploys, newest first."""
+    from tminus.engine.liveness import shown_state
     from tminus.store import Store
 
     rows = Store(state_url).list_deploys()
     if output == "json":
-        echo_json([_brief(r) for r in rows])
+        echo_json([_brief(r) | {"state": shown_state(r), "stored_state": r["state"]} for r in rows])
         return
     for r in rows:
         click.echo(
-            f"{r['id']:<30} {r['state']:<22} {r['environment']:<12} "
+            f"{r['id']:<30} {shown_state(r):<22} {r['environment']:<12} "
             f"{r['created_at']:%Y-%m-%d %H:%M} {r['started_by']}"
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tminus.engine.liveness import runner_liveness, shown_state
 from tminus.engine.program import split_overrides
 from tminus.plan.loader import load_plan_text
 from tminus.store.store import Store, now
@@ -79,13 +80,26 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
     if running:
         r = max(running, key=lambda x: x["started_at"] or now())
         current = f"{r['title']} ({r['state']})"
+    live = runner_liveness(d)
+    state = shown_state(d, live)
+    # What was in flight when the runner died (or is running now): step rows still running.
+    in_flight = [
+        {"key": k, "title": r["title"], "kind": r["kind"], "started_at": r["started_at"]}
+        for k, r in sorted(steps.items(), key=lambda kv: (kv[1]["started_at"] or now(), kv[0]))
+        if r["state"] == "running"
+    ]
     windows = store.maintenance_windows(deploy_id)
     total = sum(((w["off_at"] or now()) - w["on_at"]).total_seconds() for w in windows)
     return {
         "id": d["id"],
         "plan": d["plan_name"],
         "environment": d["environment"],
-        "state": d["state"],
+        # "crashed": a running or rolling-back deploy whose runner is dead (derived here;
+        # the store keeps the state it had, `stored_state`, from which a resume goes on).
+        "state": state,
+        "stored_state": d["state"],
+        "runner": live.as_json() if live.has_runner else None,
+        "in_flight": in_flight,
         "reason": d["reason"],
         "started_by": d["started_by"],
         "created_at": d["created_at"],

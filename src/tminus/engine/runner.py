@@ -8,11 +8,14 @@ import getpass
 import hashlib
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tminus import work
 from tminus.engine.engine import Engine
+from tminus.engine.liveness import Liveness, describe_holder, runner_liveness
 from tminus.engine.program import (
     SELECTION_KEY,
     Selection,
@@ -234,9 +237,11 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
     stored: dict[str, Any] = dict(overrides)
     if selection is not None:
         stored[SELECTION_KEY] = selection.to_data()
-    if not opts.force_unlock:
-        store.check_lock(plan.name, plan.environment)  # fail at once, leaving no deploy behind
-    deploy_id = store.create_deploy(
+    if not opts.force_unlock:  # fail at once, before anything else
+        store.check_lock(plan.name, plan.environment, _holder_check)
+    # The deploy row and the lock in one transaction: a run that loses the lock (to a live
+    # runner, or to a concurrent start) leaves no deploy behind, and the error names the holder.
+    deploy_id, taken = store.create_deploy_locked(
         plan_name=plan.name,
         environment=plan.environment,
         plan_path=str(plan_path),
@@ -245,6 +250,8 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
         started_by=opts.operator,
         overrides=stored,
         reason=opts.reason,
+        force=opts.force_unlock,
+        holder_check=_holder_check,
     )
     if selection is not None:
         store.event(
@@ -253,24 +260,8 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
             f"selected by {opts.operator}: {selection.describe(plan)}",
             data=selection.shown(plan),
         )
-    try:
-        store.acquire_lock(
-            plan.name,
-            plan.environment,
-            deploy_id,
-            opts.operator,
-            opts.reason,
-            force=opts.force_unlock,
-        )
-    except LockHeld:
-        store.set_deploy(
-            deploy_id,
-            state="failed",
-            reason="could not take the lock",
-            event="deploy.failed",
-            message="could not take the lock",
-        )
-        raise
+    if taken is not None:
+        _took_over(store, taken, deploy_id, opts.operator)
     for item in opts.confirms:
         _confirm(store, plan, deploy_id, item, opts.operator)
     reporter = make_reporter(opts.quiet)
@@ -303,24 +294,120 @@ def _load_deploy(store: Store, deploy_id: str) -> tuple[dict[str, Any], Plan]:
     return d, result.plan
 
 
-def _runner_alive(d: dict[str, Any]) -> bool:
-    """Might a runner process still be driving this deploy? Only a running or rolling-back
-    deploy has one. On this host we ask the kernel about its pid; on another host we cannot
-    tell, so we assume it is alive (``--force-unlock`` overrides)."""
-    if d["state"] not in ("running", "rolling_back"):
-        return False
-    if d["host"] != socket.gethostname():
-        return True
-    pid = d["runner_pid"]
-    if not pid or pid == os.getpid():
-        return False
+def _holder_check(d: dict[str, Any]) -> str | None:
+    """For the store's lock functions: None when the holder's runner is dead, else who it is
+    (deploy, person, host, pid, heartbeat age)."""
+    live = runner_liveness(d)
+    return describe_holder(d, live) if live.alive else None
+
+
+def _say(message: str) -> None:
+    """A line on the console (stderr: stdout may be a pipe of results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _took_over(store: Store, taken: dict[str, Any], deploy_id: str, operator: str) -> None:
+    """A lock was taken over (recorded in both deploys' logs by the store): say so on the
+    console, then kill what the old holder's dead runner left running."""
+    old = store.deploy(taken["deploy_id"])
+    live = runner_liveness(old)
+    why = live.why if live.has_runner else f"it is {old['state']}"
+    _say(
+        f"took over the lock of deploy {taken['deploy_id']} (held by {taken['holder']} on "
+        f"{taken['host']}, pid {taken['pid']}, since "
+        f"{taken['acquired_at']:%Y-%m-%d %H:%M:%S %Z}): its runner is not alive: {why}"
+    )
+    _kill_orphans(store, old, live, operator, also=(deploy_id,))
+
+
+def _kill_orphans(
+    store: Store,
+    d: dict[str, Any],
+    live: Liveness,
+    operator: str,
+    also: tuple[str, ...] = (),
+) -> list[str]:
+    """The runner of deploy ``d`` is dead: kill what is left of the process groups it
+    started (recorded by its engine), wait until they are gone, record what was killed
+    (``runner.orphans_killed``, in ``d``'s log and in those of ``also``) and print it.
+    Groups of ``localhost`` are killed only if the dead runner ran on this host; groups on SSH
+    hosts are killed over SSH; what cannot be reached is listed for the operator."""
+    rows = store.processes(d["id"])
+    if not rows:
+        return []
+    here = d["host"] == socket.gethostname()
+    recs = [
+        work.ProcRecord(r["host"], r["pid"], r["token"])
+        for r in rows
+        if r["host"] != "localhost" or here
+    ]
+    left = [f"pid {r['pid']} on {d['host']}" for r in rows if r["host"] == "localhost" and not here]
+    killed, unreached = asyncio.run(_reap(store, d, recs, operator)) if recs else ([], [])
+    left += unreached
+    if killed or left:
+        message = (
+            f"runner of {d['id']} is dead ({live.why}): "
+            + ("; ".join(killed) if killed else "nothing left running here")
+            + (f"; not reached, check by hand: {', '.join(left)}" if left else "")
+        )
+        data = {"killed": killed, "left": left, "by": operator, "runner": live.as_json()}
+        for deploy_id in (d["id"], *also):
+            store.event(deploy_id, "runner.orphans_killed", message, data=_jsonable(data))
+        _say(message)
+    store.clear_processes(d["id"])
+    return killed
+
+
+async def _reap(
+    store: Store, d: dict[str, Any], recs: list[work.ProcRecord], operator: str
+) -> tuple[list[str], list[str]]:
+    """Kill the recorded groups: local ones here, remote ones over SSH on their host (through
+    the plan's fleet). Returns (killed, not reached)."""
+    from tminus.hosts.fleet import Fleet
+
+    remote_recs = [r for r in recs if r.host != "localhost"]
+    if not remote_recs:
+        return await work.reap(recs), []
+    unreached: list[str] = []
+    fleet: Fleet | None = None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        _, plan = _load_deploy(store, d["id"])
+        overrides, _sel = split_overrides(d["overrides"])
+        resolver = make_resolver(
+            plan, d["plan_path"], d["id"], operator, overrides, _state_dir(store)
+        )
+        fleet = Fleet(plan, resolver)
+    except Exception as exc:  # the plan no longer resolves: say so, kill what is local
+        unreached += [f"pid {r.pid} on {r.host} ({exc})" for r in remote_recs]
+
+    async def remote(rec: work.ProcRecord) -> bool:
+        kill = getattr(fleet.host(rec.host), "kill_group", None) if fleet else None
+        if kill is None:
+            return False
+        try:
+            return bool(await kill(rec))
+        except Exception as exc:  # unreachable host: the operator must check it
+            unreached.append(f"pid {rec.pid} on {rec.host} ({type(exc).__name__}: {exc})")
+            return False
+
+    try:
+        killed = await work.reap(recs, remote if fleet else None)
+    finally:
+        if fleet is not None:
+            await fleet.close()
+    return killed, unreached
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out[k] = _jsonable(v)
+        elif hasattr(v, "isoformat"):
+            out[k] = v.isoformat()
+        else:
+            out[k] = v
+    return out
 
 
 def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
@@ -329,8 +416,14 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
     state = DeployState(d["state"])
     if state in TERMINAL:
         raise NotResumable(f"deploy {deploy_id} has ended ({state.value}); nothing to resume")
-    if _runner_alive(d) and not opts.force_unlock:
-        raise LockHeld(f"deploy {deploy_id} is being run by pid {d['runner_pid']} on {d['host']}")
+    live = runner_liveness(d)
+    if live.alive:  # --force-unlock or not: a live runner is never taken over
+        exc = LockHeld(
+            ("--force-unlock refused: " if opts.force_unlock else "")
+            + f"deploy {deploy_id} is being run: {describe_holder(d, live)}"
+        )
+        exc.hint = f"wait for it, or stop it: tminus abort {deploy_id}"
+        raise exc
     if opts.exclude_hosts:
         _check_exclusions(plan, d, opts, store)
         if not action and state == DeployState.PAUSED:
@@ -358,9 +451,20 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
 
         if d["due_at"] is not None and now() < d["due_at"]:
             return 3, f"deploy {deploy_id} is scheduled: {d['reason']}"
-    store.acquire_lock(
-        plan.name, plan.environment, deploy_id, opts.operator, d["reason"], force=opts.force_unlock
+    # Before anything runs again: kill what the dead runner left running (a step's command,
+    # a pg_restore…), or the resumed deploy would race its own orphans.
+    _kill_orphans(store, d, live, opts.operator)
+    taken = store.acquire_lock(
+        plan.name,
+        plan.environment,
+        deploy_id,
+        opts.operator,
+        d["reason"],
+        force=opts.force_unlock,
+        holder_check=_holder_check,
     )
+    if taken is not None:
+        _took_over(store, taken, deploy_id, opts.operator)
     for item in opts.confirms:
         _confirm(store, plan, deploy_id, item, opts.operator)
     for host in dict.fromkeys(opts.exclude_hosts):
@@ -432,22 +536,35 @@ def approve(
 def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:
     store = Store(opts.state_url)
     d, plan = _load_deploy(store, deploy_id)
+    if d["state"] == DeployState.SUCCEEDED:
+        raise NotResumable(
+            f"deploy {deploy_id}: the abort arrived after the deploy succeeded; "
+            "nothing was stopped",
+            hint=f"to undo it, run a new deploy (see tminus log {deploy_id})",
+        )
     if DeployState(d["state"]) in TERMINAL:
-        raise NotResumable(f"deploy {deploy_id} has ended ({d['state']})")
-    if _runner_alive(d):
+        raise NotResumable(f"deploy {deploy_id} has ended ({d['state']}); nothing to abort")
+    live = runner_liveness(d)
+
+    def request() -> None:
         store.set_deploy(
             deploy_id,
             abort_requested=opts.operator,
             event="deploy.abort_requested",
-            message=f"abort requested by {opts.operator}",
+            message=f"abort requested by {opts.operator}" + (" (rollback)" if rollback else ""),
+            event_data={"rollback": rollback, "by": opts.operator},
         )
-        return 0, f"abort requested; the runner (pid {d['runner_pid']}) stops before its next step"
-    store.set_deploy(
-        deploy_id,
-        abort_requested=opts.operator,
-        event="deploy.abort_requested",
-        message=f"abort requested by {opts.operator}",
-    )
+
+    if live.alive:
+        request()
+        where = "" if d["host"] == socket.gethostname() else f" on {d['host']}"
+        return 0, (
+            f"abort requested; the runner (pid {d['runner_pid']}{where}) stops its current step "
+            "within a second" + (" and rolls back" if rollback else "")
+        )
+    # No live runner: kill what a dead one left running, then stop the deploy here.
+    _kill_orphans(store, d, live, opts.operator)
+    request()
     overrides, selection = split_overrides(d["overrides"])
     reporter = make_reporter(opts.quiet)
     engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, overrides, selection)

@@ -26,6 +26,7 @@ __all__ = [
     "maintenance",
     "metadata",
     "phases",
+    "processes",
     "steps",
 ]
 
@@ -54,6 +55,9 @@ deploys = Table(
     Column("rollback_plan", JSON),
     Column("abort_requested", String(200)),
     Column("fault_at", DateTime(timezone=True)),
+    # 0002: the runner's liveness (see tminus.engine.liveness)
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("runner_token", String(40)),
     UniqueConstraint("plan_name", "seq", name="uq_deploys_plan_seq"),
 )
 
@@ -153,4 +157,18 @@ maintenance = Table(
     Column("phase", Integer, nullable=False),
     Column("on_at", DateTime(timezone=True), nullable=False),
     Column("off_at", DateTime(timezone=True)),
+)
+
+# 0002: the process groups a runner started (pid == pgid; token: the start time from
+# /proc/PID/stat, so a reused pid is never taken for the process recorded).
+processes = Table(
+    "processes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), nullable=False, index=True),
+    Column("key", String(200), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("token", String(40), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
 )

@@ -4,18 +4,25 @@ Every state change is committed before the engine takes its next action. SQLite 
 mode with ``synchronous=NORMAL``: a commit survives a crash of the tminus process (kill -9);
 only a power loss can lose the newest commits.
 
-Fault injection for tests: with ``TMINUS_CRASH_AFTER_COMMITS=N`` the process kills itself
-with SIGKILL right after its N-th commit, so crash tests can stop the runner at every durable
-point.
+Fault injection for tests (:mod:`tminus.faults`): with ``TMINUS_CRASH_AFTER_COMMITS=N`` the
+process kills itself with SIGKILL right after its N-th counted commit, so crash tests can stop
+the runner at every durable point. Heartbeats and process records are not counted.
+
+Opening a store creates or upgrades its schema; several processes may do so at the same
+instant (two first runs on a new machine): the upgrade runs under an exclusive lock, a
+PostgreSQL advisory lock on the upgrading connection, or an ``flock`` of ``<db>.lock`` beside
+a SQLite file, and the revision is read again once the lock is held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
-import signal
 import socket
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,18 +36,36 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from tminus import faults
 from tminus.errors import LockHeld, NotFound, StoreError
+from tminus.procfs import pid_token
 from tminus.store import schema as t
 
-__all__ = ["HEAD_REVISION", "TERMINAL_STATES", "Store", "default_state_url", "now"]
+__all__ = [
+    "HEAD_REVISION",
+    "TERMINAL_STATES",
+    "HolderCheck",
+    "Store",
+    "default_state_url",
+    "now",
+]
 
 #: The newest Alembic revision of the schema; a test pins it to the migrations directory.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
+
+#: The key of the PostgreSQL advisory lock held while the schema is created or upgraded
+#: ("tminus" in ASCII). Advisory locks are per database, so stores never wait on each other.
+_PG_SCHEMA_LOCK = 0x746D696E7573
+
+#: Given the deploy row of a lock's holder: None when its runner is dead (the lock may be
+#: taken over), else a description of the live runner (the takeover is refused).
+HolderCheck = Callable[[dict[str, Any]], str | None]
 
 #: Deploy states after which a deploy never runs again; a lock held by one is stale.
 TERMINAL_STATES = frozenset({"succeeded", "rolled_back", "failed", "aborted"})
@@ -71,6 +96,8 @@ _FINISH_STEP = (
         artifacts=bindparam("artifacts"),
     )
 )
+#: Attempts at creating a deploy or taking a lock when another process commits first.
+_LOCK_ATTEMPTS = 20
 _ABORT_REQUESTED = select(t.deploys.c.abort_requested).where(t.deploys.c.id == bindparam("d"))
 
 
@@ -108,15 +135,18 @@ class Store:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = _normalize(url or default_state_url())
-        self._crash_after = int(os.environ.get("TMINUS_CRASH_AFTER_COMMITS", "0") or 0)
-        self._commits = 0
         self._conn: Connection | None = None
         if self.url.startswith("sqlite:///"):
             path = self.url[len("sqlite:///") :]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(self.url, connect_args={"timeout": 30})
+            # check_same_thread off: the heartbeat may be written from another thread, on a
+            # pool connection of its own (never one in use).
+            self.engine: Engine = create_engine(
+                self.url, connect_args={"timeout": 30, "check_same_thread": False}
+            )
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True)
         try:
@@ -130,21 +160,56 @@ class Store:
 
     # --- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            try:
-                rev = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            except Exception:
-                rev = None
+        """Create or upgrade the schema to HEAD_REVISION, safely against other processes
+        doing the same at the same instant: under an exclusive lock, re-reading the revision
+        once it is held (the first process upgrades, the others find the head)."""
+        if self.engine.dialect.name == "sqlite":
+            # The first connection switches a new file to WAL, which needs the file to
+            # itself: it too runs under the lock.
+            with self._schema_file_lock(), self.engine.connect() as conn:
+                if _revision(conn) != HEAD_REVISION:
+                    conn.rollback()
+                    with conn.begin():
+                        _upgrade(conn)
+                else:
+                    conn.rollback()
+            return
+        with self.engine.connect() as conn:
+            rev = _revision(conn)
+            conn.rollback()
         if rev == HEAD_REVISION:
             return
-        from alembic import command
-        from alembic.config import Config
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as conn:
+                # A session-level advisory lock, on the connection that upgrades.
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_SCHEMA_LOCK})")
+                conn.commit()
+                try:
+                    if _revision(conn) != HEAD_REVISION:
+                        _upgrade(conn)
+                    conn.commit()
+                finally:
+                    conn.rollback()
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_SCHEMA_LOCK})")
+                    conn.commit()
+            return
         with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            _upgrade(conn)
+
+    @contextmanager
+    def _schema_file_lock(self) -> Iterator[None]:
+        """An exclusive ``flock`` of ``<db>.lock`` beside a SQLite file (nothing for other
+        stores or an in-memory database)."""
+        path = self.url[len("sqlite:///") :] if self.url.startswith("sqlite:///") else ""
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     # --- transactions ---------------------------------------------------------------------
     def _connection(self) -> Connection:
@@ -160,17 +225,22 @@ class Store:
         return conn
 
     @contextmanager
-    def tx(self) -> Iterator[Connection]:
-        """A write transaction, committed on exit."""
+    def tx(self, *, count: bool = True) -> Iterator[Connection]:
+        """A write transaction, committed on exit. On SQLite it begins IMMEDIATE (it takes
+        the write lock at once, waiting up to the busy timeout), so a transaction that reads
+        then writes never fails on another writer's commit in between.
+
+        ``count``: the commit counts towards ``TMINUS_CRASH_AFTER_COMMITS``."""
         conn = self._connection()
         try:
-            with conn.begin():
+            with _write_begin(conn):
                 yield conn
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 self._conn = None  # reconnect next time
             raise
-        self._after_commit()
+        if count:
+            self._after_commit()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -186,9 +256,7 @@ class Store:
             raise
 
     def _after_commit(self) -> None:
-        self._commits += 1
-        if self._crash_after and self._commits >= self._crash_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        faults.after_commit()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -210,48 +278,79 @@ class Store:
         overrides: dict[str, Any],
         reason: str | None = None,
     ) -> str:
-        for _ in range(20):
-            with self._read() as conn:
-                seq = (
-                    conn.execute(
-                        select(func.max(t.deploys.c.seq)).where(t.deploys.c.plan_name == plan_name)
-                    ).scalar()
-                    or 0
-                ) + 1
-            deploy_id = f"{plan_name}-{seq}"
-            ts = now()
+        """Create a deploy without taking its lock (tests, imports); runs use
+        :meth:`create_deploy_locked`."""
+        for _ in range(_LOCK_ATTEMPTS):
             try:
                 with self.tx() as conn:
-                    conn.execute(
-                        insert(t.deploys).values(
-                            id=deploy_id,
-                            plan_name=plan_name,
-                            environment=environment,
-                            seq=seq,
-                            plan_path=plan_path,
-                            plan_text=plan_text,
-                            plan_hash=plan_hash,
-                            state="pending",
-                            reason=reason,
-                            started_by=started_by,
-                            host=socket.gethostname(),
-                            runner_pid=os.getpid(),
-                            created_at=ts,
-                            updated_at=ts,
-                            overrides=overrides,
-                        )
-                    )
-                    self._event(
+                    return self._insert_deploy(
                         conn,
-                        deploy_id,
-                        "deploy.created",
-                        None,
-                        f"started by {started_by}" + (f": {reason}" if reason else ""),
+                        plan_name=plan_name,
+                        environment=environment,
+                        plan_path=plan_path,
+                        plan_text=plan_text,
+                        plan_hash=plan_hash,
+                        started_by=started_by,
+                        overrides=overrides,
+                        reason=reason,
                     )
-                return deploy_id
             except IntegrityError:
                 continue
         raise StoreError("could not allocate a deploy id")
+
+    def _insert_deploy(
+        self,
+        conn: Connection,
+        *,
+        plan_name: str,
+        environment: str,
+        plan_path: str,
+        plan_text: str,
+        plan_hash: str,
+        started_by: str,
+        overrides: dict[str, Any],
+        reason: str | None,
+    ) -> str:
+        """Insert the next deploy of ``plan_name`` (this process as its runner, with a first
+        heartbeat) and its ``deploy.created`` event; returns its id. An IntegrityError means
+        another process took the number first."""
+        seq = (
+            conn.execute(
+                select(func.max(t.deploys.c.seq)).where(t.deploys.c.plan_name == plan_name)
+            ).scalar()
+            or 0
+        ) + 1
+        deploy_id = f"{plan_name}-{seq}"
+        ts = now()
+        conn.execute(
+            insert(t.deploys).values(
+                id=deploy_id,
+                plan_name=plan_name,
+                environment=environment,
+                seq=seq,
+                plan_path=plan_path,
+                plan_text=plan_text,
+                plan_hash=plan_hash,
+                state="pending",
+                reason=reason,
+                started_by=started_by,
+                host=socket.gethostname(),
+                runner_pid=os.getpid(),
+                runner_token=pid_token(os.getpid()),
+                heartbeat_at=ts,
+                created_at=ts,
+                updated_at=ts,
+                overrides=overrides,
+            )
+        )
+        self._event(
+            conn,
+            deploy_id,
+            "deploy.created",
+            None,
+            f"started by {started_by}" + (f": {reason}" if reason else ""),
+        )
+        return deploy_id
 
     def deploy(self, deploy_id: str) -> dict[str, Any]:
         with self._read() as conn:
@@ -285,13 +384,101 @@ class Store:
             return [_row(r) for r in rows]
 
     def set_deploy(
-        self, deploy_id: str, *, event: str | None = None, message: str | None = None, **values: Any
+        self,
+        deploy_id: str,
+        *,
+        event: str | None = None,
+        message: str | None = None,
+        event_data: dict[str, Any] | None = None,
+        **values: Any,
     ) -> None:
+        """Update the deploy row; with ``event``, record it in the same transaction (its data:
+        the values written, and ``event_data``). Writing ``runner_pid`` also writes its start
+        token (unless given) and a heartbeat, so the row never pairs a pid with another
+        process's token."""
         values["updated_at"] = now()
+        if values.get("runner_pid") and "runner_token" not in values:
+            values["runner_token"] = pid_token(int(values["runner_pid"]))
+            values.setdefault("heartbeat_at", values["updated_at"])
         with self.tx() as conn:
             conn.execute(update(t.deploys).where(t.deploys.c.id == deploy_id).values(**values))
             if event:
-                self._event(conn, deploy_id, event, None, message, _jsonable(values))
+                data = _jsonable(values) | (event_data or {})
+                self._event(conn, deploy_id, event, None, message, data)
+
+    # --- the runner ---------------------------------------------------------------------
+    def set_runner(
+        self,
+        deploy_id: str,
+        pid: int | None = None,
+        host: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        """Record the process that drives the deploy now (default: this one): its pid, host
+        and start token (/proc/PID/stat field 22), with a first heartbeat. One commit."""
+        pid = os.getpid() if pid is None else pid
+        ts = now()
+        with self.tx() as conn:
+            conn.execute(
+                update(t.deploys)
+                .where(t.deploys.c.id == deploy_id)
+                .values(
+                    runner_pid=pid,
+                    host=host or socket.gethostname(),
+                    runner_token=token if token is not None else pid_token(pid),
+                    heartbeat_at=ts,
+                    updated_at=ts,
+                )
+            )
+
+    def heartbeat(self, deploy_id: str) -> None:
+        """The runner is alive: update ``deploys.heartbeat_at``. On a pool connection of its
+        own (so it may be called from another thread), and not counted towards
+        ``TMINUS_CRASH_AFTER_COMMITS`` (crash tests count commits deterministically)."""
+        with self.engine.connect() as conn, _write_begin(conn):
+            conn.execute(
+                update(t.deploys).where(t.deploys.c.id == deploy_id).values(heartbeat_at=now())
+            )
+
+    def add_process(self, deploy_id: str, key: str, rec_host: str, pid: int, token: str) -> None:
+        """Record a process group the step ``key`` started (``pid`` == its pgid) on
+        ``rec_host``, so that it can be killed if the runner dies. One commit, not counted
+        towards ``TMINUS_CRASH_AFTER_COMMITS``."""
+        with self.tx(count=False) as conn:
+            conn.execute(
+                insert(t.processes).values(
+                    deploy_id=deploy_id,
+                    key=key,
+                    host=rec_host,
+                    pid=pid,
+                    token=token,
+                    started_at=now(),
+                )
+            )
+
+    def processes(self, deploy_id: str) -> list[dict[str, Any]]:
+        """The process groups recorded for the deploy (id, key, host, pid, token,
+        started_at), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    t.processes.c.id,
+                    t.processes.c.key,
+                    t.processes.c.host,
+                    t.processes.c.pid,
+                    t.processes.c.token,
+                    t.processes.c.started_at,
+                )
+                .where(t.processes.c.deploy_id == deploy_id)
+                .order_by(t.processes.c.id)
+            ).mappings()
+            return [_row(r) for r in rows]
+
+    def clear_processes(self, deploy_id: str, key: str | None = None) -> None:
+        """Forget the deploy's process records (only step ``key``'s, if given). Not counted
+        towards ``TMINUS_CRASH_AFTER_COMMITS``."""
+        with self.tx(count=False) as conn:
+            _delete_processes(conn, deploy_id, key)
 
     # --- events ---------------------------------------------------------------------------
     def _event(
@@ -387,7 +574,8 @@ class Store:
         compensation: dict[str, Any] | None = None,
         event_data: dict[str, Any] | None = None,
     ) -> None:
-        """Record a step's end; in the same transaction, update its compensation's state."""
+        """Record a step's end; in the same transaction, update its compensation's state and
+        forget the process groups it started (they have ended with it)."""
         with self.tx() as conn:
             conn.execute(
                 _FINISH_STEP,
@@ -411,6 +599,7 @@ class Store:
                     )
                     .values(**compensation)
                 )
+            _delete_processes(conn, deploy_id, key)
             self._event(conn, deploy_id, f"step.{state}", key, error, event_data)
 
     def set_step_state(self, deploy_id: str, key: str, state: str, *, title: str = "") -> None:
@@ -433,6 +622,7 @@ class Store:
                         ended_at=now(),
                     )
                 )
+            _delete_processes(conn, deploy_id, key)
             self._event(conn, deploy_id, f"step.{state}", key, title or None)
 
     def artifacts_by_step_id(self, deploy_id: str) -> dict[str, dict[str, Any]]:
@@ -622,6 +812,57 @@ class Store:
             return [_row(r) for r in rows]
 
     # --- locks ----------------------------------------------------------------------------
+    def create_deploy_locked(
+        self,
+        *,
+        plan_name: str,
+        environment: str,
+        plan_path: str,
+        plan_text: str,
+        plan_hash: str,
+        started_by: str,
+        overrides: dict[str, Any],
+        reason: str | None = None,
+        force: bool = False,
+        holder_check: HolderCheck | None = None,
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Create a deploy and take its (plan, environment) lock in ONE transaction, so a
+        deploy that loses the lock leaves no record behind. The row names this process as
+        its runner (pid, host, start token, a first heartbeat).
+
+        Returns the deploy id and the lock taken over (``force``, or a lock left by a deploy
+        that has ended), if any. Raises LockHeld naming the holder; with ``force`` too while
+        ``holder_check`` finds the holder's runner alive."""
+        for _ in range(_LOCK_ATTEMPTS):
+            try:
+                with self.tx() as conn:
+                    cur = self._lock_row(conn, plan_name, environment)
+                    taken = None
+                    if cur is not None:
+                        taken = self._judge_holder(
+                            conn, plan_name, environment, cur, force, holder_check
+                        )
+                    deploy_id = self._insert_deploy(
+                        conn,
+                        plan_name=plan_name,
+                        environment=environment,
+                        plan_path=plan_path,
+                        plan_text=plan_text,
+                        plan_hash=plan_hash,
+                        started_by=started_by,
+                        overrides=overrides,
+                        reason=reason,
+                    )
+                    self._take_lock(
+                        conn, plan_name, environment, deploy_id, started_by, reason, taken
+                    )
+                return deploy_id, taken
+            except IntegrityError:
+                # Another process committed first: a deploy with this number, or the lock.
+                # Nothing of ours was written; look again (the lock row names the holder).
+                continue
+        raise StoreError(f"could not create a deploy of '{plan_name}': too many concurrent runs")
+
     def acquire_lock(
         self,
         plan_name: str,
@@ -631,87 +872,146 @@ class Store:
         reason: str | None,
         *,
         force: bool = False,
+        holder_check: HolderCheck | None = None,
     ) -> dict[str, Any] | None:
         """Take the (plan, environment) lock for ``deploy_id``. Returns the lock taken over
-        when ``force`` broke a stale one; raises LockHeld when another deploy holds it."""
-        host = socket.gethostname()
-        with self.tx() as conn:
-            cur = (
-                conn.execute(
-                    select(t.locks).where(
-                        t.locks.c.plan_name == plan_name, t.locks.c.environment == environment
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if cur is not None and cur["deploy_id"] == deploy_id:
-                conn.execute(
-                    update(t.locks)
-                    .where(t.locks.c.plan_name == plan_name, t.locks.c.environment == environment)
-                    .values(pid=os.getpid(), host=host)
-                )
-                return None
-            taken: dict[str, Any] | None = None
-            if cur is not None:
-                holder_state = conn.execute(
-                    select(t.deploys.c.state).where(t.deploys.c.id == cur["deploy_id"])
-                ).scalar()
-                # A deploy that has ended holds nothing (it died between its last write and
-                # the release): its lock is stale by definition.
-                if holder_state in TERMINAL_STATES:
-                    force = True
-                if not force:
-                    raise _lock_held(plan_name, environment, _row(cur))
-                taken = _row(cur)
-                conn.execute(
-                    t.locks.delete().where(
-                        t.locks.c.plan_name == plan_name, t.locks.c.environment == environment
-                    )
-                )
-                self._event(
-                    conn,
-                    deploy_id,
-                    "lock.taken_over",
-                    None,
-                    f"took the lock of {taken['deploy_id']} held by {taken['holder']}",
-                    _jsonable(taken),
-                )
-                self._event(
-                    conn,
-                    taken["deploy_id"],
-                    "lock.lost",
-                    None,
-                    f"lock taken over by {holder} for {deploy_id}",
-                )
+        when ``force`` broke a stale one (or its holder had ended); raises LockHeld when
+        another deploy holds it, and with ``force`` too while ``holder_check`` finds the
+        holder's runner alive."""
+        for _ in range(_LOCK_ATTEMPTS):
             try:
-                conn.execute(
-                    insert(t.locks).values(
-                        plan_name=plan_name,
-                        environment=environment,
-                        deploy_id=deploy_id,
-                        holder=holder,
-                        host=host,
-                        pid=os.getpid(),
-                        acquired_at=now(),
-                        reason=reason,
-                    )
-                )
+                with self.tx() as conn:
+                    cur = self._lock_row(conn, plan_name, environment)
+                    if cur is not None and cur["deploy_id"] == deploy_id:
+                        conn.execute(
+                            update(t.locks)
+                            .where(
+                                t.locks.c.plan_name == plan_name,
+                                t.locks.c.environment == environment,
+                            )
+                            .values(pid=os.getpid(), host=socket.gethostname())
+                        )
+                        return None
+                    taken = None
+                    if cur is not None:
+                        taken = self._judge_holder(
+                            conn, plan_name, environment, cur, force, holder_check
+                        )
+                    self._take_lock(conn, plan_name, environment, deploy_id, holder, reason, taken)
+                return taken
             except IntegrityError:
-                raise LockHeld(
-                    f"plan '{plan_name}' in '{environment}' was locked concurrently"
-                ) from None
-            self._event(conn, deploy_id, "lock.acquired", None, f"{plan_name}/{environment}")
-        return taken
+                continue  # taken by another process meanwhile: look again, to name it
+        raise StoreError(f"could not take the lock of '{plan_name}' in '{environment}'")
 
-    def check_lock(self, plan_name: str, environment: str) -> None:
+    def _lock_row(
+        self, conn: Connection, plan_name: str, environment: str
+    ) -> dict[str, Any] | None:
+        row = (
+            conn.execute(
+                select(t.locks).where(
+                    t.locks.c.plan_name == plan_name, t.locks.c.environment == environment
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return _row(row) if row else None
+
+    def _judge_holder(
+        self,
+        conn: Connection,
+        plan_name: str,
+        environment: str,
+        cur: dict[str, Any],
+        force: bool,
+        holder_check: HolderCheck | None,
+    ) -> dict[str, Any]:
+        """The lock ``cur`` is held by another deploy: return it if it may be taken over,
+        else raise LockHeld naming its holder."""
+        row = (
+            conn.execute(select(t.deploys).where(t.deploys.c.id == cur["deploy_id"]))
+            .mappings()
+            .first()
+        )
+        holder = _row(row) if row else None
+        # A deploy that has ended holds nothing (it died between its last write and the
+        # release): its lock is stale by definition.
+        if holder is None or holder["state"] in TERMINAL_STATES:
+            return cur
+        live = holder_check(holder) if holder_check is not None else None
+        if not force:
+            raise _lock_held(plan_name, environment, cur, live)
+        if live is not None:
+            exc = _lock_held(plan_name, environment, cur, live, refused=True)
+            exc.hint = (
+                f"--force-unlock takes only a dead runner's lock; wait for {cur['deploy_id']}, "
+                f"or stop it: tminus abort {cur['deploy_id']}"
+            )
+            raise exc
+        return cur
+
+    def _take_lock(
+        self,
+        conn: Connection,
+        plan_name: str,
+        environment: str,
+        deploy_id: str,
+        holder: str,
+        reason: str | None,
+        taken: dict[str, Any] | None,
+    ) -> None:
+        if taken is not None:
+            conn.execute(
+                t.locks.delete().where(
+                    t.locks.c.plan_name == plan_name,
+                    t.locks.c.environment == environment,
+                    t.locks.c.deploy_id == taken["deploy_id"],
+                )
+            )
+            self._event(
+                conn,
+                deploy_id,
+                "lock.taken_over",
+                None,
+                f"took the lock of {taken['deploy_id']} held by {taken['holder']}",
+                _jsonable(taken),
+            )
+            self._event(
+                conn,
+                taken["deploy_id"],
+                "lock.lost",
+                None,
+                f"lock taken over by {holder} for {deploy_id}",
+            )
+        conn.execute(
+            insert(t.locks).values(
+                plan_name=plan_name,
+                environment=environment,
+                deploy_id=deploy_id,
+                holder=holder,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                acquired_at=now(),
+                reason=reason,
+            )
+        )
+        self._event(conn, deploy_id, "lock.acquired", None, f"{plan_name}/{environment}")
+
+    def check_lock(
+        self, plan_name: str, environment: str, holder_check: HolderCheck | None = None
+    ) -> None:
         """Raise LockHeld if a deploy that has not ended holds the lock."""
         cur = self.lock(plan_name, environment)
         if cur is None:
             return
-        if self.deploy(cur["deploy_id"])["state"] in TERMINAL_STATES:
+        try:
+            holder = self.deploy(cur["deploy_id"])
+        except NotFound:
             return
-        raise _lock_held(plan_name, environment, cur)
+        if holder["state"] in TERMINAL_STATES:
+            return
+        live = holder_check(holder) if holder_check is not None else None
+        raise _lock_held(plan_name, environment, cur, live)
 
     def release_lock(self, plan_name: str, environment: str, deploy_id: str) -> None:
         with self.tx() as conn:
@@ -727,24 +1027,24 @@ class Store:
 
     def lock(self, plan_name: str, environment: str) -> dict[str, Any] | None:
         with self._read() as conn:
-            row = (
-                conn.execute(
-                    select(t.locks).where(
-                        t.locks.c.plan_name == plan_name, t.locks.c.environment == environment
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return _row(row) if row else None
+            return self._lock_row(conn, plan_name, environment)
 
 
-def _lock_held(plan_name: str, environment: str, c: dict[str, Any]) -> LockHeld:
+def _lock_held(
+    plan_name: str,
+    environment: str,
+    c: dict[str, Any],
+    live: str | None = None,
+    *,
+    refused: bool = False,
+) -> LockHeld:
     return LockHeld(
-        f"plan '{plan_name}' in '{environment}' is locked by deploy {c['deploy_id']}: held by "
+        ("--force-unlock refused: " if refused else "")
+        + f"plan '{plan_name}' in '{environment}' is locked by deploy {c['deploy_id']}: held by "
         f"{c['holder']} on {c['host']} (pid {c['pid']}) since "
         f"{c['acquired_at']:%Y-%m-%d %H:%M:%S %Z}"
-        + (f", reason: {c['reason']}" if c["reason"] else ""),
+        + (f", reason: {c['reason']}" if c["reason"] else "")
+        + (f"; its runner is alive: {live}" if live else ""),
         holder=c,
     )
 
@@ -761,10 +1061,61 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
 
 
+def _delete_processes(conn: Connection, deploy_id: str, key: str | None) -> None:
+    where = [t.processes.c.deploy_id == deploy_id]
+    if key is not None:
+        where.append(t.processes.c.key == key)
+    conn.execute(t.processes.delete().where(*where))
+
+
+def _revision(conn: Connection) -> str | None:
+    """The schema's Alembic revision, or None for a new store."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def _upgrade(conn: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+def _write_begin(conn: Connection) -> Any:
+    """``conn.begin()`` of a write transaction: BEGIN IMMEDIATE on SQLite (see Store.tx)."""
+    if conn.dialect.name != "sqlite":
+        return conn.begin()
+    conn.info["tminus_immediate"] = True
+    try:
+        return conn.begin()
+    finally:
+        conn.info.pop("tminus_immediate", None)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # The driver's own transaction handling is off (isolation_level None, see
+    # _sqlite_pragmas): SQLAlchemy's begin emits BEGIN here, IMMEDIATE for a write.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("tminus_immediate") else "BEGIN")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # autocommit driver; _sqlite_begin emits BEGIN
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    # Switching a file to WAL needs it to itself and does not wait on the busy timeout.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
