@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Tm
-from tminus.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart" / "plan.yaml"
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
 
 
 def write(path: Path, text: str) -> Path:
@@ -301,126 +302,6 @@ def test_bad_plan_is_exit_2_without_traceback(tm: Tm) -> None:
     assert "Traceback" not in proc.stderr
 
 
-CRASH_PLAN = """
-name: crashy
-environment: test
-phases:
-  - name: one
-    steps:
-      - kind: run
-        name: s1
-        command: "echo s1 >> effects.log"
-        undo: [{kind: run, name: u1, command: "echo u1 >> undo.log"}]
-      - kind: run
-        name: s2
-        command: "echo s2 >> effects.log"
-        undo: [{kind: run, name: u2, command: "echo u2 >> undo.log"}]
-  - name: two
-    steps:
-      - kind: run
-        name: s3
-        command: "echo s3 >> effects.log"
-        undo: [{kind: run, name: u3, command: "echo u3 >> undo.log"}]
-      - kind: run
-        name: s4
-        command: "echo s4 >> effects.log && test ${fail} != yes"
-        undo: [{kind: run, name: u4, command: "echo u4 >> undo.log"}]
-    verify:
-      - {source: command, command: "grep -c s4 effects.log", expect: "== 1"}
-variables:
-  fail: "no"
-"""
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
-
-
-def _store(tm: Tm) -> Store:
-    return Store(f"sqlite:///{tm.cwd}/.tminus/state.db")
-
-
-def _operator_decides(store: Store, deploy: str) -> str:
-    """Guided failure after a crash: look at the in-flight step's effect, retry or skip."""
-    rows = store.step_rows(deploy)
-    inflight = [r for r in rows.values() if r["state"] in ("running", "failed")]
-    assert inflight, rows
-    title = inflight[-1]["title"]
-    log = Path(store.url[len("sqlite:///") :]).parent.parent / (
-        "undo.log" if title.startswith("u") else "effects.log"
-    )
-    return "--skip-step" if title in _lines(log) else "--retry-step"
-
-
-def _run_with_crash(tm: Tm, plan: Path, crash_after: int, *extra: str) -> bool:
-    proc = tm("run", str(plan), *extra, env={"TMINUS_CRASH_AFTER_COMMITS": str(crash_after)})
-    assert proc.returncode in (-9, 0, 1), proc.stderr
-    return proc.returncode == -9
-
-
-def _finish(tm: Tm) -> str:
-    store = _store(tm)
-    try:
-        deploy = str(store.latest_deploy()["id"])  # type: ignore[index]
-        for _ in range(10):
-            state = str(store.deploy(deploy)["state"])
-            if state in ("succeeded", "rolled_back", "failed", "aborted"):
-                return state
-            action = [_operator_decides(store, deploy)] if state == "paused" else []
-            proc = tm("resume", deploy, *action)
-            assert proc.returncode in (0, 1, 3), proc.stderr
-        last = store.deploy(deploy)
-    finally:
-        store.close()
-    raise AssertionError(f"the deploy did not finish: {last['state']}: {last['reason']}")
-
-
-def _reset(tm: Tm) -> None:
-    for f in ("effects.log", "undo.log"):
-        (tm.cwd / f).unlink(missing_ok=True)
-    state = tm.cwd / ".tminus"
-    if state.exists():
-        for p in state.iterdir():
-            p.unlink()
-
-
-@pytest.mark.timeout(900)
-def test_crash_at_every_durable_point_then_resume(tm: Tm) -> None:
-    """SIGKILL the runner after each of its commits in turn; resume; every effect once."""
-    plan = write(tm.cwd / "p.yaml", CRASH_PLAN)
-    points = 0
-    for k in range(1, 400):
-        _reset(tm)
-        crashed = _run_with_crash(tm, plan, k)
-        if not crashed:
-            break
-        points += 1
-        assert _finish(tm) == "succeeded"
-        assert _lines(tm.cwd / "effects.log") == ["s1", "s2", "s3", "s4"], f"crash point {k}"
-        assert _lines(tm.cwd / "undo.log") == []
-    assert points >= 20, f"only {points} crash points"
-
-
-@pytest.mark.timeout(900)
-def test_crash_during_failure_and_rollback(tm: Tm) -> None:
-    """With a failing last step: compensations run newest first, exactly once, across crashes."""
-    plan = write(tm.cwd / "p.yaml", CRASH_PLAN)
-    points = 0
-    for k in range(2, 400, 3):
-        _reset(tm)
-        crashed = _run_with_crash(tm, plan, k, "--var", "fail=yes")
-        if not crashed:
-            assert tm.latest()["state"] == "rolled_back"
-            break
-        points += 1
-        final = _finish(tm)
-        assert final == "rolled_back", (k, final)
-        assert _lines(tm.cwd / "effects.log") == ["s1", "s2", "s3", "s4"], f"crash point {k}"
-        # s4 failed: only the undos of completed steps, newest first
-        assert _lines(tm.cwd / "undo.log") == ["u3", "u2", "u1"], f"crash point {k}"
-    assert points >= 12, f"only {points} crash points"
-
-
 ABORT_PLAN = """
 name: long
 environment: test
@@ -439,7 +320,9 @@ phases:
 """
 
 
-def test_abort_stops_a_live_runner_between_steps(tm: Tm) -> None:
+def test_abort_stops_a_live_runner_in_its_current_step(tm: Tm) -> None:
+    """An abort stops the step that is running (b, waiting for a file that never comes):
+    its process group is killed, c and d never run, maintenance goes off, state aborted."""
     plan = write(tm.cwd / "p.yaml", ABORT_PLAN)
     runner = subprocess.Popen(
         [sys.executable, "-m", "tminus", "run", str(plan)],
@@ -455,14 +338,14 @@ def test_abort_stops_a_live_runner_between_steps(tm: Tm) -> None:
             time.sleep(0.1)
         proc = tm("abort", "long-1", env={"TMINUS_OPERATOR": "carol"})
         assert proc.returncode == 0 and "abort requested" in proc.stdout
-        time.sleep(0.6)  # past the engine's abort poll interval
-        (tm.cwd / "go").touch()  # step b finishes; the runner must stop before c
         assert runner.wait(timeout=30) == 1
+        (tm.cwd / "go").touch()  # had b survived the abort, it would now write "b"
+        time.sleep(0.5)
     finally:
         if runner.poll() is None:
             runner.kill()
     info = status(tm, "long-1")
     assert info["state"] == "aborted" and "carol" in info["reason"]
-    assert _lines(tm.cwd / "effects.log") == ["a", "b"]
+    assert _lines(tm.cwd / "effects.log") == ["a"]
     assert not (tm.cwd / "maint.flag").exists(), "maintenance goes off on abort"
     assert tm.json("list")[0]["state"] == "aborted"

@@ -9,16 +9,18 @@ States and exit codes live in :mod:`tminus.engine.states`.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
+import concurrent.futures
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from tminus import faults, work
 from tminus.engine.checking import run_check
+from tminus.engine.liveness import HEARTBEAT_S
 from tminus.engine.program import Node, build_program
 from tminus.engine.reporter import Reporter
 from tminus.engine.states import DONE_STEP_STATES, TERMINAL, DeployState, StepState
@@ -29,6 +31,7 @@ from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Phase, Plan
 from tminus.plan.steps import MaintenanceStep, Step, StepBase
+from tminus.plan.values import format_duration
 from tminus.steps.base import StepContext, StepOutcome
 from tminus.steps.registry import get_kind
 from tminus.store.store import Store, now
@@ -37,6 +40,12 @@ __all__ = ["Engine", "ResumeAction", "step_from_spec", "step_spec"]
 
 #: How often (seconds) the run loop looks for an operator's abort request.
 ABORT_POLL_S = 0.5
+
+#: How long (seconds), beyond the kill grace, the engine waits for a cancelled step's work to
+#: stop (its processes killed, its statements cancelled) before it gives up and pauses the
+#: deploy instead of rolling back over work that may still be running. Longer than
+#: :func:`tminus.work.in_thread`'s own bound, so that its verdict comes first.
+STOP_EXTRA_S = 15.0
 
 #: Kinds that are safe to re-run when they were in flight at a crash, whatever the plan says.
 _SAFE_TO_RERUN = frozenset({"approve", "wait", "notify", "maintenance"})
@@ -72,6 +81,12 @@ class Engine:
         self.resolver.artifacts = self._artifact
         self._artifacts_cache: dict[str, dict[str, Any]] | None = None
         self._abort_checked = float("-inf")
+        #: Set by :meth:`_supervise` when it stopped a step: "abort" (an operator's abort,
+        #: the work stopped) or "unconfirmed" (the work could not be confirmed stopped).
+        self._interrupted: str | None = None
+        self._current_key: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self.fleet = Fleet(
             self.plan, self.resolver, events=lambda: self.store.events(self.deploy_id)
         )
@@ -153,17 +168,68 @@ class Engine:
 
     # --- the run loop ---------------------------------------------------------------------
     async def drive(self, action: ResumeAction = "") -> DeployState:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        beat = asyncio.ensure_future(self._heartbeat())
+        work.set_sink(self)
         try:
             return await self._drive(action)
         finally:
+            work.set_sink(None)
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
             await self.fleet.close()
+
+    async def _heartbeat(self) -> None:
+        """Tell the store, every HEARTBEAT_S, that this runner is alive (``status`` shows a
+        deploy whose runner stopped beating as *crashed*)."""
+        while True:
+            try:
+                self.store.heartbeat(self.deploy_id)
+            except Exception as exc:  # a store hiccup must not end the deploy
+                self.reporter.line(f"heartbeat not written: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def started(self, rec: work.ProcRecord) -> None:
+        """:class:`tminus.work.ProcSink`: a step spawned a process group; record it, so that
+        whoever finds this runner dead can kill what is left of its work. Called from the
+        thread that spawned it; the store is only ever used from the event loop's thread."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self._record_process(rec)
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def record() -> None:
+            try:
+                self._record_process(rec)
+                done.set_result(None)
+            except BaseException as exc:  # handed to the spawning thread
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(record)
+        done.result(timeout=60)
+
+    def _record_process(self, rec: work.ProcRecord) -> None:
+        key = self._current_key or ""
+        self.store.add_process(self.deploy_id, key, rec.host, rec.pid, rec.token)
+        faults.after_spawn()
 
     async def _drive(self, action: ResumeAction) -> DeployState:
         d = self.store.deploy(self.deploy_id)
         state = DeployState(d["state"])
         if state in TERMINAL:
             return state
-        self.store.set_deploy(self.deploy_id, runner_pid=os.getpid(), host=socket.gethostname())
+        self.store.set_runner(self.deploy_id)
+        if d["rollback_plan"] is not None:
+            # A rollback is under way (it may have paused on an action that was in flight at
+            # a crash): it goes on, whatever the operator asked; --retry-step and --skip-step
+            # answer the paused action.
+            if action in ("retry", "skip"):
+                self._apply_rollback_action(action)
+            return await self._rollback(
+                reason=self._rollback_reason(d), final=self._rollback_final(d)
+            )
         if state == DeployState.ROLLING_BACK or action == "rollback":
             return await self._rollback(
                 reason=d["reason"] or "operator asked for rollback", final=self._rollback_final(d)
@@ -177,7 +243,7 @@ class Engine:
         announced: set[int] = set()
         for node in self.program:
             if node.kind in ("step", "phase_start") and self._abort_requested():
-                return await self.abort(rollback=False)
+                return await self.abort(rollback=self._abort_wants_rollback())
             row = rows.get(node.key)
             if row is not None and row["state"] in DONE_STEP_STATES:
                 continue
@@ -206,6 +272,38 @@ class Engine:
     def _rollback_final(self, d: dict[str, Any]) -> DeployState:
         return DeployState.ABORTED if d["abort_requested"] else DeployState.ROLLED_BACK
 
+    def _abort_wants_rollback(self) -> bool:
+        """Did the newest abort request ask for a rollback (``tminus abort --rollback``)?"""
+        for e in reversed(self.store.events(self.deploy_id)):
+            if e["type"] == "deploy.abort_requested":
+                return bool((e.get("data") or {}).get("rollback"))
+        return False
+
+    def _rollback_reason(self, d: dict[str, Any]) -> str:
+        """Why the rollback under way started (its first event), not why it last paused."""
+        for e in self.store.events(self.deploy_id):
+            if e["type"] == "deploy.rolling_back" and e["message"]:
+                return str(e["message"])
+        return str(d["reason"] or "rollback")
+
+    def _apply_rollback_action(self, action: str) -> None:
+        """``--retry-step``/``--skip-step`` on a rollback that paused on an action that was in
+        flight when the runner stopped."""
+        rows = self.store.step_rows(self.deploy_id)
+        inflight = [
+            k for k, r in rows.items() if k.startswith("rollback/") and r["state"] == "running"
+        ]
+        if not inflight:
+            raise NotResumable(f"the rollback has no interrupted action to {action}")
+        for key in inflight:
+            title = rows[key]["title"]
+            if action == "skip":
+                self.store.set_step_state(self.deploy_id, key, StepState.SKIPPED, title=title)
+                self._event("operator.skip", f"{self.operator} skipped {title}", key=key)
+            else:
+                self.store.set_step_state(self.deploy_id, key, "retry", title=title)
+                self._event("operator.retry", f"{self.operator} retries {title}", key=key)
+
     def _apply_resume_action(self, action: str, rows: dict[str, dict[str, Any]]) -> None:
         for node in self.program:
             row = rows.get(node.key)
@@ -213,6 +311,8 @@ class Engine:
                 continue
             if row["state"] in ("failed", "running", "waiting"):
                 if action == "skip":
+                    if row["state"] == "running":
+                        self._owe_undo(node.key)
                     self.store.set_step_state(
                         self.deploy_id, node.key, StepState.SKIPPED, title=node.title
                     )
@@ -226,6 +326,14 @@ class Engine:
                     )
                 return
         raise NotResumable(f"there is no failed or interrupted step to {action}")
+
+    def _owe_undo(self, key: str) -> None:
+        """``--skip-step`` on a step that was in flight at a crash says its effect took place
+        (the pause asks the operator to check): its undo is owed, so a later rollback runs it.
+        (Skipping a step that *failed* leaves its undo void, as the failure left it.)"""
+        for comp in self.store.compensations(self.deploy_id):
+            if comp["source_key"] == key and comp["state"] == "armed":
+                self.store.set_compensation_state(comp["id"], "pending")
 
     async def _node(self, node: Node, row: dict[str, Any] | None) -> DeployState | None:
         if node.kind == "checklist":
@@ -353,8 +461,7 @@ class Engine:
             # never re-run the step.
             return await self._failure(node, row["error"] or "failed")
         if row is not None and row["state"] == "running":
-            kind_safe = getattr(step, "kind", "") in _SAFE_TO_RERUN
-            if not (step.idempotent or kind_safe):
+            if not _rerun_safe(step):
                 return self._pause(
                     node,
                     f"step '{node.title}' was in flight when the runner stopped and is not "
@@ -366,6 +473,10 @@ class Engine:
                 "step.rerun", f"re-running idempotent step {node.title} after a crash", key=node.key
             )
         outcome = await self._execute(step, node.key, node.phase, row)
+        if self._interrupted == "unconfirmed":
+            return self._pause(node, outcome.error or "the step's work may still be running")
+        if self._interrupted == "abort":
+            return await self.abort(rollback=self._abort_wants_rollback())
         if outcome.waiting:
             self._set_state(DeployState.AWAITING_APPROVAL, outcome.waiting)
             return DeployState.AWAITING_APPROVAL
@@ -405,6 +516,7 @@ class Engine:
                 partial_ok=builtin is not None and builtin.partial_ok,
             )
         attempts_before = row["attempts"] if row else 0
+        self._current_key = key
         self.reporter.step(step.title(), self._mask(kind.describe(step, self.resolver)))
         # Fleet kinds (ssh, upload, release) apply timeout and retries to each host.
         per_host = bool(getattr(kind, "per_host", False))
@@ -422,17 +534,16 @@ class Engine:
                 attempts=attempts_before + attempt,
                 new=row is None and attempt == 1,
             )
-            try:
-                if step.timeout is not None and kind_name != "run" and not per_host:
-                    outcome = await asyncio.wait_for(
-                        kind.execute(step, ctx), step.timeout.total_seconds()
-                    )
-                else:
-                    outcome = await kind.execute(step, ctx)
-            except TimeoutError:
-                outcome = StepOutcome(False, error=f"timed out after {step.timeout}")
-            except Exception as exc:  # a step kind's bug must not kill the deploy silently
-                outcome = StepOutcome(False, error=self._mask(f"{type(exc).__name__}: {exc}"))
+            # `run` and fleet kinds apply their own timeout (to the command, to each host).
+            own_timeout = kind_name == "run" or per_host
+            limit = None if own_timeout or step.timeout is None else step.timeout
+            faults.effect_started(key)
+            outcome = await self._supervise(
+                kind.execute(step, ctx), step, limit, watch_abort=not rolling_back
+            )
+            if self._interrupted is not None:
+                break
+            faults.effect_done(key, outcome.ok)
             if outcome.ok or outcome.waiting or outcome.pause or attempt == total:
                 break
             self.reporter.result(
@@ -448,8 +559,14 @@ class Engine:
             await asyncio.sleep(delay)
             if retries is not None:
                 delay = min(delay * retries.backoff, retries.max_delay.total_seconds())
+        if self._interrupted == "unconfirmed":
+            # The work may still be running: the step stays in flight, and the operator decides.
+            self.store.step_finished(self.deploy_id, key, state="running", error=outcome.error)
+            self.reporter.result(False, outcome.error or "")
+            return outcome
         if outcome.waiting:
             self.store.step_finished(self.deploy_id, key, state="waiting", error=outcome.waiting)
+            faults.recorded(key)
             return outcome
         if outcome.pause:  # "waiting" so that a plain `tminus resume` runs the step again
             self.store.step_finished(
@@ -460,6 +577,7 @@ class Engine:
                 output=self._mask(outcome.output)[-20000:],
                 artifacts=self.resolver.masker.mask_data(outcome.artifacts),
             )
+            faults.recorded(key)
             self.reporter.result(False, outcome.pause)
             return outcome
         state = StepState.SUCCEEDED if outcome.ok else StepState.FAILED
@@ -476,6 +594,7 @@ class Engine:
             artifacts=self.resolver.masker.mask_data(outcome.artifacts),
             compensation=comp_state,
         )
+        faults.recorded(key)
         if outcome.ok and step.id:
             self._artifacts_cache = None
         if isinstance(step, MaintenanceStep) and outcome.ok:
@@ -495,6 +614,81 @@ class Engine:
             outcome.ok, outcome.error or (outcome.output.strip().splitlines() or ["done"])[-1][:200]
         )
         return outcome
+
+    async def _supervise(
+        self,
+        job: Coroutine[Any, Any, StepOutcome],
+        step: StepBase,
+        limit: timedelta | None,
+        *,
+        watch_abort: bool,
+    ) -> StepOutcome:
+        """Run one attempt of a step as a task, watching its time limit and (forward steps
+        only) the operator's abort, read every ABORT_POLL_S. On either, the work is stopped
+        for real: the task is cancelled, which kills its process groups (SIGTERM, then SIGKILL
+        after the grace), cancels its SQL statements on the server and kills its remote
+        commands (see :mod:`tminus.work`), and the engine waits, at most the kill grace plus
+        STOP_EXTRA_S, until it has stopped. Only then does anything else (a rollback) run.
+
+        Sets ``self._interrupted``: None (finished, or timed out and stopped: an ordinary
+        failure), "abort" (aborted, the work stopped) or "unconfirmed" (the work could not be
+        confirmed stopped: the deploy must pause, not roll back over it).
+        """
+        self._interrupted = None
+        task: asyncio.Future[StepOutcome] = asyncio.ensure_future(job)
+        deadline = None if limit is None else time.monotonic() + limit.total_seconds()
+        why = ""
+        while True:
+            wait: float | None = ABORT_POLL_S if watch_abort else None
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            done, _ = await asyncio.wait({task}, timeout=wait)
+            if done:
+                return self._outcome_of(task)
+            if deadline is not None and time.monotonic() >= deadline:
+                assert limit is not None
+                why = f"timed out after {format_duration(limit)}"
+                break
+            if watch_abort and self.store.abort_requested(self.deploy_id):
+                who = self.store.deploy(self.deploy_id)["abort_requested"] or "an operator"
+                why = f"aborted by {who}"
+                self._interrupted = "abort"
+                break
+        self.reporter.line(f"{why}: stopping the step's work")
+        task.cancel()
+        bound = work.grace_s() + STOP_EXTRA_S
+        done, _ = await asyncio.wait({task}, timeout=bound)
+        if done and task.cancelled():
+            self._event("step.stopped", f"{step.title()}: {why}; its work was stopped")
+            return StepOutcome(False, error=f"{why}; its work was stopped")
+        if done and task.exception() is None:
+            # It finished as it was being stopped: its effect is whole; record it as it is.
+            self._interrupted = None
+            self._abort_checked = float("-inf")  # the next boundary reads the abort
+            return task.result()
+        detail = ""
+        if done:
+            exc = task.exception()
+            detail = f": {exc}" if isinstance(exc, work.WorkNotStopped) else ""
+            if not isinstance(exc, work.WorkNotStopped):
+                self._event("step.stopped", f"{step.title()}: {why}; its work was stopped")
+                return StepOutcome(False, error=self._mask(f"{why}; stopped with {exc!r}"))
+        self._interrupted = "unconfirmed"
+        msg = self._mask(
+            f"{step.title()} {why}, and its work could not be confirmed stopped within "
+            f"{bound:g}s{detail}: check that it has stopped, then resume with "
+            "--retry-step, --skip-step or --rollback"
+        )
+        self._event("step.not_stopped", msg)
+        return StepOutcome(False, error=msg)
+
+    def _outcome_of(self, task: asyncio.Future[StepOutcome]) -> StepOutcome:
+        exc = task.exception()
+        if exc is None:
+            return task.result()
+        # a step kind's bug must not kill the deploy silently
+        return StepOutcome(False, error=self._mask(f"{type(exc).__name__}: {exc}"))
 
     async def _verify(self, node: Node) -> DeployState | None:
         phase = self.plan.phases[node.phase]
@@ -542,6 +736,13 @@ class Engine:
         self._set_state(DeployState.PAUSED, reason)
         if crashed:
             self._event("step.crashed", reason, key=node.key)
+        return DeployState.PAUSED
+
+    def _pause_in_flight(self, key: str, reason: str) -> DeployState:
+        """Pause a rollback on one of its actions (the rollback goes on when resumed)."""
+        self._notify_rules("paused", f"{self.deploy_id} paused: {reason}")
+        self._set_state(DeployState.PAUSED, reason)
+        self._event("step.crashed", reason, key=key)
         return DeployState.PAUSED
 
     def _finish_failed(self, reason: str) -> DeployState:
@@ -620,7 +821,23 @@ class Engine:
                 srow = rows.get(sub)
                 if srow is not None and srow["state"] in DONE_STEP_STATES:
                     continue
+                if srow is not None and srow["state"] == "running" and not _rerun_safe(st):
+                    # In flight when the runner stopped, and not safe to repeat: never guess.
+                    return self._pause_in_flight(
+                        sub,
+                        f"rollback action '{st.title()}' was in flight when the runner stopped "
+                        "and is not idempotent: check whether it took effect, then resume with "
+                        "--retry-step or --skip-step (the rollback then goes on)",
+                    )
+                if srow is not None and srow["state"] == "running":
+                    self._event(
+                        "step.rerun",
+                        f"re-running idempotent rollback action {st.title()} after a crash",
+                        key=sub,
+                    )
                 out = await self._execute(st, sub, item["phase"], srow, rolling_back=True)
+                if self._interrupted == "unconfirmed":
+                    return self._pause_in_flight(sub, out.error or "the action may still run")
                 ok = ok and out.ok
             if len(steps) > 1:
                 self.store.set_step_state(
@@ -689,10 +906,24 @@ class Engine:
         return None
 
     def _complete(self) -> DeployState:
-        """Every node is done: record success (again, after a crash) and free the lock."""
+        """Every node is done: record success (again, after a crash) and free the lock. An
+        abort that arrived after the last step had done its work is reported, not dropped."""
+        d = self.store.deploy(self.deploy_id)
+        if d["abort_requested"] and d["state"] != DeployState.SUCCEEDED.value:
+            msg = (
+                f"the abort requested by {d['abort_requested']} arrived after the last step had "
+                "done its work: the deploy succeeded, nothing was stopped"
+            )
+            self.reporter.line(msg)
+            self._event("deploy.abort_too_late", msg)
         self._set_state(DeployState.SUCCEEDED, None)
         self._release_lock()
         return DeployState.SUCCEEDED
+
+
+def _rerun_safe(step: StepBase) -> bool:
+    """May an action that was in flight at a crash run again without asking?"""
+    return bool(step.idempotent) or str(getattr(step, "kind", "")) in _SAFE_TO_RERUN
 
 
 def _jsonable(value: Any) -> Any:
