@@ -281,3 +281,34 @@ def test_manual_pause_holds_with_analysis_until_promoted(
     art = step_row(tm, "canary-test-1")["artifacts"]
     assert art["analysis"][0]["status"] == "successful"  # measured while held
     assert promoted[0]["ts"].timestamp() >= approved
+
+
+def test_abort_during_a_manual_hold_stops_within_a_second(
+    tm: Tm, nginx: NginxServer, prometheus: PrometheusServer
+) -> None:
+    """`tminus abort` while a canary holds 30% (``pause: manual``, analysis running): the
+    runner stops the hold within about a second and the deploy ends aborted; the weight stays
+    where it was (an abort stops, it does not roll back)."""
+    steps = [{"weight": 30, "pause": "manual"}]
+    (tm.cwd / "plan.yaml").write_text(plan(nginx, prometheus.url, steps))
+
+    async def go() -> tuple[int, str]:
+        run = asyncio.create_task(tminus(tm, "run", "plan.yaml"))
+        deadline = time.monotonic() + 20
+        while (await nginx_weights(nginx))["canary"] != 30:
+            assert time.monotonic() < deadline and not run.done()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        code, out = await tminus(tm, "abort", "canary-test-1", "--as", "carol")
+        assert code == 0, out
+        return await asyncio.wait_for(run, 15)
+
+    code, out = asyncio.run(go())
+    assert code == 1, out
+    info = Tm(tm.cwd).json("status", "canary-test-1")
+    assert info["state"] == "aborted", info
+    evs = events(tm, "canary-test-1")
+    asked = next(e for e in evs if e["type"] == "deploy.abort_requested")
+    ended = next(e for e in evs if e["type"] == "deploy.aborted")
+    assert (ended["ts"] - asked["ts"]).total_seconds() < 1.5
+    assert asyncio.run(nginx_weights(nginx)) == {"stable": 70, "canary": 30}
