@@ -238,3 +238,28 @@ def test_no_checks_is_inconclusive_at_once() -> None:
 
     res = asyncio.run(asyncio.wait_for(main(), 2))
     assert res.status == "inconclusive" and res.measurements == []
+
+
+def test_errors_at_the_end_of_the_window_never_succeed() -> None:
+    """A source that passes, then errs in the last measurements of the window (2 errors,
+    under ``consecutive_error_limit`` 4): error, not successful. Mutation tried: the end of
+    ``run_analysis`` without the latest-measurement / final-interval rule: successful."""
+    measure, started = scripted({"a": [OK, OK, OK, OK, ERR, ERR, ERR, ERR, ERR, ERR]})
+    res = run(run_analysis([chk("a", interval="0.1s")], measure, duration=0.55))
+    assert 5 <= len(started["a"]) <= 7
+    assert res.status == "error" and "final interval" in res.message, res
+
+
+def test_no_data_or_a_failure_as_the_latest_measurement_never_succeeds() -> None:
+    measure, _ = scripted({"a": [OK, OK, NODATA]})
+    res = run(
+        run_analysis(
+            [chk("a", interval="0.01s", count=3, inconclusive_limit=5)], measure, duration=None
+        )
+    )
+    assert res.status == "inconclusive" and res.level == "warn", res
+    measure, _ = scripted({"a": [OK, OK, FAIL]})
+    res = run(
+        run_analysis([chk("a", interval="0.01s", count=3, failure_limit=2)], measure, duration=None)
+    )
+    assert res.status == "inconclusive", res  # within the limit: no rollback, no promotion

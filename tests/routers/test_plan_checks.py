@@ -50,3 +50,23 @@ def test_a_flag_step_needs_something_to_set() -> None:
 def test_a_haproxy_cookie_needs_its_map() -> None:
     text = PLAN.replace("      cookie_map: /etc/haproxy/tminus-shop.map\n", "")
     assert any("needs 'cookie_map'" in m for _c, m in codes(text))
+
+
+def test_a_cookie_route_may_match_one_value() -> None:
+    fixed = PLAN.replace("cookie_backends: {canry: shop_canary}", "cookie_backends: {}").replace(
+        "{kind: flag, store: flags, flag: new-ui}",
+        "{kind: flag, store: flags, flag: new-ui, enabled: true}",
+    )
+    valued = fixed.replace("cookie: canary\n", 'cookie: {name: canary, value: "1"}\n')
+    assert valued != fixed
+    assert [c for c in codes(valued) if "canary" not in c[1] or c[0] != "undefined-pool"] == []
+    nginx = valued.replace(
+        "    rollout:",
+        "    edge:\n      kind: nginx\n      include_file: /etc/nginx/conf.d/t.conf\n"
+        "      pools: {stable: [10.0.0.1:80], canary: [10.0.0.2:80]}\n"
+        '      cookie: {name: canary, value: "1"}\n    rollout:',
+    )
+    assert [c for c in codes(nginx) if c[0] != "undefined-pool"] == []
+    bad = valued.replace('value: "1"', 'value: "a b"')
+    assert any("value" in m for _c, m in codes(bad)), codes(bad)
+    assert any("valu" in m for _c, m in codes(valued.replace("value:", "valu:")))

@@ -146,10 +146,11 @@ def test_switch_and_switch_back_under_load_lose_no_request(
     assert art["weights"] == {"blue": 0, "green": 100}
     assert art["rollback_until"] == pytest.approx(switched + 4 * 3600)
     evs = st.events("bg-test-1")
-    back = [e for e in evs if e["type"] == "traffic.set"]
+    # the switch back puts the router back as recorded before the step: all on blue
+    back = [e for e in evs if e["type"] == "traffic.restored"]
     assert len(back) == 1 and back[0]["data"]["weights"] == {"blue": 100, "green": 0}
-    # the switch back: the router call started (traffic.before) and returned (traffic.set)
-    began = next(e for e in evs if e["type"] == "traffic.before")["ts"].timestamp()
+    # the switch back: the router call started (traffic.restoring) and returned (.restored)
+    began = next(e for e in evs if e["type"] == "traffic.restoring")["ts"].timestamp()
     switched_back = back[0]["ts"].timestamp()
 
     # Not one user request failed, through the switch and the switch back.

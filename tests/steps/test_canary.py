@@ -7,7 +7,9 @@ scraping them, deploys through the real CLI while a load generator sends user tr
   of the detection, before the phase's rollback steps; stable then serves everything;
 - Prometheus unreachable: the analysis has no verdict, the deploy pauses and the weight never
   goes above the step reached; a resume analyses again, ``--rollback`` sends traffic back;
-- ``pause: manual`` holds the weight with the analysis running until ``tminus approve``.
+- ``pause: manual`` holds the weight with the analysis running until ``tminus approve``;
+- a metric source that dies in the last seconds of a hold (fewer errors than the limit) does
+  not promote: the deploy pauses at the weight it holds.
 """
 
 from __future__ import annotations
@@ -187,6 +189,8 @@ def test_healthy_canary_is_promoted_to_100(
 def test_failing_canary_is_rolled_back_within_a_second(
     tm: Tm, nginx: NginxServer, prometheus: PrometheusServer, apps: tuple[AppProcess, AppProcess]
 ) -> None:
+    """Also: the ``reached`` artifact keeps the weight and ramp step reached. Mutation tried:
+    reading it after the progress is cleared (as before): fails, ``reached`` is empty."""
     _, canary = apps
     marker = tm.cwd / "rollback-step-ran"
     steps = [{"weight": 20, "pause": "20s"}, {"weight": 60, "pause": "5s"}]
@@ -204,6 +208,8 @@ def test_failing_canary_is_rolled_back_within_a_second(
     detected, restored = art["fault_detected_at"], art["traffic_restored_at"]
     assert 0 <= restored - detected < 1.0, art
     assert art["failed_at_weight"] == 20
+    # what was reached survives the rollback (weight and ramp step), for the record
+    assert [(r["weight"], r["step"]) for r in art["reached"]] == [(20, 1)], art["reached"]
     # traffic went back to stable first, then the phase's rollback step ran
     assert float(marker.read_text()) > restored
     types = [e["type"] for e in events(tm, "canary-test-1")]
@@ -312,3 +318,44 @@ def test_abort_during_a_manual_hold_stops_within_a_second(
     ended = next(e for e in evs if e["type"] == "deploy.aborted")
     assert (ended["ts"] - asked["ts"]).total_seconds() < 1.5
     assert asyncio.run(nginx_weights(nginx)) == {"stable": 70, "canary": 30}
+
+
+def test_metric_source_dying_late_in_a_hold_never_promotes(
+    tm: Tm, nginx: NginxServer, apps: tuple[AppProcess, AppProcess]
+) -> None:
+    """Prometheus answers for most of a 6 s hold at 50%, then dies 1.2 s before its end: two
+    or three errors, fewer than ``consecutive_error_limit`` (4). The canary must not be
+    promoted on that: the deploy pauses, the weight stays at 50%.
+
+    Mutation tried: ``run_analysis`` ending as before (successful once every check passed at
+    least once and no limit was exceeded, without the latest-measurement / final-interval
+    rule): fails, "1 check(s) passed" and 100% of the traffic moved with Prometheus down."""
+    stable, canary = apps
+    with PrometheusServer([stable.address, canary.address], scrape_interval=0.5) as prom:
+        steps = [{"weight": 50, "pause": "6s"}]
+        text = plan(nginx, prom.url, steps, analysis={"timeout": "300ms"})
+        (tm.cwd / "plan.yaml").write_text(text)
+
+        async def go() -> tuple[int, str]:
+            stop = asyncio.Event()
+            load = asyncio.create_task(constant_rate(nginx.url, rps=100, duration=60, stop=stop))
+            run = asyncio.create_task(tminus(tm, "run", "plan.yaml"))
+            deadline = time.monotonic() + 20
+            while (await nginx_weights(nginx))["canary"] != 50:
+                assert time.monotonic() < deadline and not run.done()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(4.8)
+            assert not run.done()
+            await asyncio.to_thread(prom.stop)
+            code, out = await asyncio.wait_for(run, 30)
+            stop.set()
+            await load
+            return code, out
+
+        code, out = asyncio.run(go())
+    assert code == 3, out
+    info = Tm(tm.cwd).json("status", "canary-test-1")
+    assert info["state"] == "paused" and "holds 50%" in info["reason"], info
+    assert "final interval" in info["reason"], info
+    assert asyncio.run(nginx_weights(nginx)) == {"stable": 50, "canary": 50}
+    assert not [e for e in events(tm, "canary-test-1") if e["type"] == "canary.promoted_full"]

@@ -14,8 +14,11 @@ window ends). After each measurement its check's counters are compared with its 
 The runner returns as soon as one limit is exceeded, cancelling the other checks' in-flight
 measurements, so that a canary can be rolled back within the same second. A WARN result calls
 ``on_warn`` and counts as passed. When every check is done (its count reached, or the window
-over) the analysis is successful, unless some check has no passed measurement at all: that is
-inconclusive, so an analysis never promotes on no data. docs/analysis.md has the table.
+over) the analysis is successful only if every check's **latest** measurement passed and no
+check had an error or no data in the **final interval** (its own ``interval`` before the end):
+otherwise it is inconclusive (or error, when the source could not be measured), so an analysis
+never promotes on missing data, even data that went missing in the last seconds of a hold
+with too few errors to exceed a limit. docs/analysis.md has the table.
 """
 
 from __future__ import annotations
@@ -77,10 +80,18 @@ class _Tally:
     measured: int = 0
     last_message: str = ""
     warned: bool = False
+    last_outcome: _Outcome | None = None
+    last_slot: float = 0.0
+    #: (scheduled slot, outcome, message) of the latest error or no-data measurement
+    last_missing: tuple[float, _Outcome, str] | None = None
 
-    def record(self, outcome: _Outcome, message: str) -> None:
+    def record(self, outcome: _Outcome, message: str, at: float = 0.0) -> None:
         self.measured += 1
         self.last_message = message
+        self.last_outcome = outcome
+        self.last_slot = at
+        if outcome in ("error", "inconclusive"):
+            self.last_missing = (at, outcome, message)
         if outcome == "error":
             self.errors += 1
             self.consecutive_errors += 1
@@ -181,6 +192,7 @@ async def run_analysis(
             if deadline is not None and due >= deadline and t.measured > 0:
                 return
             await asyncio.sleep(max(0.0, due - loop.time()))  # yields even when due
+            slot = due  # the measurement's scheduled start: slots are >= one interval apart
             try:
                 result = await measure(t.check)
             except Exception as exc:  # a provider bug must not crash the analysis
@@ -210,7 +222,7 @@ async def run_analysis(
                 t.warned = True
                 if on_warn is not None:
                     await on_warn(result)
-            t.record(outcome, result.message)
+            t.record(outcome, result.message, slot)
             exceeded = t.exceeded()
             if exceeded is not None:
                 if not verdict.done():
@@ -256,6 +268,27 @@ async def run_analysis(
             "inconclusive",
             "warn",
             f"analysis {why} a passed measurement of: {', '.join(unmeasured)}",
+            time.time(),
+            log,
+        )
+    # Promotion needs each check's latest measurement passed, and no error or missing data in
+    # the final interval: a source that died in the last seconds must not promote.
+    # The final interval is judged on scheduled slots, not on when measurements happened to
+    # run, so that a loaded machine's scheduling delays never change the verdict.
+    stale: list[tuple[str, _Outcome, str]] = []
+    for t in tallies:
+        if t.last_outcome != "passed":
+            assert t.last_outcome is not None
+            stale.append((t.name, t.last_outcome, t.last_message))
+        elif t.last_missing is not None and t.last_missing[0] > t.last_slot - t.interval:
+            stale.append((t.name, t.last_missing[1], t.last_missing[2]))
+    if stale:
+        errored = any(outcome == "error" for _n, outcome, _m in stale)
+        shown = "; ".join(f"check '{n}': {o} ({m})" for n, o, m in stale)
+        return AnalysisResult(
+            "error" if errored else "inconclusive",
+            "critical" if errored else "warn",
+            f"analysis ended without passing data in its final interval: {shown}",
             time.time(),
             log,
         )

@@ -14,6 +14,7 @@ from tminus.plan.values import DurationStr
 
 __all__ = [
     "DATABASE_KINDS",
+    "CookieRoute",
     "Database",
     "FlagStore",
     "FlagdStore",
@@ -29,6 +30,7 @@ __all__ = [
     "Router",
     "SshDefaults",
     "Targets",
+    "cookie_parts",
 ]
 
 
@@ -87,6 +89,25 @@ class PathTarget(PlanModel):
     description: str | None = None
 
 
+class CookieRoute(PlanModel):
+    """A cookie route that matches one value of the cookie (``canary=1``, not ``canary=0``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="The cookie's name.")
+    value: str = Field(
+        pattern=r"^[A-Za-z0-9._~-]+$",
+        description="The one value that routes to the pool; other values follow the weights.",
+    )
+
+
+def cookie_parts(cookie: str | CookieRoute | None) -> tuple[str, str | None] | None:
+    """A router's ``cookie`` as (name, value); value None: any value. None: no cookie."""
+    if cookie is None:
+        return None
+    if isinstance(cookie, CookieRoute):
+        return cookie.name, cookie.value
+    return cookie, None
+
+
 class NginxRouter(PlanModel):
     """nginx: tminus owns one include file with the upstream weights and a cookie map."""
 
@@ -107,10 +128,10 @@ class NginxRouter(PlanModel):
         description="Name of the upstream tminus writes.",
     )
     pools: dict[Name, list[str]] = Field(description="Pool name → list of server addresses.")
-    cookie: str | None = Field(
+    cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")] | CookieRoute | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9_]+$",
-        description="Cookie that routes to the canary pool.",
+        description="Cookie that routes to the canary pool: a name (any non-empty value), or "
+        "`{name, value}` (only that value).",
     )
 
 
@@ -123,7 +144,11 @@ class HaproxyRouter(PlanModel):
     config: str | None = Field(None, description="Config file kept in step with the changes.")
     haproxy: str = Field("haproxy", description="The HAProxy binary, for `haproxy -c`.")
     pools: dict[Name, list[str]] = Field(description="Pool name → list of server names.")
-    cookie: str | None = Field(None, description="Cookie that routes to the cookie backend.")
+    cookie: str | CookieRoute | None = Field(
+        None,
+        description="Cookie that routes to the cookie backend: a name (any value), or "
+        "`{name, value}` (only that value).",
+    )
     cookie_map: str | None = Field(
         None,
         description="Map file (as named in the config) whose `route` entry names the backend "

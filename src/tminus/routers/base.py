@@ -73,6 +73,11 @@ class Router(Protocol):
         ``None`` removes the route."""
         ...
 
+    async def get_cookie_route(self) -> str | None:
+        """The pool that requests carrying the canary cookie go to now, read back from the
+        router (``None``: no cookie route, or the router has no cookie)."""
+        ...
+
     async def verify(self) -> list[str]:
         """Problems with the router's config or reachability; empty when it is usable."""
         ...

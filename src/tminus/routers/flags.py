@@ -65,6 +65,9 @@ class FlagRouter:
         except FlagStoreError as exc:
             raise RouterError(str(exc), hint=exc.hint) from None
 
+    async def get_cookie_route(self) -> str | None:
+        return None  # a flag has no cookie route
+
     async def set_cookie_route(self, pool: str | None) -> None:
         raise RouterError(
             f"router '{self.name}' is a feature flag: it has no cookie route",

@@ -19,6 +19,9 @@ kept in step with the config file so that a restart keeps them.
 - Cookie routing: ``cookie_map`` is a map file the config's ``use_backend`` rule reads (see
   docs/routers.md); its ``route`` entry names the backend that serves requests carrying the
   cookie. tminus sets it with ``set map``/``add map``/``del map`` and writes the file too.
+  With ``cookie: {name, value}`` the map is keyed by the cookie's value instead: the entry
+  ``<value> <backend>``, read by ``use_backend %[req.cook(NAME),map(FILE)]``, so that only
+  that value is routed (``canary=0`` follows the weights).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from tminus.hosts.local import LocalHost
-from tminus.plan.targets import HaproxyRouter
+from tminus.plan.targets import HaproxyRouter, cookie_parts
 from tminus.routers.base import (
     Router,
     RouterContext,
@@ -198,7 +201,11 @@ class Haproxy:
         self.config = Path(r.resolve(cfg.config)) if cfg.config else None
         self.haproxy = r.resolve(cfg.haproxy)
         self.pool_servers = {p: [r.resolve(s) for s in srvs] for p, srvs in cfg.pools.items()}
-        self.cookie = cfg.cookie
+        parts = cookie_parts(cfg.cookie)
+        self.cookie: str | None = parts[0] if parts else None
+        self.cookie_value: str | None = parts[1] if parts else None
+        #: the map key tminus sets: ``route`` (any value of the cookie) or the one value
+        self.cookie_key = self.cookie_value if self.cookie_value is not None else "route"
         self.cookie_map = r.resolve(cfg.cookie_map) if cfg.cookie_map else None
         self.cookie_backends = {
             p: r.resolve(cfg.cookie_backends.get(p, f"{self.backend}_{p}")) for p in cfg.pools
@@ -265,18 +272,19 @@ class Haproxy:
         async with self._lock():
             current = await self.get_cookie_route_backend()
             target = self.cookie_backends[pool] if pool is not None else None
+            key = self.cookie_key
             if target is None:
-                command = f"del map {self.cookie_map} route" if current is not None else ""
+                command = f"del map {self.cookie_map} {key}" if current is not None else ""
             elif current is None:
-                command = f"add map {self.cookie_map} route {target}"
+                command = f"add map {self.cookie_map} {key} {target}"
             else:
-                command = f"set map {self.cookie_map} route {target}"
+                command = f"set map {self.cookie_map} {key} {target}"
             if command:
                 errors = _answer_errors(await self._call(command))
                 if errors:
                     raise RouterError(f"HAProxy refused '{command}': {'; '.join(errors)}")
             try:
-                _atomic_write(Path(self.cookie_map), f"route {target}\n" if target else "")
+                _atomic_write(Path(self.cookie_map), f"{key} {target}\n" if target else "")
             except OSError as exc:
                 raise RouterError(
                     f"the cookie route is live but {self.cookie_map} could not be written: {exc}"
@@ -341,7 +349,7 @@ class Haproxy:
         answer = await self._call(f"show map {self.cookie_map}")
         for ln in answer.splitlines():
             fields = ln.split()
-            if len(fields) == 3 and fields[1] == "route":
+            if len(fields) == 3 and fields[1] == self.cookie_key:
                 return fields[2]
         if answer.strip() and not answer.lstrip().startswith("0x"):
             raise RouterError(f"HAProxy: show map {self.cookie_map}: {answer.strip()[:200]}")

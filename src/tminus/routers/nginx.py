@@ -8,7 +8,8 @@ The include file holds, inside the ``http {}`` context where the user's config i
   still names every server, and switching back needs no other change);
 - with ``cookie:``, one upstream per pool (``<name>__<pool>``, every server, no weights) and
   ``map $cookie_<cookie> $tminus_<name>_route { ... }`` whose value is the weighted upstream,
-  or for requests carrying the cookie (any non-empty value) the routed pool's upstream. The
+  or for requests carrying the cookie (any non-empty value; with ``cookie: {name, value}``
+  only that value, ``"1" backend__canary;``) the routed pool's upstream. The
   user's ``location`` then says ``proxy_pass http://$tminus_<name>_route;``: a variable naming
   a defined upstream needs no ``resolver``.
 
@@ -38,7 +39,7 @@ from typing import ClassVar
 
 from tminus.hosts.base import CompletedRun
 from tminus.hosts.local import LocalHost
-from tminus.plan.targets import NginxRouter
+from tminus.plan.targets import NginxRouter, cookie_parts
 from tminus.routers.base import (
     Router,
     RouterContext,
@@ -96,8 +97,10 @@ def render_include(
     weights: Mapping[str, int],
     cookie: str | None = None,
     route: str | None = None,
+    value: str | None = None,
 ) -> str:
-    """The include file for a split (and a cookie route, with ``cookie``)."""
+    """The include file for a split (and a cookie route, with ``cookie``: for any non-empty
+    value of the cookie, or with ``value`` for that value only)."""
     per_server = _server_weights(weights, pools)
     lines = [
         _HEADER.format(router=router).rstrip("\n"),
@@ -117,6 +120,9 @@ def render_include(
         lines.append(f"map $cookie_{cookie} ${route_variable(upstream)} {{")
         if route is None:
             lines.append(f"    default {upstream};")
+        elif value is not None:
+            lines.append(f"    default {upstream};")
+            lines.append(f'    "{value}" {pool_upstream(upstream, route)};')
         else:
             lines.append(f"    default {pool_upstream(upstream, route)};")
             lines.append(f'    "" {upstream};')
@@ -155,9 +161,9 @@ def parse_route(text: str, upstream: str) -> str | None:
     if found is None:
         return None
     for entry in _MAP_ENTRY.finditer(found.group(3)):
-        key, value = entry.group(1), entry.group(2)
+        value = entry.group(2)
         prefix = f"{upstream}__"
-        if key == "default" and value.startswith(prefix):
+        if value.startswith(prefix):  # `default` (any value) or one quoted value
             return value.removeprefix(prefix)
     return None
 
@@ -208,7 +214,9 @@ class Nginx:
         self.nginx = r.resolve(cfg.nginx)
         self.reload_command = r.resolve_shell(cfg.reload) if cfg.reload else None
         self.upstream = cfg.upstream
-        self.cookie = cfg.cookie
+        parts = cookie_parts(cfg.cookie)
+        self.cookie: str | None = parts[0] if parts else None
+        self.cookie_value: str | None = parts[1] if parts else None
         self.pool_servers = {p: [r.resolve(a) for a in addrs] for p, addrs in cfg.pools.items()}
         self._pid_file = r.resolve(cfg.pid_file) if cfg.pid_file else None
         self._mask = r.mask
@@ -240,6 +248,13 @@ class Nginx:
         async with self._locked():
             split, _route = self._read_state()
             await self._apply(split, pool)
+
+    async def get_cookie_route(self) -> str | None:
+        """The pool that requests carrying the cookie go to now, or ``None``."""
+        if not self.cookie:
+            return None
+        _split, route = self._read_state()
+        return route if route in self.pool_servers else None
 
     async def verify(self) -> list[str]:
         problems = self._config_problems()
@@ -323,7 +338,15 @@ class Nginx:
         os.replace(tmp, self.include)
 
     async def _apply(self, split: dict[str, int], route: str | None) -> None:
-        new = render_include(self.name, self.upstream, self.pool_servers, split, self.cookie, route)
+        new = render_include(
+            self.name,
+            self.upstream,
+            self.pool_servers,
+            split,
+            self.cookie,
+            route,
+            self.cookie_value,
+        )
         try:
             old: str | None = self.include.read_text()
         except FileNotFoundError:

@@ -10,7 +10,9 @@
 
 The old pool is kept as it is (tminus never tears it down), so switching back is one router
 call: that is the step's built-in compensation (``partial_ok``), run by the rollback of this
-phase or of any later one. ``rollback_window`` says how long the old pool must stay intact;
+phase or of any later one. It puts back the router exactly as the step recorded it before its
+first change (split and cookie route, :func:`tminus.steps.traffic.record_router`).
+``rollback_window`` says how long the old pool must stay intact;
 the step records its end (artifact ``rollback_until``) for the runbook, the log and the
 operator. Decommissioning the old pool is a later step of the plan, after the window.
 
@@ -33,7 +35,8 @@ from tminus.plan.steps import BlueGreenStep, StepBase
 from tminus.plan.values import format_duration
 from tminus.routers.base import router_for_step
 from tminus.steps.base import Compensation, StepContext, StepOutcome
-from tminus.steps.canary import Progress, resolve_checks, router_cookie, traffic_step
+from tminus.steps.canary import Progress, resolve_checks, router_cookie
+from tminus.steps.traffic import record_router, restore_step
 
 __all__ = ["KIND", "BlueGreenKind", "run_substep"]
 
@@ -99,6 +102,9 @@ class BlueGreenKind:
             artifacts.update({f"deploy.{k}": v for k, v in out.artifacts.items()})
             progress.save(deployed=i + 1)
             say(f"deployed to {step.idle}: {sub.title()}")
+
+        # what the switch-back restores, recorded before the first change (kept on re-runs)
+        await record_router(ctx, router, step.router, cookie=bool(cookie))
 
         # 2. preview the idle pool
         if previews:
@@ -173,11 +179,7 @@ class BlueGreenKind:
         return StepOutcome(True, "\n".join(lines), artifacts=artifacts)
 
     def compensation(self, step: BlueGreenStep, ctx: StepContext) -> Compensation | None:
-        back = traffic_step(
-            step.router,
-            {step.active: 100, step.idle: 0},
-            f"Switch back to {step.active}",
-        )
+        back = restore_step(step.router, ctx.key, f"Switch back to {step.active}")
         return Compensation(back, partial_ok=True)
 
     def describe(self, step: BlueGreenStep, resolver: Resolver) -> str:

@@ -26,8 +26,10 @@ step that runs again (``tminus resume`` after a pause, or ``--retry-step`` after
 continues at the weight it had reached instead of starting the ramp over. After a failure the
 progress is cleared: a retry starts the ramp from its first weight.
 
-The built-in compensation, armed before the step runs and ``partial_ok`` (part of the ramp
-may stand even if the step failed), sends all traffic back to stable.
+Before its first router change the step records the router as it was (the split, the cookie
+route, a flags router's snapshot: :func:`tminus.steps.traffic.record_router`, written once, in
+``STATE_DIR/undo/``). The built-in compensation, armed before the step runs and ``partial_ok``
+(part of the ramp may stand even if the step failed), puts exactly that back.
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ from typing import Any, ClassVar, Literal
 from tminus.analysis.runner import AnalysisResult, run_analysis
 from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckBase, CheckUse
-from tminus.plan.interpolate import Resolver
+from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.steps import CanaryStep, TrafficStep
+from tminus.plan.targets import cookie_parts
 from tminus.plan.values import format_duration
 from tminus.plan.walk import resolve_check
 from tminus.routers.base import Router, router_for_step
+from tminus.steps._durations import resolve_durations
 from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.traffic import record_router, restore_step
 
 __all__ = [
     "KIND",
@@ -77,10 +82,10 @@ def traffic_step(router: str, weights: dict[str, int], name: str) -> TrafficStep
 
 
 def router_cookie(ctx: StepContext, router: str) -> str | None:
-    """The router target's canary cookie, if it declares one."""
+    """The name of the router target's canary cookie, if it declares one."""
     target = ctx.plan.targets.routers.get(router)
-    cookie = getattr(target, "cookie", None)
-    return str(cookie) if cookie else None
+    parts = cookie_parts(getattr(target, "cookie", None))
+    return parts[0] if parts else None
 
 
 def resolve_checks(ctx: StepContext, refs: Sequence[CheckBase | CheckUse]) -> list[CheckBase]:
@@ -279,6 +284,10 @@ class CanaryKind:
     kind: ClassVar[str] = "canary"
 
     async def execute(self, step: CanaryStep, ctx: StepContext) -> StepOutcome:
+        try:  # `pause: ${hold}`: durations given by variables are read now
+            step = resolve_durations(step, ctx.resolver)
+        except (ResolveError, ValueError) as exc:
+            return StepOutcome(False, error=ctx.resolver.mask(str(exc)))
         try:
             checks = resolve_checks(ctx, step.analysis)
         except ValueError as exc:
@@ -298,6 +307,8 @@ class CanaryKind:
 
         if start:
             say(f"continuing the ramp at step {start + 1}/{len(step.steps)}")
+        # what the compensation puts back, recorded before the first change (kept on re-runs)
+        await record_router(ctx, router, step.router, cookie=bool(cookie))
         if cookie:
             await router.set_cookie_route(step.canary)
         for i in range(start, len(step.steps)):
@@ -306,7 +317,7 @@ class CanaryKind:
             progress.save(index=i, reached=reached)
             await router.set_weights({step.stable: 100 - w, step.canary: w})
             at = time.time()
-            reached.append({"weight": w, "at": at})
+            reached.append({"weight": w, "step": i + 1, "at": at})
             progress.save(reached=reached)
             artifacts["weight"] = w
             ctx.emit(
@@ -361,7 +372,7 @@ class CanaryKind:
         if step.promote:
             if last != 100:
                 await router.set_weights({step.stable: 0, step.canary: 100})
-                reached.append({"weight": 100, "at": time.time()})
+                reached.append({"weight": 100, "step": "promote", "at": time.time()})
             if cookie:
                 await router.set_cookie_route(None)
             artifacts["weight"] = 100
@@ -396,9 +407,9 @@ class CanaryKind:
         if cookie and error is None:
             with contextlib.suppress(Exception):
                 await router.set_cookie_route(None)
+        reached = list(progress.data.get("reached", []))  # kept in the artifacts
         progress.clear("consumed")
         ms = (restored - detected) * 1000
-        reached = list(progress.data.get("reached", []))
         data = {
             "weight": weight,
             "fault_detected_at": detected,
@@ -430,14 +441,14 @@ class CanaryKind:
         return StepOutcome(False, "\n".join(lines), text, ctx.resolver.masker.mask_data(artifacts))
 
     def compensation(self, step: CanaryStep, ctx: StepContext) -> Compensation | None:
-        back = traffic_step(
-            step.router,
-            {step.stable: 100, step.canary: 0},
-            f"All traffic back to {step.stable}",
+        back = restore_step(
+            step.router, ctx.key, f"Router {step.router} back as it was before the canary"
         )
         return Compensation(back, partial_ok=True)
 
     def describe(self, step: CanaryStep, resolver: Resolver) -> str:
+        with contextlib.suppress(ResolveError, ValueError):  # else shown as written
+            step = resolve_durations(step, resolver)
         ramp = " → ".join(
             f"{w.weight}%"
             + (

@@ -15,7 +15,11 @@ A router may also offer ``snapshot()``/``restore(snapshot)`` (duck-typed, option
 read back is the recorded one.
 
 The same record is used by ``flag`` steps (:mod:`tminus.steps.flag`) and by any step kind
-that changes a router (:func:`record_before` / :func:`recorded_before`).
+that changes a router (:func:`record_before` / :func:`recorded_before`): ``canary`` and
+``blue_green`` record the router with :func:`record_router` (the split, the cookie route when
+the router has a cookie, a flags router's snapshot) before their first change, and their
+compensation is this step with ``restore:``, which also puts the cookie route back (or
+removes it) exactly as recorded.
 """
 
 from __future__ import annotations
@@ -30,10 +34,24 @@ from tminus.errors import TminusError
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.steps import TrafficStep
-from tminus.routers.base import RouterContext, check_weights, open_router, router_for_step
+from tminus.routers.base import (
+    Router,
+    RouterContext,
+    check_weights,
+    open_router,
+    router_for_step,
+)
 from tminus.steps.base import Compensation, StepContext, StepOutcome
 
-__all__ = ["KIND", "TrafficKind", "record_before", "record_path", "recorded_before"]
+__all__ = [
+    "KIND",
+    "TrafficKind",
+    "record_before",
+    "record_path",
+    "record_router",
+    "recorded_before",
+    "restore_step",
+]
 
 
 def record_path(ctx: StepContext, key: str) -> Path:
@@ -66,6 +84,29 @@ def recorded_before(ctx: StepContext, key: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return data
+
+
+async def record_router(
+    ctx: StepContext, router: Router, name: str, *, cookie: bool = False
+) -> dict[str, Any]:
+    """Record the router ``name`` as it is now for the current step, unless already recorded
+    (then the first record is kept and returned): its split, with ``cookie`` its cookie
+    route (``None``: no route), and a snapshot when the router offers one (a flags router)."""
+    existing = recorded_before(ctx, ctx.key)
+    if existing is not None:
+        return existing
+    data: dict[str, Any] = {"router": name, "weights": await router.get_weights()}
+    if cookie:
+        data["cookie_route"] = await router.get_cookie_route()
+    snapshot = getattr(router, "snapshot", None)
+    if snapshot is not None:
+        data["snapshot"] = await snapshot()
+    return record_before(ctx, data)
+
+
+def restore_step(router: str, key: str, name: str) -> TrafficStep:
+    """The compensation that puts ``router`` back as the step ``key`` recorded it."""
+    return TrafficStep(kind="traffic", router=router, restore=key, name=name, idempotent=True)
 
 
 def _fmt(weights: dict[str, int]) -> str:
@@ -124,6 +165,13 @@ class TrafficKind:
                 error=f"the split recorded before {step.restore} ({_fmt(weights)}) does not sum "
                 "to 100; set the router by hand",
             )
+        ctx.emit(
+            "traffic.restoring",
+            f"{step.router}: back to {_fmt(weights)} as recorded before {step.restore}",
+            {k: v for k, v in record.items() if k != "snapshot"},
+        )
+        if "cookie_route" in record:  # first, so cookie holders leave a pool going away
+            await router.set_cookie_route(record["cookie_route"])
         restore = getattr(router, "restore", None)
         if "snapshot" in record and restore is not None:
             await restore(record["snapshot"])  # exactly as it was (a flags router)
@@ -135,10 +183,20 @@ class TrafficKind:
                 False,
                 error=f"router {step.router} reports {_fmt(after)} after restoring {_fmt(weights)}",
             )
-        ctx.emit("traffic.restored", f"{step.router}: {_fmt(after)}", {"weights": after})
-        return StepOutcome(
-            True, f"{step.router} back to {_fmt(after)}", artifacts={"weights": after}
-        )
+        done: dict[str, Any] = {"weights": after}
+        text = f"{step.router} back to {_fmt(after)}"
+        if "cookie_route" in record:
+            route = await router.get_cookie_route()
+            if route != record["cookie_route"]:
+                return StepOutcome(
+                    False,
+                    error=f"router {step.router} routes the cookie to {route} after restoring "
+                    f"{record['cookie_route']}",
+                )
+            done["cookie_route"] = route
+            text += f", cookie route {route or 'none'}"
+        ctx.emit("traffic.restored", f"{step.router}: {_fmt(after)}", done)
+        return StepOutcome(True, text, artifacts=done)
 
     def compensation(self, step: TrafficStep, ctx: StepContext) -> Compensation | None:
         if step.restore is not None:

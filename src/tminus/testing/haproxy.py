@@ -49,12 +49,14 @@ class HaproxyServer:
         pools: dict[str, list[str]],
         *,
         cookie: str | None = None,
+        cookie_value: str | None = None,
         backend: str = "app",
         weights: dict[str, int] | None = None,
         root: Path | None = None,
     ) -> None:
         self.pools = pools
         self.cookie = cookie
+        self.cookie_value = cookie_value  # only this value of the cookie is routed
         self.backend = backend
         first = next(iter(pools))
         self.initial = weights or {p: (100 if p == first else 0) for p in pools}
@@ -99,7 +101,11 @@ class HaproxyServer:
             "pools": self.server_names(),
         }
         if self.cookie:
-            cfg["cookie"] = self.cookie
+            cfg["cookie"] = (
+                {"name": self.cookie, "value": self.cookie_value}
+                if self.cookie_value is not None
+                else self.cookie
+            )
             cfg["cookie_map"] = str(self.cookie_map)
         cfg.update(extra)
         return cfg
@@ -123,7 +129,13 @@ class HaproxyServer:
             "frontend www",
             f"    bind 127.0.0.1:{self.port}",
         ]
-        if self.cookie:
+        if self.cookie and self.cookie_value is not None:
+            m, c = str(self.cookie_map), self.cookie
+            lines.append(
+                f"    use_backend %[req.cook({c}),map({m})]"
+                f" if {{ req.cook({c}),map({m}) -m found }}"
+            )
+        elif self.cookie:
             m = str(self.cookie_map)
             lines.append(
                 f"    use_backend %[str(route),map({m})] if {{ req.cook({self.cookie}) -m found }}"

@@ -50,6 +50,7 @@ class NginxServer:
         pools: dict[str, list[str]],
         *,
         cookie: str | None = None,
+        cookie_value: str | None = None,
         upstream: str = "backend",
         weights: dict[str, int] | None = None,
         keepalive_timeout: str = "75s",
@@ -57,6 +58,7 @@ class NginxServer:
     ) -> None:
         self.pools = pools
         self.cookie = cookie
+        self.cookie_value = cookie_value  # only this value of the cookie is routed
         self.upstream = upstream
         first = next(iter(pools))
         self.initial = weights or {p: (100 if p == first else 0) for p in pools}
@@ -105,7 +107,11 @@ class NginxServer:
             "pools": {p: list(a) for p, a in self.pools.items()},
         }
         if self.cookie:
-            cfg["cookie"] = self.cookie
+            cfg["cookie"] = (
+                {"name": self.cookie, "value": self.cookie_value}
+                if self.cookie_value is not None
+                else self.cookie
+            )
         cfg.update(extra)
         return cfg
 
