@@ -305,3 +305,50 @@ def test_plan_only_and_connection_aliases(tmp_path: Path) -> None:
     only = resolve(None, Targets(hosts={"a": TargetHost(port=2)}, groups={"g": ["a"]}))
     assert only.groups == {"all": ["a"], "ungrouped": [], "g": ["a"]}
     assert only.hosts["a"].target().port == 2
+
+
+def test_a_range_with_a_port_sets_the_port_ini_and_yaml(tmp_path: Path) -> None:
+    """Mutation: drop the range-then-port branch of ``_split_port`` (the old code) and
+    ``web[01:02]:2222`` becomes one host named ``web01:2222`` on port 22 — this fails."""
+    (tmp_path / "inv").write_text('[web]\nweb[01:02]:2222\n"node[001:003]:2200" x=1\n')
+    (tmp_path / "inv.yml").write_text(
+        'web:\n  hosts:\n    web[01:02]:2222:\n    "node[001:003]:2200": {x: 1}\n'
+    )
+    for name in ("inv", "inv.yml"):
+        inv = resolve(tmp_path / name)
+        assert sorted(inv.hosts) == [
+            "node001",
+            "node002",
+            "node003",
+            "web01",
+            "web02",
+        ], name
+        assert {h.name: h.port for h in inv.hosts.values()} == {
+            "web01": 2222,
+            "web02": 2222,
+            "node001": 2200,
+            "node002": 2200,
+            "node003": 2200,
+        }, name
+        assert inv.hosts["node002"].vars["x"] == 1
+    # IPv6 addresses keep their colons
+    (tmp_path / "v6").write_text("[::1]:2022\nfe80::1\n")
+    assert {h.name: h.port for h in resolve(tmp_path / "v6").hosts.values()} == {
+        "::1": 2022,
+        "fe80::1": 22,
+    }
+
+
+def test_ansible_group_priority_is_no_host_var(tmp_path: Path) -> None:
+    """Mutation: store ``ansible_group_priority`` in the group's vars again (the old
+    ``set_group_var``) and it leaks into ``h1``'s vars — this fails."""
+    (tmp_path / "inv").write_text(
+        "[a]\nh1\n[b]\nh1\n[a:vars]\nx=from-a\nansible_group_priority=10\n[b:vars]\nx=from-b\n"
+    )
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "b.yml").write_text("ansible_group_priority: 3\n")
+    inv = resolve(tmp_path / "inv")
+    assert inv.hosts["h1"].vars["x"] == "from-a"  # the priority still orders the groups
+    assert "ansible_group_priority" not in inv.hosts["h1"].vars
+    listing = inv.to_ansible()
+    assert "ansible_group_priority" not in listing["_meta"]["hostvars"]["h1"]

@@ -14,7 +14,7 @@ from tests.conftest import Tm
 from tminus.plan.loader import load_plan_text
 from tminus.plan.steps import batch_sizes, tolerated_failures
 from tminus.steps._fleet import natural_key
-from tminus.steps.release import switch_script
+from tminus.steps.release import rollback_script, switch_script
 from tminus.store.store import Store
 
 # --- batches ------------------------------------------------------------------------------
@@ -367,3 +367,203 @@ def test_release_rollback_after_the_runner_was_killed(tmp_path: Path) -> None:
         root = tmp_path / "srv" / n
         assert (root / "current").readlink() == Path("releases/v1"), n
         assert (root / "releases" / "v2" / "BAD_RELEASE").exists() == (n in ("box1", "box2"))
+
+
+# --- gates: the first batch is a canary, max_fail_per_batch, a failed check switches back ----
+
+
+def _boxes(tmp_path: Path, n: int, steps: list[dict[str, Any]], **phase: Any) -> Path:
+    names = [f"box{i}" for i in range(1, n + 1)]
+    plan = {
+        "name": "gates",
+        "targets": {"hosts": {h: {"local": True} for h in names}, "groups": {"boxes": names}},
+        "phases": [{"name": "deploy", "steps": steps, **phase}],
+    }
+    path = tmp_path / "plan.yaml"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def _step_artifacts(tmp_path: Path, deploy: str, key: str = "phase/0/step/0") -> dict[str, Any]:
+    rows = Store(f"sqlite:///{tmp_path}/.tminus/state.db").step_rows(deploy)
+    return dict(rows[key]["artifacts"] or {})
+
+
+def test_first_batch_is_a_canary_and_a_host_failing_its_check_is_switched_back(
+    tmp_path: Path,
+) -> None:
+    """The issue's rollout: batch [1, 2], max_fail "50%", the first host fails its health
+    check after the switch. The rollout stops after the canary batch (the other hosts never
+    get the release) and the canary host is switched back to v1 and marked BAD_RELEASE under
+    its inventory name.
+
+    Mutations tried: `first_batch_canary` defaulting to False in `_Run.over_limit` → box2..4
+    get v2, fails; `rollout(..., revert=None)` in release.py → box1 stays on v2, fails;
+    `$(hostname)` back in rollback_script → the BAD_RELEASE line names the machine, fails."""
+    tm = Tm(tmp_path)
+    src = tmp_path / "build"
+    src.mkdir()
+    (src / "VERSION").write_text("v1\n")
+    app = f"{tmp_path}/srv/${{host}}"
+    rel: dict[str, Any] = {"kind": "release", "on": "boxes", "path": app, "source": str(src)}
+    tm("run", str(_boxes(tmp_path, 4, [{**rel, "release_id": "v1"}])), check=0)
+    (src / "VERSION").write_text("v2\n")
+    check = {  # the per-host health check after the switch: box1 is broken
+        "kind": "run",
+        "name": "health",
+        "command": f'touch {tmp_path}/checked-${{host}}; test "${{host}}" != box1',
+    }
+    step = {**rel, "release_id": "v2", "batch": [1, 2], "max_fail": "50%", "after_batch": [check]}
+    plan = _boxes(tmp_path, 4, [step], on_failure="pause")
+    proc = tm("run", str(plan), check=3)
+    assert "canary" in proc.stderr + proc.stdout
+    arts = _step_artifacts(tmp_path, "gates-2")
+    hosts = arts["hosts"]
+    assert hosts["box1"]["status"] == "failed"
+    assert "health" in hosts["box1"]["error"] and "undone: switched back" in hosts["box1"]["error"]
+    assert [hosts[h]["status"] for h in ("box2", "box3", "box4")] == ["skipped"] * 3
+    assert arts["switched"] == [] and arts["switched_back"] == ["box1"]
+    for h in ("box1", "box2", "box3", "box4"):
+        root = tmp_path / "srv" / h
+        assert (root / "current").readlink() == Path("releases/v1"), h
+    assert not (tmp_path / "checked-box2").exists()
+    assert not (tmp_path / "srv" / "box2" / "releases" / "v2").exists()
+    bad = (tmp_path / "srv" / "box1" / "releases" / "v2" / "BAD_RELEASE").read_text()
+    assert bad.startswith("rolled back by alice at ") and bad.rstrip().endswith("host box1)")
+
+
+def test_max_fail_per_batch_stops_a_rollout_that_max_fail_would_let_go_on(
+    tmp_path: Path,
+) -> None:
+    """6 hosts in batches of 2, max_fail "50%" (3 over the step), max_fail_per_batch "50%"
+    (1 per batch), first_batch_canary: false. box1 fails in batch 1 (within both, and the
+    canary rule is off: the rollout goes on); box3 and box4 fail in batch 2: 3 failures are
+    within max_fail but 2 of a batch of 2 are over max_fail_per_batch, so batch 3 never runs.
+
+    Mutations tried: not checking max_fail_per_batch in `_Run.over_limit` → box5/box6 run,
+    fails; ignoring `first_batch_canary: false` → the step stops after batch 1, fails."""
+    tm = Tm(tmp_path)
+    step = {
+        "kind": "ssh",
+        "on": "boxes",
+        "batch": 2,
+        "max_fail": "50%",
+        "max_fail_per_batch": "50%",
+        "first_batch_canary": False,
+        "command": f"touch {tmp_path}/ran-${{host}}; "
+        'case "${host}" in box1|box3|box4) exit 3;; esac',
+    }
+    proc = tm("run", str(_boxes(tmp_path, 6, [step], on_failure="pause")), check=3)
+    assert "max_fail_per_batch" in proc.stderr + proc.stdout
+    arts = _step_artifacts(tmp_path, "gates-1")
+    status = {h: r["status"] for h, r in arts["hosts"].items()}
+    assert status == {
+        "box1": "failed",
+        "box2": "ok",
+        "box3": "failed",
+        "box4": "failed",
+        "box5": "skipped",
+        "box6": "skipped",
+    }
+    assert not (tmp_path / "ran-box5").exists()
+
+
+def test_a_hook_can_run_on_the_batch_host(tmp_path: Path) -> None:
+    """`on: ${host}` in an after_batch hook: an ssh check on each host of the batch, whose
+    failure is that host's (it counts against max_fail). Before, the plan was refused
+    ("not a valid name")."""
+    tm = Tm(tmp_path)
+    check = {
+        "kind": "ssh",
+        "name": "health on the host",
+        "on": "${host}",
+        "command": f'echo "$TMINUS_HOST" > {tmp_path}/checked-${{host}}; test "${{host}}" != box2',
+    }
+    step = {"kind": "ssh", "on": "boxes", "max_fail": 1, "command": "true", "after_batch": [check]}
+    tm("check", str(_boxes(tmp_path, 3, [step])), check=0)
+    tm("run", str(_boxes(tmp_path, 3, [step])), check=0)
+    for h in ("box1", "box2", "box3"):
+        assert (tmp_path / f"checked-{h}").read_text() == f"{h}\n"
+    hosts = _step_artifacts(tmp_path, "gates-1")["hosts"]
+    assert {h: r["status"] for h, r in hosts.items()} == {
+        "box1": "ok",
+        "box2": "failed",
+        "box3": "ok",
+    }
+    assert "health on the host" in hosts["box2"]["error"]
+
+
+def test_check_validates_gates_and_on_host() -> None:
+    steps = """\
+      - kind: ssh
+        on: web
+        command: "true"
+        batch: [1, 2]
+        max_fail_per_batch: "20%"
+        first_batch_canary: false
+        after_batch:
+          - {kind: ssh, on: "${host}", command: "curl -fsS localhost/health"}
+      - kind: release
+        on: web
+        path: /srv/app
+        source: build/
+        max_fail_per_batch: 0
+        before_batch:
+          - {kind: ssh, on: "${host}", command: "drain"}
+"""
+    assert _problems(steps) == []
+    steps = """\
+      - kind: ssh
+        on: web
+        command: "true"
+        max_fail_per_batch: "120%"
+      - kind: upload
+        on: web
+        src: a
+        dest: /b
+        max_fail_per_batch: -1
+      - kind: ssh
+        on: "${host}"
+        command: "true"
+"""
+    found = {(code, line, msg) for code, _, line, msg in _problems(steps)}
+    assert (
+        "bad-max-fail",
+        15,
+        "max_fail_per_batch percentage must be at most 100%, got '120%'",
+    ) in found
+    assert ("bad-max-fail", 20, "max_fail_per_batch must be 0 or more, got -1") in found
+    assert any(code == "host-outside-hook" and line == 22 for code, line, _ in found), found
+    result = load_plan_text(
+        PLAN_HEAD + '      - {kind: ssh, on: "${hosts}", command: "true"}\n', "p"
+    )
+    assert result.plan is None  # only ${host} itself is allowed
+    assert [p.message for p in result.problems] == ["'${hosts}' is not a valid name"]
+
+
+def test_order_lists_each_release_once(tmp_path: Path) -> None:
+    """Mutation: the old `printf ID >> .tminus/order` → "a a" after a re-run, fails."""
+    root = tmp_path / "app"
+    _stage(root, "a")
+    _switch(root, "a", keep=5)
+    _switch(root, "a", keep=5)  # a re-run of the same release
+    assert (root / ".tminus" / "order").read_text() == "a\n"
+    _stage(root, "b")
+    _switch(root, "b", keep=5)
+    _switch(root, "a", keep=5)  # a switched in again goes to the end, once
+    assert (root / ".tminus" / "order").read_text() == "b\na\n"
+
+
+def test_bad_release_names_the_inventory_host(tmp_path: Path) -> None:
+    """Mutation: `$(hostname)` instead of `$HOST` in rollback_script → fails."""
+    root = tmp_path / "app"
+    _stage(root, "a")
+    _switch(root, "a", keep=5)
+    proc = subprocess.run(
+        ["sh", "-c", rollback_script(str(root), "a", "bob", "d-1", "web-07")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    bad = (root / "releases" / "a" / "BAD_RELEASE").read_text()
+    assert bad.startswith("rolled back by bob at ") and bad.endswith("(deploy d-1, host web-07)\n")

@@ -127,6 +127,7 @@ class _Raw:
                 g.priority = int(value)
             except (TypeError, ValueError):
                 self.warnings.append(f"group {group}: ansible_group_priority {value!r} is no int")
+            return  # as in Ansible: it orders groups, it is no variable of their hosts
         g.vars[key] = value
 
 
@@ -215,7 +216,14 @@ def expand_host_pattern(pattern: str) -> list[str]:
 
 
 def _split_port(token: str) -> tuple[str, int | None]:
-    """``host:2222`` → (host, 2222); ranges and IPv6 addresses are left alone."""
+    """``host:2222`` → (host, 2222), ``web[01:02]:2222`` → (web[01:02], 2222); IPv6
+    addresses are left alone (``[::1]:22`` is ::1 port 22)."""
+    ranged = re.fullmatch(r"(.*\]):(\d+)", token)
+    if ranged:
+        host = ranged.group(1)
+        ranges = list(_RANGE.finditer(host))
+        if ranges and all(m.group(2) for m in ranges) and ":" not in _RANGE.sub("", host):
+            return host, int(ranged.group(2))  # a range, then a port
     if token.count(":") == 1 or (token.startswith("[") and "]:" in token and ":" in token[1:]):
         host, _, port = token.rpartition(":")
         if port.isdigit():
@@ -596,6 +604,7 @@ def resolve(inventory: str | Path | None = None, targets: Targets | None = None)
         hv.update(plan_group_vars.get("all", {}))
         for g in sorted_groups:
             hv.update(plan_group_vars.get(g, {}))
+        hv.pop("ansible_group_priority", None)  # from group_vars/ or the plan: not a host var
         host = _connection_from_vars(hname, hv)
         method = hv.get("ansible_become_method")
         if host.become and method not in (None, "sudo"):

@@ -13,6 +13,11 @@ The semantics, written down in docs/fleet.md:
   the step's hosts (excluded ones not counted) rounded down. When the failures exceed it, the
   step stops before its next batch and fails. ``0`` (the default): any failure fails. A step
   where every host that ran failed fails whatever ``max_fail`` says.
+- ``max_fail_per_batch`` (Ansible's ``max_fail_percentage``) is counted per batch: a count or
+  a percentage of the batch. The first batch is a canary (``first_batch_canary``, default
+  true): when more batches follow, any failure in it stops the step.
+- A host that went through every phase but fails an ``after_batch`` check gets the kind's
+  ``revert`` (a release switches ``current`` back and marks the release ``BAD_RELEASE``).
 - A host that failed a fleet step whose failures were tolerated is out of the rollout: later
   fleet steps of the deploy skip it (as Ansible drops failed hosts from a play). Rollback
   actions still consider it.
@@ -199,7 +204,7 @@ class History:
             if (
                 k != key
                 and d.get("status") == "failed"
-                and self.step_state.get(k) == "succeeded"
+                and self.step_state.get(k) in ("succeeded", "rolled_back")
                 and not k.startswith("rollback/")
             ):
                 out.setdefault(h, k)
@@ -299,10 +304,12 @@ class _Run:
         step: Any,
         phases: Sequence[HostWork],
         host_data: dict[str, Any] | None = None,
+        revert: HostWork | None = None,
     ) -> None:
         self.ctx = ctx
         self.step = step
         self.phases = phases
+        self.revert = revert
         self.host_data = host_data or {}
         self.fleet: Fleet = ctx.services["fleet"]
         self.hook = bool(ctx.services.get("fleet_hook"))
@@ -396,7 +403,58 @@ class _Run:
         return None, errors
 
     # --- the rollout -----------------------------------------------------------------------
-    async def run_batch(self, batch: _Batch, tolerated: int) -> str | None:
+    def over_limit(self, batch: _Batch, failed: int, tolerated: int, last: bool) -> str | None:
+        """Why the step stops after this batch's failures, or None: ``max_fail`` over the
+        step, ``max_fail_per_batch`` over the batch, the first batch as a canary."""
+        if self.failures > tolerated:
+            return (
+                f"{self.failures} host(s) failed, more than max_fail {self.step.max_fail!r} "
+                f"allows ({tolerated})"
+            )
+        per_batch = getattr(self.step, "max_fail_per_batch", None)
+        if per_batch is not None:
+            allowed = tolerated_failures(per_batch, len(batch.hosts), "max_fail_per_batch")
+            if failed > allowed:
+                return (
+                    f"{failed} host(s) of batch {batch.index} ({len(batch.hosts)}) failed, more "
+                    f"than max_fail_per_batch {per_batch!r} allows ({allowed})"
+                )
+        if (
+            batch.index == 1
+            and failed
+            and not last
+            and getattr(self.step, "first_batch_canary", True)
+        ):
+            return (
+                f"{failed} host(s) of the first batch (the canary) failed: the rollout stops "
+                "(first_batch_canary: false lets max_fail decide)"
+            )
+        return None
+
+    async def switch_back(self, failed: dict[str, str], batch: _Batch) -> None:
+        """Hosts that failed their check after the last phase (an after_batch hook): undo the
+        work on them (``revert``: a release switches ``current`` back) and record them failed."""
+        revert = self.revert
+
+        async def one(h: str) -> None:
+            res = self.results[h]
+            res.status, res.error = "failed", failed[h]
+            if revert is not None:
+                async with self.sem:
+                    back = await _attempts(
+                        h, self.fleet.host(h), self.resolver_for(h), revert, self.step, self.ctx
+                    )
+                res.data = {**res.data, **back.data}
+                res.error += "; " + (
+                    f"undone: {back.data.get('undone', 'ok')}"
+                    if back.ok
+                    else f"could not be undone: {back.error}"
+                )
+            self.emit(res)
+
+        await asyncio.gather(*(one(h) for h in failed))
+
+    async def run_batch(self, batch: _Batch, tolerated: int, last: bool = True) -> str | None:
         """One batch: hooks, the phases, hooks. Returns why the step stops, or None."""
         self.ctx.log(f"batch {batch.index}: {_names(batch.hosts)}")
         err, per_host = await self.hooks("before_batch", batch, batch.hosts)
@@ -406,14 +464,17 @@ class _Run:
             return err
         for h, e in per_host.items():
             self.emit(HostResult(h, "failed", error=e, batch=batch.index))
-            self.failures += 1
+        failed = len(per_host)
+        self.failures += failed
         live = [h for h in batch.hosts if h not in per_host]
         for n, work in enumerate(self.phases):
             final = n == len(self.phases) - 1
             outs = await asyncio.gather(*(self._phase(work, h, batch.index, final) for h in live))
-            self.failures += sum(1 for r in outs if r.status == "failed")
+            now = sum(1 for r in outs if r.status == "failed")
+            failed += now
+            self.failures += now
             live = [r.host for r in outs if r.ok]
-            if not final and (self.fatal or self.failures > tolerated):
+            if not final and (self.fatal or self.over_limit(batch, failed, tolerated, last)):
                 for h in live:
                     res = self.results[h]
                     res.status, res.error = "skipped", "stopped before this host was finished"
@@ -421,21 +482,16 @@ class _Run:
                 live = []
                 break
         err, per_host = await self.hooks("after_batch", batch, live)
+        if err is not None and self.revert is not None:
+            per_host = {h: err for h in live}  # the batch's own check failed: so did its hosts
+        failed += len(per_host)
+        self.failures += len(per_host)
+        await self.switch_back(per_host, batch)
         if err is not None:
             return err
-        for h, e in per_host.items():
-            res = self.results[h]
-            res.status, res.error = "failed", e
-            self.failures += 1
-            self.emit(res)
         if self.fatal:
             return self.fatal
-        if self.failures > tolerated:
-            return (
-                f"{self.failures} host(s) failed, more than max_fail {self.step.max_fail!r} "
-                f"allows ({tolerated})"
-            )
-        return None
+        return self.over_limit(batch, failed, tolerated, last)
 
     async def pick_once(self, targets: list[str]) -> tuple[str | None, dict[str, str]]:
         """run_once: the first host of ``targets`` that can be connected to."""
@@ -468,14 +524,18 @@ async def rollout(
     artifacts: dict[str, Any] | None = None,
     hosts: list[str] | None = None,
     host_data: dict[str, Any] | None = None,
+    revert: HostWork | None = None,
 ) -> tuple[StepOutcome, dict[str, HostResult]]:
     """Run ``phases`` (e.g. stage, then switch) on the hosts of ``step.on`` in batches.
     Within a batch every phase runs on all its hosts before the next phase; a host that fails
-    a phase goes no further. ``host_data`` is added to every host's recorded result. Returns
-    the outcome and every host's result."""
-    run = _Run(ctx, step, phases, host_data)
+    a phase goes no further. A host that went through every phase but then fails an
+    after_batch check gets ``revert`` (a release switches back). ``host_data`` is added to
+    every host's recorded result. Returns the outcome and every host's result."""
+    run = _Run(ctx, step, phases, host_data, revert)
     history = History.read(run.fleet)
-    names = hosts if hosts is not None else sorted(run.fleet.names(step.on), key=natural_key)
+    names = (
+        hosts if hosts is not None else sorted(run.fleet.names(target(step, ctx)), key=natural_key)
+    )
     rolling_back = ctx.key.startswith("rollback/")
     done = set() if run.hook else history.ok_in(ctx.key)
     before = {} if (run.hook or rolling_back) else history.failed_before(ctx.key)
@@ -516,7 +576,7 @@ async def rollout(
     for i, size in enumerate(sizes, 1):
         batches.append(_Batch(i, targets[k : k + size]))
         k += size
-    for batch in batches:
+    for b, batch in enumerate(batches):
         if stop is not None:
             for h in batch.hosts:
                 run.emit(
@@ -524,7 +584,7 @@ async def rollout(
                 )
             continue
         ran += batch.hosts
-        stop = await run.run_batch(batch, tolerated)
+        stop = await run.run_batch(batch, tolerated, last=b == len(batches) - 1)
     results = {n: run.results[n] for n in names if n in run.results}
     counts = {s: 0 for s in ("ok", "failed", "skipped", "excluded")}
     for r in results.values():
@@ -619,11 +679,20 @@ def host_key_problems(step: Any, plan: Plan, resolver: Resolver) -> list[str]:
     return [p for p in problems if p]
 
 
+def target(step: Any, ctx: StepContext) -> str:
+    """``on:``: a host or group; ``${host}`` (in a before_batch/after_batch hook) is the host
+    of the batch the hook runs for. Raises ResolveError outside a hook."""
+    on = str(step.on)
+    return ctx.resolver.resolve(on) if "${" in on else on
+
+
 def check_on(step: Any, ctx: StepContext) -> str | None:
     """A problem with ``on:`` that fails the step before any host is touched."""
     fleet: Fleet = ctx.services["fleet"]
     try:
-        fleet.names(step.on)
+        fleet.names(target(step, ctx))
+    except ResolveError as exc:
+        return f"on: {exc}"
     except TminusError as exc:
         return str(exc)
     return None

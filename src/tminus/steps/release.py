@@ -7,14 +7,15 @@ Layout under ``path`` on each host::
     current -> releases/<id>
     .tminus/<id>.previous   what ``current`` pointed at before <id> was switched in
     .tminus/<id>.tree       checksum of the release's tree (a re-run reuses a complete copy)
-    .tminus/order           release ids in the order they went live (for ``keep``)
+    .tminus/order           release ids in the order they last went live, once each (``keep``)
 
 Per batch, two phases (each one command on the host's connection):
 
 1. **stage**: the local ``source`` tree goes as one tar stream (built once, the same bytes
    for every host) into ``releases/.<id>.tminus-PID``, is checked against its sha256 manifest,
    gets its ``shared`` links, and is renamed to ``releases/<id>``;
-2. **switch** (only when the batch's failures stay within ``max_fail``): write
+2. **switch** (only when the batch's failures stay within ``max_fail``,
+   ``max_fail_per_batch`` and the canary rule): write
    ``.tminus/<id>.previous`` *on the host*, then ``ln -sfn releases/<id> current.tminus-PID &&
    mv -T current.tminus-PID current`` (an atomic rename), then prune to ``keep`` releases,
    never removing the live one or the one ``.previous`` names.
@@ -24,7 +25,8 @@ compensation is armed (before the step runs). It reads the per-host state writte
 switch, so it works after a crash: on every host whose ``current`` points at this release it
 switches ``current`` back to ``.previous``, and it writes ``releases/<id>/BAD_RELEASE`` (who,
 when, which deploy). A host that cannot be reached is a failed rollback unless the event log
-shows it never switched.
+shows it never switched. A host that fails an ``after_batch`` check after its switch gets the
+same rollback script at once (it is switched back, and counts as failed).
 """
 
 from __future__ import annotations
@@ -149,7 +151,12 @@ def switch_script(path: str, rid: str, keep: int) -> str:
                 'mv -T -- "current.tminus-$$" current',
                 f"echo {_SWITCHED}",
                 "set +e",
-                "printf '%s\\n' \"$ID\" >> .tminus/order",
+                # the order lists each release once, where it last went live (a re-run of the
+                # same release leaves it as it is)
+                'if [ "$(tail -n 1 .tminus/order 2>/dev/null)" != "$ID" ]; then',
+                '  { grep -vxF -- "$ID" .tminus/order 2>/dev/null; printf \'%s\\n\' "$ID"; } '
+                "> .tminus/order.tmp && mv -f -- .tminus/order.tmp .tminus/order",
+                "fi",
                 'prev=$(cat ".tminus/$ID.previous" 2>/dev/null); prev=${prev##*/}',
                 # Existing release dirs with the position they went live at (0: unknown, oldest),
                 # oldest first; all but the newest KEEP are candidates, minus current and previous.
@@ -171,18 +178,19 @@ def switch_script(path: str, rid: str, keep: int) -> str:
     )
 
 
-def rollback_script(path: str, rid: str, who: str, deploy_id: str) -> str:
-    """Mark the release bad and, where ``current`` points at it, switch back."""
+def rollback_script(path: str, rid: str, who: str, deploy_id: str, host: str) -> str:
+    """Mark the release bad (naming ``host``, the inventory name) and, where ``current``
+    points at it, switch back."""
     q = shlex.quote
     return (
         "\n".join(
             [
-                f"P={q(path)}; ID={q(rid)}; WHO={q(who)}; DEPLOY={q(deploy_id)}",
+                f"P={q(path)}; ID={q(rid)}; WHO={q(who)}; DEPLOY={q(deploy_id)}; HOST={q(host)}",
                 'if ! cd -- "$P" 2>/dev/null; then echo tminus-absent; exit 0; fi',
                 "cur=$(readlink current 2>/dev/null || true)",
                 'if [ -d "releases/$ID" ]; then',
                 "  printf 'rolled back by %s at %s (deploy %s, host %s)\\n' \"$WHO\" "
-                '"$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$DEPLOY" "$(hostname 2>/dev/null)" '
+                '"$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$DEPLOY" "$HOST" '
                 '> "releases/$ID/BAD_RELEASE" || exit 1',
                 "fi",
                 'if [ -z "$cur" ] || [ "${cur##*/}" != "$ID" ]; then',
@@ -361,15 +369,40 @@ class ReleaseKind:
                     data={"switched": None},
                 )
 
+        who = str(ctx.resolver.variables.get("operator") or "unknown")
+
+        async def revert(name: str, host: Host, r: Resolver, timeout: float | None) -> HostResult:
+            """A host that failed its check after the switch: switch it back, BAD_RELEASE."""
+            script = rollback_script(_host_path(step, r), rid, who, ctx.deploy_id, name)
+            job = host.run(script)
+            run = await (asyncio.wait_for(job, timeout) if timeout else job)
+            res = HostResult(name, exit=run.exit_status, stdout=run.stdout, stderr=run.stderr)
+            out = run.stdout.strip().splitlines()
+            if run.ok and out:
+                done = out[-1].removeprefix("tminus-")
+                res.data = {"rollback": done, "undone": done.replace("-", " ", 1)}
+                if done.startswith(("switched-back", "removed")):
+                    res.data["switched_back"] = True
+                return res
+            res.status = "failed"
+            res.error = tail(run.stderr.strip() or f"exit {run.exit_status}", 300)
+            return res
+
         outcome, results = await _fleet.rollout(
             ctx,
             step,
             [stage, switch],
             artifacts={"release_id": rid, "files": len(tree.files), "bytes": tree.size},
             host_data={"release_id": rid},
+            revert=revert,
         )
         outcome.artifacts["switched"] = [
-            n for n, r in results.items() if r.data.get("switched") and r.attempts
+            n
+            for n, r in results.items()
+            if r.data.get("switched") and r.attempts and not r.data.get("switched_back")
+        ]
+        outcome.artifacts["switched_back"] = [
+            n for n, r in results.items() if r.data.get("switched_back")
         ]
         return outcome
 
@@ -389,7 +422,7 @@ class ReleaseKind:
         who = str(ctx.resolver.variables.get("operator") or "unknown")
 
         async def undo(name: str, host: Host, r: Resolver, timeout: float | None) -> HostResult:
-            script = rollback_script(_host_path(step, r), rid, who, ctx.deploy_id)
+            script = rollback_script(_host_path(step, r), rid, who, ctx.deploy_id, name)
             job = host.run(script)
             run = await (asyncio.wait_for(job, timeout) if timeout else job)
             res = HostResult(name, exit=run.exit_status, stdout=run.stdout, stderr=run.stderr)

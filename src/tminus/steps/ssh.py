@@ -25,6 +25,10 @@ def batch_note(step: Any) -> str:
         parts.append(f"batches {step.batch}")
     if step.max_fail not in (0, "0"):
         parts.append(f"max_fail {step.max_fail}")
+    if getattr(step, "max_fail_per_batch", None) is not None:
+        parts.append(f"max_fail_per_batch {step.max_fail_per_batch}")
+    if step.batch is not None and not getattr(step, "first_batch_canary", True):
+        parts.append("no canary")
     return f" ({', '.join(parts)})" if parts else ""
 
 
