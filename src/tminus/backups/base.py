@@ -15,6 +15,7 @@ are removed from the URL stored in a manifest and are masked in every error mess
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -679,13 +681,77 @@ def _slug(label: str) -> str:
     return s[:60] or "backup"
 
 
+#: A partial directory nothing was written to for this long (and that no process holds
+#: locked) is a crashed attempt's leftover.
+STALE_PARTIAL_AGE_S = 60.0
+
+
+def _newest_mtime(root: Path) -> float:
+    newest = root.lstat().st_mtime
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+    return newest
+
+
+def _lock_dir(path: Path) -> int | None:
+    """An exclusive ``flock`` on directory ``path`` (its fd), or None when another process
+    holds it. The lock lives as long as the fd: a crashed writer's lock is gone."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_partials(dest: Path, slug: str, started: float) -> list[str]:
+    """Remove the ``.<stamp>-<slug>[-N].partial`` directories of earlier, interrupted attempts
+    at the same backup: only those no process holds locked (every writer holds its partial
+    directory's lock until it commits or discards it) and nothing was written to for
+    :data:`STALE_PARTIAL_AGE_S` before this attempt started. Returns their names."""
+    pattern = re.compile(r"\.\d{8}T\d{6}Z-" + re.escape(slug) + r"(-\d+)?\.partial")
+    removed: list[str] = []
+    try:
+        entries = sorted(dest.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            fd = _lock_dir(entry)
+        except OSError:
+            continue
+        if fd is None:
+            continue  # a live writer
+        try:
+            if _newest_mtime(entry) > started - STALE_PARTIAL_AGE_S:
+                continue  # written to recently: maybe by a writer that does not lock
+            shutil.rmtree(entry)
+            removed.append(entry.name)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
 class BackupDir:
     """A backup being written: ``dest/.<id>.partial`` until :meth:`commit` renames it to
-    ``dest/<id>``; :meth:`discard` removes it. Use as a context manager (discard on error)."""
+    ``dest/<id>``; :meth:`discard` removes it. Use as a context manager (discard on error).
+
+    The partial directory is held locked (``flock``) while it is written. A partial directory
+    of the same backup left by an interrupted attempt (a crash: unlocked, and not written to
+    for a minute) is removed first; :attr:`removed` names them, and :meth:`commit` records
+    them in the manifest's ``details["removed_partials"]``."""
 
     def __init__(self, dest_dir: str | os.PathLike[str], label: str) -> None:
         self.dest = Path(dest_dir)
         self.dest.mkdir(parents=True, exist_ok=True)
+        self.removed = remove_stale_partials(self.dest, _slug(label), time.time())
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{stamp}-{_slug(label)}"
         self.id = base
@@ -695,8 +761,14 @@ class BackupDir:
             self.id = f"{base}-{n}"
         self.work = self.dest / f".{self.id}.partial"
         self.work.mkdir()
+        self._lock = _lock_dir(self.work)
         self.final = self.dest / self.id
         self.created_at = _now_iso()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> BackupDir:
         return self
@@ -707,6 +779,7 @@ class BackupDir:
 
     def discard(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+        self._unlock()
 
     def commit(self, manifest: Manifest) -> Manifest:
         """Fill in files and totals, check the fail-closed rules, write the manifest, fsync and
@@ -714,11 +787,14 @@ class BackupDir:
         manifest.files = file_entries(self.work)
         manifest.compute_totals()
         validate_manifest(manifest, manifest.kind)
+        if self.removed:
+            manifest.details["removed_partials"] = list(self.removed)
         tmp = self.work / (MANIFEST_NAME + ".tmp")
         tmp.write_text(manifest.to_json(), encoding="utf-8")
         os.replace(tmp, self.work / MANIFEST_NAME)
         fsync_tree(self.work)
         os.rename(self.work, self.final)
+        self._unlock()
         return manifest
 
 

@@ -87,7 +87,7 @@ from tminus.backups.base import (
 )
 from tminus.sqlrun import cancel_on_cancel
 
-__all__ = ["MysqlDriver", "MysqlUrl"]
+__all__ = ["MysqlDriver", "MysqlUrl", "scratch_privilege_problem"]
 
 DUMP_FILE = "dump.sql.gz"
 _COMPLETED = b"-- Dump completed"
@@ -151,6 +151,76 @@ def _rows(conn: Any, query: str, args: Any = None) -> list[tuple[Any, ...]]:
     with conn.cursor() as cur:
         cur.execute(query, args)
         return list(cur.fetchall())
+
+
+def scratch_privilege_problem(target_url: str) -> str | None:
+    """Why the URL's account cannot create the scratch schema ``verify`` restores into
+    (``tminus_verify_…``: it needs the CREATE privilege globally or on such schemas), or
+    None when it can."""
+    u = MysqlUrl.parse(target_url)
+    conn = _connect(u)
+    try:
+        (account,) = _rows(conn, "SELECT CURRENT_USER()")[0]
+        user, _, host = str(account).rpartition("@")
+        grantee = f"'{user}'@'{host}'"
+        (granted,) = _rows(
+            conn,
+            "SELECT (SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES "
+            "        WHERE GRANTEE = %s AND PRIVILEGE_TYPE = 'CREATE') "
+            "     + (SELECT COUNT(*) FROM information_schema.SCHEMA_PRIVILEGES "
+            "        WHERE GRANTEE = %s AND PRIVILEGE_TYPE = 'CREATE' "
+            "        AND 'tminus_verify_0' LIKE TABLE_SCHEMA)",
+            (grantee, grantee),
+        )[0]
+    finally:
+        conn.close()
+    if int(granted):
+        return None
+    return (
+        f"account {account} has no CREATE privilege, and verify_backup restores into a "
+        f"scratch schema (tminus_verify_…): run GRANT CREATE, DROP ON *.* TO {grantee} (or on "
+        "`tminus\\_verify\\_%`.*), or verify as an account that has it"
+    )
+
+
+def _schema_shape(conn: Any, database: str, tables: set[str]) -> dict[str, Any]:
+    """What the data needs, per table (see ``no_data_loss``): its columns, its indexes' key
+    columns in order (with uniqueness), and its named constraints (primary key, foreign keys,
+    checks). Index names are recorded but compared by columns: InnoDB drops the index it
+    created implicitly for a foreign key when another index starts with the key's columns."""
+    columns: dict[str, list[str]] = {t: [] for t in tables}
+    for t, c in _rows(
+        conn,
+        "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        (database,),
+    ):
+        if t in columns:
+            columns[t].append(c)
+    index_columns: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in tables}
+    for t, name, non_unique, col in _rows(
+        conn,
+        "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COALESCE(COLUMN_NAME, '(expression)') "
+        "FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
+        "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
+        (database,),
+    ):
+        if t in index_columns:
+            entry = index_columns[t].setdefault(
+                name, {"columns": [], "unique": not int(non_unique)}
+            )
+            entry["columns"].append(col)
+    constraints: dict[str, dict[str, str]] = {t: {} for t in tables}
+    for t, name, ctype in _rows(
+        conn,
+        "SELECT TABLE_NAME, CONSTRAINT_NAME, CONSTRAINT_TYPE "
+        "FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = %s "
+        "AND CONSTRAINT_TYPE <> 'UNIQUE'",
+        (database,),
+    ):
+        if t in constraints:
+            constraints[t][name] = str(ctype).lower()
+    return {"columns": columns, "index_columns": index_columns, "constraints": constraints}
 
 
 @contextmanager
@@ -618,6 +688,7 @@ class MysqlDriver:
                     )
                 }
             )
+            shape = _schema_shape(conn, u.database, set(names))
             with conn.cursor() as cur:
                 cur.execute("COMMIT")
         finally:
@@ -627,6 +698,7 @@ class MysqlDriver:
             "target": redact_url(target_url),
             "tables": tables,
             "indexes": indexes,
+            **shape,
             "total_rows": sum(tables.values()),
         }
 

@@ -90,7 +90,7 @@ from tminus.backups.base import (
 )
 from tminus.sqlrun import cancel_on_cancel, pg_session_setup
 
-__all__ = ["PostgresDriver"]
+__all__ = ["PostgresDriver", "scratch_privilege_problem"]
 
 DUMP_DIR = "dump"
 _SESSION = (
@@ -105,6 +105,48 @@ _USER_SCHEMAS = """
     n.nspname NOT IN ('pg_catalog', 'information_schema')
     AND n.nspname NOT LIKE 'pg\\_%'
 """
+
+
+def _schema_shape(conn: psycopg.Connection[Any], tables: set[str]) -> dict[str, Any]:
+    """What the data needs, per table ``schema.table`` (see ``no_data_loss``): its columns,
+    its indexes' key columns in order (expressions as text, with uniqueness), and its named
+    constraints other than unique ones (primary key, foreign keys, checks, exclusions)."""
+    columns: dict[str, list[str]] = {t: [] for t in tables}
+    for s, t, c in conn.execute(
+        f"""
+        SELECT n.nspname, c.relname, a.attname FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND {_USER_SCHEMAS}
+        ORDER BY 1, 2, a.attnum
+        """
+    ):
+        columns.setdefault(f"{s}.{t}", []).append(c)
+    index_columns: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in tables}
+    for s, t, name, unique, cols in conn.execute(
+        f"""
+        SELECT n.nspname, c.relname, i.relname, x.indisunique,
+               ARRAY(SELECT pg_get_indexdef(x.indexrelid, k, true)
+                     FROM generate_series(1, x.indnkeyatts) AS k ORDER BY k)
+        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+        JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND {_USER_SCHEMAS}
+        """
+    ):
+        index_columns.setdefault(f"{s}.{t}", {})[name] = {
+            "columns": list(cols),
+            "unique": bool(unique),
+        }
+    constraints: dict[str, dict[str, str]] = {t: {} for t in tables}
+    kinds = {"p": "primary key", "f": "foreign key", "c": "check", "x": "exclusion"}
+    for s, t, name, ctype in conn.execute(
+        f"""
+        SELECT n.nspname, c.relname, k.conname, k.contype FROM pg_constraint k
+        JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND k.contype IN ('p', 'f', 'c', 'x') AND {_USER_SCHEMAS}
+        """
+    ):
+        constraints.setdefault(f"{s}.{t}", {})[name] = kinds[str(ctype)]
+    return {"columns": columns, "index_columns": index_columns, "constraints": constraints}
 
 
 def _libpq_url(url: str) -> str:
@@ -130,6 +172,26 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     pg_session_setup(conn)
     cancel_on_cancel(conn)
     return conn
+
+
+def scratch_privilege_problem(target_url: str) -> str | None:
+    """Why the URL's role cannot create the scratch database ``verify`` restores into (it
+    needs CREATEDB, or to be a superuser), or None when it can."""
+    conn = _connect(target_url)
+    try:
+        row = conn.execute(
+            "SELECT current_user, rolcreatedb OR rolsuper FROM pg_roles "
+            "WHERE rolname = current_user"
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None or row[1]:
+        return None
+    return (
+        f"role {row[0]} cannot create databases (no CREATEDB), and verify_backup restores "
+        f"into a scratch database: run ALTER ROLE {row[0]} CREATEDB, or verify as a role "
+        "that has it"
+    )
 
 
 def _scalar(conn: psycopg.Connection[Any], query: str) -> Any:
@@ -627,6 +689,7 @@ class PostgresDriver:
                     """
                 )
             ]
+            shape = _schema_shape(conn, set(tables))
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -635,6 +698,7 @@ class PostgresDriver:
             "target": redact_url(target_url),
             "tables": tables,
             "indexes": indexes,
+            **shape,
             "total_rows": sum(tables.values()),
         }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +41,55 @@ def _scan(root: Path) -> list[tuple[Path, Any]]:
     return out
 
 
-def _in_use(state_url: str | None) -> dict[str, list[str]]:
-    """backup directory → deploys that have not ended and recorded it (their rollback may
-    restore it)."""
+def _recorded(state_url: str | None, ended_too: bool) -> dict[str, list[str]]:
+    """backup directory (resolved) → the deploys that recorded it (a backup step's
+    artifacts, wherever its ``dest`` put it); only deploys that have not ended unless
+    ``ended_too``."""
     from tminus.store import Store
     from tminus.store.store import TERMINAL_STATES
 
     store = Store(state_url)
     out: dict[str, list[str]] = {}
     for d in store.list_deploys(limit=10000):
-        if d["state"] in TERMINAL_STATES:
+        if d["state"] in TERMINAL_STATES and not ended_too:
             continue
-        for arts in store.artifacts_by_step_id(d["id"]).values():
+        for row in store.step_rows(d["id"]).values():
+            arts = row.get("artifacts")
             if isinstance(arts, dict) and arts.get("backup_id") and arts.get("dir"):
-                out.setdefault(str(Path(arts["dir"]).resolve()), []).append(str(d["id"]))
+                holders = out.setdefault(str(Path(arts["dir"]).resolve()), [])
+                if str(d["id"]) not in holders:
+                    holders.append(str(d["id"]))
     return out
+
+
+def _in_use(state_url: str | None) -> dict[str, list[str]]:
+    """backup directory → deploys that have not ended and recorded it (their rollback may
+    restore it)."""
+    return _recorded(state_url, ended_too=False)
+
+
+def _all_backups(root: Path, state_url: str | None) -> list[tuple[Path, Any]]:
+    """The backups in ``root`` and, once each, those deploys recorded elsewhere (a backup
+    step's custom ``dest``) that are still on disk; oldest first."""
+    from tminus.backups.base import BackupError, Manifest
+
+    found = _scan(root)
+    seen = {str(d.resolve()) for d, _ in found}
+    for path in _recorded(state_url, ended_too=True):
+        d = Path(path)
+        if path in seen or not (d / "manifest.json").is_file():
+            continue
+        seen.add(path)
+        try:
+            found.append((d, Manifest.load(d)))
+        except BackupError as exc:
+            found.append((d, exc))
+    return sorted(found, key=lambda x: (getattr(x[1], "created_at", ""), x[0].name))
 
 
 @click.group()
 def backups() -> None:
-    """Backups made by `backup` steps: list, verify, prune."""
+    """Backups made by `backup` steps: list, verify, prune, restore."""
 
 
 @backups.command(name="list")
@@ -68,12 +98,13 @@ def backups() -> None:
 @_state_opt
 @handle_errors
 def list_(backup_dir: str, output: str, state_url: str | None) -> None:
-    """List backups, newest last, with the deploys still relying on them."""
+    """List backups, newest last, with the deploys still relying on them: those in --dir and
+    those deploys recorded elsewhere (a backup step's custom `dest`)."""
     used = _in_use(state_url)
     rows: list[dict[str, Any]] = []
-    for d, m in _scan(Path(backup_dir)):
+    for d, m in _all_backups(Path(backup_dir), state_url):
         if isinstance(m, Exception):
-            rows.append({"id": d.name, "error": str(m)})
+            rows.append({"id": d.name, "dir": str(d), "error": str(m)})
             continue
         rows.append(
             {
@@ -86,6 +117,7 @@ def list_(backup_dir: str, output: str, state_url: str | None) -> None:
                 "files": len(m.contents) or len(m.files),
                 "rows": sum(t.rows for t in m.tables),
                 "in_use_by": used.get(str(d.resolve()), []),
+                "dir": str(d),
             }
         )
     if output == "json":
@@ -112,8 +144,9 @@ def list_(backup_dir: str, output: str, state_url: str | None) -> None:
     metavar="URL",
     help="Also restore into a scratch copy on this server and compare.",
 )
+@_state_opt
 @handle_errors
-def verify(backup_id: str, backup_dir: str, server_url: str | None) -> None:
+def verify(backup_id: str, backup_dir: str, server_url: str | None, state_url: str | None) -> None:
     """Check BACKUP_ID's files against its manifest (sizes, sha256); with --scratch, also a
     test restore. Exit 1 if anything differs."""
     from tminus.backups.base import (
@@ -125,6 +158,8 @@ def verify(backup_id: str, backup_dir: str, server_url: str | None) -> None:
     )
 
     d = Path(backup_dir) / backup_id
+    if not d.is_dir():  # a backup step's custom `dest`: where a deploy recorded it
+        d = next((Path(x) for x in _recorded(state_url, True) if Path(x).name == backup_id), d)
     try:
         m = Manifest.load(d)
         validate_manifest(m, m.kind)
@@ -174,6 +209,147 @@ def prune(keep: int, backup_dir: str, dry_run: bool, state_url: str | None) -> N
                 shutil.rmtree(d)
             removed += 1
     click.echo(f"{removed} backup(s) {'to delete' if dry_run else 'deleted'}")
+
+
+@backups.command()
+@click.argument("backup_id")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="TARGET",
+    help="Restore into this database URL or path (the backup's target, or another); with "
+    "--plan, the name of one of the plan's database or path targets.",
+)
+@click.option(
+    "--plan",
+    "plan_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Read --to as a target of this plan (its URL resolved with the plan's secrets).",
+)
+@_dir_opt
+@click.option("--jobs", type=click.IntRange(min=1, max=64), default=2, show_default=True)
+@click.option("--yes", is_flag=True, help="Confirm without a prompt (needed without a terminal).")
+@click.option("--as", "operator", default=None, help="Who you are (recorded).")
+@_state_opt
+@handle_errors
+def restore(
+    backup_id: str,
+    target: str,
+    plan_path: str | None,
+    backup_dir: str,
+    jobs: int,
+    yes: bool,
+    operator: str | None,
+    state_url: str | None,
+) -> None:
+    """Restore BACKUP_ID into TARGET, replacing what TARGET holds, with the restore step's
+    checks: every file against the manifest first (a damaged backup is refused, TARGET left
+    alone), then TARGET compared with the manifest (rows, checksums, indexes, constraints,
+    sequences). Asks first; without a terminal it needs --yes. Recorded in the log of the
+    deploy that made the backup. Exit 1 if the restore failed."""
+    import os
+
+    from tminus.backups.base import (
+        BackupError,
+        Manifest,
+        check_tools,
+        get_driver,
+        redact_url,
+        require_intact,
+    )
+    from tminus.backups.recorded import deploys_recording
+    from tminus.engine.runner import default_operator
+    from tminus.store import Store
+
+    who = operator or default_operator()
+    d = Path(backup_dir) / backup_id
+    if not d.is_dir():  # a backup step's custom `dest`: where a deploy recorded it
+        d = next((Path(x) for x in _recorded(state_url, True) if Path(x).name == backup_id), d)
+    masked: Callable[[str], str] = str
+    if plan_path:
+        target, masked = _plan_target(plan_path, target, who)
+    shown = masked(redact_url(target))
+    try:
+        m = Manifest.load(d)
+        require_intact(m, d, m.kind)
+    except BackupError as exc:
+        fail(f"{exc}; nothing was restored", 1, exc.hint)
+    missing = check_tools(m.kind)
+    if missing:
+        fail("; ".join(missing) + "; nothing was restored")
+    store = Store(state_url)
+    made_by = deploys_recording(store, m.id)
+    origin = made_by[0][0] if made_by else None
+    what = (
+        f"{len(m.tables)} table(s), {sum(t.rows for t in m.tables)} row(s)"
+        if m.tables
+        else f"{len(m.contents) or len(m.files)} file(s)"
+    )
+    question = (
+        f"Restore backup {m.id} ({m.kind}, {what}, made {m.created_at}"
+        + (f" by deploy {origin}" if origin else "")
+        + f") into {shown}? What {shown} holds now is replaced."
+    )
+    if not yes:
+        if not (os.isatty(0) and os.isatty(1)):
+            fail(
+                "restoring a backup replaces the target's data and this shell is not "
+                "interactive; nothing was done",
+                hint="run it in a terminal, or pass --yes to confirm",
+            )
+        if not click.confirm(question, default=False):
+            fail("not confirmed; nothing was done")
+    data: dict[str, Any] = {
+        "backup_id": m.id,
+        "dir": str(d.resolve()),
+        "target": shown,
+        "by": who,
+        "confirmed": "--yes" if yes else "prompt",
+    }
+    try:
+        get_driver(m.kind).restore(m, d, target, jobs=jobs)
+    except BackupError as exc:
+        error = masked(str(exc))
+        message = f"{who} failed to restore backup {m.id} into {shown}: {error}"
+        if origin:
+            store.event(origin, "backup.restore_failed", message, data={**data, "error": error})
+        fail(error, 1, exc.hint)
+    message = f"{who} restored backup {m.id} into {shown} (tminus backups restore); {what} match"
+    if origin:
+        store.event(origin, "backup.restored", message, data=data)
+        message += f"; recorded in the log of {origin}"
+    else:
+        message += "; no deploy in the state store recorded this backup, so no log has it"
+    click.echo(message)
+
+
+def _plan_target(plan_path: str, name: str, who: str) -> tuple[str, Callable[[str], str]]:
+    """``--plan``: the URL (or path) of target ``name`` of the plan, resolved with its
+    variables and secrets, and the plan's masking of secrets."""
+    from tminus.engine.runner import make_resolver
+    from tminus.plan.loader import load_plan
+    from tminus.plan.problems import did_you_mean, format_problems
+    from tminus.steps._data import data_target
+
+    result = load_plan(plan_path)
+    if not result.ok or result.plan is None:
+        fail(
+            "the plan has errors:\n"
+            + format_problems([p for p in result.problems if p.severity == "error"])
+        )
+    plan = result.plan
+    names = [*plan.targets.databases, *plan.targets.paths]
+    if name not in names:
+        fail(
+            f"plan '{plan.name}' has no database or path target '{name}'",
+            hint=did_you_mean(name, names) or "targets: " + ", ".join(names),
+        )
+    resolver = make_resolver(plan, plan_path, "backups-restore", who, {}, Path(".tminus"))
+    is_db = name in plan.targets.databases
+    t = data_target(plan, resolver, database=name if is_db else None, path=None if is_db else name)
+    return t.url, resolver.mask
 
 
 COMMANDS: list[click.Command] = [backups]

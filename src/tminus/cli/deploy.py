@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from tminus.cli._util import echo_json, handle_errors
+from tminus.cli._util import EXIT_DONE, EXIT_WAITING, echo_json, handle_errors
 
 __all__ = ["COMMANDS"]
 
@@ -44,6 +47,81 @@ def _finish(code: int, message: str) -> None:
     sys.exit(code)
 
 
+_output_opt = click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: progress on stderr, then one JSON object on stdout (state, exit code, "
+    "reason and what `tminus status --output json` shows).",
+)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Everything written to stdout (progress lines, and commands' output that is not
+    captured) goes to stderr, so stdout carries only the final JSON object."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _drive_and_finish(
+    output: str,
+    state_url: str | None,
+    deploy: str | None,
+    go: Callable[[], tuple[str | None, int, str]],
+) -> None:
+    """Run ``go`` (which returns deploy id, exit code, final message) and exit with its code;
+    with ``--output json``, print the outcome as one JSON object on stdout."""
+    if output != "json":
+        _deploy_id, code, message = go()
+        _finish(code, message)
+        return
+    from tminus.errors import TminusError
+
+    try:
+        with _stdout_to_stderr():
+            deploy_id, code, message = go()
+    except TminusError as exc:  # nothing ran (or could not go on): still one JSON object
+        echo_json(
+            {
+                "deploy_id": deploy,
+                "state": None,
+                "exit_code": exc.exit_code,
+                "reason": str(exc),
+                "message": f"error: {exc}",
+            }
+        )
+        raise
+    click.echo(message, err=True)
+    echo_json(_outcome(state_url, deploy_id or deploy, code, message))
+    sys.exit(code)
+
+
+def _outcome(state_url: str | None, deploy_id: str | None, code: int, message: str) -> Any:
+    from tminus.engine.inspect import deploy_status
+    from tminus.store import Store
+
+    info: dict[str, Any] = {"state": None, "reason": None}
+    if deploy_id is not None:
+        info = deploy_status(Store(state_url), deploy_id)
+    return {
+        "deploy_id": deploy_id,
+        "state": info["state"],
+        "exit_code": code,
+        "reason": info["reason"],
+        "message": message,
+    } | {k: v for k, v in info.items() if k not in ("state", "reason")}
+
+
 @click.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print what would run, secrets masked; run nothing.")
@@ -63,6 +141,13 @@ def _finish(code: int, message: str) -> None:
     is_flag=True,
     help="With --phase: leave out the checklist gate (recorded); approvals still apply.",
 )
+@click.option(
+    "--outside-window",
+    metavar="REASON",
+    default=None,
+    help="Run although now is outside the plan's window (the reason is recorded).",
+)
+@_output_opt
 @_as_opt
 @_state_opt
 @handle_errors
@@ -76,6 +161,8 @@ def run(
     quiet: bool,
     phases: tuple[str, ...],
     skip_checklist: bool,
+    outside_window: str | None,
+    output: str,
     operator: str | None,
     state_url: str | None,
 ) -> None:
@@ -92,13 +179,13 @@ def run(
         quiet=quiet,
         phases=phases,
         skip_checklist=skip_checklist,
+        outside_window=outside_window,
     )
     if dry_run:
         for line in runner.dry_run(plan, opts):
             click.echo(line)
         return
-    _deploy_id, code, message = runner.start(plan, opts)
-    _finish(code, message)
+    _drive_and_finish(output, state_url, None, lambda: runner.start(plan, opts))
 
 
 @click.command()
@@ -116,6 +203,7 @@ def run(
 )
 @click.option("--force-unlock", is_flag=True, help="Take over a stale lock (recorded).")
 @click.option("--quiet", "-q", is_flag=True)
+@_output_opt
 @_as_opt
 @_state_opt
 @handle_errors
@@ -126,6 +214,7 @@ def resume(
     exclude_hosts: tuple[str, ...],
     force_unlock: bool,
     quiet: bool,
+    output: str,
     operator: str | None,
     state_url: str | None,
 ) -> None:
@@ -140,8 +229,9 @@ def resume(
         quiet=quiet,
         exclude_hosts=exclude_hosts,
     )
-    code, message = runner.resume(deploy, action or "", opts)
-    _finish(code, message)
+    _drive_and_finish(
+        output, state_url, deploy, lambda: (deploy, *runner.resume(deploy, action or "", opts))
+    )
 
 
 @click.command()
@@ -163,16 +253,62 @@ def approve(
 @click.command()
 @click.argument("deploy")
 @click.option("--rollback", is_flag=True, help="Roll back before stopping.")
+@_output_opt
 @_as_opt
 @_state_opt
 @handle_errors
-def abort(deploy: str, rollback: bool, operator: str | None, state_url: str | None) -> None:
+def abort(
+    deploy: str, rollback: bool, output: str, operator: str | None, state_url: str | None
+) -> None:
     """Stop DEPLOY; it is recorded as aborted, not failed."""
     from tminus.engine import runner
 
     opts = runner.RunOptions(state_url=state_url, operator=_operator(operator))
-    code, message = runner.abort(deploy, rollback, opts)
-    _finish(code, message)
+    _drive_and_finish(
+        output, state_url, deploy, lambda: (deploy, *runner.abort(deploy, rollback, opts))
+    )
+
+
+@click.command()
+@click.argument("deploy")
+@click.option(
+    "--phase",
+    "phases",
+    multiple=True,
+    help="Roll back only this phase (name or number; repeatable). Default: every phase.",
+)
+@click.option("--reason", default=None, help="Why (recorded).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Roll back although the rollback window closed or a later deploy succeeded (recorded).",
+)
+@click.option("--quiet", "-q", is_flag=True)
+@_output_opt
+@_as_opt
+@_state_opt
+@handle_errors
+def rollback(
+    deploy: str,
+    phases: tuple[str, ...],
+    reason: str | None,
+    force: bool,
+    quiet: bool,
+    output: str,
+    operator: str | None,
+    state_url: str | None,
+) -> None:
+    """Roll back DEPLOY after it succeeded (or is scheduled, or was partly rolled back):
+    the recorded undo and rollback steps of its phases, newest first."""
+    from tminus.engine import runner
+
+    opts = runner.RunOptions(state_url=state_url, operator=_operator(operator), quiet=quiet)
+    _drive_and_finish(
+        output,
+        state_url,
+        deploy,
+        lambda: (deploy, *runner.rollback(deploy, phases, reason, force, opts)),
+    )
 
 
 def _fmt_s(seconds: float | None) -> str:
@@ -337,21 +473,28 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 @_state_opt
 @handle_errors
 def due(output: str, state_url: str | None) -> None:
-    """List scheduled work (delayed phases) and whether it is due."""
+    """List scheduled work (delayed phases) and whether it is due.
+
+    \b
+    Exit codes, for cron: 0 nothing is due, 3 something is due (resume it),
+    2 bad input.
+    """
     from tminus.store import Store
     from tminus.store.store import now
 
     rows = [r for r in Store(state_url).list_deploys(limit=1000) if r["state"] == "scheduled"]
     t = now()
     items = [_brief(r) | {"is_due": r["due_at"] is not None and r["due_at"] <= t} for r in rows]
+    code = EXIT_WAITING if any(i["is_due"] for i in items) else EXIT_DONE
     if output == "json":
         echo_json(items)
-        return
+        sys.exit(code)
     if not items:
         click.echo("nothing scheduled")
     for i in items:
         flag = "DUE" if i["is_due"] else "not yet"
         click.echo(f"{i['id']:<30} {flag:<8} due {i['due_at']:%Y-%m-%d %H:%M:%S %Z}  {i['reason']}")
+    sys.exit(code)
 
 
-COMMANDS: list[click.Command] = [run, resume, approve, abort, status, log, list_, due]
+COMMANDS: list[click.Command] = [run, resume, approve, abort, rollback, status, log, list_, due]

@@ -127,7 +127,8 @@ def op_run(
     o = operations.get_operation(p, name)
     who = operator or runner.default_operator()
     values = operations.parse_params(name, o, _params(params))
-    operations.check_role(p, name, o, who)
+    if not dry_run:  # a dry run runs nothing: anyone may look (it says who may run it)
+        operations.check_role(p, name, o, who)
     text = operations.derived_plan(p, name, values)
     loaded = load_plan_text(text, plan)
     if loaded.plan is None:  # pragma: no cover - the derived plan is built from a valid one
@@ -138,6 +139,7 @@ def op_run(
     if dry_run:
         for line in runner.dry_run_loaded(loaded.plan, plan, opts):
             click.echo(line)
+        click.echo(_who_may_run(p, name, o, who))
         return
     if o.confirm or o.dangerous:
         prompt = (
@@ -162,6 +164,23 @@ def op_run(
     sys.exit(code)
 
 
+def _who_may_run(p: Any, name: str, o: Any, who: str) -> str:
+    """The dry run's last line: who may run operation ``name`` for real, and whether ``who``
+    may."""
+    from tminus.engine import operations
+    from tminus.errors import PlanError
+
+    if not o.roles:
+        return f"anyone may run '{name}'"
+    people = sorted({x for r in o.roles for x in p.roles[r].people})
+    shown = f"role {', '.join(o.roles)}" + (f" ({', '.join(people)})" if people else "")
+    try:
+        operations.check_role(p, name, o, who)
+    except PlanError:
+        return f"'{name}' may be run by {shown}; {who} may not"
+    return f"'{name}' may be run by {shown}; {who} may"
+
+
 _LABEL = {("passed", "ok"): "PASS", ("passed", "warn"): "WARN"}
 
 
@@ -177,40 +196,58 @@ def _label(status: str, level: str) -> str:
 @handle_errors
 def health(plan: str, output: str) -> None:
     """Run PLAN's health checks. Exit 0 healthy (WARN allowed), 1 CRITICAL, 3 UNKNOWN."""
-    import asyncio
     from pathlib import Path
 
-    from tminus.engine.checking import run_check
     from tminus.engine.runner import default_operator, make_resolver
 
     p = _load(plan)
     if not p.health:
         fail(f"plan '{p.name}' declares no health checks", hint="add a 'health:' list of checks")
     resolver = make_resolver(p, plan, "health", default_operator(), {}, Path(".tminus"))
+    rows = run_checks(p, resolver, [(None, c) for c in p.health])
+    if output == "json":
+        echo_json({"plan": p.name, "checks": rows})
+    else:
+        print_checks(rows)
+    sys.exit(checks_exit_code(rows))
+
+
+def run_checks(p: Any, resolver: Any, refs: list[tuple[str | None, Any]]) -> list[dict[str, Any]]:
+    """Run the checks ``refs`` (shown name or None, check or ``use:`` reference) once,
+    concurrently: one row each (name, PASS/WARN/CRITICAL/UNKNOWN, value, message). Shared by
+    `tminus health` and `tminus check --run-check`."""
+    import asyncio
+    from pathlib import Path
+
+    from tminus.engine.checking import run_check
 
     async def run_all() -> list[Any]:
         return list(
-            await asyncio.gather(*(run_check(p, resolver, Path(".tminus"), c) for c in p.health))
+            await asyncio.gather(*(run_check(p, resolver, Path(".tminus"), c) for _, c in refs))
         )
 
     results = asyncio.run(run_all())
-    rows = [
+    return [
         {
-            "name": r.name,
+            "name": shown or r.name,
             "status": _label(r.status, r.level),
             "value": _plain(r.value),
             "message": r.message,
         }
-        for r in results
+        for (shown, _), r in zip(refs, results, strict=True)
     ]
-    if output == "json":
-        echo_json({"plan": p.name, "checks": rows})
-    else:
-        width = max(len(r["name"]) for r in rows)
-        for r in rows:
-            click.echo(f"{r['status']:<9} {r['name']:<{width}}  {r['message']}")
+
+
+def print_checks(rows: list[dict[str, Any]]) -> None:
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"{r['status']:<9} {r['name']:<{width}}  {r['message']}")
+
+
+def checks_exit_code(rows: list[dict[str, Any]]) -> int:
+    """0 healthy (WARN allowed), 1 CRITICAL, 3 UNKNOWN."""
     statuses = {r["status"] for r in rows}
-    sys.exit(1 if "CRITICAL" in statuses else 3 if "UNKNOWN" in statuses else 0)
+    return 1 if "CRITICAL" in statuses else 3 if "UNKNOWN" in statuses else 0
 
 
 def _plain(value: Any) -> Any:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tminus.cli._util import EXIT_BAD_INPUT, handle_errors
+from tminus.cli._util import EXIT_BAD_INPUT, fail, handle_errors
 
 __all__ = ["COMMANDS", "check", "render", "schema"]
 
@@ -16,10 +17,36 @@ __all__ = ["COMMANDS", "check", "render", "schema"]
 @click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option(
+    "--run-check",
+    "run_checks",
+    multiple=True,
+    metavar="NAME",
+    help="Then run this check once against the live system: a key of the plan's `checks:`, "
+    "or `checklist` (its automated items) or `health` (repeatable; one PLAN).",
+)
+@click.option("--var", "variables", multiple=True, help="With --run-check: NAME=VALUE.")
 @handle_errors
-def check(plans: tuple[str, ...], output: str, strict: bool) -> None:
-    """Validate PLANS: YAML, keys, types and semantics. Exit 2 on any error."""
+def check(
+    plans: tuple[str, ...],
+    output: str,
+    strict: bool,
+    run_checks: tuple[str, ...],
+    variables: tuple[str, ...],
+) -> None:
+    """Validate PLANS: YAML, keys, types and semantics. Exit 2 on any error.
+
+    \b
+    With --run-check NAME: also run those checks once, variables resolved as in a dry run
+    (--var allowed), and print PASS/WARN/CRITICAL/UNKNOWN like `tminus health`;
+    exit 0 (WARN allowed), 1 CRITICAL, 3 UNKNOWN.
+    """
     import json
+
+    if (run_checks or variables) and len(plans) != 1:
+        fail("--run-check and --var apply to one PLAN", hint="tminus check PLAN --run-check NAME")
+    if variables and not run_checks:
+        fail("--var applies with --run-check", hint="tminus check PLAN --run-check NAME --var K=V")
 
     from tminus.plan.loader import load_plan
     from tminus.plan.problems import format_problems, problems_json
@@ -47,10 +74,57 @@ def check(plans: tuple[str, ...], output: str, strict: bool) -> None:
             )
         else:
             click.echo(f"{path}: {len(errors)} error(s), {len(warnings)} warning(s)", err=True)
+    if failed or not run_checks:
+        if output == "json":
+            click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+        if failed:
+            sys.exit(EXIT_BAD_INPUT)
+        return
+    assert result.plan is not None
+    rows = _run_checks(result.plan, plans[0], run_checks, variables)
+    from tminus.cli.ops import checks_exit_code, print_checks
+
     if output == "json":
-        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
-    if failed:
-        sys.exit(EXIT_BAD_INPUT)
+        click.echo(json.dumps(reports[0] | {"checks": rows}, indent=2, default=str))
+    else:
+        print_checks(rows)
+    sys.exit(checks_exit_code(rows))
+
+
+def _run_checks(
+    plan: Any, plan_path: str, names: tuple[str, ...], variables: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """``--run-check``: the checks NAMES stand for, run once, resolved like a dry run."""
+    from tminus.cli.deploy import _parse_vars
+    from tminus.cli.ops import run_checks
+    from tminus.engine.runner import default_operator, make_resolver
+    from tminus.plan.checks import CheckUse
+    from tminus.plan.problems import did_you_mean
+
+    refs: list[tuple[str | None, Any]] = []
+    for name in dict.fromkeys(names):
+        if name in plan.checks:
+            refs.append((name, CheckUse(use=name)))
+        elif name == "checklist":
+            items = [(c.item, c.check) for c in plan.checklist if c.check is not None]
+            if not items:
+                fail(f"plan '{plan.name}' has no automated checklist items")
+            refs += items
+        elif name == "health":
+            if not plan.health:
+                fail(f"plan '{plan.name}' declares no health checks")
+            refs += [(None, c) for c in plan.health]
+        else:
+            known = [*plan.checks, "checklist", "health"]
+            fail(
+                f"--run-check: no check '{name}' in plan '{plan.name}'",
+                hint=did_you_mean(name, known) or "checks: " + ", ".join(known),
+            )
+    resolver = make_resolver(
+        plan, plan_path, "<deploy-id>", default_operator(), _parse_vars(variables), Path(".tminus")
+    )
+    resolver.artifacts = lambda step, key: f"<artifact {step}.{key}>"
+    return run_checks(plan, resolver, refs)
 
 
 @click.command()

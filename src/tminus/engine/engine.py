@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +29,7 @@ from tminus.hosts.fleet import Fleet
 from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.interpolate import Resolver
-from tminus.plan.model import Phase, Plan
+from tminus.plan.model import Phase, Plan, RollbackTrigger
 from tminus.plan.steps import MaintenanceStep, Step, StepBase
 from tminus.plan.values import format_duration
 from tminus.steps.base import StepContext, StepOutcome
@@ -87,6 +87,10 @@ class Engine:
         self._current_key: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        #: The phase running now (rollback triggers watch the phases they cover).
+        self._phase_now = -1
+        #: A rollback trigger that fired (rollback or pause), with the result that fired it.
+        self._fired: tuple[RollbackTrigger, CheckResult] | None = None
         self.fleet = Fleet(
             self.plan, self.resolver, events=lambda: self.store.events(self.deploy_id)
         )
@@ -168,12 +172,41 @@ class Engine:
 
     # --- the run loop ---------------------------------------------------------------------
     async def drive(self, action: ResumeAction = "") -> DeployState:
+        return await self._as_runner(self._drive(action))
+
+    async def rollback_after(self, phases: list[int], reason: str) -> DeployState:
+        """``tminus rollback``: undo the chosen phases of a deploy that ended (succeeded, is
+        waiting for a delayed phase, or was partly rolled back): their rollback steps and
+        the compensations still owed, newest phase first, from what was recorded at run
+        time. The deploy then ends *rolled_back*."""
+
+        async def go() -> DeployState:
+            self.store.set_runner(self.deploy_id)
+            done = sum(1 for e in self.store.events(self.deploy_id) if e["type"] == "rollback.plan")
+            items = self._build_rollback_items(sorted(phases, reverse=True), first_phase=None)
+            for n, item in enumerate(items):
+                item["row"] = f"rollback/g{done + 1}/{n}"
+            self._event(
+                "rollback.plan",
+                f"{self.operator} rolls back phase(s) "
+                + ", ".join(str(p + 1) for p in sorted(phases))
+                + f": {len(items)} action(s)",
+                {"phases": [p + 1 for p in sorted(phases)], "actions": len(items)},
+            )
+            self._set_state(DeployState.ROLLING_BACK, reason, rollback_plan=items)
+            self._notify_rules("rollback", f"{self.deploy_id} is rolling back: {reason}")
+            return await self._rollback(reason=reason, final=DeployState.ROLLED_BACK)
+
+        return await self._as_runner(go())
+
+    async def _as_runner(self, job: Coroutine[Any, Any, DeployState]) -> DeployState:
+        """Run ``job`` as this deploy's runner: heartbeat, process records, fleet closed."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         beat = asyncio.ensure_future(self._heartbeat())
         work.set_sink(self)
         try:
-            return await self._drive(action)
+            return await job
         finally:
             work.set_sink(None)
             beat.cancel()
@@ -239,14 +272,27 @@ class Engine:
             self._apply_resume_action(action, rows)
             rows = self.store.step_rows(self.deploy_id)
         self._set_state(DeployState.RUNNING)
+        watch = asyncio.ensure_future(self._watch_triggers())
+        try:
+            return await self._forward(rows)
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    async def _forward(self, rows: dict[str, dict[str, Any]]) -> DeployState:
         total = len(self.plan.phases)
         announced: set[int] = set()
         for node in self.program:
             if node.kind in ("step", "phase_start") and self._abort_requested():
                 return await self.abort(rollback=self._abort_wants_rollback())
+            fired = await self._on_trigger(node)
+            if fired is not None:
+                return fired
             row = rows.get(node.key)
             if row is not None and row["state"] in DONE_STEP_STATES:
                 continue
+            if node.phase >= 0:
+                self._phase_now = node.phase
             if node.phase >= 0 and node.phase not in announced and node.kind != "phase_start":
                 phase = self.plan.phases[node.phase]
                 est = phase.estimate.total_seconds() if phase.estimate else None
@@ -257,7 +303,69 @@ class Engine:
                 announced.add(node.phase)
             if outcome is not None:
                 return outcome
-        return self._complete()
+        return await self._complete()
+
+    async def _watch_triggers(self) -> None:
+        """Evaluate the plan's rollback triggers (those with a check) while the phases they
+        cover run, each every ``interval``. A failed check fires it: ``notify`` is recorded
+        and notified; ``rollback`` and ``pause`` are handed to the run loop (the running step
+        is stopped for a rollback, finishes for a pause). No data or a failing source never
+        fires a trigger: it is recorded as ``trigger.no_verdict``."""
+        triggers = [t for t in self.plan.rollback_triggers if t.check is not None]
+        if not triggers:
+            return
+        covers = {
+            id(t): {self.plan.phase_index(p) for p in t.phases} if t.phases else None
+            for t in triggers
+        }
+        phase_seen = -1
+        due: dict[int, float] = {}
+        notified: set[int] = set()
+        while self._fired is None:
+            await asyncio.sleep(0.1)
+            if self._phase_now != phase_seen:  # a new phase: each trigger waits one interval
+                phase_seen = self._phase_now
+                t0 = time.monotonic()
+                due = {id(t): t0 + t.interval.total_seconds() for t in triggers}
+            for t in triggers:
+                cover = covers[id(t)]
+                if phase_seen < 0 or (cover is not None and phase_seen not in cover):
+                    continue
+                if time.monotonic() < due[id(t)]:
+                    continue
+                due[id(t)] = time.monotonic() + t.interval.total_seconds()
+                assert t.check is not None
+                result = await self.run_check(t.check)
+                data = {"trigger": t.name, "status": result.status, "action": t.action}
+                if result.status in ("inconclusive", "error"):
+                    self._event("trigger.no_verdict", f"{t.name}: {result.message}", data)
+                    continue
+                if result.passed:
+                    continue
+                msg = f"rollback trigger '{t.name}' fired: {result.message}"
+                self._event("trigger.fired", msg, {**data, "value": _jsonable(result.value)})
+                self.reporter.line(msg)
+                if t.action == "notify":
+                    if id(t) not in notified:
+                        notified.add(id(t))
+                        self._notify_rules("failure", f"{self.deploy_id}: {msg}")
+                    continue
+                self._fired = (t, result)
+                return
+
+    async def _on_trigger(self, node: Node) -> DeployState | None:
+        """Act on a trigger that fired: roll back (the trigger is the recorded cause) or
+        pause. None when none has fired."""
+        if self._fired is None:
+            return None
+        t, result = self._fired
+        reason = f"rollback trigger '{t.name}' fired: {result.message}"
+        if t.action == "pause":
+            self._fired = None
+            return self._pause(node, reason)
+        self.store.set_deploy(self.deploy_id, fault_at=now())
+        phase = node.phase if node.phase >= 0 else self._phase_now
+        return await self._rollback(reason=reason, failed_phase=phase if phase >= 0 else None)
 
     def _abort_requested(self) -> bool:
         """Has an operator asked to abort? Read at most every ABORT_POLL_S seconds, so a plan
@@ -280,8 +388,8 @@ class Engine:
         return False
 
     def _rollback_reason(self, d: dict[str, Any]) -> str:
-        """Why the rollback under way started (its first event), not why it last paused."""
-        for e in self.store.events(self.deploy_id):
+        """Why the rollback under way started (its event), not why it last paused."""
+        for e in reversed(self.store.events(self.deploy_id)):
             if e["type"] == "deploy.rolling_back" and e["message"]:
                 return str(e["message"])
         return str(d["reason"] or "rollback")
@@ -341,7 +449,7 @@ class Engine:
         if node.kind == "approvals":
             return self._approvals(node)
         if node.kind == "phase_start":
-            return self._phase_start(node)
+            return await self._phase_start(node)
         if node.kind == "step":
             return await self._step(node, row)
         if node.kind == "verify":
@@ -353,28 +461,60 @@ class Engine:
     # --- gates ----------------------------------------------------------------------------
     async def _checklist(self, node: Node) -> DeployState | None:
         item = self.plan.checklist[node.index]
-        if item.check is not None:
-            self.reporter.step(f"checklist: {item.item}")
-            result = await self.run_check(item.check)
+
+        async def automated(n: Node) -> DeployState | None:
+            it = self.plan.checklist[n.index]
+            assert it.check is not None
+            self.reporter.step(f"checklist: {it.item}")
+            result = await self.run_check(it.check)
             self.reporter.result(result.passed, result.message)
             if not result.passed:
-                self._event("checklist.failed", f"{item.item}: {result.message}", key=node.key)
-                return self._finish_failed(f"checklist item failed: {item.item}: {result.message}")
+                self._event("checklist.failed", f"{it.item}: {result.message}", key=n.key)
+                return self._finish_failed(f"checklist item failed: {it.item}: {result.message}")
+            return None
+
+        if item.check is not None:
+            failed = await automated(node)
+            if failed is not None:
+                return failed
             self.store.set_step_state(
                 self.deploy_id, node.key, StepState.SUCCEEDED, title=item.item
             )
             return None
         confirmed = self.store.confirmations(self.deploy_id)
-        names = {item.item, item.id} - {None}
-        if not any(n in confirmed for n in names):
+
+        def unconfirmed(it: Any) -> bool:
+            return not any(n in confirmed for n in {it.item, it.id} - {None})
+
+        if unconfirmed(item):
             if self.interactive and self.prompt is not None and self.prompt(item.item):
                 self.store.add_confirmation(self.deploy_id, item.item, self.operator)
             else:
-                self._set_state(
-                    DeployState.AWAITING_CONFIRMATION,
-                    f"checklist item needs confirmation: {item.item} "
-                    f'(tminus resume {self.deploy_id} --confirm "{item.item}")',
-                )
+                # Stop once for all of them: the automated items after this one run now (a
+                # failing one fails the deploy; they run again on resume), then every manual
+                # item still unconfirmed is listed with the command that confirms it.
+                later = [n for n in self.program if n.kind == "checklist" and n.index > node.index]
+                pending = [item.item]
+                for n in later:
+                    it = self.plan.checklist[n.index]
+                    if it.check is not None:
+                        failed = await automated(n)
+                        if failed is not None:
+                            return failed
+                    elif unconfirmed(it):
+                        pending.append(it.item)
+                cmd = f"tminus resume {self.deploy_id}"
+                if len(pending) == 1:
+                    why = (
+                        f"checklist item needs confirmation: {item.item} "
+                        f'({cmd} --confirm "{item.item}")'
+                    )
+                else:
+                    why = f"{len(pending)} checklist items need confirmation:" + "".join(
+                        f'\n  {p}: {cmd} --confirm "{p}"' for p in pending
+                    )
+                    why += f"\n  all at once: {cmd}" + "".join(f' --confirm "{p}"' for p in pending)
+                self._set_state(DeployState.AWAITING_CONFIRMATION, why)
                 return DeployState.AWAITING_CONFIRMATION
         self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title=item.item)
         return None
@@ -398,7 +538,7 @@ class Engine:
         return None
 
     # --- phases ---------------------------------------------------------------------------
-    def _phase_start(self, node: Node) -> DeployState | None:
+    async def _phase_start(self, node: Node) -> DeployState | None:
         phase = self.plan.phases[node.phase]
         if phase.after is not None and node.phase > 0:
             prev = self.store.phase_rows(self.deploy_id).get(node.phase - 1)
@@ -406,6 +546,9 @@ class Engine:
             if ended is not None:
                 due = ended + phase.after
                 if now() < due:
+                    await self._maintenance_off_for(
+                        None, "the deploy waits for a delayed phase", keep_ok=True
+                    )
                     self._set_state(
                         DeployState.SCHEDULED,
                         f"phase '{phase.name}' is due at {due:%Y-%m-%d %H:%M:%S %Z}",
@@ -428,30 +571,79 @@ class Engine:
         self._notify_rules("phase_end", f"phase '{phase.name}' completed")
         return None
 
-    async def _maintenance_off_for(self, phase: int | None, why: str) -> None:
-        """The guarantee: maintenance left on by ``phase`` (any phase if None) goes off."""
-        open_windows = [
-            w for w in self.store.maintenance_windows(self.deploy_id) if w["off_at"] is None
-        ]
-        if not open_windows:
+    async def _maintenance_off_for(
+        self, phase: int | None, why: str, *, keep_ok: bool = False
+    ) -> None:
+        """The guarantee: maintenance goes off. At the end of ``phase``: what that phase (or
+        a span ``until:`` it) turned on. With ``phase`` None (the deploy stops: rolled back,
+        failed, aborted, succeeded, waiting for a delayed phase): everything still on,
+        including maintenance turned on by a rollback step, except, with ``keep_ok`` (it
+        succeeded), what a step turned on with ``keep: true``."""
+        if not self._maintenance_open():
             return
+        kept = False
         for comp in self.store.compensations(self.deploy_id):
-            spec = comp["spec"].get("steps", [])
-            if comp["state"] not in ("armed", "pending") or (
-                phase is not None and comp["phase"] != phase
-            ):
+            if comp["state"] not in ("armed", "pending"):
                 continue
-            for s in spec:
-                if s.get("kind") == "maintenance" and s.get("action") == "off":
-                    self.reporter.step("Maintenance mode off", why)
-                    step = step_from_spec(s)
-                    out = await get_kind("maintenance").execute(
-                        step, self._ctx(comp["source_key"], comp["phase"])
-                    )
-                    self.reporter.result(out.ok, out.output or out.error or "")
-                    if out.ok:
-                        self.store.maintenance_off(self.deploy_id)
-                        self.store.set_compensation_state(comp["id"], "done")
+            for s in comp["spec"].get("steps", []):
+                if s.get("kind") != "maintenance" or s.get("action") != "off":
+                    continue
+                if phase is not None and (
+                    s.get("keep") or self._span_end(s, comp["phase"]) > phase
+                ):
+                    continue  # a span (on until a later phase ends), or kept to the end
+                if keep_ok and s.get("keep"):
+                    kept = True
+                    continue
+                if await self._maintenance(step_from_spec(s), why, comp["source_key"]):
+                    self.store.set_compensation_state(comp["id"], "done")
+        if phase is None and not kept and self._maintenance_open():
+            # turned on with no compensation (by a rollback step): off with the same settings
+            off = self._maintenance_step("off")
+            if off is not None:
+                await self._maintenance(off, why, "maintenance")
+            else:
+                self._event("maintenance.left_on", "maintenance is on and no step can turn it off")
+
+    def _maintenance_open(self) -> bool:
+        return any(w["off_at"] is None for w in self.store.maintenance_windows(self.deploy_id))
+
+    def _span_end(self, spec: dict[str, Any], phase: int) -> int:
+        """The phase at whose end maintenance turned on in ``phase`` goes off."""
+        until = spec.get("until")
+        end = self.plan.phase_index(until) if until is not None else None
+        return phase if end is None else max(end, phase)
+
+    def _maintenance_step(self, action: str, phase: int | None = None) -> StepBase | None:
+        """A maintenance step of the plan's own settings (the phase's own step's, if it has
+        one, else the plan's ``maintenance:``, else any maintenance step's settings)."""
+        candidates: list[MaintenanceStep] = []
+        phases = [phase] if phase is not None else range(len(self.plan.phases))
+        for p in phases:
+            ph = self.plan.phases[p]
+            candidates += [m for m in (*ph.steps, *ph.rollback) if isinstance(m, MaintenanceStep)]
+        own = [m for m in candidates if m.flag_file or (m.enable and m.disable)]
+        if own:
+            return own[0].model_copy(
+                update={"action": action, "until": None, "keep": False, "id": None, "undo": []}
+            )
+        if self.plan.maintenance is None:
+            return None
+        return MaintenanceStep(kind="maintenance", action=action)
+
+    async def _maintenance(self, step: StepBase, why: str, key: str, phase: int = -1) -> bool:
+        assert isinstance(step, MaintenanceStep)
+        self.reporter.step(f"Maintenance mode {step.action}", why)
+        out = await get_kind("maintenance").execute(step, self._ctx(key, phase))
+        self.reporter.result(out.ok, out.output or out.error or "")
+        if out.ok and step.action == "off":
+            self.store.maintenance_off(self.deploy_id)
+        elif out.ok:
+            self.store.maintenance_on(self.deploy_id, phase)
+        return out.ok
+
+    def _downtime(self, phase: int) -> bool:
+        return 0 <= phase < len(self.plan.phases) and self.plan.phases[phase].downtime
 
     # --- steps ----------------------------------------------------------------------------
     async def _step(self, node: Node, row: dict[str, Any] | None) -> DeployState | None:
@@ -477,6 +669,10 @@ class Engine:
             return self._pause(node, outcome.error or "the step's work may still be running")
         if self._interrupted == "abort":
             return await self.abort(rollback=self._abort_wants_rollback())
+        if self._interrupted == "trigger" or (outcome.ok and self._fired is not None):
+            fired = await self._on_trigger(node)
+            if fired is not None:
+                return fired
         if outcome.waiting:
             self._set_state(DeployState.AWAITING_APPROVAL, outcome.waiting)
             return DeployState.AWAITING_APPROVAL
@@ -604,10 +800,10 @@ class Engine:
                 self.store.maintenance_off(self.deploy_id)
                 for comp in self.store.compensations(self.deploy_id):
                     specs = comp["spec"].get("steps", [])
-                    if (
+                    if (  # the off of this phase's maintenance, or of a span reaching it
                         comp["state"] == "pending"
                         and any(s.get("kind") == "maintenance" for s in specs)
-                        and comp["phase"] == phase
+                        and comp["phase"] <= phase
                     ):
                         self.store.set_compensation_state(comp["id"], "done")
         self.reporter.result(
@@ -654,6 +850,10 @@ class Engine:
                 who = self.store.deploy(self.deploy_id)["abort_requested"] or "an operator"
                 why = f"aborted by {who}"
                 self._interrupted = "abort"
+                break
+            if watch_abort and self._fired is not None and self._fired[0].action == "rollback":
+                why = f"rollback trigger '{self._fired[0].name}' fired"
+                self._interrupted = "trigger"
                 break
         self.reporter.line(f"{why}: stopping the step's work")
         task.cancel()
@@ -752,10 +952,20 @@ class Engine:
 
     # --- rollback (saga) ------------------------------------------------------------------
     def _build_rollback(self, failed_phase: int) -> list[dict[str, Any]]:
+        """After a failure: the failed phase, then each earlier phase that started and has
+        rollback steps or compensations, newest first."""
+        return self._build_rollback_items(range(failed_phase, -1, -1), first_phase=failed_phase)
+
+    def _build_rollback_items(
+        self, phases: Iterable[int], first_phase: int | None
+    ) -> list[dict[str, Any]]:
+        """For each of ``phases`` (in that order) that started: its ``rollback:`` steps, then
+        the compensations it still owes, newest first. A phase with neither is left out,
+        except ``first_phase`` (the one that failed)."""
         comps = self.store.compensations(self.deploy_id)
         started = self.store.phase_rows(self.deploy_id)
         items: list[dict[str, Any]] = []
-        for p in range(failed_phase, -1, -1):
+        for p in phases:
             if p not in started:
                 continue
             phase = self.plan.phases[p]
@@ -765,7 +975,7 @@ class Engine:
                 if c["phase"] == p
                 and (c["state"] == "pending" or (c["state"] == "armed" and c["partial_ok"]))
             ]
-            if p != failed_phase and not phase.rollback and not pending:
+            if p != first_phase and not phase.rollback and not pending:
                 continue
             for j, st in enumerate(phase.rollback):
                 items.append(
@@ -809,17 +1019,42 @@ class Engine:
         self.reporter.line(f"rolling back: {len(plan_items)} action(s)")
         rows = self.store.step_rows(self.deploy_id)
         all_ok = True
+        restored: set[str] = set()  # backups restored by this rollback
+        failed_phases: set[int] = set()
+        undone: list[str] = []
+        turned_on: int | None = None  # the downtime phase maintenance was turned on for
         for n, item in enumerate(plan_items):
-            key = f"rollback/{n}"
+            key = str(item.get("row") or f"rollback/{n}")
             row = rows.get(key)
+            phase = item["phase"]
+            if turned_on is not None and turned_on != phase:
+                await self._maintenance_off_for(None, f"rollback of phase {turned_on + 1} done")
+                turned_on = None
             if row is not None and row["state"] in DONE_STEP_STATES:
+                restored |= _restores(item["steps"])
                 continue
+            if self._downtime(phase) and not self._maintenance_open():
+                on = self._maintenance_step("on", phase)
+                if on is not None:  # a downtime phase is rolled back under maintenance
+                    why = f"rolling back downtime phase {phase + 1}"
+                    if await self._maintenance(on, why, key, phase):
+                        turned_on = phase
             steps = [step_from_spec(s) for s in item["steps"]]
             ok = True
             for k, st in enumerate(steps):
                 sub = f"{key}/{k}" if len(steps) > 1 else key
                 srow = rows.get(sub)
                 if srow is not None and srow["state"] in DONE_STEP_STATES:
+                    restored |= _restores([item["steps"][k]])
+                    continue
+                again = _restores([item["steps"][k]]) & restored
+                if again:
+                    msg = f"{st.title()}: backup {', '.join(sorted(again))} already restored"
+                    self.store.set_step_state(
+                        self.deploy_id, sub, StepState.SKIPPED, title=st.title()
+                    )
+                    self._event("rollback.restore_skipped", msg, key=sub)
+                    self.reporter.step(st.title(), "skipped: restored earlier in this rollback")
                     continue
                 if srow is not None and srow["state"] == "running" and not _rerun_safe(st):
                     # In flight when the runner stopped, and not safe to repeat: never guess.
@@ -838,6 +1073,8 @@ class Engine:
                 out = await self._execute(st, sub, item["phase"], srow, rolling_back=True)
                 if self._interrupted == "unconfirmed":
                     return self._pause_in_flight(sub, out.error or "the action may still run")
+                if out.ok:
+                    restored |= _restores([item["steps"][k]])
                 ok = ok and out.ok
             if len(steps) > 1:
                 self.store.set_step_state(
@@ -848,6 +1085,10 @@ class Engine:
                 )
             if item["comp_id"] is not None:
                 self.store.set_compensation_state(item["comp_id"], "done" if ok else "failed")
+                if ok and item["key"].endswith("/undo"):
+                    undone.append(item["key"][: -len("/undo")])
+            if not ok:
+                failed_phases.add(phase)
             all_ok = all_ok and ok
         await self._maintenance_off_for(None, "rollback finished")
         state = final if all_ok else DeployState.FAILED
@@ -857,6 +1098,14 @@ class Engine:
         for idx, prow in self.store.phase_rows(self.deploy_id).items():
             if prow["state"] == "running":
                 self.store.phase_finished(self.deploy_id, idx, "rolled_back")
+        # What the rollback undid shows as rolled back, not as succeeded.
+        rows = self.store.step_rows(self.deploy_id)
+        rolled = sorted({int(i["phase"]) for i in plan_items} - failed_phases)
+        self.store.mark_rolled_back(
+            self.deploy_id,
+            steps=[k for k in undone if rows.get(k, {}).get("state") == "succeeded"],
+            phases=[p for p in rolled if p >= 0],
+        )
         self._set_state(state, why)
         self._release_lock()
         return state
@@ -905,7 +1154,7 @@ class Engine:
         self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title="summary")
         return None
 
-    def _complete(self) -> DeployState:
+    async def _complete(self) -> DeployState:
         """Every node is done: record success (again, after a crash) and free the lock. An
         abort that arrived after the last step had done its work is reported, not dropped."""
         d = self.store.deploy(self.deploy_id)
@@ -916,9 +1165,19 @@ class Engine:
             )
             self.reporter.line(msg)
             self._event("deploy.abort_too_late", msg)
+        await self._maintenance_off_for(None, "the deploy succeeded", keep_ok=True)
         self._set_state(DeployState.SUCCEEDED, None)
         self._release_lock()
         return DeployState.SUCCEEDED
+
+
+def _restores(specs: list[dict[str, Any]]) -> set[str]:
+    """The backups these action specs restore ("database <- backup" signatures)."""
+    return {
+        f"{s.get('database') or ''} <- {s.get('from')}"
+        for s in specs
+        if s.get("kind") == "restore" and s.get("from") is not None
+    }
 
 
 def _rerun_safe(step: StepBase) -> bool:

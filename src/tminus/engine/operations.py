@@ -18,7 +18,14 @@ from tminus.errors import PlanError
 from tminus.plan.model import Operation, Plan
 from tminus.plan.problems import did_you_mean
 
-__all__ = ["ParamValue", "check_role", "derived_plan", "get_operation", "parse_params"]
+__all__ = [
+    "ParamValue",
+    "check_role",
+    "derived_plan",
+    "get_operation",
+    "parent_plan_name",
+    "parse_params",
+]
 
 ParamValue = str | int | float | bool
 
@@ -127,3 +134,13 @@ def derived_plan(plan: Plan, op_name: str, params: dict[str, ParamValue]) -> str
         phase["estimate"] = opd["estimate"]
     out["phases"] = [phase]
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
+
+
+def parent_plan_name(plan: Plan) -> str:
+    """The name of the plan whose deploys an operation's ``{deploy: latest, …}`` looks at: for
+    the derived plan of an operation (named ``<plan>.op.<operation>``, holding one phase
+    named after the operation) the plan it came from; for any other plan its own name."""
+    head, sep, op_name = plan.name.rpartition(".op.")
+    if sep and head and len(plan.phases) == 1 and plan.phases[0].name == op_name:
+        return head
+    return plan.name

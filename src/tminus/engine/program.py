@@ -133,7 +133,12 @@ def build_program(plan: Plan, selection: Selection | None = None) -> list[Node]:
             nodes.append(Node(f"checklist/{i}", "checklist", item.item, index=i))
     if plan.approvals.required:
         nodes.append(Node("approvals", "approvals", "Approvals"))
+    # The success summary follows the phases of the window (those before the first delayed
+    # one), not a cleanup phase 30 days later.
+    in_window = len(plan.in_window_phases())
     for p, phase in enumerate(plan.phases):
+        if p == in_window and selection is None:
+            nodes.append(Node("summary", "summary", "Success summary"))
         if selection is not None and p not in selection.phases:
             continue
         nodes.append(Node(f"phase/{p}/start", "phase_start", phase.name, phase=p))
@@ -143,6 +148,6 @@ def build_program(plan: Plan, selection: Selection | None = None) -> list[Node]:
             title = getattr(chk, "name", None) or getattr(chk, "use", None) or f"verify {j + 1}"
             nodes.append(Node(f"phase/{p}/verify/{j}", "verify", str(title), phase=p, index=j))
         nodes.append(Node(f"phase/{p}/end", "phase_end", phase.name, phase=p))
-    if selection is None:
+    if selection is None and in_window == len(plan.phases):
         nodes.append(Node("summary", "summary", "Success summary"))
     return nodes

@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from tminus.steps.registry import get_kind, implemented_kinds
 from tminus.store.store import Store
 
 __all__ = [
+    "DEFAULT_ROLLBACK_WINDOW",
     "RunOptions",
     "approve",
     "default_operator",
@@ -42,8 +44,10 @@ __all__ = [
     "dry_run_loaded",
     "make_resolver",
     "resume",
+    "rollback",
     "start",
     "start_loaded",
+    "window_problem",
 ]
 
 
@@ -67,6 +71,8 @@ class RunOptions:
     phases: tuple[str, ...] = ()
     #: ``--skip-checklist``: only with ``phases``.
     skip_checklist: bool = False
+    #: ``--outside-window REASON``: run although now is outside the plan's window (recorded).
+    outside_window: str | None = None
 
 
 def _selection(plan: Plan, opts: RunOptions) -> Selection | None:
@@ -78,6 +84,29 @@ def _selection(plan: Plan, opts: RunOptions) -> Selection | None:
             )
         return None
     return Selection(select_phases(plan, opts.phases), opts.skip_checklist)
+
+
+def window_problem(plan: Plan, at: datetime) -> str | None:
+    """Why ``at`` is outside the plan's window (``window.start`` and ``duration``, read in
+    ``window.timezone``), or None: inside it, or the plan has no start."""
+    from zoneinfo import ZoneInfo
+
+    w = plan.window
+    if w.start is None:
+        return None
+    start = w.start if w.start.tzinfo else w.start.replace(tzinfo=ZoneInfo(w.timezone))
+    zone = ZoneInfo(w.timezone)
+    shown = f"{start.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+    if at < start:
+        return f"the plan's window opens at {shown}; it is {at.astimezone(zone):%Y-%m-%d %H:%M %Z}"
+    if w.duration is not None and at > start + w.duration:
+        from tminus.plan.values import format_duration
+
+        end = (start + w.duration).astimezone(zone)
+        return (
+            f"the plan's window ({shown}, {format_duration(w.duration)}) closed at {end:%H:%M %Z}"
+        )
+    return None
 
 
 def _load(path: str) -> tuple[Plan, str]:
@@ -123,7 +152,8 @@ def _preflight(
         unique = list(dict.fromkeys(problems))
         raise PreflightFailed(
             "preflight failed, nothing was run:\n  " + "\n  ".join(unique),
-            hint="install what is missing or free disk space, then run again",
+            hint="install what is missing, free disk space or make the backup named, then run "
+            "again",
         )
 
 
@@ -186,6 +216,7 @@ def _engine(
 ) -> Engine:
     state_dir = _state_dir(store)
     resolver = make_resolver(plan, plan_path, deploy_id, opts.operator, overrides, state_dir)
+    resolver.store = store
     interactive = (
         opts.interactive if opts.interactive is not None else (os.isatty(0) and os.isatty(1))
     )
@@ -228,11 +259,20 @@ def start(plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
 def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
     """Start a deploy of an already loaded plan (``text`` is stored as its snapshot)."""
     selection = _selection(plan, opts)
+    from tminus.store.store import now
+
+    outside = window_problem(plan, now())
+    if outside and not opts.outside_window:
+        raise PlanError(
+            outside,
+            hint='run it in its window, or say why: --outside-window "REASON" (recorded)',
+        )
     _preflight(plan, selection=selection)
     overrides = dict(opts.overrides or {})
     # Resolve once before touching the store, so a missing secret fails with nothing started.
     early = make_resolver(plan, plan_path, "dry", opts.operator, overrides, Path(".tminus"))
     store = Store(opts.state_url)
+    early.store = store  # a restore of an earlier deploy's backup is found before anything runs
     _preflight(plan, early, _state_dir(store), selection)
     stored: dict[str, Any] = dict(overrides)
     if selection is not None:
@@ -262,6 +302,13 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
         )
     if taken is not None:
         _took_over(store, taken, deploy_id, opts.operator)
+    if outside:
+        store.event(
+            deploy_id,
+            "deploy.outside_window",
+            f"{opts.operator} runs outside the window: {opts.outside_window} ({outside})",
+            data={"by": opts.operator, "reason": opts.outside_window, "window": outside},
+        )
     for item in opts.confirms:
         _confirm(store, plan, deploy_id, item, opts.operator)
     reporter = make_reporter(opts.quiet)
@@ -531,6 +578,104 @@ def approve(
         gate = waiting[0]
     store.add_approval(deploy_id, gate, role, person, comment)
     return f"{role} approved {deploy_id} as {person}; continue with: tminus resume {deploy_id}"
+
+
+#: How long after it ended a deploy may be rolled back when the plan does not say.
+DEFAULT_ROLLBACK_WINDOW = timedelta(days=7)
+
+
+def rollback(
+    deploy_id: str, phases: tuple[str, ...], reason: str | None, force: bool, opts: RunOptions
+) -> tuple[int, str]:
+    """``tminus rollback``: undo a deploy that ended well (succeeded, scheduled for a delayed
+    phase, or partly rolled back), all of it or the chosen phases, within the plan's
+    ``rollback_window`` and unless a later deploy of the same plan and environment has
+    succeeded since (``force`` overrides both, recorded)."""
+    from tminus.store.store import now
+
+    store = Store(opts.state_url)
+    d, plan = _load_deploy(store, deploy_id)
+    state = DeployState(d["state"])
+    if state not in (DeployState.SUCCEEDED, DeployState.SCHEDULED, DeployState.ROLLED_BACK):
+        hint = (
+            f"use: tminus resume {deploy_id} --rollback"
+            if state not in TERMINAL
+            else "a failed or aborted deploy has already run its rollback"
+        )
+        raise NotResumable(
+            f"deploy {deploy_id} is {state.value}: tminus rollback undoes a deploy that "
+            "succeeded, is scheduled, or was partly rolled back",
+            hint=hint,
+        )
+    rows = store.phase_rows(deploy_id)
+    done = sorted(i for i, r in rows.items() if r["state"] == "succeeded")
+    if phases:
+        chosen = sorted(select_phases(plan, phases))
+        not_done = [i for i in chosen if i not in done]
+        if not_done:
+            raise NotResumable(
+                "nothing to roll back in phase(s) "
+                + ", ".join(
+                    f"{i + 1} ({rows[i]['state'] if i in rows else 'never ran'})" for i in not_done
+                ),
+                hint="phases that succeeded: " + (", ".join(str(i + 1) for i in done) or "none"),
+            )
+    else:
+        chosen = done
+    if not chosen:
+        raise NotResumable(f"deploy {deploy_id} has no phase left to roll back")
+    overrides_why: list[str] = []
+    window = plan.rollback_window or DEFAULT_ROLLBACK_WINDOW
+    ended = d["finished_at"] or max(
+        (r["ended_at"] for r in rows.values() if r["ended_at"] is not None), default=None
+    )
+    if ended is not None and now() > ended + window:
+        from tminus.plan.values import format_duration
+
+        shown = format_duration(window)
+        why = f"its rollback window ({shown}) closed at {ended + window:%Y-%m-%d %H:%M %Z}"
+        if not force:
+            raise NotResumable(f"deploy {deploy_id}: {why}", hint="--force overrides (recorded)")
+        overrides_why.append(why)
+    later = [
+        x
+        for x in store.list_deploys(limit=1000)
+        if x["plan_name"] == d["plan_name"]
+        and x["environment"] == d["environment"]
+        and x["seq"] > d["seq"]
+        and x["state"] == "succeeded"
+    ]
+    if later:
+        why = (
+            f"a later deploy of {d['plan_name']} in {d['environment']} succeeded: {later[0]['id']}"
+        )
+        if not force:
+            raise NotResumable(
+                f"deploy {deploy_id}: {why}; rolling back the older one would undo on top of it",
+                hint=f"roll back {later[0]['id']} first, or --force (recorded)",
+            )
+        overrides_why.append(why)
+    store.acquire_lock(
+        plan.name, plan.environment, deploy_id, opts.operator, reason, holder_check=_holder_check
+    )
+    why = reason or f"rollback requested by {opts.operator}"
+    store.event(
+        deploy_id,
+        "rollback.requested",
+        f"{opts.operator} rolls back: {why}"
+        + (f" (forced: {'; '.join(overrides_why)})" if overrides_why else ""),
+        data={"by": opts.operator, "phases": [i + 1 for i in chosen], "forced": overrides_why},
+    )
+    if overrides_why:
+        print(f"override recorded: {'; '.join(overrides_why)}", file=sys.stderr, flush=True)
+    overrides, selection = split_overrides(d["overrides"])
+    reporter = make_reporter(opts.quiet)
+    engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, overrides, selection)
+    try:
+        final = asyncio.run(engine.rollback_after(chosen, why))
+    finally:
+        engine.reporter.close()
+    return (0 if final == DeployState.ROLLED_BACK else 1), _final_message(store, deploy_id, final)
 
 
 def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:

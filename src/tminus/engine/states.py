@@ -28,6 +28,7 @@ class StepState(StrEnum):
     IGNORED = "ignored"  # failed under on_failure: continue
     SKIPPED = "skipped"
     WARNED = "warned"  # a check at WARN level: passed, with a notification
+    ROLLED_BACK = "rolled_back"  # succeeded, then undone by a rollback
 
 
 TERMINAL = frozenset(
@@ -42,7 +43,13 @@ WAITING = frozenset(
     }
 )
 DONE_STEP_STATES = frozenset(
-    {StepState.SUCCEEDED, StepState.SKIPPED, StepState.IGNORED, StepState.WARNED}
+    {
+        StepState.SUCCEEDED,
+        StepState.SKIPPED,
+        StepState.IGNORED,
+        StepState.WARNED,
+        StepState.ROLLED_BACK,
+    }
 )
 
 

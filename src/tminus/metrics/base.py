@@ -8,14 +8,17 @@ level is ``ok``, ``warn`` or ``critical``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from tminus.errors import PlanError
 from tminus.plan.checks import CheckBase
-from tminus.plan.interpolate import Resolver
+from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import Plan
+from tminus.plan.values import Condition, resolve_condition
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -24,6 +27,7 @@ __all__ = [
     "MetricProvider",
     "get_provider",
     "judge",
+    "plain_number",
 ]
 
 Status = Literal["passed", "failed", "inconclusive", "error"]
@@ -40,6 +44,9 @@ class Measurement:
     error: str | None = None
     message: str = ""
     no_data: bool = False  # the source answered with nothing to judge: always inconclusive
+    #: The check's expect/warn/critical with ``${…}`` resolved for this measurement (set by
+    #: the provider :func:`get_provider` returns); None: the check's own conditions.
+    conditions: dict[str, Condition | None] | None = None
 
 
 @dataclass
@@ -84,7 +91,41 @@ BUILTIN_PROVIDERS: dict[str, str] = {
 }
 
 
+_LEVELS = ("expect", "warn", "critical")
+
+
+def resolve_conditions(check: CheckBase, resolver: Resolver) -> dict[str, Condition | None]:
+    """The check's conditions with ``${…}`` (variables, built-ins, artifacts, secrets)
+    resolved by the deploy's resolver and parsed; raises ResolveError or ValueError."""
+    out: dict[str, Condition | None] = {}
+    for level in _LEVELS:
+        cond: Condition | None = getattr(check, level)
+        out[level] = None if cond is None else resolve_condition(cond, resolver.resolve)
+    return out
+
+
+class _ResolvingConditions:
+    """Wraps a provider: resolves the check's conditions before measuring (a condition that
+    does not resolve, or does not parse once resolved, is an error, never a pass)."""
+
+    source: ClassVar[str] = "*"
+
+    def __init__(self, inner: MetricProvider) -> None:
+        self.inner = inner
+        self.__dict__["source"] = inner.source  # reads as the wrapped provider's source
+
+    async def measure(self, check: Any, ctx: CheckContext) -> Measurement:
+        try:
+            conditions = resolve_conditions(check, ctx.resolver)
+        except (ResolveError, ValueError) as exc:
+            return Measurement(error=ctx.resolver.mask(f"a condition does not resolve: {exc}"))
+        m = await self.inner.measure(check, ctx)
+        m.conditions = conditions
+        return m
+
+
 def get_provider(source: str) -> MetricProvider:
+    """The provider of ``source``, resolving the check's ``${…}`` conditions at run time."""
     mod = BUILTIN_PROVIDERS.get(source)
     if mod is None:
         raise PlanError(
@@ -92,31 +133,53 @@ def get_provider(source: str) -> MetricProvider:
             hint="implemented sources: " + ", ".join(sorted(BUILTIN_PROVIDERS)),
         )
     provider: MetricProvider = import_module(mod).PROVIDER
-    return provider
+    return _ResolvingConditions(provider)
 
 
 def check_name(check: CheckBase) -> str:
     return check.name or str(getattr(check, "source", "check"))
 
 
+def plain_number(value: Any) -> Any:
+    """A database's exact number (``Decimal``: PostgreSQL's ``numeric``, MariaDB's ``DECIMAL``
+    and every decimal literal; ``Fraction``) as an ``int`` when integral, else a ``float``, so
+    that every condition compares it as a number. Any other value is returned unchanged
+    (numeric strings already compare as numbers)."""
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value():
+            return int(value)
+        return float(value)
+    if isinstance(value, Fraction):
+        return int(value) if value.denominator == 1 else float(value)
+    return value
+
+
 def judge(check: CheckBase, m: Measurement) -> CheckResult:
-    """Apply ``critical``, then ``expect``, then ``warn`` to a measurement."""
+    """Apply ``critical``, then ``expect``, then ``warn`` to a measurement: the conditions
+    the provider resolved (``${…}``), else the check's own. Exact numbers (``Decimal``) are
+    compared as numbers (see :func:`plain_number`)."""
     name = check_name(check)
+    m.value = plain_number(m.value)
     if m.error is not None:
         return CheckResult(name, "error", "critical", m.value, m.error)
-    if m.no_data or (m.value is None and (check.expect or check.warn or check.critical)):
+    conds = m.conditions or {level: getattr(check, level) for level in _LEVELS}
+    expect, warn, critical = conds.get("expect"), conds.get("warn"), conds.get("critical")
+    if m.no_data or (m.value is None and (expect or warn or critical)):
         return CheckResult(name, "inconclusive", "ok", None, m.message or "no data")
-    shown = _show(m.value)
-    if check.critical is not None and check.critical.evaluate(m.value):
+    unresolved = [str(c) for c in (expect, warn, critical) if c is not None and c.deferred]
+    if unresolved:
         return CheckResult(
-            name, "failed", "critical", m.value, f"{shown} is CRITICAL ({check.critical})"
+            name, "error", "critical", m.value, f"condition {unresolved[0]} was not resolved"
         )
-    if check.expect is not None and not check.expect.evaluate(m.value):
-        return CheckResult(name, "failed", "critical", m.value, f"{shown}, expected {check.expect}")
+    shown = _show(m.value)
+    if critical is not None and critical.evaluate(m.value):
+        return CheckResult(name, "failed", "critical", m.value, f"{shown} is CRITICAL ({critical})")
+    if expect is not None and not expect.evaluate(m.value):
+        return CheckResult(name, "failed", "critical", m.value, f"{shown}, expected {expect}")
     if not m.ok:
         return CheckResult(name, "failed", "critical", m.value, m.message or "the source failed")
-    if check.warn is not None and check.warn.evaluate(m.value):
-        return CheckResult(name, "passed", "warn", m.value, f"{shown} is WARN ({check.warn})")
+    if warn is not None and warn.evaluate(m.value):
+        return CheckResult(name, "passed", "warn", m.value, f"{shown} is WARN ({warn})")
     return CheckResult(name, "passed", "ok", m.value, m.message or f"{shown}")
 
 

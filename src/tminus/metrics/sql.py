@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tminus import work
-from tminus.metrics.base import CheckContext, Measurement
+from tminus.metrics.base import CheckContext, Measurement, plain_number
 from tminus.plan.checks import SqlCheck
 from tminus.sqlrun import db_error, run_query
 
@@ -25,7 +25,8 @@ class SqlProvider:
             return Measurement(error=ctx.resolver.mask(db_error(exc)))
         if not rows:
             return Measurement(value=None, message="the query returned no rows")
-        value = rows[0][0]
+        # numeric/DECIMAL columns and decimal literals arrive as Decimal: judge them as numbers
+        value = plain_number(rows[0][0])
         if not (check.expect or check.warn or check.critical):
             return Measurement(value=value, ok=bool(value), message=f"first value {value!r}")
         return Measurement(value=value, message=f"{value!r}")

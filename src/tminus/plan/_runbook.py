@@ -30,6 +30,7 @@ from tminus.plan.checks import (
 )
 from tminus.plan.steps import (
     ApproveStep,
+    BackupRef,
     BackupStep,
     BlueGreenStep,
     CanaryStep,
@@ -419,13 +420,21 @@ def _backup(s: BackupStep) -> Text:
     return txt("Back up ", what, txt(" to ", Code(s.dest)) if s.dest else None, " (verified)")
 
 
+def _backup_from(ref: str | BackupRef) -> Text:
+    if isinstance(ref, str):
+        return txt(Code(ref))
+    if ref.deploy == "latest":
+        return txt(Code(ref.backup), " of the latest deploy that made it")
+    return txt(Code(ref.backup), " of deploy ", Code(ref.deploy))
+
+
 def _restore(s: RestoreStep) -> Text:
     target = s.database or s.path
-    return txt("Restore ", Code(target) if target else None, " from backup ", Code(s.from_))
+    return txt("Restore ", Code(target) if target else None, " from backup ", _backup_from(s.from_))
 
 
 def _verify_backup(s: VerifyBackupStep) -> Text:
-    return txt("Verify backup ", Code(s.from_), " by restoring it into a scratch copy")
+    return txt("Verify backup ", _backup_from(s.from_), " by restoring it into a scratch copy")
 
 
 def _migrate_target(s: MigrateStep) -> Text:

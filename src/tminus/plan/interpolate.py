@@ -109,6 +109,9 @@ class Resolver:
     base_dir: Path = field(default_factory=Path.cwd)
     artifacts: ArtifactLookup | None = None
     masker: Masker = field(default_factory=Masker)
+    #: The deploy's state store (set by the runner): a restore of an earlier deploy's backup
+    #: (``from: {deploy: latest, …}``) looks it up there.
+    store: Any = None
 
     @classmethod
     def for_plan(

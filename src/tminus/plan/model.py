@@ -276,11 +276,21 @@ class Risk(PlanModel):
 
 
 class RollbackTrigger(PlanModel):
-    """A condition that calls for rollback, as a check wherever it can be."""
+    """A condition that calls for rollback, as a check wherever it can be. With a check,
+    tminus evaluates it while the phases it covers run, every ``interval``; without one it is
+    a manual trigger: the runbook lists it for the operator."""
 
     name: str
     check: CheckRef | None = None
     action: Literal["rollback", "pause", "notify"] = "rollback"
+    phases: list[str | int] = Field(
+        default_factory=list,
+        description="Phases (names or numbers from 1) during which the check is evaluated; "
+        "default: every phase.",
+    )
+    interval: DurationStr = Field(
+        timedelta(seconds=30), description="How often the check is evaluated (default 30s)."
+    )
 
 
 class Contact(PlanModel):
@@ -333,6 +343,11 @@ class Plan(PlanModel):
     troubleshooting: list[Troubleshooting] = Field(default_factory=list)
     risks: list[Risk] = Field(default_factory=list)
     rollback_triggers: list[RollbackTrigger] = Field(default_factory=list)
+    rollback_window: DurationStr | None = Field(
+        None,
+        description="How long after it ended a deploy may still be rolled back with "
+        "`tminus rollback` (default 7d).",
+    )
     contacts: Contacts = Field(default_factory=Contacts)
     health: list[CheckRef] = Field(default_factory=list)
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
@@ -343,6 +358,16 @@ class Plan(PlanModel):
         return (
             str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
         )
+
+    def phase_index(self, ref: str | int) -> int | None:
+        """The index of a phase named by its name or its 1-based number; None if no phase."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            n = int(ref)
+            return n - 1 if 1 <= n <= len(self.phases) else None
+        for i, phase in enumerate(self.phases):
+            if phase.name == ref:
+                return i
+        return None
 
     def in_window_phases(self) -> list[Phase]:
         """Phases that run inside the window: those before the first delayed one."""

@@ -257,16 +257,20 @@ def _rollback_triggers(plan: Plan) -> Section | None:
     rows: list[list[Text]] = []
     for t in plan.rollback_triggers:
         if t.check is None:
-            rows.append([txt(t.name), txt("-"), txt("(judged by a person)"), txt(t.action)])
+            rows.append(
+                [txt(t.name), txt("-"), txt("(judged by a person)"), txt(t.action), txt("-")]
+            )
             continue
         name, check = named_check(plan, t.check)
-        rows.append([txt(t.name), txt(name), txt(condition_text(check)), txt(t.action)])
+        where = ", ".join(str(p) for p in t.phases) if t.phases else "every phase"
+        when = f"{where}, every {format_duration(t.interval)}"
+        rows.append([txt(t.name), txt(name), txt(condition_text(check)), txt(t.action), txt(when)])
     if not rows:
         return None
     return Section(
         "rollback-triggers",
         "Rollback triggers",
-        [Table(["Trigger", "Check", "Condition", "Action"], rows)],
+        [Table(["Trigger", "Check", "Condition", "Action", "Evaluated"], rows)],
     )
 
 

@@ -12,23 +12,25 @@ from datetime import timedelta
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from tminus.plan._base import Name, PlanModel
 from tminus.plan.checks import CheckRef
-from tminus.plan.values import DurationStr
+from tminus.plan.values import DurationStr, VarDurationStr
 
 __all__ = [
     "FLEET_HOOK_VARIABLES",
     "FLEET_HOST_VARIABLES",
     "STEP_KINDS",
     "ApproveStep",
+    "BackupRef",
     "BackupStep",
     "BatchSpec",
     "BlueGreenStep",
     "CanaryStep",
     "CanaryStepWeight",
     "FlagStep",
+    "FleetOn",
     "HttpExpect",
     "HttpStep",
     "MaintenanceStep",
@@ -117,6 +119,14 @@ FLEET_HOST_VARIABLES = ("host", "host_address")
 #: Variables a before_batch/after_batch hook may use (besides the host ones).
 FLEET_HOOK_VARIABLES = ("batch_hosts", "batch_ok_hosts", "batch_failed_hosts", "batch_index")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+#: ``on:`` of a fleet step: a host or group, or ``${host}`` (only in a before_batch/after_batch
+#: hook: each host of the batch; `tminus check` refuses it elsewhere).
+FleetOn = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(?:[A-Za-z_][A-Za-z0-9_.-]*|\$\{host\})$", min_length=1, max_length=120
+    ),
+]
 
 
 def _batch_item(item: int | str, total: int) -> int:
@@ -183,33 +193,33 @@ def batch_problem(spec: BatchSpec) -> str | None:
     return None
 
 
-def tolerated_failures(spec: int | str, total: int) -> int:
+def tolerated_failures(spec: int | str, total: int, what: str = "max_fail") -> int:
     """How many failed hosts a step of ``total`` hosts tolerates: a count, or a percentage of
     ``total`` rounded down (so ``'10%'`` of 10 hosts tolerates 1, of 9 hosts none: the step
     fails when *more than* 10% failed, as Ansible's ``max_fail_percentage``). Raises
     ValueError."""
     if isinstance(spec, bool):
-        raise ValueError(f"max_fail {spec!r} is not a count or a percentage")
+        raise ValueError(f"{what} {spec!r} is not a count or a percentage")
     if isinstance(spec, int):
         if spec < 0:
-            raise ValueError(f"max_fail must be 0 or more, got {spec}")
+            raise ValueError(f"{what} must be 0 or more, got {spec}")
         return spec
     text = spec.strip()
     if text.isdigit():
         return int(text)
     m = _PERCENT.match(text)
     if m is None:
-        raise ValueError(f"max_fail '{spec}' is not a count (1) or a percentage ('10%')")
+        raise ValueError(f"{what} '{spec}' is not a count (1) or a percentage ('10%')")
     pct = Fraction(m.group(1))
     if pct > 100:
-        raise ValueError(f"max_fail percentage must be at most 100%, got '{spec}'")
+        raise ValueError(f"{what} percentage must be at most 100%, got '{spec}'")
     return math.floor(pct * total / 100)
 
 
-def max_fail_problem(spec: int | str) -> str | None:
-    """Why ``spec`` is not a valid ``max_fail``, or None."""
+def max_fail_problem(spec: int | str, what: str = "max_fail") -> str | None:
+    """Why ``spec`` is not a valid ``max_fail`` (or ``max_fail_per_batch``), or None."""
     try:
-        tolerated_failures(spec, 100)
+        tolerated_failures(spec, 100, what)
     except ValueError as exc:
         return str(exc)
     return None
@@ -219,7 +229,7 @@ class SshStep(StepBase):
     """A command on every host of a group, in rolling batches."""
 
     kind: Literal["ssh"]
-    on: Name = Field(description="A host or group.")
+    on: FleetOn = Field(description="A host or group (in a hook also ${host}).")
     command: str
     cwd: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
@@ -230,6 +240,15 @@ class SshStep(StepBase):
         0,
         description="Failed hosts tolerated over the whole step: a count or a percentage; "
         "more fails the step before its next batch.",
+    )
+    max_fail_per_batch: int | str | None = Field(
+        None,
+        description="Failed hosts tolerated in each batch (Ansible's max_fail_percentage): a "
+        "count or a percentage of the batch; more stops the step after that batch.",
+    )
+    first_batch_canary: bool = Field(
+        True,
+        description="Any failure in the first batch stops the rollout (when more batches follow).",
     )
     run_once: bool = Field(False, description="Run on one host only: the first reachable one.")
     become: bool | str = False
@@ -287,7 +306,7 @@ class WaitStep(StepBase):
     """Wait a fixed time, or until a check passes (polled every ``interval``)."""
 
     kind: Literal["wait"]
-    duration: DurationStr | None = None
+    duration: VarDurationStr | None = None
     until: CheckRef | None = None
     interval: DurationStr | None = None
 
@@ -314,6 +333,17 @@ class MaintenanceStep(StepBase):
     enable: str | None = None
     disable: str | None = None
     flag_file: str | None = None
+    until: str | int | None = Field(
+        None,
+        description="With action on: keep maintenance on across phases, until the end of "
+        "this phase (its name, or its number counting from 1), unless a step turns it off "
+        "first. Without it, tminus turns maintenance off at the end of the phase.",
+    )
+    keep: bool = Field(
+        False,
+        description="With action on: leave maintenance on when the deploy succeeds (it still "
+        "goes off on rollback, failure and abort).",
+    )
 
     def default_title(self) -> str:
         return f"Maintenance mode {self.action}"
@@ -357,11 +387,33 @@ class BackupStep(StepBase):
         return self
 
 
+class BackupRef(PlanModel):
+    """A backup an earlier deploy made: ``{deploy: latest, backup: db_backup}``."""
+
+    deploy: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="'latest' (the newest deploy of this plan and environment whose backup "
+        "verifies; for an operation: of its plan) or a deploy id such as shop-12."
+    )
+    backup: Name = Field(description="The id of the backup step that made it.")
+
+    def __str__(self) -> str:
+        return f"{self.backup} of deploy {self.deploy}"
+
+
+#: ``from:`` of a restore or verify_backup step: a backup step id of this deploy, or a backup
+#: of an earlier deploy.
+BackupFrom = Name | BackupRef
+
+
 class RestoreStep(StepBase):
     """Restore a backup artifact (the latest backup of the same target by default)."""
 
     kind: Literal["restore"]
-    from_: Name = Field(alias="from", description="The id of the backup step.")
+    from_: BackupFrom = Field(
+        alias="from",
+        description="The id of the backup step (of this deploy), or {deploy: latest|ID, "
+        "backup: ID} for a backup an earlier deploy made.",
+    )
     database: Name | None = None
     path: Name | None = None
     jobs: int = Field(2, ge=1, le=64)
@@ -371,7 +423,11 @@ class VerifyBackupStep(StepBase):
     """Restore into a scratch copy, compare with the manifest, drop the copy."""
 
     kind: Literal["verify_backup"]
-    from_: Name = Field(alias="from")
+    from_: BackupFrom = Field(
+        alias="from",
+        description="The id of the backup step (of this deploy), or {deploy: latest|ID, "
+        "backup: ID} for a backup an earlier deploy made.",
+    )
 
 
 class MigrateStep(StepBase):
@@ -413,12 +469,14 @@ class UploadStep(StepBase):
     """Copy files to a group with checksums; unchanged files are skipped."""
 
     kind: Literal["upload"]
-    on: Name
+    on: FleetOn
     src: str = Field(description="A local file or directory (with a trailing / its contents).")
     dest: str = Field(description="Remote path; a directory if it ends with / or src is one.")
     mode: str | None = Field(None, description="Permissions of every uploaded file, e.g. '0640'.")
     batch: int | str | list[int | str] | None = None
     max_fail: int | str = 0
+    max_fail_per_batch: int | str | None = None
+    first_batch_canary: bool = True
 
     def default_title(self) -> str:
         return f"Upload {self.src[:40]} to {self.on}:{self.dest[:40]}"
@@ -435,7 +493,7 @@ class ReleaseStep(StepBase):
     """Capistrano-style release: releases/<id>, shared links, atomic `current` switch."""
 
     kind: Literal["release"]
-    on: Name
+    on: FleetOn
     path: str = Field(description="The deploy root holding releases/, shared/ and current.")
     source: str = Field(description="Directory whose contents become the release.")
     release_id: str | None = Field(
@@ -447,6 +505,8 @@ class ReleaseStep(StepBase):
     keep: int = Field(5, ge=1, description="Releases kept per host (current and previous always).")
     batch: int | str | list[int | str] | None = None
     max_fail: int | str = 0
+    max_fail_per_batch: int | str | None = None
+    first_batch_canary: bool = True
     before_batch: list[Step] = Field(default_factory=list)
     after_batch: list[Step] = Field(default_factory=list)
     action: Literal["deploy", "rollback"] = Field(
@@ -531,7 +591,7 @@ class CanaryStepWeight(PlanModel):
     """One step of a canary: a weight held for ``pause`` or until promoted by hand."""
 
     weight: int = Field(ge=0, le=100)
-    pause: DurationStr | Literal["manual"] | None = None
+    pause: VarDurationStr | Literal["manual"] | None = None
 
     @field_validator("pause", mode="before")
     @classmethod

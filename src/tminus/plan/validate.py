@@ -6,8 +6,10 @@ exceed the window; a downtime phase with no maintenance; and risky-but-legal war
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from tminus.plan.checks import (
     BackupCheck,
@@ -18,7 +20,7 @@ from tminus.plan.checks import (
     PrometheusCheck,
     SqlCheck,
 )
-from tminus.plan.interpolate import BUILTIN_VARIABLES, references
+from tminus.plan.interpolate import BUILTIN_VARIABLES, ResolveError, Resolver, references
 from tminus.plan.model import Plan
 from tminus.plan.problems import Loc, Problem, did_you_mean
 from tminus.plan.steps import (
@@ -46,7 +48,12 @@ from tminus.plan.steps import (
     max_fail_problem,
 )
 from tminus.plan.targets import FlagsRouter, HaproxyRouter
-from tminus.plan.values import format_duration
+from tminus.plan.values import (
+    DeferredDuration,
+    format_duration,
+    resolve_condition,
+    resolve_duration,
+)
 from tminus.plan.walk import Position, StepSite, iter_check_sites, iter_steps, resolve_check
 
 __all__ = ["validate_plan"]
@@ -111,12 +118,64 @@ def validate_plan(plan: Plan, data: Any = None) -> list[Problem]:
     _artifacts(plan, steps, c)
     _window(plan, c)
     _maintenance(plan, c)
+    _triggers(plan, c)
     _notifications(plan, c)
     _operations(plan, c)
     _fleet(steps, c)
     _variables(plan, data, c, _fleet_scopes(steps))
+    _deferred_durations(plan, steps, c)
     _warnings(plan, steps, c)
     return c.problems
+
+
+def _deferred_in(
+    model: Any, path: Loc, *, top: bool = True
+) -> Iterator[tuple[Loc, DeferredDuration]]:
+    """The ``${…}`` durations of a step (not of the steps nested in it: sites of their own)."""
+    if isinstance(model, DeferredDuration):
+        yield path, model
+    elif isinstance(model, list):
+        for i, v in enumerate(model):
+            yield from _deferred_in(v, (*path, i), top=False)
+    elif isinstance(model, BaseModel) and (top or not isinstance(model, StepBase)):
+        for name, info in type(model).model_fields.items():
+            yield from _deferred_in(getattr(model, name), (*path, info.alias or name), top=False)
+
+
+def _deferred_durations(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
+    """A duration (``pause: ${hold}``) or a check's condition (``expect: "> ${min}"``) written
+    with variables must be one with the plan's values of them; one that needs run-time values
+    (env, secrets, artifacts) is checked when it runs."""
+    try:
+        r = Resolver.for_plan(plan.variables, {}, env={})
+    except (ResolveError, ValueError):
+        return
+    for site in steps:
+        for path, d in _deferred_in(site.step, site.path):
+            try:
+                resolve_duration(d, r.resolve, str(path[-1]))
+            except ResolveError:
+                continue
+            except ValueError as exc:
+                c.add("error", "bad-duration", str(exc), path, "write e.g. 30s, 5m, 1h30m or 2d")
+    # conditions written with variables (`expect: "> ${min}"`): the same, as conditions
+    for check_site in iter_check_sites(plan):
+        for level in ("expect", "warn", "critical"):
+            cond = getattr(check_site.check, level, None)
+            if cond is None or not cond.deferred:
+                continue
+            try:
+                resolve_condition(cond, r.resolve)
+            except ResolveError:
+                continue
+            except ValueError as exc:
+                c.add(
+                    "error",
+                    "bad-condition",
+                    f"'{cond.text}' with the plan's values: {exc}",
+                    (*check_site.path, level),
+                    "a condition is an operator and a value, like '< 0.01' or 'contains \"ok\"'",
+                )
 
 
 def _names(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
@@ -230,7 +289,7 @@ def _targets(plan: Plan, steps: list[StepSite], c: _Collector, data: Any = None)
 
     for site in steps:
         s, p = site.step, site.path
-        if isinstance(s, SshStep | UploadStep | ReleaseStep):
+        if isinstance(s, SshStep | UploadStep | ReleaseStep) and s.on != "${host}":
             need("host or group", s.on, (*p, "on"), hosts, "targets.hosts or targets.groups")
         for field in ("database",):
             value = getattr(s, field, None)
@@ -356,6 +415,10 @@ def _artifacts(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
     by_id = {s.step.id: s for s in steps if s.step.id}
     backups = _backup_sites(steps)
     snapshots = {k: s for k, s in by_id.items() if isinstance(s.step, SnapshotStep)}
+    from tminus.engine.operations import parent_plan_name
+
+    # The plan an operation runs as holds its steps, not the backup steps of its plan.
+    derived = parent_plan_name(plan) != plan.name
 
     def need_before(
         kind: str, ref: str, path: Loc, at: Position, pool: dict[str, StepSite]
@@ -393,20 +456,21 @@ def _artifacts(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
     for site in steps:
         s, p = site.step, site.path
         if isinstance(s, RestoreStep | VerifyBackupStep):
-            b = need_before("backup", s.from_, (*p, "from"), site.position, backups)
+            b = _backup_from(s, site, backups, by_id, c, need_before, derived)
             if b is not None and isinstance(s, RestoreStep) and isinstance(b.step, BackupStep):
+                ref = s.from_ if isinstance(s.from_, str) else s.from_.backup
                 if s.database and b.step.database is None:
                     c.add(
                         "error",
                         "restore-mismatch",
-                        f"backup '{s.from_}' is of a path, not a database",
+                        f"backup '{ref}' is of a path, not a database",
                         (*p, "database"),
                     )
                 if s.path and b.step.path is None:
                     c.add(
                         "error",
                         "restore-mismatch",
-                        f"backup '{s.from_}' is of a database, not a path",
+                        f"backup '{ref}' is of a database, not a path",
                         (*p, "path"),
                     )
         if isinstance(s, MigrateStep) and s.backup:
@@ -417,6 +481,67 @@ def _artifacts(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
             need_before("backup", chk.backup, csite.path, csite.position, backups)
         if isinstance(chk, NoDataLossCheck):
             need_before("snapshot", chk.snapshot, csite.path, csite.position, snapshots)
+
+
+def _backup_from(
+    s: RestoreStep | VerifyBackupStep,
+    site: StepSite,
+    backups: dict[str, StepSite],
+    by_id: dict[str, StepSite],
+    c: _Collector,
+    need_before: Callable[[str, str, Loc, Position, dict[str, StepSite]], StepSite | None],
+    derived: bool,
+) -> StepSite | None:
+    """The backup step ``from:`` names. A plain id names a backup step of the same deploy:
+    the same phase list, or the same operation (an operation runs as a deploy of its own, so
+    a phase's backup is not in it). ``{deploy: latest|ID, backup: ID}`` names a backup an
+    earlier deploy made, found in the state store before the deploy starts."""
+    p = site.path
+    if not isinstance(s.from_, str):
+        b = backups.get(s.from_.backup)
+        if b is None:
+            if s.from_.backup in by_id:
+                c.add(
+                    "error",
+                    "not-a-backup",
+                    f"step '{s.from_.backup}' is not a backup step",
+                    (*p, "from", "backup"),
+                    "name the id of a backup step",
+                )
+            elif not derived:
+                hint = did_you_mean(s.from_.backup, backups) or (
+                    f"backup steps: {', '.join(sorted(backups))}"
+                    if backups
+                    else "the plan has no backup step, so no deploy of it recorded one"
+                )
+                c.add(
+                    "error",
+                    "undefined-backup",
+                    f"no backup step with id '{s.from_.backup}' in the plan",
+                    (*p, "from", "backup"),
+                    hint,
+                )
+        return b
+    b = backups.get(s.from_)
+    if b is not None and _deploy_of(b.path) != _deploy_of(p):
+        c.add(
+            "error",
+            "backup-of-another-deploy",
+            f"backup '{s.from_}' is made by "
+            + ("the deployment" if b.path[0] == "phases" else f"operation '{b.path[1]}'")
+            + ", which runs as another deploy: it has not run in "
+            + ("this operation" if p[0] == "operations" else "the deployment"),
+            (*p, "from"),
+            f"restore the backup an earlier deploy made: from: {{deploy: latest, backup: "
+            f"{s.from_}}} (or a deploy id instead of latest)",
+        )
+        return None
+    return need_before("backup", s.from_, (*p, "from"), site.position, backups)
+
+
+def _deploy_of(path: Loc) -> tuple[Any, ...]:
+    """Which deploy a step runs in: the deployment (``phases``) or one operation."""
+    return tuple(path[:2]) if path and path[0] == "operations" else ("phases",)
 
 
 def _dotted(path: Loc) -> str:
@@ -466,24 +591,84 @@ def _window(plan: Plan, c: _Collector) -> None:
             )
 
 
+def _triggers(plan: Plan, c: _Collector) -> None:
+    """Rollback triggers name phases that exist; a trigger without a check is manual."""
+    names = ", ".join(f"'{p.name}'" for p in plan.phases)
+    for i, t in enumerate(plan.rollback_triggers):
+        for j, ref in enumerate(t.phases):
+            if plan.phase_index(ref) is None:
+                c.add(
+                    "error",
+                    "trigger-phase",
+                    f"rollback trigger '{t.name}' names no phase '{ref}'",
+                    ("rollback_triggers", i, "phases", j),
+                    f"phases: {names} (or their numbers from 1)",
+                )
+        if t.check is None and t.phases:
+            c.add(
+                "error",
+                "trigger-without-check",
+                f"rollback trigger '{t.name}' has phases but no check to evaluate in them",
+                ("rollback_triggers", i, "phases"),
+                "add a check, or remove 'phases' (a trigger without a check is manual: the "
+                "runbook lists it for the operator)",
+            )
+
+
 def _maintenance_steps(steps: Iterable[StepBase]) -> Iterator[MaintenanceStep]:
     for s in steps:
         if isinstance(s, MaintenanceStep):
             yield s
 
 
+def _maintenance_spans(plan: Plan, c: _Collector) -> set[int]:
+    """Check each ``until:`` of a maintenance step; the phases a span covers after its own."""
+    covered: set[int] = set()
+    for i, phase in enumerate(plan.phases):
+        for j, m in enumerate(phase.steps):
+            if not isinstance(m, MaintenanceStep) or (m.until is None and not m.keep):
+                continue
+            path = ("phases", i, "steps", j)
+            if m.action != "on":
+                c.add(
+                    "error",
+                    "maintenance-span-off",
+                    "'until' and 'keep' apply to 'action: on' only",
+                    path,
+                    "remove them from the 'off' step",
+                )
+                continue
+            if m.until is None:
+                continue
+            end = plan.phase_index(m.until)
+            if end is None or end < i:
+                names = ", ".join(f"'{p.name}'" for p in plan.phases[i:])
+                c.add(
+                    "error",
+                    "maintenance-until",
+                    f"maintenance 'until: {m.until}' names no phase at or after '{phase.name}'",
+                    (*path, "until"),
+                    f"name a phase (or its number from 1): {names}",
+                )
+                continue
+            covered.update(range(i + 1, end + 1))
+    return covered
+
+
 def _maintenance(plan: Plan, c: _Collector) -> None:
+    covered = _maintenance_spans(plan, c)
     for i, phase in enumerate(plan.phases):
         ms = list(_maintenance_steps(phase.steps))
         on = [m for m in ms if m.action == "on"]
-        if phase.downtime and not on:
+        if phase.downtime and not on and i not in covered:
             c.add(
                 "error",
                 "downtime-without-maintenance",
                 f"phase '{phase.name}' is a downtime phase with no maintenance step",
                 ("phases", i, "downtime"),
                 "add a step '{kind: maintenance, action: on}' (tminus turns it off at the end "
-                "of the phase, on failure and on rollback), or set downtime: false",
+                "of the phase, on failure and on rollback), extend an earlier one with "
+                "'until: <this phase>', or set downtime: false",
             )
         if on and not phase.downtime:
             c.add(
@@ -596,6 +781,25 @@ def _fleet(steps: list[StepSite], c: _Collector) -> None:
                 bad,
                 (*p, "max_fail"),
                 "a count of hosts (0: any failure fails) or a percentage ('10%')",
+            )
+        if s.max_fail_per_batch is not None:
+            bad = max_fail_problem(s.max_fail_per_batch, "max_fail_per_batch")
+            if bad:
+                c.add(
+                    "error",
+                    "bad-max-fail",
+                    bad,
+                    (*p, "max_fail_per_batch"),
+                    "a count of hosts per batch (0: any failure) or a percentage ('10%')",
+                )
+        if s.on == "${host}" and not (len(p) >= 2 and p[-2] in ("before_batch", "after_batch")):
+            c.add(
+                "error",
+                "host-outside-hook",
+                "on: ${host} means each host of a batch: only a before_batch/after_batch hook "
+                "has one",
+                (*p, "on"),
+                "name a host or group",
             )
         if isinstance(s, SshStep) and s.run_once and s.batch is not None:
             c.add(

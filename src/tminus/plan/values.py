@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -21,12 +22,16 @@ __all__ = [
     "MAX_DURATION",
     "Condition",
     "ConditionStr",
+    "DeferredDuration",
     "DurationStr",
     "ValueError_",
+    "VarDurationStr",
     "format_duration",
     "parse_condition",
     "parse_duration",
     "parse_quantity",
+    "resolve_condition",
+    "resolve_duration",
 ]
 
 
@@ -95,6 +100,8 @@ def format_duration(td: timedelta | None) -> str:
     """Render a duration compactly: ``1h30m``, ``30d``, ``45s``."""
     if td is None:
         return "-"
+    if isinstance(td, DeferredDuration):
+        return td.text
     secs = td.total_seconds()
     if secs < 1 and secs > 0:
         return f"{secs * 1000:g}ms"
@@ -125,6 +132,63 @@ DurationStr = Annotated[
                 {"type": "number", "minimum": 0},
             ],
             "description": "A duration: 30s, 5m, 1h30m, 2d, 1w, or seconds.",
+        }
+    ),
+]
+
+
+class DeferredDuration(timedelta):
+    """A duration written with ``${…}`` (``pause: ${hold}``): resolved when the step runs
+    (:func:`resolve_duration`). Until then it is a zero ``timedelta`` that keeps its text."""
+
+    text: str
+
+    def __new__(cls, text: str) -> DeferredDuration:
+        self = super().__new__(cls, 0)
+        self.text = text
+        return self
+
+    def __repr__(self) -> str:
+        return f"DeferredDuration({self.text!r})"
+
+    def __reduce__(self) -> Any:
+        return (DeferredDuration, (self.text,))
+
+
+def _var_duration_before(value: Any) -> Any:
+    if isinstance(value, str) and "${" in value:
+        return DeferredDuration(value.strip())
+    return parse_duration(value)
+
+
+def resolve_duration(
+    value: timedelta, resolve: Callable[[str], str], what: str = "duration"
+) -> timedelta:
+    """The run-time value of a duration: ``value`` itself, or a :class:`DeferredDuration`'s
+    text resolved with ``resolve`` (``Resolver.resolve``) and parsed. A value that is not a
+    duration raises :class:`ValueError_` naming the field, the text and the value."""
+    if not isinstance(value, DeferredDuration):
+        return value
+    resolved = resolve(value.text)
+    try:
+        return parse_duration(resolved)
+    except ValueError_ as exc:
+        raise ValueError_(f"{what} '{value.text}' is '{resolved}', not a duration: {exc}") from None
+
+
+#: A duration that may also be written with variables (``${hold}``), resolved at run time.
+VarDurationStr = Annotated[
+    timedelta,
+    BeforeValidator(_var_duration_before),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$"},
+                {"type": "string", "pattern": r"\$\{"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "A duration: 30s, 5m, 1h30m, 2d, 1w, seconds, or ${variable}.",
         }
     ),
 ]
@@ -176,8 +240,15 @@ class Condition:
     operand: float | str
     upper: float | None = None  # for "between"
 
+    @property
+    def deferred(self) -> bool:
+        """Written with ``${…}``: resolved at run time (:func:`resolve_condition`)."""
+        return self.op == "${}"
+
     def evaluate(self, value: Any) -> bool:
         """True when ``value`` meets the condition. A missing value never meets it."""
+        if self.deferred:
+            raise ValueError_(f"'{self.text}' holds variables: resolve it first")
         if value is None:
             return False
         if self.op in ("contains", "not contains"):
@@ -248,6 +319,8 @@ def parse_condition(value: Any) -> Condition:
             "'<= 100ms' or 'contains \"ok\"'"
         )
     text = value.strip()
+    if "${" in text:  # resolved and parsed when the check runs
+        return Condition(text=text, op="${}", operand=text)
     low = text.lower()
     m = re.fullmatch(r"between\s+(\S+)\s+and\s+(\S+)", low)
     if m:
@@ -299,3 +372,11 @@ ConditionStr = Annotated[
         }
     ),
 ]
+
+
+def resolve_condition(cond: Condition, resolve: Callable[[str], str]) -> Condition:
+    """The run-time condition: ``cond`` itself, or a deferred one's text resolved with
+    ``resolve`` (``Resolver.resolve``) and parsed (:class:`ValueError_` when it does not)."""
+    if not cond.deferred:
+        return cond
+    return parse_condition(resolve(cond.text))

@@ -42,6 +42,13 @@ class BackupKind:
             f"backup {manifest.id}: {len(manifest.tables)} table(s), "
             f"{len(manifest.files)} file(s), {manifest.totals.get('bytes', 0)} bytes"
         )
+        stale = manifest.details.get("removed_partials") or []
+        if stale:
+            what = "directory" if len(stale) == 1 else "directories"
+            summary += (
+                f"; removed the partial backup {what} of an interrupted attempt: "
+                + ", ".join(stale)
+            )
         ctx.log(summary)
         return StepOutcome(
             True,

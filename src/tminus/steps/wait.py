@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import ClassVar
 
-from tminus.plan.interpolate import Resolver
+from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.steps import WaitStep
-from tminus.plan.values import format_duration
+from tminus.plan.values import ValueError_, format_duration
+from tminus.steps._durations import resolve_durations
 from tminus.steps.base import Compensation, StepContext, StepOutcome
 
 __all__ = ["KIND", "WaitKind"]
@@ -18,6 +20,10 @@ class WaitKind:
     kind: ClassVar[str] = "wait"
 
     async def execute(self, step: WaitStep, ctx: StepContext) -> StepOutcome:
+        try:  # `duration: ${d}` is resolved now
+            step = resolve_durations(step, ctx.resolver)
+        except (ResolveError, ValueError_) as exc:
+            return StepOutcome(False, error=ctx.resolver.mask(str(exc)))
         if step.until is None:
             assert step.duration is not None
             await asyncio.sleep(step.duration.total_seconds())
@@ -40,6 +46,8 @@ class WaitKind:
         return None
 
     def describe(self, step: WaitStep, resolver: Resolver) -> str:
+        with contextlib.suppress(ResolveError, ValueError_):
+            step = resolve_durations(step, resolver)
         if step.until is None:
             return f"wait {format_duration(step.duration)}"
         return "wait until a check passes"

@@ -671,6 +671,26 @@ class Store:
             )
             self._event(conn, deploy_id, f"phase.{state}", f"phase/{idx}", None)
 
+    def mark_rolled_back(self, deploy_id: str, *, steps: list[str], phases: list[int]) -> None:
+        """Relabel steps and phases whose effect a rollback undid as ``rolled_back`` (their
+        start and end times stay those of the forward run). One commit."""
+        with self.tx() as conn:
+            for key in steps:
+                conn.execute(
+                    update(t.steps)
+                    .where(t.steps.c.deploy_id == deploy_id, t.steps.c.key == key)
+                    .values(state="rolled_back")
+                )
+            for idx in phases:
+                conn.execute(
+                    update(t.phases)
+                    .where(t.phases.c.deploy_id == deploy_id, t.phases.c.idx == idx)
+                    .values(state="rolled_back")
+                )
+            if steps or phases:
+                data = {"steps": steps, "phases": phases}
+                self._event(conn, deploy_id, "rollback.marked", None, None, data)
+
     # --- compensations --------------------------------------------------------------------
     def arm_compensation(
         self,
