@@ -211,3 +211,31 @@ phases:
     assert len(restores) <= 1
     rows = sqlite3.connect(db).execute("SELECT id, name FROM items ORDER BY id").fetchall()
     assert rows == [(i, f"n{i}") for i in range(50)]
+
+
+def test_step_names_are_interpolated_in_output_status_and_log(tm: Tm) -> None:
+    """`name: Release ${release}` shows the release in the console, status and log (it showed
+    the raw `${release}`), a secret in a name is masked."""
+    plan = _write(
+        tm,
+        """
+name: named
+environment: test
+variables: {release: "v42"}
+secrets: {token: "${env:NAMED_TOKEN}"}
+phases:
+  - name: one
+    steps:
+      - {kind: run, name: "Release ${release}", command: "true"}
+      - {kind: run, name: "Call with ${token}", command: "false"}
+""",
+    )
+    proc = tm("run", plan, env={"NAMED_TOKEN": "s3cr3t-value"})
+    assert proc.returncode == 1
+    assert "Release v42" in proc.stdout and "${release}" not in proc.stdout
+    info = _status(tm, "named-1")
+    titles = [s["title"] for s in info["steps"]]
+    assert "Release v42" in titles and "Call with ***" in titles
+    assert "Call with ***" in info["reason"]
+    text = str(tm.json("log", "named-1"))
+    assert "s3cr3t-value" not in text and "${release}" not in text

@@ -104,6 +104,19 @@ class Engine:
     def _mask(self, text: str) -> str:
         return self.resolver.mask(text)
 
+    def _title(self, step: StepBase) -> str:
+        return self._text(step.title())
+
+    def _text(self, title: str) -> str:
+        """A title with ``${…}`` resolved (``Release ${release}``), secrets masked; as
+        written when a reference cannot be resolved yet (an artifact not produced yet)."""
+        if "${" not in title:
+            return title
+        try:
+            return self._mask(self.resolver.resolve(title))
+        except Exception:  # any resolution problem: show it as written
+            return title
+
     def _event(
         self,
         etype: str,
@@ -422,15 +435,21 @@ class Engine:
                     if row["state"] == "running":
                         self._owe_undo(node.key)
                     self.store.set_step_state(
-                        self.deploy_id, node.key, StepState.SKIPPED, title=node.title
+                        self.deploy_id, node.key, StepState.SKIPPED, title=self._text(node.title)
                     )
                     self._event(
-                        "operator.skip", f"{self.operator} skipped {node.title}", key=node.key
+                        "operator.skip",
+                        f"{self.operator} skipped {self._text(node.title)}",
+                        key=node.key,
                     )
                 else:
-                    self.store.set_step_state(self.deploy_id, node.key, "retry", title=node.title)
+                    self.store.set_step_state(
+                        self.deploy_id, node.key, "retry", title=self._text(node.title)
+                    )
                     self._event(
-                        "operator.retry", f"{self.operator} retries {node.title}", key=node.key
+                        "operator.retry",
+                        f"{self.operator} retries {self._text(node.title)}",
+                        key=node.key,
                     )
                 return
         raise NotResumable(f"there is no failed or interrupted step to {action}")
@@ -656,13 +675,16 @@ class Engine:
             if not _rerun_safe(step):
                 return self._pause(
                     node,
-                    f"step '{node.title}' was in flight when the runner stopped and is not "
-                    "idempotent: check whether it took effect, then resume with --retry-step, "
+                    f"step '{self._text(node.title)}' was in flight when the runner stopped "
+                    "and is not idempotent: check whether it took effect, then resume with "
+                    "--retry-step, "
                     "--skip-step or --rollback",
                     crashed=True,
                 )
             self._event(
-                "step.rerun", f"re-running idempotent step {node.title} after a crash", key=node.key
+                "step.rerun",
+                f"re-running idempotent step {self._text(node.title)} after a crash",
+                key=node.key,
             )
         outcome = await self._execute(step, node.key, node.phase, row)
         if self._interrupted == "unconfirmed":
@@ -679,7 +701,7 @@ class Engine:
         if outcome.pause:  # no verdict (missing data): pause, whatever on_failure says
             if self.store.abort_requested(self.deploy_id):
                 return await self.abort(rollback=False)
-            return self._pause(node, f"{node.title}: {outcome.pause}")
+            return self._pause(node, f"{self._text(node.title)}: {outcome.pause}")
         if outcome.ok:
             return None
         return await self._failure(node, outcome.error or "failed")
@@ -707,13 +729,13 @@ class Engine:
                 self.deploy_id,
                 phase=phase,
                 source_key=key,
-                title=f"undo: {step.title()}",
+                title=f"undo: {self._title(step)}",
                 spec={"steps": [step_spec(u) for u in undo]},
                 partial_ok=builtin is not None and builtin.partial_ok,
             )
         attempts_before = row["attempts"] if row else 0
         self._current_key = key
-        self.reporter.step(step.title(), self._mask(kind.describe(step, self.resolver)))
+        self.reporter.step(self._title(step), self._mask(kind.describe(step, self.resolver)))
         # Fleet kinds (ssh, upload, release) apply timeout and retries to each host.
         per_host = bool(getattr(kind, "per_host", False))
         retries = None if per_host else step.retries
@@ -724,7 +746,7 @@ class Engine:
             self.store.step_started(
                 self.deploy_id,
                 key,
-                title=step.title(),
+                title=self._title(step),
                 kind=kind_name,
                 step_id=None if rolling_back else step.id,
                 attempts=attempts_before + attempt,
@@ -860,7 +882,7 @@ class Engine:
         bound = work.grace_s() + STOP_EXTRA_S
         done, _ = await asyncio.wait({task}, timeout=bound)
         if done and task.cancelled():
-            self._event("step.stopped", f"{step.title()}: {why}; its work was stopped")
+            self._event("step.stopped", f"{self._title(step)}: {why}; its work was stopped")
             return StepOutcome(False, error=f"{why}; its work was stopped")
         if done and task.exception() is None:
             # It finished as it was being stopped: its effect is whole; record it as it is.
@@ -872,11 +894,11 @@ class Engine:
             exc = task.exception()
             detail = f": {exc}" if isinstance(exc, work.WorkNotStopped) else ""
             if not isinstance(exc, work.WorkNotStopped):
-                self._event("step.stopped", f"{step.title()}: {why}; its work was stopped")
+                self._event("step.stopped", f"{self._title(step)}: {why}; its work was stopped")
                 return StepOutcome(False, error=self._mask(f"{why}; stopped with {exc!r}"))
         self._interrupted = "unconfirmed"
         msg = self._mask(
-            f"{step.title()} {why}, and its work could not be confirmed stopped within "
+            f"{self._title(step)} {why}, and its work could not be confirmed stopped within "
             f"{bound:g}s{detail}: check that it has stopped, then resume with "
             "--retry-step, --skip-step or --rollback"
         )
@@ -896,9 +918,14 @@ class Engine:
         row = self.store.step_rows(self.deploy_id).get(node.key)
         if row is not None and row["state"] == "failed":
             return await self._failure(node, row["error"] or "failed")
-        self.reporter.step(f"verify: {node.title}")
+        self.reporter.step(f"verify: {self._text(node.title)}")
         self.store.step_started(
-            self.deploy_id, node.key, title=node.title, kind="verify", step_id=None, attempts=1
+            self.deploy_id,
+            node.key,
+            title=self._text(node.title),
+            kind="verify",
+            step_id=None,
+            attempts=1,
         )
         result = await self.run_check(ref)
         self.reporter.result(result.passed, result.message)
@@ -922,14 +949,22 @@ class Engine:
     async def _failure(self, node: Node, error: str) -> DeployState | None:
         phase: Phase = self.plan.phases[node.phase]
         self.store.set_deploy(self.deploy_id, fault_at=now())
-        self._notify_rules("failure", f"{self.deploy_id}: {node.title} failed: {error}")
+        self._notify_rules("failure", f"{self.deploy_id}: {self._text(node.title)} failed: {error}")
         if phase.on_failure == "continue":
-            self.store.set_step_state(self.deploy_id, node.key, StepState.IGNORED, title=node.title)
-            self._event("step.ignored", f"{node.title} failed, continuing: {error}", key=node.key)
+            self.store.set_step_state(
+                self.deploy_id, node.key, StepState.IGNORED, title=self._text(node.title)
+            )
+            self._event(
+                "step.ignored",
+                f"{self._text(node.title)} failed, continuing: {error}",
+                key=node.key,
+            )
             return None
         if phase.on_failure == "pause":
-            return self._pause(node, f"{node.title} failed: {error}")
-        return await self._rollback(reason=f"{node.title} failed: {error}", failed_phase=node.phase)
+            return self._pause(node, f"{self._text(node.title)} failed: {error}")
+        return await self._rollback(
+            reason=f"{self._text(node.title)} failed: {error}", failed_phase=node.phase
+        )
 
     def _pause(self, node: Node, reason: str, crashed: bool = False) -> DeployState:
         self._notify_rules("paused", f"{self.deploy_id} paused: {reason}")
