@@ -567,3 +567,25 @@ def test_bad_release_names_the_inventory_host(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     bad = (root / "releases" / "a" / "BAD_RELEASE").read_text()
     assert bad.startswith("rolled back by bob at ") and bad.endswith("(deploy d-1, host web-07)\n")
+
+
+def test_tolerated_host_failures_are_named_in_the_final_line_and_status(tmp_path: Path) -> None:
+    """A fleet step whose max_fail tolerated a failed host succeeds, and the deploy says which
+    host failed (it used to end with a plain "succeeded"): in the final line, in
+    `tminus status` and in `--output json` (`failed_hosts`)."""
+    tm = Tm(tmp_path)
+    step = {
+        "kind": "ssh",
+        "name": "Deploy app",
+        "on": "boxes",
+        "batch": 4,
+        "max_fail": 1,
+        "command": 'case "${host}" in box3) exit 3;; esac',
+    }
+    proc = tm("run", str(_boxes(tmp_path, 4, [step])), check=0)
+    assert "1 host failure(s) tolerated by max_fail: box3 (Deploy app)" in proc.stdout
+    info = tm.json("status", "gates-1")
+    assert info["state"] == "succeeded"
+    assert [(f["host"], f["title"]) for f in info["failed_hosts"]] == [("box3", "Deploy app")]
+    text = tm("status", "gates-1").stdout
+    assert "host box3 FAILED in 'Deploy app' (tolerated by max_fail)" in text

@@ -388,6 +388,8 @@ def status(deploy: str | None, output: str, state_url: str | None) -> None:
         f"  maintenance downtime: {_fmt_s(m['total_s'])}" + (" (ON NOW)" if m["on_now"] else "")
     )
     _host_table(info["fleet"])
+    for f in info.get("failed_hosts") or []:
+        click.echo(f"  host {f['host']} FAILED in '{f['title']}' (tolerated by max_fail)")
     if info["due_at"] and info["state"] == "scheduled":
         click.echo(f"  due at {_ts(info['due_at'])}")
 

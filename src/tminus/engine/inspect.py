@@ -9,7 +9,7 @@ from tminus.engine.program import split_overrides
 from tminus.plan.loader import load_plan_text
 from tminus.store.store import Store, now
 
-__all__ = ["deploy_status", "host_table"]
+__all__ = ["deploy_status", "host_table", "tolerated_failures"]
 
 _FLEET_KINDS = frozenset({"ssh", "upload", "release"})
 
@@ -47,6 +47,24 @@ def host_table(store: Store, deploy_id: str, steps: dict[str, dict[str, Any]]) -
         "hosts": table,
         "excluded": excluded,
     }
+
+
+def tolerated_failures(steps: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """Hosts that failed in a fleet step which succeeded all the same (its ``max_fail``
+    tolerated them): host, step key, step title, error. A deploy that succeeded with such
+    hosts says so in its final line and in status."""
+    out: list[dict[str, str]] = []
+    for key, row in steps.items():
+        if row["kind"] not in _FLEET_KINDS or row["state"] not in ("succeeded", "warned"):
+            continue
+        hosts = (row["artifacts"] or {}).get("hosts")
+        if not isinstance(hosts, dict):
+            continue
+        for host, rec in sorted(hosts.items()):
+            if isinstance(rec, dict) and rec.get("status") == "failed":
+                error = str(rec.get("error") or "")
+                out.append({"host": host, "step": key, "title": row["title"], "error": error})
+    return out
 
 
 def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
@@ -122,6 +140,8 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
             for k, r in steps.items()
         ],
         "fleet": host_table(store, deploy_id, steps),
+        # hosts a fleet step's max_fail tolerated: the step succeeded, these hosts did not
+        "failed_hosts": tolerated_failures(steps),
         "maintenance": {
             "total_s": total,
             "on_now": any(w["off_at"] is None for w in windows),

@@ -246,9 +246,14 @@ def _drive(engine: Engine, action: str = "") -> DeployState:
 
 
 def _final_message(store: Store, deploy_id: str, state: DeployState) -> str:
+    from tminus.engine.inspect import tolerated_failures
+
     d = store.deploy(deploy_id)
     reason = f": {d['reason']}" if d["reason"] else ""
-    return f"deploy {deploy_id}: {state.value}{reason}"
+    failed = tolerated_failures(store.step_rows(deploy_id)) if state == "succeeded" else []
+    hosts = ", ".join(f"{f['host']} ({f['title']})" for f in failed)
+    tolerated = f"; {len(failed)} host failure(s) tolerated by max_fail: {hosts}" if failed else ""
+    return f"deploy {deploy_id}: {state.value}{reason}{tolerated}"
 
 
 def start(plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
