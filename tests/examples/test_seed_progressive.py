@@ -10,9 +10,11 @@ measure everyone's CPU), so `cpu_usage`, `memory_usage` and `memory_growth` have
 each canary step sets its weight, holds it and pauses (missing data never promotes) until the
 release manager's approval promotes it, which is what an operator would do knowing why.
 Stand-ins, all outside tminus: `npx playwright test` (a script on PATH requesting the page the
-seed's test opens), `ssh` + `docker-compose logs` for the error-log check (run here; the app
-writes no log, so no ERROR line), and the third-party integrations endpoint (an nginx
-`location` answering `{"status": "ok"}`).
+seed's test opens), `ssh` (runs its command here) + `docker-compose` for the error-log check,
+and the third-party integrations endpoint (an nginx `location` answering `{"status": "ok"}`).
+The `docker-compose` stand-in is `exit 0`: it reads no log and prints nothing, so the
+error-log check always counts 0 ERROR lines and can never fail (the test function's docstring
+lists every stand-in and reduction).
 
 004 svetu-unified-attributes, phase 5 (the blue-green switch to green, the seed's "switch
 primary traffic to green, keep blue as fallback"), with users on the seed's nginx (three blue
@@ -21,10 +23,16 @@ green with `release` and `systemctl restart` over SSH on six servers this machin
 have, and its flag rollout holds 65 minutes: the test writes the seed with only those parts
 of phase 5 replaced (green deploy: a check that the green processes answer; the flag rollout
 left out; the previews probe 5 s instead of 2 minutes) and runs that phase with `--phase`.
-Everything else is the seed's: targets, checks, approvals, the go/no-go, the blue_green step
-(preview through the cookie: `green_preview`, `green_latency`), `rollback_window`, and the
+Everything else is the seed's (except the reductions listed below): targets, approvals,
+the go/no-go, the blue_green step (preview through the cookie: `green_preview`,
+`green_latency`), `rollback_window`, and the
 phase's rollback (feature flag off, instant switch back to blue). Two runs: the switch, and
 a failure after it, which rolls back to blue. Not one user request may fail.
+Not verbatim either: the phase's `verify` is cut from its 4 checks (`error_rate` "Green
+environment stable", `latency_p95` "Performance metrics good", `blue_ready_for_rollback`,
+`replication_lag`) to `blue_ready_for_rollback` alone, the blue_green step's second deploy
+step (`systemctl restart` over SSH) is dropped, and a 2 s wait "Green serves" is added (see
+test_svetu_green_switch).
 """
 
 from __future__ import annotations
@@ -180,6 +188,44 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_proofile_web_graduated_and_full_rollout(tm: Tm, pg_url: str, redis_url: str) -> None:
+    """003 proofile-web, phases 2 (25%) and 3 (100%) through the real CLI, real nginx and real
+    Prometheus, under constant user traffic (60 req/s); no request may fail.
+
+    Stand-ins: the backend is two `tminus.testing.app` processes ("stable" on 8001, "canary"
+    on 8002) that answer every path with their name, and `/health` always with 200 (so
+    `canary_health` and `api_health` cannot fail); `frontend_up` reaches the same processes
+    (there is no frontend). `npx` is a script running one `curl` of `$BASE_URL/` in place of
+    `npx playwright test` (no browser, no test suite; `repo/frontend` is an empty directory).
+    `ssh` is a script that runs its last argument here, ignoring host and port. `docker-compose`
+    is `exit 0` and prints nothing, so `error_logs` (`grep -c ERROR`) is always 0: it can never
+    fail or warn, whatever the app logs. The integrations endpoint is an nginx `location`
+    answering a fixed `{"status": "ok"}`, so `integrations_health` and the "Check third-party
+    integrations" step cannot fail. Prometheus is the test's own, scraping the two processes
+    every 0.5 s with a label `app="proofile"` added by the test; it has no alert rules and no
+    Alertmanager, so `critical_issues` (`count(ALERTS{...}) or vector(0)`) is always 0 and can
+    never fail. There is no node exporter or cAdvisor: `cpu_usage`, `memory_usage` and
+    `memory_growth` have no data. Redis is a private `redis-server` in which the test itself
+    set one key and read it 20 times: `cache_hit_rate` measures the test's reads (100%), not
+    the app's (the app does not use Redis). `db_connections` counts connections on a scratch
+    PostgreSQL that no app uses. `app_dir` is an empty directory.
+
+    Reductions: `--phase` phases 2 and 3 only (phase 1 is not run: nginx is started by the
+    test at the 95/5 split phase 1 would leave), `--skip-checklist`, `--var` `api_url`,
+    `redis_url`, `prometheus_url`, `app_dir`, `nginx_dir`, and `PROOFILE_REPO`,
+    `DATABASE_URL` and `PATH` (stand-ins first) in the environment. The 3-day hold of phase 2
+    and the 1-hour hold of phase 3 are not waited out: each canary step pauses because the CPU
+    and memory checks have no data, and the test's `release_manager` approval promotes it
+    within seconds. All four approvals are given by the test (the plan's approval, promote 25%,
+    the go/no-go for phase 3, promote 100%). The `[5m]` and `[1h]` windows of the Prometheus
+    queries hold only seconds of data. Verify checks pass if "succeeded" or "warned". No fault
+    is injected into the canary (error rate and latency are never raised), so the analysis
+    never sees a bad canary.
+
+    Left out: phase 1 (the 5% canary, `canary_probe`, the Web Vitals checks), the Day 1, Day 7
+    and Week 2-4 sign-offs, the rollback of phase 2 (traffic back to 5%) and of phase 3
+    (assess, all traffic to stable, communicate), `api_availability` (no blackbox exporter),
+    the 24-hour `watch`, and the `notify` step to Slack (recorded, not delivered).
+    """
     repo = tm.cwd / "repo"
     (repo / "frontend").mkdir(parents=True)
     bin_dir = tm.cwd / "bin"
@@ -286,12 +332,14 @@ GREEN = ["127.0.0.1:3004", "127.0.0.1:3005", "127.0.0.1:3006"]
 
 
 def svetu_switch_plan(fail_after_switch: bool) -> dict[str, Any]:
-    """The seed with its phase 5 as this machine can run it: the targets, checks, go/no-go,
-    blue_green step and rollback verbatim, except what this machine cannot run (see the
-    module docstring): the green deploy over SSH becomes a check that the green processes
-    answer, the probes measure 5 s instead of 2 minutes, and the flag rollout with its 65
-    minutes of waits is left out. ``fail_after_switch``: a later step fails, so the phase's
-    rollback runs: the seed's instant rollback."""
+    """The seed with its phase 5 as this machine can run it: the targets, go/no-go,
+    blue_green step and rollback as written, except (see the module docstring): the green
+    deploy over SSH becomes a check that the green processes answer, the probes measure 5 s
+    instead of 2 minutes, the flag rollout with its 65 minutes of waits is left out, a 2 s
+    wait is added, and the phase's verify is CUT from 4 checks to 1 (error_rate, latency_p95
+    and replication_lag need the plan's Prometheus and replica, which this test does not
+    start). ``fail_after_switch``: a later step fails, so the phase's rollback runs: the
+    seed's instant rollback."""
     data, _, problems = parse_yaml(
         (SEEDS / "svetu-unified-attributes.yaml").read_text(), "svetu-unified-attributes.yaml"
     )
@@ -350,6 +398,36 @@ def svetu_env(tm: Tm) -> Iterator[NginxServer]:
 
 @pytest.mark.parametrize("fail_after_switch", [False, True], ids=["switch", "instant-rollback"])
 def test_svetu_green_switch(tm: Tm, svetu_env: NginxServer, fail_after_switch: bool) -> None:
+    """004 svetu-unified-attributes, phase 5: the green preview through the cookie, the switch
+    to green under constant user traffic (100 req/s), no request failing; with
+    `fail_after_switch`, the phase's rollback (flag off, traffic back to blue).
+
+    Stand-ins: blue and green are six `tminus.testing.app` processes (3001-3003 "blue",
+    3004-3006 "green") answering every path with their name, started by the test before the
+    deploy; nginx is the test's `NginxServer` with the `canary` cookie. The flag store is the
+    plan's `flags/flags.json` copied into the rehearsal directory: nothing reads the flags.
+
+    Reductions: the plan is rewritten (`svetu_switch_plan`, written to `svetu-phase5.yaml`):
+    the blue_green step's deploy (`release` of the build to green and `systemctl restart` over
+    SSH) is replaced by three `http` checks that the already running green processes answer
+    "green"; the preview checks `green_preview` and `green_latency` probe for 5 s instead of
+    2 minutes; the four flag steps (10%, 25%, 50%, 100%) and their four waits (65 minutes) are
+    removed; a 2 s `wait` "Green serves" is added; the phase's `verify` is cut from 4 checks to
+    1: `error_rate` ("Green environment stable"), `latency_p95` ("Performance metrics good")
+    and `replication_lag` are removed, only `blue_ready_for_rollback` stays; with
+    `fail_after_switch`, a `run` step `false` is appended to make the phase fail. Also
+    `--phase`, `--skip-checklist`, `--var lb_url=...`, `--var rehearsal_dir=...`; the phase's
+    `after: 21h` is not waited (phase 3 before it is not selected); the `product_team` and
+    `devops_team` approvals and the `product_team` go/no-go are given by the test. The
+    `rollback_window: 4h` is only recorded (`rollback_until` is asserted), never waited.
+
+    Left out: the release to green and its restart, the feature-flag rollout, any metric from
+    Prometheus (none is started) or from the read replica (none exists), so the phase's error
+    rate, latency and replication lag are checked nowhere. In the failure run, the "Feature
+    flag rollback" disables a flag that was never enabled (the rollout was removed), so its
+    success shows only that the flag file can be written. Phases 1, 3, 4, 6, Day 22, Day 23
+    and Month 1 and the `watch` are not rehearsed.
+    """
     ngx = svetu_env
     plan = tm.cwd / "svetu-phase5.yaml"
     plan.write_text(json.dumps(svetu_switch_plan(fail_after_switch), indent=1))
