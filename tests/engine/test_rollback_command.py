@@ -166,3 +166,56 @@ def test_run_outside_the_window_is_refused_unless_a_reason_is_given(tm: Tm) -> N
     now = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     _window_plan(tm, now)
     assert tm("run", "w.yaml").returncode == 0
+
+
+def _overrun_plan(tm: Tm, on_overrun: str | None) -> None:
+    """The window ends 30 min 8 s from now. Phase 1 is estimated at 1 s but takes 9 s, so
+    when phase 2 (estimated at 30 min) is about to start, it no longer fits."""
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime.now(UTC) + timedelta(minutes=30, seconds=8)
+    start = (end - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    extra = f", on_overrun: {on_overrun}" if on_overrun else ""
+    (tm.cwd / "o.yaml").write_text(f"""
+name: over
+environment: test
+window: {{start: "{start}", timezone: UTC, duration: 1h{extra}}}
+phases:
+  - name: quick
+    estimate: 1s
+    steps:
+      - kind: run
+        command: "echo quick >> ledger; sleep 9"
+        undo: [{{kind: run, command: "echo unquick >> ledger"}}]
+  - name: long migration
+    estimate: 30m
+    steps: [{{kind: run, command: "echo long >> ledger"}}]
+""")
+
+
+def test_window_overrun_pauses_once_by_default(tm: Tm) -> None:
+    """Phase 1 overran its estimate: the next phase no longer fits in the window, and the
+    deploy pauses before starting it (the window's end used to be ignored); resuming goes on.
+
+    Mutation tried: ``_overrun`` returns None: the deploy runs through, and this fails."""
+    _overrun_plan(tm, None)
+    proc = tm("run", "o.yaml")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    info = tm.json("status", "over-1")
+    assert info["state"] == "paused" and "window overrun" in info["reason"]
+    assert _ledger(tm) == ["quick"]
+    assert tm("resume", "over-1").returncode == 0
+    assert _ledger(tm) == ["quick", "long"]
+
+
+def test_window_overrun_rolls_back_or_continues_as_the_plan_says(tm: Tm) -> None:
+    _overrun_plan(tm, "rollback")
+    assert tm("run", "o.yaml").returncode == 1
+    info = tm.json("status", "over-1")
+    assert info["state"] == "rolled_back" and "window overrun" in info["reason"]
+    assert _ledger(tm) == ["quick", "unquick"]
+    (tm.cwd / "ledger").unlink()
+    _overrun_plan(tm, "continue")
+    assert tm("run", "o.yaml").returncode == 0
+    assert _ledger(tm) == ["quick", "long"]
+    assert "window.overrun" in [e["type"] for e in tm.json("log", "over-2")]

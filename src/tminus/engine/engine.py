@@ -575,12 +575,53 @@ class Engine:
                     )
                     self._release_lock()
                     return DeployState.SCHEDULED
+        overrun = await self._overrun(node)
+        if overrun is not None:
+            return overrun
         est = phase.estimate.total_seconds() if phase.estimate else None
         self.reporter.phase(node.phase, len(self.plan.phases), phase.name, est)
         self.store.phase_started(self.deploy_id, node.phase, phase.name, est)
         self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title=phase.name)
         self._notify_rules("phase_start", f"phase '{phase.name}' started")
         return None
+
+    async def _overrun(self, node: Node) -> DeployState | None:
+        """Before a phase of the window starts: do the estimates of the phases left still fit
+        before the window ends? If not, apply ``window.on_overrun`` (recorded as
+        ``window.overrun`` and notified): pause (once: resuming goes on past it), roll back,
+        or continue. A deploy started with ``--outside-window`` has no window to keep."""
+        from zoneinfo import ZoneInfo
+
+        w = self.plan.window
+        in_window = self.plan.in_window_phases()
+        if w.start is None or w.duration is None or node.phase >= len(in_window):
+            return None
+        events = self.store.events(self.deploy_id)
+        if any(e["type"] == "deploy.outside_window" for e in events):
+            return None
+        if any(e["type"] == "window.overrun" and e["key"] == node.key for e in events):
+            return None  # paused on it once; the operator resumed
+        start = w.start if w.start.tzinfo else w.start.replace(tzinfo=ZoneInfo(w.timezone))
+        end = start + w.duration
+        left = sum((p.estimate or timedelta() for p in in_window[node.phase :]), timedelta())
+        if now() + left <= end:
+            return None
+        zone = ZoneInfo(w.timezone)
+        reason = (
+            f"window overrun: the phases left from '{in_window[node.phase].name}' need "
+            f"{format_duration(left)} by their estimates, and the window ends at "
+            f"{end.astimezone(zone):%Y-%m-%d %H:%M %Z} (on_overrun: {w.on_overrun})"
+        )
+        self._event("window.overrun", reason, {"action": w.on_overrun}, key=node.key)
+        self._notify_rules("failure", f"{self.deploy_id}: {reason}")
+        self.reporter.line(reason)
+        if w.on_overrun == "continue":
+            return None
+        if w.on_overrun == "pause":
+            self._set_state(DeployState.PAUSED, f"{reason}; resume to go on anyway, or --rollback")
+            return DeployState.PAUSED
+        started = self.store.phase_rows(self.deploy_id)
+        return await self._rollback(reason=reason, failed_phase=max(started) if started else None)
 
     async def _phase_end(self, node: Node) -> DeployState | None:
         phase = self.plan.phases[node.phase]

@@ -49,6 +49,12 @@ class Window(PlanModel):
     timezone: str = "UTC"
     duration: DurationStr | None = Field(None, description="Length of the window.")
     max_downtime: DurationStr | None = Field(None, description="Allowed user-visible downtime.")
+    on_overrun: Literal["pause", "rollback", "continue"] = Field(
+        "pause",
+        description="When a phase of the window is about to start and the estimates of the "
+        "phases left no longer fit before the window ends: pause (once; resuming goes on), "
+        "roll back, or continue (recorded and notified).",
+    )
     notes: str | None = None
 
     @field_validator("start", mode="before")
