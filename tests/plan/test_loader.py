@@ -237,7 +237,7 @@ BAD_PLANS: list[tuple[str, str, str, int, int | None, str, str | None]] = [
         3,
         3,
         "unknown key 'zzz'",
-        "allowed keys here: start, timezone, duration, max_downtime, notes",
+        "allowed keys here: start, timezone, duration, max_downtime, on_overrun, notes",
     ),
     (
         "unknown-key-in-check-use",
