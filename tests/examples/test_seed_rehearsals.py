@@ -303,10 +303,13 @@ def test_archive_import_database_phase(tm: Tm, mysql_url: str, magento: Path) ->
     Left out: phases 2-5 (code deploy, metadata folder migration, admin dashboard, the 30-day
     cleanup) never run, so nothing rehearses `metadata_no_data_loss` (file counts), the
     exception log, the modules/CLI checks, the dashboard or the 7-day `watch`. The phase's
-    rollback (a `notify`) only runs in the failure test.
+    rollback (a `notify`) runs in the failure test and in the partial rollback after success
+    (`tminus rollback --phase "Phase 1: Database"`) at the end of this test; the seed's own
+    "Phase 3: restore metadata" is not rehearsed (phase 3 never runs).
     """
     counts = seed_magento(mysql_url)
     assert counts["archivedotorg_show_metadata"] == 640
+    before = my_content(mysql_url)
     done = rehearse(
         tm, "archive-import.yaml", "Phase 1: Database", ARCHIVE_ROLES,
         "--var", f"magento_root={magento}",
@@ -329,7 +332,16 @@ def test_archive_import_database_phase(tm: Tm, mysql_url: str, magento: Path) ->
         assert rows[key]["state"] == "succeeded", rows[key]
     assert all(len(tables[t][1]) == n for t, n in counts.items())  # every row still there
     assert not (magento / "var" / ".maintenance.flag").exists()
-    assert tm.latest()["state"] == "succeeded"
+    deploy = tm.latest()
+    assert deploy["state"] == "succeeded"
+    # The seed's partial rollback, after success: `tminus rollback --phase` undoes only this
+    # phase from what it recorded (the migrate step's restore of the backup, under
+    # maintenance: a downtime phase), and the database is exactly as before the deploy.
+    back = tm("rollback", deploy["id"], "--phase", "Phase 1: Database", "--reason", "rehearsal")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert my_content(mysql_url) == before
+    assert not (magento / "var" / ".maintenance.flag").exists()
+    assert tm.json("status", deploy["id"])["state"] == "rolled_back"
 
 
 def test_archive_import_half_applied_migration_restores_the_backup(

@@ -286,3 +286,42 @@ def test_resume_kills_a_dead_runners_remote_command_first(fleet: SshdFleet, work
     assert ticks.stat().st_size == size, "the remote orphan still runs"
     types = [e["type"] for e in tm.json("log", "remote-orphan-1")]
     assert types.index("runner.orphans_killed") < types.index("deploy.resumed")
+
+
+def test_a_hook_runs_on_each_batch_host_over_real_ssh(fleet: SshdFleet, work: Path) -> None:
+    """`on: "${host}"` in an after_batch hook, on real sshd hosts: the check runs on each host
+    of the batch (its own SSH connection: the hook sees that host's name), and its failure
+    is that host's, counted against max_fail (h3 fails here)."""
+    tm = Tm(work)
+    check = {
+        "kind": "ssh",
+        "name": "health on the host",
+        "on": "${host}",
+        "command": f'echo "${{host}}" > {work}/checked-${{host}}; test "${{host}}" != h3',
+    }
+    plan = write_plan(
+        work,
+        "hookhost",
+        targets(fleet, trio=["h1", "h2", "h3"]),
+        {
+            "name": "one",
+            "steps": [
+                {
+                    "kind": "ssh",
+                    "id": "a",
+                    "on": "trio",
+                    "batch": 3,
+                    "max_fail": 1,
+                    "command": "true",
+                    "after_batch": [check],
+                }
+            ],
+        },
+    )
+    proc = tm("run", plan)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for h in ("h1", "h2", "h3"):
+        assert (work / f"checked-{h}").read_text() == f"{h}\n"
+    arts = artifacts(work, "hookhost-1")["phase/0/step/0"]
+    assert statuses(arts) == {"h1": "ok", "h2": "ok", "h3": "failed"}
+    assert "health on the host" in arts["hosts"]["h3"]["error"]
