@@ -2,9 +2,9 @@
 deploy's resolver, checked by `tminus check` — through the real CLI.
 
 Mutations tried:
-- ``get_provider`` returns the bare provider (no ``_ResolvingConditions``): the judged
-  condition is the literal ``contains "${release}"``; the healthy deploy is rolled back
-  (``test_condition_variables_are_resolved_at_run_time`` fails).
+- ``run_check`` does not hand the resolved conditions to ``judge`` (``m.conditions`` left
+  unset): the condition stays unresolved, the check errors and the healthy deploy is rolled
+  back (``test_condition_variables_are_resolved_at_run_time`` fails).
 - ``WaitKind.execute`` without ``resolve_durations``: ``duration: ${d}`` waits 0 s and no
   bad value is reported (``test_wait_duration_from_a_variable`` fails).
 """

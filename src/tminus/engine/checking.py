@@ -6,9 +6,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tminus.metrics.base import CheckContext, CheckResult, check_name, get_provider, judge
+from tminus.metrics.base import (
+    CheckContext,
+    CheckResult,
+    check_name,
+    get_provider,
+    judge,
+    resolve_conditions,
+)
 from tminus.plan.checks import CheckBase, CheckUse
-from tminus.plan.interpolate import Resolver
+from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import Plan
 from tminus.plan.walk import resolve_check
 
@@ -37,6 +44,11 @@ async def run_check(
         return CheckResult(name, "error", "critical", None, f"check '{name}' is not defined")
     provider = get_provider(str(getattr(check, "source", "")))
     ctx = CheckContext(plan, resolver, state_dir)
+    try:  # `expect: contains "${release}"`: conditions are read with the deploy's values
+        conditions = resolve_conditions(check, resolver)
+    except (ResolveError, ValueError) as exc:
+        message = resolver.mask(f"a condition does not resolve: {exc}")
+        return CheckResult(check_name(check), "error", "critical", None, message)
     timeout = check.timeout.total_seconds() if check.timeout else _default_timeout(check)
     try:
         m = await asyncio.wait_for(provider.measure(check, ctx), timeout)
@@ -44,6 +56,7 @@ async def run_check(
         return CheckResult(
             check_name(check), "error", "critical", None, f"timed out after {timeout:g}s"
         )
+    m.conditions = conditions
     result = judge(check, m)
     result.message = resolver.mask(result.message)
     return result

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from tminus.errors import PlanError
 from tminus.plan.checks import CheckBase
-from tminus.plan.interpolate import ResolveError, Resolver
+from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.values import Condition, resolve_condition
 
@@ -28,6 +28,7 @@ __all__ = [
     "get_provider",
     "judge",
     "plain_number",
+    "resolve_conditions",
 ]
 
 Status = Literal["passed", "failed", "inconclusive", "error"]
@@ -45,7 +46,7 @@ class Measurement:
     message: str = ""
     no_data: bool = False  # the source answered with nothing to judge: always inconclusive
     #: The check's expect/warn/critical with ``${…}`` resolved for this measurement (set by
-    #: the provider :func:`get_provider` returns); None: the check's own conditions.
+    #: :func:`tminus.engine.checking.run_check`); None: the check's own conditions.
     conditions: dict[str, Condition | None] | None = None
 
 
@@ -104,28 +105,7 @@ def resolve_conditions(check: CheckBase, resolver: Resolver) -> dict[str, Condit
     return out
 
 
-class _ResolvingConditions:
-    """Wraps a provider: resolves the check's conditions before measuring (a condition that
-    does not resolve, or does not parse once resolved, is an error, never a pass)."""
-
-    source: ClassVar[str] = "*"
-
-    def __init__(self, inner: MetricProvider) -> None:
-        self.inner = inner
-        self.__dict__["source"] = inner.source  # reads as the wrapped provider's source
-
-    async def measure(self, check: Any, ctx: CheckContext) -> Measurement:
-        try:
-            conditions = resolve_conditions(check, ctx.resolver)
-        except (ResolveError, ValueError) as exc:
-            return Measurement(error=ctx.resolver.mask(f"a condition does not resolve: {exc}"))
-        m = await self.inner.measure(check, ctx)
-        m.conditions = conditions
-        return m
-
-
 def get_provider(source: str) -> MetricProvider:
-    """The provider of ``source``, resolving the check's ``${…}`` conditions at run time."""
     mod = BUILTIN_PROVIDERS.get(source)
     if mod is None:
         raise PlanError(
@@ -133,7 +113,7 @@ def get_provider(source: str) -> MetricProvider:
             hint="implemented sources: " + ", ".join(sorted(BUILTIN_PROVIDERS)),
         )
     provider: MetricProvider = import_module(mod).PROVIDER
-    return _ResolvingConditions(provider)
+    return provider
 
 
 def check_name(check: CheckBase) -> str:

@@ -239,6 +239,33 @@ def _never_switched(result: dict[str, Any] | None) -> bool:
     return result.get("status") in ("skipped", "excluded") and "switched" not in result
 
 
+async def _switch_back(
+    step: ReleaseStep,
+    rid: str,
+    who: str,
+    deploy_id: str,
+    name: str,
+    host: Host,
+    r: Resolver,
+    timeout: float | None,
+) -> tuple[HostResult, str | None]:
+    """Run the rollback script of release ``rid`` on one host (switch back, mark it
+    BAD_RELEASE). The host's result, and what the script did (its last ``tminus-…`` line),
+    or None when it failed (the result then says why)."""
+    script = rollback_script(_host_path(step, r), rid, who, deploy_id, name)
+    job = host.run(script)
+    run = await (asyncio.wait_for(job, timeout) if timeout else job)
+    res = HostResult(name, exit=run.exit_status, stdout=run.stdout, stderr=run.stderr)
+    out = run.stdout.strip().splitlines()
+    if run.ok and out:
+        done = out[-1].removeprefix("tminus-")
+        res.data = {"rollback": done}
+        return res, done
+    res.status = "failed"
+    res.error = tail(run.stderr.strip() or f"exit {run.exit_status}", 300)
+    return res, None
+
+
 class ReleaseKind:
     kind: ClassVar[str] = "release"
     per_host: ClassVar[bool] = True
@@ -373,19 +400,11 @@ class ReleaseKind:
 
         async def revert(name: str, host: Host, r: Resolver, timeout: float | None) -> HostResult:
             """A host that failed its check after the switch: switch it back, BAD_RELEASE."""
-            script = rollback_script(_host_path(step, r), rid, who, ctx.deploy_id, name)
-            job = host.run(script)
-            run = await (asyncio.wait_for(job, timeout) if timeout else job)
-            res = HostResult(name, exit=run.exit_status, stdout=run.stdout, stderr=run.stderr)
-            out = run.stdout.strip().splitlines()
-            if run.ok and out:
-                done = out[-1].removeprefix("tminus-")
-                res.data = {"rollback": done, "undone": done.replace("-", " ", 1)}
+            res, done = await _switch_back(step, rid, who, ctx.deploy_id, name, host, r, timeout)
+            if done is not None:
+                res.data["undone"] = done.replace("-", " ", 1)
                 if done.startswith(("switched-back", "removed")):
                     res.data["switched_back"] = True
-                return res
-            res.status = "failed"
-            res.error = tail(run.stderr.strip() or f"exit {run.exit_status}", 300)
             return res
 
         outcome, results = await _fleet.rollout(
@@ -422,20 +441,10 @@ class ReleaseKind:
         who = str(ctx.resolver.variables.get("operator") or "unknown")
 
         async def undo(name: str, host: Host, r: Resolver, timeout: float | None) -> HostResult:
-            script = rollback_script(_host_path(step, r), rid, who, ctx.deploy_id, name)
-            job = host.run(script)
-            run = await (asyncio.wait_for(job, timeout) if timeout else job)
-            res = HostResult(name, exit=run.exit_status, stdout=run.stdout, stderr=run.stderr)
-            out = run.stdout.strip().splitlines()
-            if run.ok and out:
-                res.data = {"rollback": out[-1].removeprefix("tminus-")}
-                return res
-            if run.exit_status is None and _never_switched(forward.get(name)):
+            res, done = await _switch_back(step, rid, who, ctx.deploy_id, name, host, r, timeout)
+            if done is None and res.exit is None and _never_switched(forward.get(name)):
                 res.status = "skipped"
                 res.error = "unreachable, but it never switched to this release"
-                return res
-            res.status = "failed"
-            res.error = tail(run.stderr.strip() or f"exit {run.exit_status}", 300)
             return res
 
         outcome, results = await _fleet.rollout(
