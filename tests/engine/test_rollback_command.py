@@ -89,7 +89,10 @@ def test_partial_rollback_of_one_phase_then_another(tm: Tm) -> None:
 def test_refused_after_the_window_or_a_later_success_unless_forced(tm: Tm) -> None:
     """Past `rollback_window` (1h here; the clock is moved 2h on) the rollback is refused,
     and so is the rollback of a deploy that a later one of the same plan replaced; `--force`
-    goes ahead and records why."""
+    goes ahead and records why.
+
+    Mutations tried: the window check off, and the later-deploy check off (each in
+    ``runner.rollback``): the refused rollbacks run, and this fails."""
     (tm.cwd / "p.yaml").write_text(PLAN)
     assert tm("run", "p.yaml").returncode == 0
     late = tm("rollback", "after-1", env={"TMINUS_CLOCK_OFFSET": "7200"})
@@ -145,7 +148,10 @@ phases:
 def test_run_outside_the_window_is_refused_unless_a_reason_is_given(tm: Tm) -> None:
     """`window.start` used to be ignored (a deploy ran a week early without a word). Before
     the window opens, and after it closed, `tminus run` is bad input (exit 2) and runs
-    nothing; `--outside-window REASON` runs it and records the reason."""
+    nothing; `--outside-window REASON` runs it and records the reason.
+
+    Mutation tried: ``window_problem`` not called in ``start_loaded``: the early run goes
+    ahead, and this fails."""
     from datetime import UTC, datetime, timedelta
 
     soon = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
