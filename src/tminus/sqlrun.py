@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.pool import Pool
 
 from tminus import work
+from tminus.sqlbind import Bound
 
 __all__ = [
     "cancel_on_cancel",
@@ -137,12 +138,20 @@ def engine_url(kind: str, url: str) -> str:
     return url
 
 
-def _execute(conn: Connection, statement: str) -> Any:
-    """Run one statement as written: through the driver's cursor with no parameter list, so
-    a ``%`` (``id % 3``) or a ``:name`` in the SQL is never taken for a placeholder."""
+def _execute(conn: Connection, statement: str | Bound) -> Any:
+    """Run one statement through the driver's cursor. A string runs as written, with no
+    parameter list, so a ``%`` (``id % 3``) or a ``:name`` in the SQL is never taken for a
+    placeholder. A :class:`~tminus.sqlbind.Bound` statement's values go to the driver as
+    parameters (``%(name)s`` for psycopg and PyMySQL, ``:name`` for sqlite3)."""
     _check_cancelled()
     cursor = conn.connection.cursor()
-    cursor.execute(statement)
+    if isinstance(statement, Bound) and statement.values:
+        style: Literal["pyformat", "named"] = (
+            "named" if conn.dialect.name == "sqlite" else "pyformat"
+        )
+        cursor.execute(statement.render(style), statement.values)
+    else:
+        cursor.execute(statement.render("named") if isinstance(statement, Bound) else statement)
     _check_cancelled()  # MariaDB: a killed SLEEP() returns 1 instead of failing
     return cursor
 
@@ -153,7 +162,7 @@ def _count(cursor: Any) -> int:
     return int(n)
 
 
-def run_query(kind: str, url: str, query: str) -> list[tuple[Any, ...]]:
+def run_query(kind: str, url: str, query: str | Bound) -> list[tuple[Any, ...]]:
     engine = create_engine(engine_url(kind, url))
     try:
         with engine.connect() as conn:
@@ -165,7 +174,9 @@ def run_query(kind: str, url: str, query: str) -> list[tuple[Any, ...]]:
         engine.dispose()
 
 
-def run_statements(kind: str, url: str, statements: list[str], *, transaction: bool) -> int:
+def run_statements(
+    kind: str, url: str, statements: Sequence[str | Bound], *, transaction: bool
+) -> int:
     """Run statements (in one transaction, or each committed alone); the affected row count."""
     engine = create_engine(engine_url(kind, url))
     total = 0

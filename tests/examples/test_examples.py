@@ -366,7 +366,12 @@ def test_svetu_rollbacks(svetu: Plan) -> None:
     assert estimates["feature_flag_rollback"] == timedelta(seconds=30)
     assert estimates["database_rollback"] == timedelta(minutes=5)
     db = svetu.operations["database_rollback"]
-    assert any(isinstance(s, MigrateStep) and s.to == 33 for s in db.steps)  # down 2
+    restores = [s for s in db.steps if isinstance(s, RestoreStep)]
+    # phase 2's pre-migration backup (the seed's backup_before_migration.dump)
+    assert [(r.from_.model_dump(), r.database) for r in restores] == [
+        ({"deploy": "latest", "backup": "before_migration"}, "svetu")
+    ]
+    assert db.on_failure == "pause"  # a rollback of it would switch the flag back on
 
 
 @pytest.mark.parametrize(

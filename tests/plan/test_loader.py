@@ -100,7 +100,7 @@ BAD_PLANS: list[tuple[str, str, str, int, int | None, str, str | None]] = [
         "yaml",
         1,
         7,
-        "could not determine a constructor for the tag '!secret'",
+        "the tag '!secret' is not supported in a plan",
         None,
     ),
     (

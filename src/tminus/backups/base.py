@@ -34,6 +34,14 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from tminus import work
 from tminus.errors import TminusError
+from tminus.files import (
+    PRIVATE_DIR,
+    STATE_DIR_NAME,
+    private_dir,
+    private_text,
+    tighten_dir,
+    tighten_tree,
+)
 
 __all__ = [
     "DATABASE_KINDS",
@@ -739,6 +747,24 @@ def remove_stale_partials(dest: Path, slug: str, started: float) -> list[str]:
     return removed
 
 
+def _owned_backups(dest: Path) -> bool:
+    """Is ``dest`` the ``backups/`` of a ``.tminus`` state directory (tminus's own)?"""
+    d = dest.resolve()
+    return d.name == "backups" and d.parent.name == STATE_DIR_NAME
+
+
+def tighten_backups(dest: Path) -> None:
+    """Tighten to 0700 the backups tminus wrote in ``dest`` (directories holding a manifest)
+    that an older version left open to others: their files are then unreachable."""
+    try:
+        entries = list(dest.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if (entry / MANIFEST_NAME).is_file() and not entry.is_symlink():
+            tighten_dir(entry)
+
+
 class BackupDir:
     """A backup being written: ``dest/.<id>.partial`` until :meth:`commit` renames it to
     ``dest/<id>``; :meth:`discard` removes it. Use as a context manager (discard on error).
@@ -750,7 +776,10 @@ class BackupDir:
 
     def __init__(self, dest_dir: str | os.PathLike[str], label: str) -> None:
         self.dest = Path(dest_dir)
-        self.dest.mkdir(parents=True, exist_ok=True)
+        # Private (0700) when tminus makes it; one that exists is tightened only if it is the
+        # state directory's `backups/` (a `dest` you named is warned about, never chmod-ed).
+        private_dir(self.dest, tighten=_owned_backups(self.dest))
+        tighten_backups(self.dest)
         self.removed = remove_stale_partials(self.dest, _slug(label), time.time())
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         base = f"{stamp}-{_slug(label)}"
@@ -760,7 +789,8 @@ class BackupDir:
             n += 1
             self.id = f"{base}-{n}"
         self.work = self.dest / f".{self.id}.partial"
-        self.work.mkdir()
+        self.work.mkdir(mode=PRIVATE_DIR)
+        os.chmod(self.work, PRIVATE_DIR)  # whatever the umask: what is written inside is private
         self._lock = _lock_dir(self.work)
         self.final = self.dest / self.id
         self.created_at = _now_iso()
@@ -790,8 +820,10 @@ class BackupDir:
         if self.removed:
             manifest.details["removed_partials"] = list(self.removed)
         tmp = self.work / (MANIFEST_NAME + ".tmp")
-        tmp.write_text(manifest.to_json(), encoding="utf-8")
+        with private_text(tmp) as fh:
+            fh.write(manifest.to_json())
         os.replace(tmp, self.work / MANIFEST_NAME)
+        tighten_tree(self.work)  # dump tools create their files 0644 & ~umask: now 0600
         fsync_tree(self.work)
         os.rename(self.work, self.final)
         self._unlock()

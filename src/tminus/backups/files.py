@@ -43,7 +43,7 @@ from tminus.backups.base import (
     sha256_file,
 )
 
-__all__ = ["FilesDriver"]
+__all__ = ["FilesDriver", "archive_problems", "member_problems"]
 
 ARCHIVE = "files.tar.gz"
 _EMPTY_SHA = hashlib.sha256(b"").hexdigest()
@@ -125,16 +125,52 @@ def _extract(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
-            links = {m.name for m in members if m.issym()}
-            for m in members:
-                if not (m.isfile() or m.isdir() or m.issym()):
-                    raise BackupError(f"archive member {m.name} is not a file, dir or symlink")
-                parts = m.name.split("/")
-                if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
-                    raise BackupError(f"archive member {m.name} lies below a symlink")
+            problems = member_problems(members, dest)
+            if problems:
+                raise BackupError(f"cannot extract {archive.name}: " + "; ".join(problems))
             tar.extractall(dest, members=members, filter="tar")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BackupError(f"cannot extract {archive.name}: {exc}") from None
+
+
+def member_problems(members: list[tarfile.TarInfo], dest: str | os.PathLike[str]) -> list[str]:
+    """Why a restore would refuse these archive members (none: it extracts them): a member
+    that is not a file, directory or symlink, one below a symlink member, or one the ``tar``
+    extraction filter rejects for ``dest`` (a ``..`` or absolute path leading outside it).
+    ``tminus backups verify`` applies the same checks without extracting."""
+    out: list[str] = []
+    links = {m.name for m in members if m.issym()}
+    for m in members:
+        if not (m.isfile() or m.isdir() or m.issym()):
+            out.append(f"archive member {m.name} is not a file, dir or symlink")
+            continue
+        parts = m.name.split("/")
+        if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+            out.append(f"archive member {m.name} lies below a symlink")
+            continue
+        try:
+            tarfile.tar_filter(m, os.fspath(dest))
+        except tarfile.FilterError as exc:
+            out.append(f"archive member {m.name}: {exc}")
+    return out
+
+
+def archive_problems(manifest: Manifest, backup_dir: str | os.PathLike[str]) -> list[str]:
+    """The archive of a files backup, read without extracting: :func:`member_problems`
+    (against a notional restore root), and its members must be exactly the manifest's
+    ``contents`` (a restore compares what it extracted with them)."""
+    archive = Path(backup_dir) / ARCHIVE
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        return [f"cannot read {ARCHIVE}: {exc}"]
+    out = member_problems(members, "/nonexistent/tminus-restore-root")
+    names = {m.name for m in members}
+    listed = {c.path for c in manifest.contents}
+    out += [f"archive member {n} is not in the manifest" for n in sorted(names - listed)]
+    out += [f"{n}: in the manifest, not in the archive" for n in sorted(listed - names)]
+    return out
 
 
 def _compare_tree(contents: list[FileEntry], root: Path) -> list[str]:
@@ -291,7 +327,8 @@ class FilesDriver:
             return report
         if scratch_name:
             scratch = Path(tempfile.gettempdir()) / scratch_name
-            scratch.mkdir()
+            scratch.mkdir(mode=0o700)  # like mkdtemp's: the extracted copy is private
+            scratch.chmod(0o700)
         else:
             scratch = Path(tempfile.mkdtemp(prefix="tminus-verify-"))
         report.scratch = str(scratch)

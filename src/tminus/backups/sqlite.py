@@ -41,6 +41,7 @@ from tminus.backups.base import (
     require_intact,
     require_match,
 )
+from tminus.files import open_private
 
 __all__ = ["SqliteDriver", "sqlite_path"]
 
@@ -197,6 +198,7 @@ class SqliteDriver:
             scratch = Path(tempfile.gettempdir()) / scratch_name
             if scratch.exists():
                 raise BackupError(f"scratch file {scratch} already exists")
+            os.close(open_private(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL))  # 0600
         else:
             fd, name = tempfile.mkstemp(prefix="tminus-verify-", suffix=".sqlite3")
             os.close(fd)

@@ -166,12 +166,21 @@ def verify(backup_id: str, backup_dir: str, server_url: str | None, state_url: s
     except BackupError as exc:
         fail(str(exc), 1)
     problems = check_files(m, d)
+    if not problems and m.kind == "files":  # what a restore would refuse, verify refuses
+        from tminus.backups.files import archive_problems
+
+        problems = archive_problems(m, d)
     if problems:
         click.echo(f"{backup_id}: DAMAGED", err=True)
         for p in problems:
             click.echo(f"  {p}", err=True)
         sys.exit(1)
-    click.echo(f"{backup_id}: {len(m.files)} file(s) match the manifest (size and sha256)")
+    members = (
+        f", its {len(m.contents)} archive member(s) pass the restore checks"
+        if m.kind == "files"
+        else ""
+    )
+    click.echo(f"{backup_id}: {len(m.files)} file(s) match the manifest (size and sha256){members}")
     if server_url:
         report = get_driver(m.kind).verify(m, d, server_url)
         click.echo(report.summary())

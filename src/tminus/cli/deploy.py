@@ -201,6 +201,18 @@ def run(
     help="Leave this host out from now on (recorded; repeatable). On a paused deploy it "
     "implies --retry-step: the step re-runs on the hosts not yet done.",
 )
+@click.option(
+    "--retry-failed-hosts",
+    is_flag=True,
+    help="Run each fleet step whose max_fail tolerated failed hosts again on those hosts, "
+    "within this deploy (it succeeded, is paused or is scheduled).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --retry-failed-hosts: retry although the rollback window closed or a later "
+    "deploy succeeded (recorded).",
+)
 @click.option("--force-unlock", is_flag=True, help="Take over a stale lock (recorded).")
 @click.option("--quiet", "-q", is_flag=True)
 @_output_opt
@@ -212,15 +224,25 @@ def resume(
     action: str | None,
     confirms: tuple[str, ...],
     exclude_hosts: tuple[str, ...],
+    retry_failed_hosts: bool,
+    force: bool,
     force_unlock: bool,
     quiet: bool,
     output: str,
     operator: str | None,
     state_url: str | None,
 ) -> None:
-    """Continue DEPLOY after a pause, an approval, a crash or a scheduled delay."""
+    """Continue DEPLOY after a pause, an approval, a crash or a scheduled delay; or retry the
+    hosts its fleet steps tolerated as failed (--retry-failed-hosts)."""
     from tminus.engine import runner
 
+    if force and not retry_failed_hosts:
+        raise click.UsageError("--force applies to --retry-failed-hosts only")
+    if retry_failed_hosts and (action or confirms or exclude_hosts):
+        raise click.UsageError(
+            "--retry-failed-hosts goes alone (not with --retry-step, --skip-step, --rollback, "
+            "--confirm or --exclude-host)"
+        )
     opts = runner.RunOptions(
         state_url=state_url,
         operator=_operator(operator),
@@ -229,6 +251,14 @@ def resume(
         quiet=quiet,
         exclude_hosts=exclude_hosts,
     )
+    if retry_failed_hosts:
+        _drive_and_finish(
+            output,
+            state_url,
+            deploy,
+            lambda: (deploy, *runner.retry_failed_hosts(deploy, force, opts)),
+        )
+        return
     _drive_and_finish(
         output, state_url, deploy, lambda: (deploy, *runner.resume(deploy, action or "", opts))
     )
@@ -392,6 +422,21 @@ def status(deploy: str | None, output: str, state_url: str | None) -> None:
         click.echo(f"  host {f['host']} FAILED in '{f['title']}' (tolerated by max_fail)")
     if info["due_at"] and info["state"] == "scheduled":
         click.echo(f"  due at {_ts(info['due_at'])}")
+    for m in info.get("success_metrics") or []:
+        click.echo(f"  success metric {m['name']}: {_metric_line(m)}")
+
+
+def _metric_line(m: dict[str, Any]) -> str:
+    target = f" (target {m['target']})" if m.get("target") else ""
+    if m["state"] == "measured":
+        late = m.get("late_s")
+        when = f" at {m['measured_at'][:19].replace('T', ' ')}" if m.get("measured_at") else ""
+        return f"{m['status']}{when}: {m['message']}{target}" + (
+            f", {late:.0f} s after it was due" if late and late >= 1 else ""
+        )
+    if m["state"] in ("pending", "cancelled"):
+        return f"{m['state']}, due at {_ts(m['due_at'])}{target}"
+    return f"{m['state']}{target}"
 
 
 def _host_table(fleet: dict[str, Any]) -> None:
@@ -475,18 +520,43 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 @_state_opt
 @handle_errors
 def due(output: str, state_url: str | None) -> None:
-    """List scheduled work (delayed phases) and whether it is due.
+    """List scheduled work (delayed phases, success metrics with `after:`) and whether it
+    is due; `tminus resume DEPLOY` does what is due.
 
     \b
     Exit codes, for cron: 0 nothing is due, 3 something is due (resume it),
     2 bad input.
     """
+    from tminus.engine.success import CANCELLING_STATES, pending_metrics
+    from tminus.plan.loader import load_plan_text
     from tminus.store import Store
     from tminus.store.store import now
 
-    rows = [r for r in Store(state_url).list_deploys(limit=1000) if r["state"] == "scheduled"]
+    store = Store(state_url)
+    deploys = store.list_deploys(limit=1000)
     t = now()
-    items = [_brief(r) | {"is_due": r["due_at"] is not None and r["due_at"] <= t} for r in rows]
+    items = [
+        _brief(r) | {"what": "phase", "is_due": r["due_at"] is not None and r["due_at"] <= t}
+        for r in deploys
+        if r["state"] == "scheduled"
+    ]
+    for r in deploys:  # success metrics with `after:` (cheap test first: the plan's text)
+        text = r.get("plan_text") or ""
+        if r["state"] in CANCELLING_STATES or "success_metrics" not in text or "after" not in text:
+            continue
+        plan = load_plan_text(text, r["plan_path"], semantic=False).plan
+        for m in pending_metrics(plan, store.events(r["id"]), r["state"]):
+            items.append(
+                _brief(r)
+                | {
+                    "what": "success_metric",
+                    "metric": m["name"],
+                    "due_at": m["due_at"],
+                    "is_due": m["is_due"],
+                    "reason": f"success metric '{m['name']}'",
+                }
+            )
+    items.sort(key=lambda i: (i["due_at"] is None, i["due_at"] or t))
     code = EXIT_WAITING if any(i["is_due"] for i in items) else EXIT_DONE
     if output == "json":
         echo_json(items)
@@ -495,7 +565,7 @@ def due(output: str, state_url: str | None) -> None:
         click.echo("nothing scheduled")
     for i in items:
         flag = "DUE" if i["is_due"] else "not yet"
-        click.echo(f"{i['id']:<30} {flag:<8} due {i['due_at']:%Y-%m-%d %H:%M:%S %Z}  {i['reason']}")
+        click.echo(f"{i['id']:<30} {flag:<8} due {_ts(i['due_at'])}  {i['reason']}")
     sys.exit(code)
 
 

@@ -126,10 +126,11 @@ def op_run(
     p = _load(plan)
     o = operations.get_operation(p, name)
     who = operator or runner.default_operator()
-    values = operations.parse_params(name, o, _params(params))
+    given = _params(params)
+    values = operations.parse_params(name, o, given)
     if not dry_run:  # a dry run runs nothing: anyone may look (it says who may run it)
         operations.check_role(p, name, o, who)
-    text = operations.derived_plan(p, name, values)
+    text = operations.derived_plan(p, name, values, given=given)
     loaded = load_plan_text(text, plan)
     if loaded.plan is None:  # pragma: no cover - the derived plan is built from a valid one
         fail("the operation does not form a valid plan:\n" + format_problems(loaded.problems))

@@ -14,7 +14,7 @@ __all__ = ["COMMANDS", "check", "render", "schema"]
 
 
 @click.command()
-@click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("plans", nargs=-1, required=True)  # each one read by load_plan: error[io]
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option(
@@ -53,8 +53,10 @@ def check(
 
     failed = False
     reports = []
+    loaded: dict[str, Any] = {}
     for path in plans:
         result = load_plan(path)
+        loaded[path] = result.plan
         errors = [p for p in result.problems if p.severity == "error"]
         warnings = [p for p in result.problems if p.severity == "warning"]
         bad = bool(errors) or result.plan is None or (strict and bool(warnings))
@@ -74,6 +76,8 @@ def check(
             )
         else:
             click.echo(f"{path}: {len(errors)} error(s), {len(warnings)} warning(s)", err=True)
+    if not failed:
+        _warn_exposed(loaded, variables)
     if failed or not run_checks:
         if output == "json":
             click.echo(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
@@ -89,6 +93,31 @@ def check(
     else:
         print_checks(rows)
     sys.exit(checks_exit_code(rows))
+
+
+def _warn_exposed(plans: dict[str, Any], variables: tuple[str, ...]) -> None:
+    """On stderr: the state directory and the plans' backup directories that exist and are
+    open to other users (``tminus run`` warns too; see docs/data-safety.md)."""
+    from tminus.cli.deploy import _parse_vars
+    from tminus.engine.runner import default_operator, make_resolver, state_dir_of
+    from tminus.steps._data import exposure_warnings
+    from tminus.store.store import default_state_url
+
+    state_dir = state_dir_of(default_state_url())
+    seen: set[str] = set()
+    for path, plan in plans.items():
+        if plan is None:
+            continue
+        try:
+            r = make_resolver(
+                plan, path, "<deploy-id>", default_operator(), _parse_vars(variables), state_dir
+            )
+        except Exception:  # a variable not set here: the literal directories are still checked
+            r = None
+        for w in exposure_warnings(plan, r, state_dir):
+            if w not in seen:
+                seen.add(w)
+                click.echo(f"warning: {w}", err=True)
 
 
 def _run_checks(

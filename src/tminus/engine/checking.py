@@ -18,6 +18,7 @@ from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import Plan
 from tminus.plan.walk import resolve_check
+from tminus.steps._durations import resolve_durations
 
 __all__ = ["DEFAULT_CHECK_TIMEOUT_S", "run_check"]
 
@@ -42,6 +43,11 @@ async def run_check(
     if check is None:
         name = ref.use if isinstance(ref, CheckUse) else "check"
         return CheckResult(name, "error", "critical", None, f"check '{name}' is not defined")
+    try:  # `interval: ${every}` (a probe's default duration) is read with the deploy's values
+        check = resolve_durations(check, resolver)
+    except ValueError as exc:  # ResolveError included
+        message = resolver.mask(f"a duration does not resolve: {exc}")
+        return CheckResult(check_name(check), "error", "critical", None, message)
     provider = get_provider(str(getattr(check, "source", "")))
     ctx = CheckContext(plan, resolver, state_dir)
     try:  # `expect: contains "${release}"`: conditions are read with the deploy's values

@@ -1208,24 +1208,32 @@ class Engine:
 
     # --- summary --------------------------------------------------------------------------
     async def _summary(self, node: Node) -> DeployState | None:
+        """At the end of the window's last phase: the success metrics without ``after`` are
+        measured now; those with ``after`` are scheduled (see :mod:`tminus.engine.success`)."""
+        from tminus.engine.success import base_time, metric_record, scheduled_record
+
         self.reporter.step("success summary")
+        base = base_time(self.plan, self.store.phase_rows(self.deploy_id))
         results = []
-        for m in self.plan.success_metrics:
+        pending = []
+        for i, m in enumerate(self.plan.success_metrics):
             if m.check is None:
                 continue
+            if m.after is not None and m.after.total_seconds() > 0:
+                pending.append(scheduled_record(i, m, base))
+                continue
             r = await self.run_check(m.check)
-            results.append(
-                {
-                    "name": m.name,
-                    "status": r.status,
-                    "level": r.level,
-                    "value": _jsonable(r.value),
-                    "message": r.message,
-                    "target": m.target,
-                }
-            )
+            results.append(metric_record(i, m, r, None))
             self.reporter.result(r.passed, f"{m.name}: {r.message}")
-        self._event("summary", "success metrics", {"metrics": results})
+        self._event("summary", "success metrics", {"metrics": results, "pending": pending})
+        for rec in pending:
+            after = timedelta(seconds=rec["after_s"])
+            msg = (
+                f"{rec['name']}: to be measured at {base + after:%Y-%m-%d %H:%M:%S %Z}, "
+                f"{format_duration(after)} after the window's last phase ended"
+            )
+            self.reporter.line(msg)
+            self._event("metric.scheduled", msg, rec, key=f"metric/{rec['index']}")
         self._notify_rules("success", f"{self.deploy_id} succeeded")
         self.store.set_step_state(self.deploy_id, node.key, StepState.SUCCEEDED, title="summary")
         return None

@@ -6,6 +6,7 @@ from typing import Any
 
 from tminus.engine.liveness import runner_liveness, shown_state
 from tminus.engine.program import split_overrides
+from tminus.engine.success import metric_states
 from tminus.plan.loader import load_plan_text
 from tminus.store.store import Store, now
 
@@ -142,6 +143,8 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
         "fleet": host_table(store, deploy_id, steps),
         # hosts a fleet step's max_fail tolerated: the step succeeded, these hosts did not
         "failed_hosts": tolerated_failures(steps),
+        # per success metric: measured (result), pending (due_at), cancelled, not yet, no check
+        "success_metrics": metric_states(plan, store.events(deploy_id), str(d["state"])),
         "maintenance": {
             "total_s": total,
             "on_now": any(w["off_at"] is None for w in windows),

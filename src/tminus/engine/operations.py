@@ -10,6 +10,7 @@ and `tminus status/log/resume/abort` work on it like on any deploy.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import yaml
@@ -116,8 +117,18 @@ def check_role(plan: Plan, op_name: str, op: Operation, person: str) -> None:
         )
 
 
-def derived_plan(plan: Plan, op_name: str, params: dict[str, ParamValue]) -> str:
-    """The YAML text of the plan an operation runs as (named ``<plan>.op.<operation>``)."""
+def derived_plan(
+    plan: Plan,
+    op_name: str,
+    params: dict[str, ParamValue],
+    *,
+    given: Collection[str] | None = None,
+) -> str:
+    """The YAML text of the plan an operation runs as (named ``<plan>.op.<operation>``).
+
+    The values of the parameters in ``given`` (default: all), typed by an operator with
+    ``--param``, are literal text: a ``${`` in them is written ``$${`` in the derived plan,
+    so it is never read as a reference (no ``${env:…}`` or ``${file:…}`` on their say-so)."""
     op = get_operation(plan, op_name)
     data: dict[str, Any] = plan.model_dump(
         mode="json", by_alias=True, exclude_none=True, exclude_defaults=True
@@ -125,13 +136,22 @@ def derived_plan(plan: Plan, op_name: str, params: dict[str, ParamValue]) -> str
     out: dict[str, Any] = {k: data[k] for k in _SHARED if k in data}
     out["name"] = f"{plan.name}.op.{op_name}"
     out["description"] = op.description or f"operation {op_name} of plan {plan.name}"
-    out["variables"] = {**data.get("variables", {}), **params}
+    literal = set(params) if given is None else set(given)
+    out["variables"] = {
+        **data.get("variables", {}),
+        **{
+            k: v.replace("${", "$${") if k in literal and isinstance(v, str) else v
+            for k, v in params.items()
+        },
+    }
     opd = op.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
     phase: dict[str, Any] = {"name": op_name, "steps": opd.get("steps", [])}
     if opd.get("checks"):
         phase["verify"] = opd["checks"]
     if op.estimate is not None:
         phase["estimate"] = opd["estimate"]
+    if op.on_failure != "rollback":
+        phase["on_failure"] = op.on_failure
     out["phases"] = [phase]
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
 

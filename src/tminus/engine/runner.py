@@ -44,9 +44,11 @@ __all__ = [
     "dry_run_loaded",
     "make_resolver",
     "resume",
+    "retry_failed_hosts",
     "rollback",
     "start",
     "start_loaded",
+    "state_dir_of",
     "window_problem",
 ]
 
@@ -152,9 +154,22 @@ def _preflight(
         unique = list(dict.fromkeys(problems))
         raise PreflightFailed(
             "preflight failed, nothing was run:\n  " + "\n  ".join(unique),
-            hint="install what is missing, free disk space or make the backup named, then run "
-            "again",
+            hint=_preflight_hint(unique),
         )
+
+
+def _preflight_hint(problems: list[str]) -> str:
+    """What to do about the preflight's problems: host keys apart from the rest."""
+    keys = [p for p in problems if "host key" in p]
+    todo = []
+    if keys:
+        todo.append(
+            "verify each host key's fingerprint out of band and record it as its line says "
+            "(ssh-keyscan; ssh-keygen -R for a changed key)"
+        )
+    if len(keys) < len(problems):
+        todo.append("fix what the other lines say (a missing tool, disk space, a backup)")
+    return "; ".join(todo) + ", then run again"
 
 
 def make_resolver(
@@ -193,9 +208,29 @@ def make_resolver(
 
 
 def _state_dir(store: Store) -> Path:
-    if store.url.startswith("sqlite:///"):
-        return Path(store.url[len("sqlite:///") :]).resolve().parent
+    return state_dir_of(store.url)
+
+
+def state_dir_of(url: str) -> Path:
+    """The local state directory for a state store URL: a SQLite file's directory, else
+    ``.tminus`` (undo records, progress, backups)."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :]).resolve().parent
+    if "://" not in url:  # a bare SQLite path (TMINUS_STATE=state/tminus.db)
+        return Path(url).resolve().parent
     return Path(".tminus").resolve()
+
+
+def _warn_exposed(plan: Plan, resolver: Resolver, state_dir: Path) -> None:
+    """Tighten what tminus owns (a ``.tminus`` state directory, whatever the store), then warn
+    on stderr about the state and backup directories still open to other users."""
+    from tminus.files import private_state_dir
+    from tminus.steps._data import exposure_warnings
+
+    if state_dir.is_dir():
+        private_state_dir(state_dir)
+    for w in exposure_warnings(plan, resolver, state_dir):
+        print(f"warning: {w}", file=sys.stderr, flush=True)
 
 
 def _prompt(item: str) -> bool:
@@ -253,7 +288,37 @@ def _final_message(store: Store, deploy_id: str, state: DeployState) -> str:
     failed = tolerated_failures(store.step_rows(deploy_id)) if state == "succeeded" else []
     hosts = ", ".join(f"{f['host']} ({f['title']})" for f in failed)
     tolerated = f"; {len(failed)} host failure(s) tolerated by max_fail: {hosts}" if failed else ""
-    return f"deploy {deploy_id}: {state.value}{reason}{tolerated}"
+    return f"deploy {deploy_id}: {state.value}{reason}{tolerated}{_metrics_note(store, d)}"
+
+
+def _metrics_note(store: Store, d: dict[str, Any]) -> str:
+    """The success metrics still pending (``after:``), with their due times, for a final line."""
+    from tminus.engine.success import describe_pending, pending_metrics
+
+    if "success_metrics" not in d["plan_text"]:
+        return ""
+    plan = load_plan_text(d["plan_text"], d["plan_path"], semantic=False).plan
+    return describe_pending(d["id"], pending_metrics(plan, store.events(d["id"]), d["state"]))
+
+
+def _measure_due_metrics(
+    store: Store, plan: Plan, d: dict[str, Any], opts: RunOptions
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``tminus resume``: measure the deploy's success metrics that are due (see
+    :mod:`tminus.engine.success`). Returns (measured now, still pending)."""
+    from tminus.engine.success import measure_due, pending_metrics
+
+    pending = pending_metrics(plan, store.events(d["id"]), d["state"])
+    if not any(p["is_due"] for p in pending):
+        return [], pending
+    overrides, selection = split_overrides(d["overrides"])
+    reporter = make_reporter(opts.quiet)
+    engine = _engine(store, plan, d["plan_path"], d["id"], opts, reporter, overrides, selection)
+    try:
+        reporter.step("success metrics due")
+        return asyncio.run(measure_due(engine))
+    finally:
+        reporter.close()
 
 
 def start(plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
@@ -279,6 +344,7 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
     store = Store(opts.state_url)
     early.store = store  # a restore of an earlier deploy's backup is found before anything runs
     _preflight(plan, early, _state_dir(store), selection)
+    _warn_exposed(plan, early, _state_dir(store))
     stored: dict[str, Any] = dict(overrides)
     if selection is not None:
         stored[SELECTION_KEY] = selection.to_data()
@@ -466,9 +532,33 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
     store = Store(opts.state_url)
     d, plan = _load_deploy(store, deploy_id)
     state = DeployState(d["state"])
+    if state == DeployState.RUNNING and not action and not runner_liveness(d).alive:
+        from tminus.engine.retry import pending_retry
+
+        unfinished = pending_retry(store.events(deploy_id))
+        if unfinished is not None:  # its runner died during a --retry-failed-hosts: finish it
+            _say(f"deploy {deploy_id}: finishing the retry of failed hosts its runner left")
+            store.close()  # one Store per process at a time: the retry opens its own
+            return retry_failed_hosts(deploy_id, False, opts, resumed=unfinished)
+    if state == DeployState.SUCCEEDED and not action and not opts.exclude_hosts:
+        scheduled = any(e["type"] == "metric.scheduled" for e in store.events(deploy_id))
+        if scheduled:  # success metrics with `after:`: measure those due
+            measured, left = _measure_due_metrics(store, plan, d, opts)
+            shown = ", ".join(f"{m['name']} ({m['status']})" for m in measured)
+            if measured:
+                note = f"; measured now: {shown}"
+            elif left:
+                note = "; no success metric is due yet"
+            else:
+                note = "; every success metric has been measured (tminus status shows them)"
+            return (3 if left else 0), _final_message(store, deploy_id, state) + note
     if state in TERMINAL:
         raise NotResumable(f"deploy {deploy_id} has ended ({state.value}); nothing to resume")
     live = runner_liveness(d)
+    if not live.alive and state not in (DeployState.RUNNING, DeployState.ROLLING_BACK):
+        # Metrics due since the window's last phase are measured first: they never wait for
+        # a later delayed phase, nor for whatever the resume does next.
+        _measure_due_metrics(store, plan, d, opts)
     if live.alive:  # --force-unlock or not: a live runner is never taken over
         exc = LockHeld(
             ("--force-unlock refused: " if opts.force_unlock else "")
@@ -502,7 +592,8 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
         from tminus.store.store import now
 
         if d["due_at"] is not None and now() < d["due_at"]:
-            return 3, f"deploy {deploy_id} is scheduled: {d['reason']}"
+            note = _metrics_note(store, d)
+            return 3, f"deploy {deploy_id} is scheduled: {d['reason']}{note}"
     # Before anything runs again: kill what the dead runner left running (a step's command,
     # a pg_restore…), or the resumed deploy would race its own orphans.
     _kill_orphans(store, d, live, opts.operator)
@@ -536,6 +627,135 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
     engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, overrides, selection)
     final = _drive(engine, action)
     return exit_code_for(final), _final_message(store, deploy_id, final)
+
+
+def _ended_at(store: Store, d: dict[str, Any]) -> datetime | None:
+    """When the deploy ended (or its last phase did: a scheduled or paused deploy)."""
+    rows = store.phase_rows(d["id"])
+    ended: datetime | None = d["finished_at"] or max(
+        (r["ended_at"] for r in rows.values() if r["ended_at"] is not None), default=None
+    )
+    return ended
+
+
+def _late(store: Store, d: dict[str, Any], plan: Plan) -> tuple[str | None, dict[str, Any] | None]:
+    """Why acting on an ended deploy now is late: its rollback window closed (a message), and
+    a later deploy of the same plan and environment that succeeded (its row)."""
+    from tminus.store.store import now
+
+    closed = None
+    window = plan.rollback_window or DEFAULT_ROLLBACK_WINDOW
+    ended = _ended_at(store, d)
+    if ended is not None and now() > ended + window:
+        from tminus.plan.values import format_duration
+
+        shown = format_duration(window)
+        closed = f"its rollback window ({shown}) closed at {ended + window:%Y-%m-%d %H:%M %Z}"
+    later = [
+        x
+        for x in store.list_deploys(limit=1000)
+        if x["plan_name"] == d["plan_name"]
+        and x["environment"] == d["environment"]
+        and x["seq"] > d["seq"]
+        and x["state"] == "succeeded"
+    ]
+    return closed, (later[0] if later else None)
+
+
+def retry_failed_hosts(
+    deploy_id: str,
+    force: bool,
+    opts: RunOptions,
+    resumed: dict[str, Any] | None = None,
+) -> tuple[int, str]:
+    """``tminus resume DEPLOY --retry-failed-hosts``: run each fleet step that tolerated
+    failed hosts again on those hosts, in plan order, within the same deploy (see
+    :mod:`tminus.engine.retry`). For a deploy that succeeded, is paused or is scheduled; refused
+    after the plan's ``rollback_window`` and when a later deploy of the same plan and
+    environment has succeeded since, unless ``force`` (recorded). Exit 0 when every host
+    retried now succeeds (3 if the deploy still waits: paused or scheduled), 1 when one
+    failed again (or a verify check failed after it). ``resumed``: the ``hosts.retry_started``
+    data of a retry whose runner died, finished now."""
+    from tminus.engine.inspect import tolerated_failures
+    from tminus.engine.retry import describe
+    from tminus.engine.retry import retry_failed_hosts as run_retry
+
+    store = Store(opts.state_url)
+    d, plan = _load_deploy(store, deploy_id)
+    state = DeployState(d["state"])
+    forced: list[str] = []
+    if resumed is None:
+        allowed = (DeployState.SUCCEEDED, DeployState.PAUSED, DeployState.SCHEDULED)
+        if state not in allowed:
+            raise NotResumable(
+                f"deploy {deploy_id} is {state.value}: --retry-failed-hosts applies to a deploy "
+                "that succeeded, is paused or is scheduled",
+                hint=None
+                if state in TERMINAL
+                else f"let it finish or pause first (tminus status {deploy_id})",
+            )
+        live = runner_liveness(d)
+        if live.alive:
+            exc = LockHeld(f"deploy {deploy_id} is being run: {describe_holder(d, live)}")
+            exc.hint = f"wait for it, or stop it: tminus abort {deploy_id}"
+            raise exc
+        failed = tolerated_failures(store.step_rows(deploy_id))
+        if not failed:
+            raise NotResumable(
+                f"deploy {deploy_id} has no failed hosts to retry",
+                hint=f"tminus status {deploy_id} lists the hosts of each fleet step",
+            )
+        closed, later = _late(store, d, plan)
+        if closed:
+            if not force:
+                raise NotResumable(
+                    f"deploy {deploy_id}: {closed}", hint="--force overrides (recorded)"
+                )
+            forced.append(closed)
+        if later is not None:
+            why = (
+                f"a later deploy of {d['plan_name']} in {d['environment']} succeeded: {later['id']}"
+            )
+            if not force:
+                raise NotResumable(
+                    f"deploy {deploy_id}: {why}; retrying the older one's hosts would deploy "
+                    "its version over the newer one",
+                    hint="run the newer plan on those hosts, or --force (recorded)",
+                )
+            forced.append(why)
+        prior: dict[str, Any] = {
+            "state": state.value,
+            "reason": d["reason"],
+            "finished_at": d["finished_at"].isoformat() if d["finished_at"] else None,
+            "due_at": d["due_at"].isoformat() if d["due_at"] else None,
+        }
+    else:
+        prior = {k: resumed.get(k) for k in ("state", "reason", "finished_at", "due_at")}
+        forced = list(resumed.get("forced") or [])
+        _kill_orphans(store, d, runner_liveness(d), opts.operator)
+    taken = store.acquire_lock(
+        plan.name,
+        plan.environment,
+        deploy_id,
+        opts.operator,
+        d["reason"],
+        force=opts.force_unlock,
+        holder_check=_holder_check,
+    )
+    if taken is not None:
+        _took_over(store, taken, deploy_id, opts.operator)
+    if forced and resumed is None:
+        _say(f"override recorded: {'; '.join(forced)}")
+    store.event(deploy_id, "deploy.resumed", f"resumed by {opts.operator} (retry failed hosts)")
+    overrides, selection = split_overrides(d["overrides"])
+    reporter = make_reporter(opts.quiet)
+    engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, overrides, selection)
+    try:
+        final, report = asyncio.run(run_retry(engine, prior, forced))
+    finally:
+        engine.reporter.close()
+    code = exit_code_for(final) if report.ok else 1
+    return code, f"{_final_message(store, deploy_id, final)}; {describe(report)}"
 
 
 def _check_exclusions(plan: Plan, d: dict[str, Any], opts: RunOptions, store: Store) -> None:
@@ -596,8 +816,6 @@ def rollback(
     phase, or partly rolled back), all of it or the chosen phases, within the plan's
     ``rollback_window`` and unless a later deploy of the same plan and environment has
     succeeded since (``force`` overrides both, recorded)."""
-    from tminus.store.store import now
-
     store = Store(opts.state_url)
     d, plan = _load_deploy(store, deploy_id)
     state = DeployState(d["state"])
@@ -630,34 +848,17 @@ def rollback(
     if not chosen:
         raise NotResumable(f"deploy {deploy_id} has no phase left to roll back")
     overrides_why: list[str] = []
-    window = plan.rollback_window or DEFAULT_ROLLBACK_WINDOW
-    ended = d["finished_at"] or max(
-        (r["ended_at"] for r in rows.values() if r["ended_at"] is not None), default=None
-    )
-    if ended is not None and now() > ended + window:
-        from tminus.plan.values import format_duration
-
-        shown = format_duration(window)
-        why = f"its rollback window ({shown}) closed at {ended + window:%Y-%m-%d %H:%M %Z}"
+    closed, later = _late(store, d, plan)
+    if closed:
         if not force:
-            raise NotResumable(f"deploy {deploy_id}: {why}", hint="--force overrides (recorded)")
-        overrides_why.append(why)
-    later = [
-        x
-        for x in store.list_deploys(limit=1000)
-        if x["plan_name"] == d["plan_name"]
-        and x["environment"] == d["environment"]
-        and x["seq"] > d["seq"]
-        and x["state"] == "succeeded"
-    ]
-    if later:
-        why = (
-            f"a later deploy of {d['plan_name']} in {d['environment']} succeeded: {later[0]['id']}"
-        )
+            raise NotResumable(f"deploy {deploy_id}: {closed}", hint="--force overrides (recorded)")
+        overrides_why.append(closed)
+    if later is not None:
+        why = f"a later deploy of {d['plan_name']} in {d['environment']} succeeded: {later['id']}"
         if not force:
             raise NotResumable(
                 f"deploy {deploy_id}: {why}; rolling back the older one would undo on top of it",
-                hint=f"roll back {later[0]['id']} first, or --force (recorded)",
+                hint=f"roll back {later['id']} first, or --force (recorded)",
             )
         overrides_why.append(why)
     store.acquire_lock(

@@ -313,6 +313,60 @@ class SshHost:
             f"{s.address} >> {path}`, or allow first-use with accept_new_host_keys",
         )
 
+    async def check_host_key(self) -> str | None:
+        """Before a deploy: what is wrong with this host's key, or None. Unknown (no entry in
+        known_hosts, unless ``accept_new_host_keys``), CHANGED (it presents a key other than
+        those recorded) or revoked. The key is fetched with a key exchange alone (no login,
+        nothing run); a host that cannot be reached gives None — the deploy counts it as a
+        failed host when it runs. Hosts trusted through ``@cert-authority`` are verified when
+        connecting. Raises :class:`HostKeyError` for a known_hosts file that cannot be read."""
+        s, o = self.settings, self.options
+        path = self.known_hosts_path
+        known = _parsed_known_hosts(path)
+        trusted, cas, revoked, *_ = asyncssh.match_known_hosts(known, s.address, "", s.port)
+        if not trusted and (cas or o.accept_new_host_keys):
+            return None
+        algs = list(dict.fromkeys(a.decode() for k in trusted for a in k.sig_algorithms))
+        try:
+            key = await asyncssh.get_server_host_key(
+                s.address,
+                s.port,
+                server_host_key_algs=algs or (),
+                config=None,
+                options=asyncssh.SSHClientConnectionOptions(
+                    connect_timeout=o.connect_timeout, config=None
+                ),
+            )
+        except (asyncssh.Error, OSError, TimeoutError, ValueError):
+            key = None
+        where = f"{s.name} ({s.address} port {s.port})"
+        entry = _known_hosts_entry(s.address, s.port)
+        if not trusted:
+            about = (
+                f": it presents {key.get_algorithm()} key {key.get_fingerprint('sha256')}, which"
+                if key is not None
+                else ": its key"
+            )
+            return (
+                f"unknown host key for {where}{about} is not in {path}; verify the fingerprint "
+                f"out of band, then add it with `ssh-keyscan -p {s.port} {s.address} >> {path}`, "
+                "or set targets.ssh.accept_new_host_keys: true"
+            )
+        if key is None:
+            return None  # unreachable now: the deploy counts it as a failed host
+        about = f"{key.get_algorithm()} key {key.get_fingerprint('sha256')}"
+        if any(k.public_data == key.public_data for k in revoked):
+            return f"host key of {where} is REVOKED in {path}: it presents {about}"
+        if any(k.public_data == key.public_data for k in trusted):
+            return None
+        return (
+            f"host key of {where} CHANGED: it presents {about}, which differs from the key "
+            f"recorded in {path}. This may be an attack; if the host was really re-keyed, "
+            f"remove the old key with `ssh-keygen -R '{entry}' -f {path}`, verify the new "
+            f"fingerprint out of band and add it with `ssh-keyscan -p {s.port} {s.address} >> "
+            f"{path}`"
+        )
+
     def _remember(self, key: asyncssh.SSHKey) -> None:
         """Append the key to known_hosts (accept-new)."""
         path = self.known_hosts_path

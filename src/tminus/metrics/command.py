@@ -20,7 +20,7 @@ class CommandProvider:
         command = (
             r.resolve_shell(check.command)
             if isinstance(check.command, str)
-            else [r.resolve(c) for c in check.command]
+            else r.resolve_argv(check.command)
         )
         env = {k: r.resolve(v) for k, v in check.env.items()}
         timeout = check.timeout.total_seconds() if check.timeout else 60.0

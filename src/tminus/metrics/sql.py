@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from tminus import work
 from tminus.metrics.base import CheckContext, Measurement, plain_number
 from tminus.plan.checks import SqlCheck
+from tminus.sqlbind import SqlBindError, prepare
 from tminus.sqlrun import db_error, run_query
 
 __all__ = ["PROVIDER", "SqlProvider"]
@@ -18,7 +19,16 @@ class SqlProvider:
     async def measure(self, check: SqlCheck, ctx: CheckContext) -> Measurement:
         db = ctx.plan.targets.databases[check.database]
         url = ctx.resolver.resolve(db.url)
-        query = ctx.resolver.resolve(check.query)
+        try:  # a query with ${…} or :params is bound: values go to the driver, not the text
+            prepared = prepare([check.query], db.kind, ctx.resolver, check.params)
+        except SqlBindError as exc:
+            hint = f" (hint: {exc.hint})" if exc.hint else ""
+            return Measurement(error=ctx.resolver.mask(f"the query was not run: {exc}{hint}"))
+        if len(prepared) != 1:
+            return Measurement(
+                error=f"the query was not run: it is {len(prepared)} statements, not one"
+            )
+        query = prepared[0]
         try:
             rows: list[tuple[Any, ...]] = await work.in_thread(run_query, db.kind, url, query)
         except Exception as exc:  # the driver's errors vary by database

@@ -7,12 +7,13 @@ optional ``warn`` and ``critical`` levels. Checks are declared inline or by name
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, StringConstraints, Tag, model_validator
 
 from tminus.plan._base import Name, PlanModel
-from tminus.plan.values import ConditionStr, DurationStr
+from tminus.plan.values import ConditionStr, DurationStr, VarDurationStr
 
 __all__ = [
     "CHECK_SOURCES",
@@ -29,6 +30,8 @@ __all__ = [
     "ProbeCheck",
     "PrometheusCheck",
     "SqlCheck",
+    "SqlParam",
+    "SqlParams",
 ]
 
 
@@ -47,8 +50,9 @@ class CheckBase(PlanModel):
         None, description="CRITICAL (fail, roll back) when the value meets this."
     )
     timeout: DurationStr | None = None
-    # Analysis parameters (Argo Rollouts' meanings; see docs/analysis.md).
-    interval: DurationStr | None = None
+    # Analysis parameters (Argo Rollouts' meanings; see docs/analysis.md). `interval` may be
+    # written with variables (`${every}`), resolved when the check runs.
+    interval: VarDurationStr | None = None
     count: int | None = Field(None, ge=1)
     failure_limit: int | None = Field(None, ge=0)
     inconclusive_limit: int | None = Field(None, ge=0)
@@ -76,12 +80,31 @@ class HttpCheck(CheckBase):
     body_contains: str | None = None
 
 
+class SqlParam(PlanModel):
+    """A value for a ``:name`` placeholder in SQL, bound by the driver (never spliced)."""
+
+    value: str | int | float | bool | date | datetime | None = None
+    type: Literal["str", "int", "float", "decimal", "bool", "date", "timestamp", "null"] | None = (
+        Field(None, description="Converted to this type after its ${…} are resolved.")
+    )
+
+
+#: ``params:`` of a sql step or check: name → value, or name → {value, type}.
+SqlParams = dict[
+    Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=63)],
+    SqlParam | str | int | float | bool | date | datetime | None,
+]
+
+
 class SqlCheck(CheckBase):
     """Run a query on a database target; the value is the first column of the first row."""
 
     source: Literal["sql"]
     database: Name
     query: str
+    params: SqlParams = Field(
+        default_factory=dict, description="Values bound to the query's :name placeholders."
+    )
 
 
 class FileCountCheck(CheckBase):

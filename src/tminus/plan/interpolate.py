@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tminus.plan import shellquote
+
 __all__ = [
     "BUILTIN_VARIABLES",
     "MASK",
@@ -23,6 +25,8 @@ __all__ = [
     "Reference",
     "ResolveError",
     "Resolver",
+    "UnsafeCommandError",
+    "mask_url_passwords",
     "references",
 ]
 
@@ -43,6 +47,10 @@ _REF = re.compile(r"\$\$\{|\$\{([^{}]*)\}")
 
 class ResolveError(ValueError):
     """A reference that cannot be resolved (undefined variable, unset env var, missing file)."""
+
+
+class UnsafeCommandError(ResolveError):
+    """A reference that cannot be put into a command safely (see :mod:`shellquote`)."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +75,22 @@ def references(text: str) -> list[Reference]:
     return out
 
 
+#: The password part of a URL's userinfo: ``scheme://user:PASSWORD@`` (up to the last ``@``
+#: before the path, so a raw ``@`` in the password is masked too).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:]*:)([^\s/?#]+)(@)")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:PASSWORD@host`` replaced by ``***``."""
+    if "://" not in text or "@" not in text:
+        return text
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+
+
 @dataclass
 class Masker:
-    """Replaces every registered secret value with ``***``."""
+    """Replaces every registered secret value with ``***``, and the password of any URL
+    (``scheme://user:PASSWORD@``), wherever that password came from."""
 
     secrets: set[str] = field(default_factory=set)
 
@@ -79,12 +100,12 @@ class Masker:
             self.secrets.add(shlex.quote(value))
 
     def mask(self, text: str) -> str:
-        if not self.secrets or not text:
+        if not text:
             return text
         for s in sorted(self.secrets, key=len, reverse=True):
             if s in text:
                 text = text.replace(s, MASK)
-        return text
+        return mask_url_passwords(text)
 
     def mask_data(self, data: Any) -> Any:
         if isinstance(data, str):
@@ -133,8 +154,14 @@ class Resolver:
             r.masker.add(value)
         pending = dict(variables)
         pending.update(overrides or {})
+        given = set(overrides or {})
         for name, raw in pending.items():
-            r.variables[name] = r.resolve(raw) if isinstance(raw, str) else raw
+            # A value typed on the command line (--var) is literal text: a `${` in it is
+            # data, never a reference (no ${env:…}/${file:…} read on an operator's say-so).
+            if name in given or not isinstance(raw, str):
+                r.variables[name] = raw
+            else:
+                r.variables[name] = r.resolve(raw)
         return r
 
     def _lookup(self, ref: Reference, *, mark_secret: bool = False) -> tuple[str, bool]:
@@ -192,8 +219,36 @@ class Resolver:
         return self._resolve_value(text, quote=False)
 
     def resolve_shell(self, text: str) -> str:
-        """Substitute references, each value shell-quoted, for a command line."""
-        return self._resolve_value(text, quote=True)
+        """Substitute references into command text, each value escaped for the place it
+        stands in (unquoted, '…', "…", $(…), here-document: see :mod:`tminus.plan.shellquote`),
+        so the command receives it as data. Raises :class:`UnsafeCommandError` (a
+        ResolveError) for a reference in a place no escape is certain for, or a NUL."""
+
+        def lookup(m: re.Match[str]) -> str:
+            value, secret = self._lookup(references(m.group(0))[0])
+            if secret:
+                self.masker.add(value)
+                for context in (shellquote.SINGLE, shellquote.DOUBLE, shellquote.HEREDOC):
+                    self.masker.add(shellquote.escape(value, context))  # as it is shown
+            return value
+
+        try:
+            return shellquote.substitute(text, lookup)
+        except shellquote.UnsafeCommand as exc:
+            raise UnsafeCommandError(str(exc)) from None
+
+    def resolve_argv(self, argv: list[str]) -> list[str]:
+        """Substitute references into an argv command: each element is data (no shell),
+        except the script of ``[sh, -c, SCRIPT, …]``, which is command text (resolve_shell).
+        A value holding NUL is refused (no argv can carry it)."""
+        script = shellquote.script_index(argv)
+        out = [
+            self.resolve_shell(a) if k == script else self.resolve(a) for k, a in enumerate(argv)
+        ]
+        for a in out:
+            if "\0" in a:
+                raise UnsafeCommandError("a value holds a NUL byte, which no command can receive")
+        return out
 
     def resolve_data(self, data: Any, *, skip: Iterable[str] = ()) -> Any:
         """Resolve every string inside nested dicts and lists (keys in ``skip`` untouched)."""
@@ -211,3 +266,10 @@ class Resolver:
 
     def mask(self, text: str) -> str:
         return self.masker.mask(text)
+
+    def lookup(self, ref: Reference) -> str:
+        """The value of one reference (a secret's value is registered for masking)."""
+        value, secret = self._lookup(ref)
+        if secret:
+            self.masker.add(value)
+        return value

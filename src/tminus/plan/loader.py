@@ -3,10 +3,18 @@
 YAML is read with YAML 1.2 scalar rules: only ``true``/``false`` are booleans (``on``, ``yes``
 and ``no`` stay strings), and ``1:30`` or ``2026-01-29`` stay strings for the model to parse.
 Duplicate keys are errors.
+
+Hostile input is bounded: a file over :data:`MAX_BYTES` is refused after reading at most one
+byte more; nesting deeper than :data:`MAX_DEPTH` collections is refused as soon as the parser
+reaches it (before the quadratic cost of deep flow nesting is paid); aliases may expand the
+document to at most :data:`MAX_NODES` values, :data:`MAX_ALIAS_VALUES` of them added by aliases.
+Tags other than YAML's core ones (``!!str``, ``!!int``, ...) and a merge key (``<<``) whose value
+is not a mapping are errors with their position.
 """
 
 from __future__ import annotations
 
+import gc
 import re
 import types
 import typing
@@ -23,8 +31,66 @@ from tminus.plan.problems import Loc, Problem, did_you_mean
 __all__ = ["LoadResult", "Source", "load_plan", "load_plan_text", "parse_yaml"]
 
 
+#: Largest plan file read, in bytes (5 MiB); a longer one is refused unread past this.
+MAX_BYTES = 5 * 1024 * 1024
+#: Deepest nesting of mappings and lists (a plan needs about a dozen levels).
+MAX_DEPTH = 64
+#: Most values a plan may expand to; stops alias bombs ("billion laughs") early.
+MAX_NODES = 500_000
+#: Most values aliases may add to a plan (each use of an alias adds the values it stands for).
+MAX_ALIAS_VALUES = 100_000
+
+_CORE = "tag:yaml.org,2002:"
+#: Tags a plan may carry: those of YAML's core schema (and the merge key's).
+_ALLOWED_TAGS = frozenset(
+    _CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge")
+)
+
+
+class _Refused(Exception):
+    """Input tminus refuses to read further: a limit or an unsupported YAML construct."""
+
+    def __init__(self, message: str, mark: Any = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+        self.line = mark.line + 1 if mark is not None else 1
+        self.column = mark.column + 1 if mark is not None else 1
+
+    def problem(self, path: str) -> Problem:
+        return Problem(
+            "error",
+            "yaml",
+            f"invalid YAML: {self.message}",
+            file=path,
+            line=self.line,
+            column=self.column,
+            hint=self.hint,
+        )
+
+
+def _too_deep(mark: Any) -> _Refused:
+    return _Refused(
+        f"the document is nested too deeply (more than {MAX_DEPTH} levels)",
+        mark,
+        "a plan needs a few levels of nesting, not dozens",
+    )
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core scalar resolution."""
+    """SafeLoader with YAML 1.2 core scalar resolution and a nesting limit."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent):
+            self._depth += 1
+            try:
+                if self._depth > MAX_DEPTH:
+                    raise _too_deep(self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {}
@@ -102,41 +168,77 @@ class _DuplicateKey(Exception):
         self.key, self.first, self.second, self.loc = key, first, second, loc
 
 
-#: Most nodes a plan may expand to; stops alias bombs ("billion laughs") early.
-MAX_NODES = 500_000
+def _tag_name(tag: str) -> str:
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
 
 
 class _Builder:
-    """Turns a composed YAML node tree into plain data, recording positions in ``src``."""
+    """Turns a composed YAML node tree into plain data, recording positions in ``src``.
 
-    def __init__(self, src: Source, loader: _Loader) -> None:
+    Limits are enforced as it goes: nesting depth, values in all, and values added by aliases
+    — an alias of a collection built before adds that collection's size to the count *before*
+    it is built again, so an alias bomb is refused having built at most the limit."""
+
+    def __init__(self, src: Source, loader: Any) -> None:
         self.src, self.loader = src, loader
         self.nodes = 0
+        self.added = 0  # values added by aliases
+        self.depth = 0
         self.active: set[int] = set()
+        self.sizes: dict[int, int] = {}  # collections built once: values in each
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"the document expands to more than {MAX_NODES} values (aliases repeated?)",
+        if node.tag not in _ALLOWED_TAGS:
+            raise _Refused(
+                f"the tag '{_tag_name(node.tag)}' is not supported in a plan",
                 node.start_mark,
+                "remove the tag; a plan uses plain YAML values (quote a value to make it a string)",
             )
-        if id(node) in self.active:
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if self.nodes > MAX_NODES:
+                raise self._too_many(node)
+            return _build(node, loc, self.src, self)
+        key = id(node)
+        if key in self.active:
             raise yaml.constructor.ConstructorError(
                 None,
                 None,
                 "this anchored value contains an alias to itself",
                 node.start_mark,
             )
-        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-            self.active.add(id(node))
-            try:
-                return _build(node, loc, self.src, self)
-            finally:
-                self.active.discard(id(node))
-        return _build(node, loc, self.src, self)
+        again = self.sizes.get(key)
+        if again is not None:  # an alias: count what it adds before building it again
+            self.added += again
+            if self.added > MAX_ALIAS_VALUES:
+                raise _Refused(
+                    f"aliases add more than {MAX_ALIAS_VALUES} values to the document",
+                    node.start_mark,
+                    "an alias repeats all of its anchored value; use fewer or smaller ones",
+                )
+            if self.nodes + again > MAX_NODES:
+                raise self._too_many(node)
+        if self.nodes > MAX_NODES:
+            raise self._too_many(node)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _too_deep(node.start_mark)
+        self.active.add(key)
+        before = self.nodes
+        try:
+            return _build(node, loc, self.src, self)
+        finally:
+            self.active.discard(key)
+            self.depth -= 1
+            self.sizes.setdefault(key, self.nodes - before + 1)
+
+    @staticmethod
+    def _too_many(node: yaml.Node) -> _Refused:
+        return _Refused(
+            f"the document expands to more than {MAX_NODES} values (aliases repeated?)",
+            node.start_mark,
+            "a plan has at most a few thousand values; check the aliases (*name) it uses",
+        )
 
     def construct(self, node: yaml.Node) -> Any:
         try:
@@ -167,7 +269,16 @@ def _build(node: yaml.Node, loc: Loc, src: Source, builder: _Builder) -> Any:
             sources = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
             for m in sources:
                 if not isinstance(m, yaml.MappingNode):
-                    continue
+                    raise _Refused(
+                        "a merge key ('<<') takes a mapping or a list of mappings, not "
+                        + ("a list" if isinstance(m, yaml.SequenceNode) else "a single value"),
+                        m.start_mark,
+                        "write '<<: *name' with an anchored mapping (&name), or remove the '<<'",
+                    )
+                if m.tag not in _ALLOWED_TAGS:
+                    raise _Refused(
+                        f"the tag '{_tag_name(m.tag)}' is not supported in a plan", m.start_mark
+                    )
                 for mk, mv in m.value:
                     if isinstance(mk, yaml.ScalarNode) and mk.value not in taken:
                         taken.add(mk.value)
@@ -205,13 +316,73 @@ def _parse_fast(text: str, path: str) -> tuple[Any, Source] | None:
             data = _Builder(src, loader).build(node, ())
         finally:
             loader.dispose()
+    except _Refused:
+        raise  # refused for good: the careful parser would only take longer to say so
     except Exception:  # any trouble: the careful parser decides what to say
         return None
     return data, src
 
 
+def _check_flow_depth(text: str) -> None:
+    """Refuse flow nesting (``[[[…``) deeper than :data:`MAX_DEPTH` from the parser's events,
+    stopping at the first level too deep. Scanning deep flow nesting costs time quadratic in
+    the depth (20,000 levels: seconds), and the composer would pay it before any check of its
+    own. A text with few brackets cannot nest that deep and is not scanned twice."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    loader = (_FastLoader or _Loader)(text)
+    depth = 0
+    try:
+        while True:
+            event = loader.get_event()
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                return
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep(event.start_mark)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # the parse proper reports it
+    finally:
+        loader.dispose()
+
+
+def _too_large(path: str, size: str) -> Problem:
+    return Problem(
+        "error",
+        "too-large",
+        f"the plan is larger than {MAX_BYTES // (1024 * 1024)} MiB ({size}); tminus reads "
+        "plans up to that size",
+        file=path,
+        line=1,
+        column=1,
+        hint="a plan is a few hundred lines; move data to files the steps read",
+    )
+
+
 def parse_yaml(text: str, path: str = "<plan>") -> tuple[Any, Source, list[Problem]]:
-    """Parse YAML into plain data plus a :class:`Source` of positions; problems on failure."""
+    """Parse YAML into plain data plus a :class:`Source` of positions; problems on failure.
+
+    Bounded (see the module's docstring): hostile input is refused, not parsed at length."""
+    if len(text) > MAX_BYTES:
+        return None, Source(path=path, text=""), [_too_large(path, f"{len(text)} characters")]
+    # The parse makes many small objects and no cycles: the cyclic GC only costs time here
+    # (3x on a large plan).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _check_flow_depth(text)
+        return _parse_yaml(text, path)
+    except _Refused as exc:
+        return None, Source(path=path, text=text), [exc.problem(path)]
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse_yaml(text: str, path: str) -> tuple[Any, Source, list[Problem]]:
     fast = _parse_fast(text, path)
     if fast is not None:
         return fast[0], fast[1], []
@@ -676,13 +847,21 @@ def load_plan(path: str | Path, *, semantic: bool = True) -> LoadResult:
     """Load a plan file. Unreadable files become a problem, not an exception."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        # At most one byte past the limit: /dev/zero, a FIFO or a huge file cannot fill memory.
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         src = Source(path=str(path), text="")
         reason = exc.strerror or str(exc)
+        hint = "pass a plan file, not a directory" if p.is_dir() else None
         return LoadResult(
-            None, [Problem("error", "io", f"cannot read plan: {reason}", file=str(path))], src
+            None,
+            [Problem("error", "io", f"cannot read plan: {reason}", file=str(path), hint=hint)],
+            src,
         )
+    if len(raw) > MAX_BYTES:
+        src = Source(path=str(path), text="")
+        return LoadResult(None, [_too_large(str(path), f"more than {MAX_BYTES} bytes")], src)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

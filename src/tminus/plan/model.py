@@ -150,6 +150,17 @@ class SuccessMetric(PlanModel):
     target: str | None = Field(None, description="The target as people say it, e.g. '>95%'.")
     check: CheckRef | None = None
     monitoring: str | None = Field(None, description="Where the value comes from.")
+    after: DurationStr | None = Field(
+        None,
+        description="Measure it this long after the end of the last phase of the window (the "
+        "last one before the first delayed phase), e.g. 1h; default: at that end.",
+    )
+
+    @model_validator(mode="after")
+    def _after_needs_check(self) -> SuccessMetric:
+        if self.after is not None and self.check is None:
+            raise ValueError("'after' says when the metric's check runs: it needs a 'check'")
+        return self
 
 
 class WatchPeriod(PlanModel):
@@ -257,6 +268,11 @@ class Operation(PlanModel):
     emergency: bool = False
     estimate: DurationStr | None = Field(
         None, description="How long the procedure should take, e.g. a rollback in under 5m."
+    )
+    on_failure: Literal["rollback", "pause"] = Field(
+        "rollback",
+        description="When a step or check fails: undo the steps that ran (rollback), or stop "
+        "and leave everything as it is for the operator (pause: resume or abort).",
     )
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from tminus.plan._base import Name, PlanModel
-from tminus.plan.checks import CheckRef
+from tminus.plan.checks import CheckRef, SqlParams
 from tminus.plan.values import DurationStr, VarDurationStr
 
 __all__ = [
@@ -289,6 +289,9 @@ class SqlStep(StepBase):
     statements: list[str] = Field(default_factory=list)
     file: str | None = None
     transaction: bool = True
+    params: SqlParams = Field(
+        default_factory=dict, description="Values bound to the statements' :name placeholders."
+    )
 
     @field_validator("statements", mode="before")
     @classmethod

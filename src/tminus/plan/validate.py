@@ -21,7 +21,11 @@ from tminus.plan.checks import (
     SqlCheck,
 )
 from tminus.plan.interpolate import BUILTIN_VARIABLES, ResolveError, Resolver, references
+from tminus.plan.lint_secrets import secret_problems
+from tminus.plan.lint_shell import shell_problems
+from tminus.plan.lint_sql import sql_problems
 from tminus.plan.model import Plan
+from tminus.plan.paths import literal_dotdot
 from tminus.plan.problems import Loc, Problem, did_you_mean
 from tminus.plan.steps import (
     FLEET_HOOK_VARIABLES,
@@ -125,6 +129,9 @@ def validate_plan(plan: Plan, data: Any = None) -> list[Problem]:
     _variables(plan, data, c, _fleet_scopes(steps))
     _deferred_durations(plan, steps, c)
     _warnings(plan, steps, c)
+    c.problems.extend(shell_problems(plan))
+    c.problems.extend(sql_problems(plan))
+    c.problems.extend(secret_problems(plan, data))
     return c.problems
 
 
@@ -150,14 +157,34 @@ def _deferred_durations(plan: Plan, steps: list[StepSite], c: _Collector) -> Non
         r = Resolver.for_plan(plan.variables, {}, env={})
     except (ResolveError, ValueError):
         return
+    seen: set[int] = set()
     for site in steps:
         for path, d in _deferred_in(site.step, site.path):
+            seen.add(id(d))
             try:
                 resolve_duration(d, r.resolve, str(path[-1]))
             except ResolveError:
                 continue
             except ValueError as exc:
                 c.add("error", "bad-duration", str(exc), path, "write e.g. 30s, 5m, 1h30m or 2d")
+    # a check's `interval: ${every}` (declared checks; those inline in steps are done above)
+    for check_site in iter_check_sites(plan):
+        every = getattr(check_site.check, "interval", None)
+        if not isinstance(every, DeferredDuration) or id(every) in seen:
+            continue
+        seen.add(id(every))
+        try:
+            resolve_duration(every, r.resolve, "interval")
+        except ResolveError:
+            continue
+        except ValueError as exc:
+            c.add(
+                "error",
+                "bad-duration",
+                str(exc),
+                (*check_site.path, "interval"),
+                "write e.g. 30s, 5m, 1h30m or 2d",
+            )
     # conditions written with variables (`expect: "> ${min}"`): the same, as conditions
     for check_site in iter_check_sites(plan):
         for level in ("expect", "warn", "critical"):
@@ -808,6 +835,19 @@ def _fleet(steps: list[StepSite], c: _Collector) -> None:
                 "run_once runs on one host: 'batch' has no effect",
                 (*p, "batch"),
             )
+        for field, value in (
+            ("dest", getattr(s, "dest", None)),
+            ("path", getattr(s, "path", None)),
+        ):
+            if isinstance(s, UploadStep | ReleaseStep) and value and literal_dotdot(value):
+                c.add(
+                    "error",
+                    "path-escapes-root",
+                    f"{s.kind} {field} '{value}' has a '..' component: it could lead outside "
+                    "the directory it names",
+                    (*p, field),
+                    "write the path without '..' (e.g. /srv/app/shared, not /srv/app/current/..)",
+                )
         if isinstance(s, ReleaseStep):
             if s.release_id and "${" not in s.release_id and not _RELEASE_ID.match(s.release_id):
                 c.add(

@@ -618,55 +618,55 @@ async def rollout(
 
 
 class _KeyCheck:
-    """Host keys of one plan's hosts, each known_hosts file parsed once, each host checked
-    once (the runner calls the preflight for every step)."""
+    """Host keys of one plan's hosts, each host checked once (the runner calls the preflight
+    for every step); the hosts of a step are checked concurrently."""
 
     def __init__(self, plan: Plan, resolver: Resolver) -> None:
         from tminus.hosts.fleet import Fleet
 
         self.plan = plan
         self.fleet = Fleet(plan, resolver)
-        self.files: dict[str, Any] = {}
         self.hosts: dict[str, str | None] = {}
 
-    def problem(self, name: str) -> str | None:
-        if name in self.hosts:
-            return self.hosts[name]
-        import asyncssh
+    def problems(self, names: list[str]) -> list[str]:
+        todo = [n for n in dict.fromkeys(names) if n not in self.hosts]
+        if todo:
+            self.hosts.update(_run_sync(self._check_all(todo)))
+        return [p for p in (self.hosts.get(n) for n in names) if p]
 
-        host = self.fleet.pool.ssh(name)
-        path = str(host.known_hosts_path)
-        s = host.settings
-        problem: str | None = None
-        try:
-            known = self.files.get(path)
-            if known is None:
-                known, is_known = host._read_known_hosts()
-                self.files[path] = known
-            else:
-                is_known = bool(asyncssh.match_known_hosts(known, s.address, "", s.port)[0])
-            if not is_known:
-                problem = (
-                    f"unknown host key for {name} ({s.address} port {s.port}): no key for it in "
-                    f"{path}; verify its fingerprint and add it (ssh-keyscan -p {s.port} "
-                    f"{s.address} >> {path}), or set targets.ssh.accept_new_host_keys: true"
-                )
-        except TminusError as exc:
-            problem = str(exc)
-        self.hosts[name] = problem
-        return problem
+    async def _check_all(self, names: list[str]) -> dict[str, str | None]:
+        gate = asyncio.Semaphore(32)
+
+        async def one(name: str) -> tuple[str, str | None]:
+            async with gate:
+                try:
+                    return name, await self.fleet.pool.ssh(name).check_host_key()
+                except TminusError as exc:  # an unreadable known_hosts
+                    return name, str(exc)
+
+        return dict(await asyncio.gather(*(one(n) for n in names)))
+
+
+def _run_sync(coro: Any) -> Any:
+    """Run ``coro`` to completion from synchronous code, inside a running loop or not."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 _key_checks: dict[int, _KeyCheck] = {}
 
 
 def host_key_problems(step: Any, plan: Plan, resolver: Resolver) -> list[str]:
-    """Hosts of ``step.on`` with no key in their known_hosts (unless the plan accepts new
-    keys): refused before the deploy starts, so `tminus run` exits 2 having changed nothing.
-    No connection is opened. A key that *differs* from the recorded one is only seen when
-    connecting; that fails the step."""
-    if plan.targets.ssh.accept_new_host_keys:
-        return []
+    """Hosts of ``step.on`` whose key is unknown (unless the plan accepts new keys), CHANGED
+    or revoked: refused before the deploy starts, so `tminus run` exits 2 having changed
+    nothing. Each host's key is fetched with a key exchange alone (no login); a host that
+    cannot be reached is left to the run (a failed host)."""
     check = _key_checks.get(id(plan))
     if check is None or check.plan is not plan:
         _key_checks.clear()
@@ -675,8 +675,7 @@ def host_key_problems(step: Any, plan: Plan, resolver: Resolver) -> list[str]:
         names = check.fleet.names(step.on)
     except TminusError:
         return []  # `tminus check` reports unknown names
-    problems = (check.problem(n) for n in names if not check.fleet.is_local(n))
-    return [p for p in problems if p]
+    return check.problems([n for n in names if not check.fleet.is_local(n)])
 
 
 def target(step: Any, ctx: StepContext) -> str:

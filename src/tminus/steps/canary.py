@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from tminus.analysis.runner import AnalysisResult, run_analysis
-from tminus.metrics.base import CheckResult
+from tminus.files import private_dir, private_text
+from tminus.metrics.base import CheckResult, check_name
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.steps import CanaryStep, TrafficStep
@@ -89,13 +90,18 @@ def router_cookie(ctx: StepContext, router: str) -> str | None:
 
 
 def resolve_checks(ctx: StepContext, refs: Sequence[CheckBase | CheckUse]) -> list[CheckBase]:
-    """The declared checks behind ``use:`` references; a missing one is a ValueError."""
+    """The declared checks behind ``use:`` references, with ``interval: ${every}`` read now;
+    a missing check, or an interval that does not resolve to a duration, is a ValueError."""
     out: list[CheckBase] = []
     for ref in refs:
         check = resolve_check(ctx.plan, ref)
         if check is None:
             name = ref.use if isinstance(ref, CheckUse) else "check"
             raise ValueError(f"check '{name}' is not defined")
+        try:
+            check = resolve_durations(check, ctx.resolver)
+        except ValueError as exc:  # ResolveError included
+            raise ValueError(ctx.resolver.mask(f"check '{check_name(check)}': {exc}")) from None
         out.append(check)
     return out
 
@@ -122,9 +128,9 @@ class Progress:
 
     def save(self, **values: Any) -> None:
         self.data.update(values)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)  # 0700, the file 0600
         tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w") as fh:
+        with private_text(tmp) as fh:
             json.dump(self.data, fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -430,13 +436,13 @@ class CanaryKind:
         ctx.log(text)
         lines.append(text)
         artifacts = {
+            **data,  # first: its "weight" (the one it failed at) is not the weight it holds now
             "router": step.router,
             "weight": 0 if error is None else weight,
             "failed_at_weight": weight,
             "reached": reached,
             "analysis": {"status": result.status, "level": result.level, "message": message},
             "measurements": result.measurements[-20:],
-            **data,
         }
         return StepOutcome(False, "\n".join(lines), text, ctx.resolver.masker.mask_data(artifacts))
 

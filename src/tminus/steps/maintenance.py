@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from tminus.hosts.local import LocalHost
-from tminus.plan.interpolate import Resolver
+from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import MaintenanceConfig
 from tminus.plan.steps import MaintenanceStep
 from tminus.steps.base import Compensation, StepContext, StepOutcome
@@ -66,9 +66,11 @@ class MaintenanceKind:
         how = (s.flag_file and f"flag file {s.flag_file}") or (
             s.enable if s.action == "on" else s.disable
         )
-        return resolver.mask(
-            f"maintenance {s.action}" + (f" ({resolver.resolve(how)})" if how else "")
-        )
+        try:
+            shown = (resolver.resolve if s.flag_file else resolver.resolve_shell)(how or "")
+        except ResolveError:  # shown as written; running it reports why it cannot run
+            shown = how or ""
+        return resolver.mask(f"maintenance {s.action}" + (f" ({shown})" if how else ""))
 
 
 KIND = MaintenanceKind()

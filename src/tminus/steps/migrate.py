@@ -56,8 +56,9 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.pool import NullPool
 
 from tminus import work
+from tminus.files import private_dir, private_text
 from tminus.hosts.local import LocalHost
-from tminus.plan.interpolate import Resolver
+from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.steps import MigrateStep, RestoreStep
 from tminus.sqlrun import db_error, engine_url
 from tminus.steps.base import Compensation, StepContext, StepOutcome
@@ -95,9 +96,9 @@ def record_path(state_dir: Path, deploy_id: str, key: str) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # 0700, the record 0600
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
+    with private_text(tmp) as fh:
         json.dump(data, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
@@ -806,7 +807,11 @@ class MigrateKind:
                 if key is not None
                 else "command up"
             )
-            where = f"($ {resolver.resolve_shell(cmd)})" if cmd else "(no down command)"
+            try:
+                shown = resolver.resolve_shell(cmd) if cmd else None
+            except ResolveError:  # shown as written; running it reports why it cannot run
+                shown = cmd
+            where = f"($ {shown})" if cmd else "(no down command)"
         return resolver.mask(f"{what} on {step.database} {where}")
 
 

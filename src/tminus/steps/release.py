@@ -42,11 +42,13 @@ from tminus.hosts.base import Host
 from tminus.hosts.tree import LocalTree, scan_tree
 from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import Plan
+from tminus.plan.paths import dotdot_problem
 from tminus.plan.steps import ReleaseStep
 from tminus.steps import _fleet
 from tminus.steps._fleet import History, HostResult, tail
 from tminus.steps.base import Compensation, StepContext, StepOutcome
 from tminus.steps.ssh import batch_note
+from tminus.steps.upload import confined_problem
 
 __all__ = [
     "KIND",
@@ -216,6 +218,9 @@ def _host_path(step: ReleaseStep, r: Resolver) -> str:
     path = r.resolve(step.path).rstrip("/")
     if not posixpath.isabs(path):
         raise ValueError(f"release path '{path}' must be absolute")
+    bad = dotdot_problem(path, "release path")
+    if bad:
+        raise ValueError(bad)
     return path
 
 
@@ -316,8 +321,13 @@ class ReleaseKind:
                 bad = shared_problem(entry)
                 if bad:
                     raise ValueError(bad)
+            refused = confined_problem(step, ctx, step.path, "release path")
         except (ResolveError, ValueError) as exc:
             return _fleet.failed_outcome(f"release: {exc}", ctx)
+        if refused and step.action == "rollback":  # the forward step refused the same path
+            return StepOutcome(True, ctx.resolver.mask(f"nothing to undo: {refused}"))
+        if refused:
+            return _fleet.failed_outcome(f"release: {refused}", ctx)
         if step.action == "rollback":
             return await self._rollback(step, ctx, rid)
         try:

@@ -1,12 +1,13 @@
 """``kind: run``: a local shell command, with cwd, env, timeout, retries with backoff, output
-streamed and captured, and shell-safe interpolation (each value is shell-quoted)."""
+streamed and captured, and shell-safe interpolation (each value escaped for the place it
+stands in the command: see tminus.plan.shellquote)."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 from tminus.hosts.local import LocalHost
-from tminus.plan.interpolate import Resolver
+from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.steps import RunStep
 from tminus.steps.base import Compensation, StepContext, StepOutcome
 
@@ -16,7 +17,7 @@ __all__ = ["KIND", "RunKind", "resolve_command"]
 def resolve_command(command: str | list[str], r: Resolver) -> str | list[str]:
     if isinstance(command, str):
         return r.resolve_shell(command)
-    return [r.resolve(c) for c in command]
+    return r.resolve_argv(command)
 
 
 class RunKind:
@@ -55,7 +56,10 @@ class RunKind:
         return None
 
     def describe(self, step: RunStep, resolver: Resolver) -> str:
-        cmd = resolve_command(step.command, resolver)
+        try:
+            cmd = resolve_command(step.command, resolver)
+        except ResolveError:  # shown as written; running it reports why it cannot run
+            cmd = step.command
         shown = cmd if isinstance(cmd, str) else " ".join(cmd)
         extra = f" (cwd {resolver.resolve(step.cwd)})" if step.cwd else ""
         return resolver.mask(f"$ {shown}{extra}")

@@ -8,14 +8,18 @@ from typing import ClassVar
 from tminus import work
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import SqlStep
+from tminus.sqlbind import Bound, SqlBindError, describe_sql, prepare
 from tminus.sqlrun import db_error, run_statements
 from tminus.steps.base import Compensation, StepContext, StepOutcome
 
 __all__ = ["KIND", "SqlKind"]
 
 
-def _statements(step: SqlStep, r: Resolver) -> list[str]:
-    out = [r.resolve(s) for s in step.statements]
+def _statements(step: SqlStep, kind: str, r: Resolver) -> list[str | Bound]:
+    """The statements to run: a statement with ``${…}`` or ``:param`` bound (one per
+    execute, values passed to the driver), any other as written; then the file's, as
+    written (a file is not interpolated)."""
+    out = prepare(step.statements, kind, r, step.params)
     if step.file:
         text = Path(r.resolve(step.file)).read_text()
         out.extend(s.strip() for s in text.split(";\n") if s.strip())
@@ -30,10 +34,13 @@ class SqlKind:
         r = ctx.resolver
         url = r.resolve(db.url)
         try:
-            stmts = _statements(step, r)
+            stmts = _statements(step, db.kind, r)
             rows = await work.in_thread(
                 run_statements, db.kind, url, stmts, transaction=step.transaction
             )
+        except SqlBindError as exc:  # refused before anything ran
+            hint = f" (hint: {exc.hint})" if exc.hint else ""
+            return StepOutcome(False, "", r.mask(f"nothing was run: {exc}{hint}"))
         except Exception as exc:  # driver errors vary by database
             return StepOutcome(False, "", r.mask(db_error(exc)))
         msg = f"{len(stmts)} statement(s), {rows} row(s) affected"
@@ -44,7 +51,9 @@ class SqlKind:
         return None
 
     def describe(self, step: SqlStep, resolver: Resolver) -> str:
-        stmts = [resolver.resolve(s) for s in step.statements]
+        # describe() is not told the database's kind: the display is lexed as each dialect
+        # reads it, and both readings are shown when they differ.
+        stmts = [describe_sql(text, resolver, step.params) for text in step.statements]
         if step.file:
             stmts.append(f"<statements of {resolver.resolve(step.file)}>")
         return resolver.mask(f"on {step.database}: " + "; ".join(stmts))

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tminus.errors import TminusError
+from tminus.files import private_dir, private_text
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.steps import TrafficStep
@@ -67,9 +68,9 @@ def record_before(ctx: StepContext, data: dict[str, Any]) -> dict[str, Any]:
     if existing is not None:
         return existing
     path = record_path(ctx, ctx.key)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)  # 0700, the record 0600: it may hold a router's config
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
+    with private_text(tmp) as fh:
         json.dump(data, fh, indent=2)
         fh.flush()
         os.fsync(fh.fileno())

@@ -26,13 +26,14 @@ from tminus.hosts.base import Host
 from tminus.hosts.tree import LocalTree, file_tree, scan_tree
 from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import Plan
+from tminus.plan.paths import dotdot_problem
 from tminus.plan.steps import UploadStep
 from tminus.steps import _fleet
 from tminus.steps._fleet import HostResult, tail
 from tminus.steps.base import Compensation, StepContext, StepOutcome
 from tminus.steps.ssh import batch_note
 
-__all__ = ["KIND", "UploadKind", "check_script", "parse_changed", "put_script"]
+__all__ = ["KIND", "UploadKind", "check_script", "confined_problem", "parse_changed", "put_script"]
 
 
 _ABSENT = "tminus-absent"
@@ -94,6 +95,25 @@ def parse_changed(stdout: str, tree: LocalTree) -> set[str] | None:
         if rel in known:
             out.add(rel)
     return out
+
+
+def confined_problem(step: Any, ctx: StepContext, value: str, what: str) -> str | None:
+    """Before any host is touched: the first host of the step's group for which ``value``
+    (a path on the host) resolves with a ``..`` component. A host whose value cannot be
+    resolved is left to the step (it fails that host)."""
+    fleet = ctx.services["fleet"]
+    for name in sorted(fleet.names(_fleet.target(step, ctx)), key=_fleet.natural_key):
+        r = _fleet.scoped(ctx.resolver, host=name, host_address=fleet.address(name))
+        try:
+            resolved = r.resolve(value)
+        except ResolveError:
+            continue
+        bad = dotdot_problem(resolved, what)
+        if bad:
+            return f"{bad} (on host {name}); nothing was changed"
+        if "${" not in value:
+            break  # the same on every host
+    return None
 
 
 class _Source:
@@ -169,7 +189,9 @@ class UploadKind:
     per_host: ClassVar[bool] = True
 
     async def execute(self, step: UploadStep, ctx: StepContext) -> StepOutcome:
-        problem = _fleet.check_on(step, ctx)
+        problem = _fleet.check_on(step, ctx) or confined_problem(
+            step, ctx, step.dest, "upload dest"
+        )
         if problem is not None:
             return _fleet.failed_outcome(problem, ctx)
         try:
@@ -178,7 +200,11 @@ class UploadKind:
             return _fleet.failed_outcome(f"upload: {exc}", ctx)
 
         async def work(name: str, host: Host, r: Resolver, timeout: float | None) -> HostResult:
-            base, tree = source.for_dest(r.resolve(step.dest))
+            dest = r.resolve(step.dest)
+            bad = dotdot_problem(dest, "upload dest")
+            if bad:  # never reached after confined_problem; kept next to the use
+                return HostResult(name, "failed", error=bad)
+            base, tree = source.for_dest(dest)
             job = _upload(host, base, tree, step.mode)
             return await (asyncio.wait_for(job, timeout) if timeout else job)
 

@@ -139,7 +139,9 @@ class Store:
         if self.url.startswith("sqlite:///"):
             path = self.url[len("sqlite:///") :]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                from tminus.files import private_sqlite
+
+                private_sqlite(path)  # 0700 directory, 0600 file (and so its -wal and -shm)
             # check_same_thread off: the heartbeat may be written from another thread, on a
             # pool connection of its own (never one in use).
             self.engine: Engine = create_engine(
@@ -204,7 +206,9 @@ class Store:
         if not path or path == ":memory:":
             yield
             return
-        with open(f"{path}.lock", "a+b") as fh:
+        from tminus.files import open_private
+
+        with os.fdopen(open_private(f"{path}.lock", os.O_RDWR | os.O_CREAT), "r+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
