@@ -20,4 +20,9 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --user --quiet uv 2>/dev/null \
     || python3 -m pip install --user --quiet --break-system-packages uv
 fi
-uv sync --frozen --quiet
+# Bytecode compiled at install, not on the first call of each command: the venv's packages
+# (--compile-bytecode; a no-op when already compiled) and tminus's own sources (an editable
+# install, which uv leaves alone). With PYTHONDONTWRITEBYTECODE=1 nothing else would ever write
+# the .pyc files and every call would recompile (~4 s). See "Start-up" in docs/architecture.md.
+uv sync --frozen --quiet --compile-bytecode
+.venv/bin/python -m compileall -q -j 0 src/tminus

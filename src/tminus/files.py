@@ -32,6 +32,7 @@ __all__ = [
     "PRIVATE_FILE",
     "STATE_DIR_NAME",
     "STATE_SUBDIRS",
+    "default_state_url",
     "exposure",
     "open_private",
     "private_dir",
@@ -49,6 +50,15 @@ PRIVATE_FILE = 0o600
 STATE_DIR_NAME = ".tminus"
 #: The subdirectories tminus makes in the state directory (tightened when found open).
 STATE_SUBDIRS = ("backups", "undo", "progress", "migrate")
+
+
+def default_state_url() -> str:
+    """The state store: ``TMINUS_STATE`` (a URL or a SQLite path), else ``.tminus/state.db``.
+    Here, not in :mod:`tminus.store`, so that naming it imports no database driver."""
+    env = os.environ.get("TMINUS_STATE")
+    if env:
+        return env
+    return "sqlite:///.tminus/state.db"
 
 
 def tighten_dir(path: str | os.PathLike[str]) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.pool import Pool
 
 from tminus import work
-from tminus.sqlbind import Bound
+from tminus.plan.sqlbind import Bound
 
 __all__ = [
     "cancel_on_cancel",
@@ -141,7 +141,7 @@ def engine_url(kind: str, url: str) -> str:
 def _execute(conn: Connection, statement: str | Bound) -> Any:
     """Run one statement through the driver's cursor. A string runs as written, with no
     parameter list, so a ``%`` (``id % 3``) or a ``:name`` in the SQL is never taken for a
-    placeholder. A :class:`~tminus.sqlbind.Bound` statement's values go to the driver as
+    placeholder. A :class:`~tminus.plan.sqlbind.Bound` statement's values go to the driver as
     parameters (``%(name)s`` for psycopg and PyMySQL, ``:name`` for sqlite3)."""
     _check_cancelled()
     cursor = conn.connection.cursor()

@@ -126,7 +126,7 @@ def test_check_accepts_host_and_batch_variables() -> None:
         batch: [1, "50%"]
         max_fail: "10%"
         before_batch:
-          - {kind: run, command: "lb drain ${batch_hosts} # ${batch_index}"}
+          - {kind: run, command: "lb drain ${batch_hosts} --batch ${batch_index}"}
         after_batch:
           - {kind: http, url: "http://${host_address}:8080/health"}
       - kind: release

@@ -10,10 +10,10 @@ from tminus.backups.base import (
     Manifest,
     VerifyReport,
     check_tools,
-    get_driver,
     redact_url,
     sha256_file,
 )
+from tminus.backups.registry import get_driver
 
 __all__ = [
     "BackupDriver",

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from tminus import work
 from tminus.errors import TminusError
@@ -42,6 +42,7 @@ from tminus.files import (
     tighten_dir,
     tighten_tree,
 )
+from tminus.plan.interpolate import redact_url, url_password
 
 __all__ = [
     "DATABASE_KINDS",
@@ -58,9 +59,9 @@ __all__ = [
     "VerifyReport",
     "check_files",
     "check_tools",
-    "get_driver",
     "redact_url",
     "sha256_file",
+    "url_password",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -71,7 +72,6 @@ READABLE_FORMATS = (1, 2)
 #: Kinds with tables (the others: ``files``).
 DATABASE_KINDS = ("postgres", "mysql", "mariadb", "sqlite")
 DRIVER_KINDS = (*DATABASE_KINDS, "files")
-_PASSWORD_PARAMS = ("password", "pass", "passwd", "pwd")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -410,30 +410,6 @@ class BackupDriver(Protocol):
         ...
 
 
-def get_driver(kind: str) -> BackupDriver:
-    """The driver for a target kind: postgres, mysql, mariadb (the mysql driver), sqlite or
-    files. Any other kind is an error; nothing is guessed."""
-    if kind == "postgres":
-        from tminus.backups.postgres import PostgresDriver
-
-        return PostgresDriver()
-    if kind in ("mysql", "mariadb"):
-        from tminus.backups.mysql import MysqlDriver
-
-        return MysqlDriver()
-    if kind == "sqlite":
-        from tminus.backups.sqlite import SqliteDriver
-
-        return SqliteDriver()
-    if kind == "files":
-        from tminus.backups.files import FilesDriver
-
-        return FilesDriver()
-    raise BackupError(
-        f"no backup driver for kind {kind!r}", hint="known kinds: " + ", ".join(DRIVER_KINDS)
-    )
-
-
 # --------------------------------------------------------------------------- tools
 
 #: binary → Debian package that ships it.
@@ -552,35 +528,7 @@ def tail(text: str, limit: int = 1500) -> str:
 # --------------------------------------------------------------------------- secrets
 
 
-def url_password(url: str) -> str | None:
-    """The password in a URL (user info or a ``password=`` query parameter), if any."""
-    parts = urlsplit(url)
-    if parts.password:
-        return unquote(parts.password)
-    for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k.lower() in _PASSWORD_PARAMS and v:
-            return v
-    return None
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password (user info and ``password=`` query parameters)."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, hostport = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{hostport}" if user else hostport
-    query = urlencode(
-        [
-            (k, v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if k.lower() not in _PASSWORD_PARAMS
-        ]
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+# ``url_password`` and ``redact_url`` live in ``tminus.plan.interpolate`` (re-exported here).
 
 
 def mask(text: str, secrets: Iterable[str | None]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,13 +44,13 @@ def _recorded(state_url: str | None, ended_too: bool) -> dict[str, list[str]]:
     """backup directory (resolved) → the deploys that recorded it (a backup step's
     artifacts, wherever its ``dest`` put it); only deploys that have not ended unless
     ``ended_too``."""
+    from tminus.engine.states import TERMINAL
     from tminus.store import Store
-    from tminus.store.store import TERMINAL_STATES
 
     store = Store(state_url)
     out: dict[str, list[str]] = {}
     for d in store.list_deploys(limit=10000):
-        if d["state"] in TERMINAL_STATES and not ended_too:
+        if d["state"] in TERMINAL and not ended_too:
             continue
         for row in store.step_rows(d["id"]).values():
             arts = row.get("artifacts")
@@ -153,9 +152,9 @@ def verify(backup_id: str, backup_dir: str, server_url: str | None, state_url: s
         BackupError,
         Manifest,
         check_files,
-        get_driver,
         validate_manifest,
     )
+    from tminus.backups.registry import get_driver
 
     d = Path(backup_dir) / backup_id
     if not d.is_dir():  # a backup step's custom `dest`: where a deploy recorded it
@@ -199,6 +198,8 @@ def verify(backup_id: str, backup_dir: str, server_url: str | None, state_url: s
 def prune(keep: int, backup_dir: str, dry_run: bool, state_url: str | None) -> None:
     """Keep the newest KEEP backups of each target; never one a running, paused or scheduled
     deploy recorded (its rollback may need it)."""
+    import shutil
+
     used = _in_use(state_url)
     groups: dict[tuple[str, str], list[tuple[Path, Any]]] = {}
     for d, m in _scan(Path(backup_dir)):
@@ -264,11 +265,11 @@ def restore(
         BackupError,
         Manifest,
         check_tools,
-        get_driver,
         redact_url,
         require_intact,
     )
     from tminus.backups.recorded import deploys_recording
+    from tminus.backups.registry import get_driver
     from tminus.engine.runner import default_operator
     from tminus.store import Store
 

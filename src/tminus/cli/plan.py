@@ -98,10 +98,11 @@ def check(
 def _warn_exposed(plans: dict[str, Any], variables: tuple[str, ...]) -> None:
     """On stderr: the state directory and the plans' backup directories that exist and are
     open to other users (``tminus run`` warns too; see docs/data-safety.md)."""
+    # Not tminus.engine.runner nor tminus.store: `check` stays free of SQLAlchemy and the engine.
     from tminus.cli.deploy import _parse_vars
-    from tminus.engine.runner import default_operator, make_resolver, state_dir_of
+    from tminus.engine.prepare import default_operator, make_resolver, state_dir_of
+    from tminus.files import default_state_url
     from tminus.steps._data import exposure_warnings
-    from tminus.store.store import default_state_url
 
     state_dir = state_dir_of(default_state_url())
     seen: set[str] = set()
@@ -126,7 +127,7 @@ def _run_checks(
     """``--run-check``: the checks NAMES stand for, run once, resolved like a dry run."""
     from tminus.cli.deploy import _parse_vars
     from tminus.cli.ops import run_checks
-    from tminus.engine.runner import default_operator, make_resolver
+    from tminus.engine.prepare import default_operator, make_resolver
     from tminus.plan.checks import CheckUse
     from tminus.plan.problems import did_you_mean
 

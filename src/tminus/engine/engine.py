@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from tminus import faults, work
 from tminus.engine.checking import run_check
@@ -30,10 +33,10 @@ from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Phase, Plan, RollbackTrigger
-from tminus.plan.steps import MaintenanceStep, Step, StepBase
+from tminus.plan.steps import Step, StepBase
 from tminus.plan.values import format_duration
-from tminus.steps.base import StepContext, StepOutcome
-from tminus.steps.registry import get_kind
+from tminus.steps.base import Services, Span, StepContext, StepKind, StepOutcome
+from tminus.steps.registry import get_kind, implemented_kinds, kind_of
 from tminus.store.store import Store, now
 
 __all__ = ["Engine", "ResumeAction", "step_from_spec", "step_spec"]
@@ -47,9 +50,6 @@ ABORT_POLL_S = 0.5
 #: :func:`tminus.work.in_thread`'s own bound, so that its verdict comes first.
 STOP_EXTRA_S = 15.0
 
-#: Kinds that are safe to re-run when they were in flight at a crash, whatever the plan says.
-_SAFE_TO_RERUN = frozenset({"approve", "wait", "notify", "maintenance"})
-
 ResumeAction = str  # "retry" | "skip" | "rollback" | ""
 
 
@@ -58,10 +58,13 @@ def step_spec(step: StepBase) -> dict[str, Any]:
 
 
 def step_from_spec(spec: dict[str, Any]) -> StepBase:
-    from pydantic import TypeAdapter
+    return _step_adapter().validate_python(spec)
 
+
+@functools.cache
+def _step_adapter() -> TypeAdapter[StepBase]:
     adapter: TypeAdapter[StepBase] = TypeAdapter(Step)
-    return adapter.validate_python(spec)
+    return adapter
 
 
 @dataclass
@@ -91,9 +94,18 @@ class Engine:
         self._phase_now = -1
         #: A rollback trigger that fired (rollback or pause), with the result that fired it.
         self._fired: tuple[RollbackTrigger, CheckResult] | None = None
-        self.fleet = Fleet(
-            self.plan, self.resolver, events=lambda: self.store.events(self.deploy_id)
-        )
+        #: The deploy's fleet, built on first use (:attr:`fleet`).
+        self._fleet: Fleet | None = None
+
+    @property
+    def fleet(self) -> Fleet:
+        """The deploy's one fleet (its SSH connections), built the first time a step or a
+        retry needs it: a deploy with no fleet step builds none. Closed by the runner."""
+        if self._fleet is None:
+            self._fleet = Fleet(
+                self.plan, self.resolver, events=lambda: self.store.events(self.deploy_id)
+            )
+        return self._fleet
 
     # --- helpers --------------------------------------------------------------------------
     def _artifact(self, step_id: str, key: str) -> Any:
@@ -163,11 +175,11 @@ class Engine:
             approvals_for=lambda gate: [
                 a for a in self.store.approvals(self.deploy_id) if a["gate"] == gate
             ],
-            services={
-                "run_check": self.run_check,
-                "fleet": self.fleet,
-                "abort_requested": lambda: self.store.abort_requested(self.deploy_id),
-            },
+            services=Services(
+                run_check=self.run_check,
+                abort_requested=lambda: self.store.abort_requested(self.deploy_id),
+                fleet_factory=lambda: self.fleet,
+            ),
         )
 
     def _notify_rules(self, when: str, message: str) -> None:
@@ -224,7 +236,8 @@ class Engine:
             work.set_sink(None)
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
-            await self.fleet.close()
+            if self._fleet is not None:
+                await self._fleet.close()
 
     async def _heartbeat(self) -> None:
         """Tell the store, every HEARTBEAT_S, that this runner is alive (``status`` shows a
@@ -646,7 +659,7 @@ class Engine:
             if comp["state"] not in ("armed", "pending"):
                 continue
             for s in comp["spec"].get("steps", []):
-                if s.get("kind") != "maintenance" or s.get("action") != "off":
+                if _span_of(s) != "close":
                     continue
                 if phase is not None and (
                     s.get("keep") or self._span_end(s, comp["phase"]) > phase
@@ -659,7 +672,7 @@ class Engine:
                     self.store.set_compensation_state(comp["id"], "done")
         if phase is None and not kept and self._maintenance_open():
             # turned on with no compensation (by a rollback step): off with the same settings
-            off = self._maintenance_step("off")
+            off = self._span_step("close")
             if off is not None:
                 await self._maintenance(off, why, "maintenance")
             else:
@@ -674,29 +687,43 @@ class Engine:
         end = self.plan.phase_index(until) if until is not None else None
         return phase if end is None else max(end, phase)
 
-    def _maintenance_step(self, action: str, phase: int | None = None) -> StepBase | None:
-        """A maintenance step of the plan's own settings (the phase's own step's, if it has
-        one, else the plan's ``maintenance:``, else any maintenance step's settings)."""
-        candidates: list[MaintenanceStep] = []
+    def _span_step(self, span: Span, phase: int | None = None) -> StepBase | None:
+        """A step that opens or closes the maintenance span with the plan's own settings (the
+        phase's own span step's, if it has one, else the plan's ``maintenance:``, else any
+        span step's settings): made by the kind of the phase's (or plan's) span steps, else
+        by the first kind that makes one from the plan's settings alone."""
         phases = [phase] if phase is not None else range(len(self.plan.phases))
-        for p in phases:
-            ph = self.plan.phases[p]
-            candidates += [m for m in (*ph.steps, *ph.rollback) if isinstance(m, MaintenanceStep)]
-        own = [m for m in candidates if m.flag_file or (m.enable and m.disable)]
-        if own:
-            return own[0].model_copy(
-                update={"action": action, "until": None, "keep": False, "id": None, "undo": []}
-            )
-        if self.plan.maintenance is None:
-            return None
-        return MaintenanceStep(kind="maintenance", action=action)
+        steps = [
+            s for p in phases for s in (*self.plan.phases[p].steps, *self.plan.phases[p].rollback)
+        ]
+        spanning = [s for s in steps if kind_of(s).maintenance_span(s) is not None]
+        for kind in self._span_kinds(spanning):
+            made = kind.span_step(self.plan, spanning, span)
+            if made is not None:
+                return made
+        return None
+
+    def _span_kinds(self, spanning: Sequence[StepBase]) -> Iterator[StepKind]:
+        """The kinds of ``spanning``, then (imported only if asked) every other kind."""
+        seen: set[str] = set()
+        for s in spanning:
+            kind = kind_of(s)
+            if kind.kind not in seen:
+                seen.add(kind.kind)
+                yield kind
+        for name in sorted(implemented_kinds() - seen):
+            yield get_kind(name)
 
     async def _maintenance(self, step: StepBase, why: str, key: str, phase: int = -1) -> bool:
-        assert isinstance(step, MaintenanceStep)
-        self.reporter.step(f"Maintenance mode {step.action}", why)
-        out = await get_kind("maintenance").execute(step, self._ctx(key, phase))
+        """Run ``step``, which opens or closes the maintenance span, outside the plan's steps
+        (the engine's guarantee that maintenance goes off; a downtime phase's rollback)."""
+        kind = kind_of(step)
+        span = kind.maintenance_span(step)
+        assert span is not None
+        self.reporter.step(f"Maintenance mode {'on' if span == 'open' else 'off'}", why)
+        out = await kind.execute(step, self._ctx(key, phase))
         self.reporter.result(out.ok, out.output or out.error or "")
-        if out.ok and step.action == "off":
+        if out.ok and span == "close":
             self.store.maintenance_off(self.deploy_id)
         elif out.ok:
             self.store.maintenance_on(self.deploy_id, phase)
@@ -758,8 +785,7 @@ class Engine:
     ) -> StepOutcome:
         """Run one step with its retries, registering its undo first. A rollback action
         registers no undo of its own, and its artifacts never replace the forward step's."""
-        kind_name = str(getattr(step, "kind", ""))
-        kind = get_kind(kind_name)
+        kind = kind_of(step)
         ctx = self._ctx(key, phase)
         undo: list[StepBase] = [] if rolling_back else list(step.undo)
         builtin = None if rolling_back else kind.compensation(step, ctx)
@@ -777,9 +803,8 @@ class Engine:
         attempts_before = row["attempts"] if row else 0
         self._current_key = key
         self.reporter.step(self._title(step), self._mask(kind.describe(step, self.resolver)))
-        # Fleet kinds (ssh, upload, release) apply timeout and retries to each host.
-        per_host = bool(getattr(kind, "per_host", False))
-        retries = None if per_host else step.retries
+        # Per-host kinds (the fleet kinds) apply timeout and retries to each host.
+        retries = None if kind.per_host else step.retries
         total = retries.attempts if retries else 1
         delay = retries.delay.total_seconds() if retries else 0.0
         outcome = StepOutcome(False, error="not run")
@@ -788,13 +813,13 @@ class Engine:
                 self.deploy_id,
                 key,
                 title=self._title(step),
-                kind=kind_name,
+                kind=kind.kind,
                 step_id=None if rolling_back else step.id,
                 attempts=attempts_before + attempt,
                 new=row is None and attempt == 1,
             )
-            # `run` and fleet kinds apply their own timeout (to the command, to each host).
-            own_timeout = kind_name == "run" or per_host
+            # Some kinds apply their own timeout (to their command, to each host).
+            own_timeout = kind.own_timeout or kind.per_host
             limit = None if own_timeout or step.timeout is None else step.timeout
             faults.effect_started(key)
             outcome = await self._supervise(
@@ -856,8 +881,9 @@ class Engine:
         faults.recorded(key)
         if outcome.ok and step.id:
             self._artifacts_cache = None
-        if isinstance(step, MaintenanceStep) and outcome.ok:
-            if step.action == "on":
+        span = kind.maintenance_span(step)
+        if span is not None and outcome.ok:
+            if span == "open":
                 self.store.maintenance_on(self.deploy_id, phase)
             else:
                 self.store.maintenance_off(self.deploy_id)
@@ -865,7 +891,7 @@ class Engine:
                     specs = comp["spec"].get("steps", [])
                     if (  # the off of this phase's maintenance, or of a span reaching it
                         comp["state"] == "pending"
-                        and any(s.get("kind") == "maintenance" for s in specs)
+                        and any(_span_of(s) is not None for s in specs)
                         and comp["phase"] <= phase
                     ):
                         self.store.set_compensation_state(comp["id"], "done")
@@ -1110,7 +1136,7 @@ class Engine:
                 restored |= _restores(item["steps"])
                 continue
             if self._downtime(phase) and not self._maintenance_open():
-                on = self._maintenance_step("on", phase)
+                on = self._span_step("open", phase)
                 if on is not None:  # a downtime phase is rolled back under maintenance
                     why = f"rolling back downtime phase {phase + 1}"
                     if await self._maintenance(on, why, key, phase):
@@ -1256,17 +1282,26 @@ class Engine:
 
 
 def _restores(specs: list[dict[str, Any]]) -> set[str]:
-    """The backups these action specs restore ("database <- backup" signatures)."""
-    return {
-        f"{s.get('database') or ''} <- {s.get('from')}"
-        for s in specs
-        if s.get("kind") == "restore" and s.get("from") is not None
-    }
+    """What these action specs restore (each kind says: "database <- backup" signatures)."""
+    out: set[str] = set()
+    for spec in specs:
+        step = step_from_spec(spec)
+        what = kind_of(step).restores(step)
+        if what is not None:
+            out.add(what)
+    return out
+
+
+def _span_of(spec: dict[str, Any]) -> Span | None:
+    """Does the step of this recorded spec open or close a maintenance span (its kind says)?"""
+    step = step_from_spec(spec)
+    return kind_of(step).maintenance_span(step)
 
 
 def _rerun_safe(step: StepBase) -> bool:
-    """May an action that was in flight at a crash run again without asking?"""
-    return bool(step.idempotent) or str(getattr(step, "kind", "")) in _SAFE_TO_RERUN
+    """May an action that was in flight at a crash run again without asking? Yes if the plan
+    says it is idempotent, or its kind is safe to re-run whatever the plan says."""
+    return bool(step.idempotent) or kind_of(step).rerun_safe
 
 
 def _jsonable(value: Any) -> Any:

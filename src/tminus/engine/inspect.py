@@ -8,11 +8,10 @@ from tminus.engine.liveness import runner_liveness, shown_state
 from tminus.engine.program import split_overrides
 from tminus.engine.success import metric_states
 from tminus.plan.loader import load_plan_text
+from tminus.steps.registry import is_fleet_kind
 from tminus.store.store import Store, now
 
 __all__ = ["deploy_status", "host_table", "tolerated_failures"]
-
-_FLEET_KINDS = frozenset({"ssh", "upload", "release"})
 
 
 def host_table(store: Store, deploy_id: str, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -20,7 +19,7 @@ def host_table(store: Store, deploy_id: str, steps: dict[str, dict[str, Any]]) -
     steps' artifacts, and from the ``host.result`` events for a step that has none yet (in
     flight, or interrupted). Exclusions come from ``host.excluded`` events."""
     cols = sorted(
-        (k for k, r in steps.items() if r["kind"] in _FLEET_KINDS),
+        (k for k, r in steps.items() if is_fleet_kind(r["kind"])),
         key=lambda k: (steps[k]["started_at"] or now(), k),
     )
     table: dict[str, dict[str, str]] = {}
@@ -56,7 +55,7 @@ def tolerated_failures(steps: dict[str, dict[str, Any]]) -> list[dict[str, str]]
     hosts says so in its final line and in status."""
     out: list[dict[str, str]] = []
     for key, row in steps.items():
-        if row["kind"] not in _FLEET_KINDS or row["state"] not in ("succeeded", "warned"):
+        if not is_fleet_kind(row["kind"]) or row["state"] not in ("succeeded", "warned"):
             continue
         hosts = (row["artifacts"] or {}).get("hosts")
         if not isinstance(hosts, dict):

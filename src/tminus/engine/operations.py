@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tminus.errors import PlanError
-from tminus.plan.model import Operation, Plan
+from tminus.plan.model import Operation, Plan, parent_plan_name
 from tminus.plan.problems import did_you_mean
 
 __all__ = [
@@ -154,13 +154,3 @@ def derived_plan(
         phase["on_failure"] = op.on_failure
     out["phases"] = [phase]
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
-
-
-def parent_plan_name(plan: Plan) -> str:
-    """The name of the plan whose deploys an operation's ``{deploy: latest, …}`` looks at: for
-    the derived plan of an operation (named ``<plan>.op.<operation>``, holding one phase
-    named after the operation) the plan it came from; for any other plan its own name."""
-    head, sep, op_name = plan.name.rpartition(".op.")
-    if sep and head and len(plan.phases) == 1 and plan.phases[0].name == op_name:
-        return head
-    return plan.name

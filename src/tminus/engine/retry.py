@@ -25,20 +25,18 @@ leaves the deploy *running* (shown *crashed*), and ``tminus resume`` finishes th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tminus import faults
 from tminus.engine.states import DeployState
 from tminus.steps._fleet import History, natural_key
-from tminus.steps.registry import get_kind
+from tminus.steps.registry import is_fleet_kind, kind_of
 
 if TYPE_CHECKING:
     from tminus.engine.engine import Engine
     from tminus.hosts.fleet import Fleet
 
-__all__ = ["FLEET_KINDS", "RetryReport", "pending_retry", "retry_failed_hosts", "retry_targets"]
-
-FLEET_KINDS = frozenset({"ssh", "upload", "release"})
+__all__ = ["RetryReport", "pending_retry", "retry_failed_hosts", "retry_targets"]
 
 _EARLIER = "failed earlier in "
 
@@ -186,7 +184,7 @@ async def _retry(
         if node.kind != "step":
             continue
         row = store.step_rows(deploy_id).get(node.key)
-        if row is None or row["kind"] not in FLEET_KINDS:
+        if row is None or not is_fleet_kind(row["kind"]):
             continue
         if row["state"] not in ("succeeded", "warned"):
             continue
@@ -224,13 +222,13 @@ async def _retry_step(
 ) -> str | None:
     """Run one step again on ``hosts``; merge what it found into the step's record. Returns
     why the retry must stop (the work was aborted or not confirmed stopped), or None."""
-    kind_name = str(getattr(step, "kind", ""))
-    kind = get_kind(kind_name)
+    kind = kind_of(step)
     fields = type(step).model_fields
     relax = {"max_fail": "100%", "max_fail_per_batch": None, "first_batch_canary": False}
     relaxed = step.model_copy(update={k: v for k, v in relax.items() if k in fields})
     ctx = engine._ctx(key, phase)
-    ctx.services["fleet"] = _OtherHostsDone(engine.fleet, key, set(hosts))
+    # stands in for the fleet (it delegates all but its event log to the deploy's)
+    ctx.services.fleet = cast("Fleet", _OtherHostsDone(engine.fleet, key, set(hosts)))
     title = engine._title(step)
     engine.reporter.step(f"{title}: retry on {' '.join(hosts)}")
     engine._event(

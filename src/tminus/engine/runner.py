@@ -4,7 +4,6 @@ lock, run the engine, and map the final state to an exit code."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import hashlib
 import os
 import socket
@@ -17,6 +16,7 @@ from typing import Any
 from tminus import work
 from tminus.engine.engine import Engine
 from tminus.engine.liveness import Liveness, describe_holder, runner_liveness
+from tminus.engine.prepare import default_operator, make_resolver, state_dir_of
 from tminus.engine.program import (
     SELECTION_KEY,
     Selection,
@@ -26,13 +26,13 @@ from tminus.engine.program import (
 )
 from tminus.engine.reporter import Reporter, make_reporter
 from tminus.engine.states import TERMINAL, DeployState, exit_code_for
-from tminus.errors import LockHeld, NotResumable, PlanError, PreflightFailed, ResolveFailed
-from tminus.plan.interpolate import ResolveError, Resolver
+from tminus.errors import LockHeld, NotResumable, PlanError, PreflightFailed
+from tminus.plan.interpolate import Resolver
 from tminus.plan.loader import load_plan, load_plan_text
 from tminus.plan.model import Plan
 from tminus.plan.problems import format_problems
 from tminus.plan.walk import iter_steps
-from tminus.steps.registry import get_kind, implemented_kinds
+from tminus.steps.registry import implemented_kinds, kind_of
 from tminus.store.store import Store
 
 __all__ = [
@@ -51,10 +51,6 @@ __all__ = [
     "state_dir_of",
     "window_problem",
 ]
-
-
-def default_operator() -> str:
-    return os.environ.get("TMINUS_OPERATOR") or getpass.getuser()
 
 
 @dataclass
@@ -147,9 +143,8 @@ def _preflight(
         return
     problems: list[str] = []
     for site in sites:
-        hook = getattr(get_kind(str(getattr(site.step, "kind", ""))), "preflight", None)
-        if hook is not None:
-            problems += hook(site.step, plan, resolver, state_dir or Path(".tminus"))
+        kind = kind_of(site.step)
+        problems += kind.preflight(site.step, plan, resolver, state_dir or Path(".tminus"))
     if problems:
         unique = list(dict.fromkeys(problems))
         raise PreflightFailed(
@@ -172,53 +167,8 @@ def _preflight_hint(problems: list[str]) -> str:
     return "; ".join(todo) + ", then run again"
 
 
-def make_resolver(
-    plan: Plan,
-    plan_path: str,
-    deploy_id: str,
-    operator: str,
-    overrides: dict[str, str],
-    state_dir: Path,
-) -> Resolver:
-    builtins = {
-        "deploy_id": deploy_id,
-        "plan_name": plan.name,
-        "plan_version": plan.version or "",
-        "environment": plan.environment,
-        "operator": operator,
-        "plan_dir": str(Path(plan_path).resolve().parent),
-        "state_dir": str(state_dir),
-    }
-    unknown = sorted(set(overrides) - set(plan.variables))
-    if unknown:
-        raise PlanError(
-            f"--var names an undeclared variable: {', '.join(unknown)}",
-            hint="declare it under 'variables:' in the plan",
-        )
-    try:
-        return Resolver.for_plan(
-            plan.variables,
-            plan.secrets,
-            builtins=builtins,
-            overrides=overrides,
-            base_dir=Path(plan_path).resolve().parent,
-        )
-    except ResolveError as exc:
-        raise ResolveFailed(str(exc), hint="set it in the environment, or fix the plan") from None
-
-
 def _state_dir(store: Store) -> Path:
     return state_dir_of(store.url)
-
-
-def state_dir_of(url: str) -> Path:
-    """The local state directory for a state store URL: a SQLite file's directory, else
-    ``.tminus`` (undo records, progress, backups)."""
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :]).resolve().parent
-    if "://" not in url:  # a bare SQLite path (TMINUS_STATE=state/tminus.db)
-        return Path(url).resolve().parent
-    return Path(".tminus").resolve()
 
 
 def _warn_exposed(plan: Plan, resolver: Resolver, state_dir: Path) -> None:
@@ -958,7 +908,7 @@ def dry_run_loaded(plan: Plan, plan_path: str, opts: RunOptions) -> list[str]:
             step = plan.phases[node.phase].steps[node.index]
             kind = str(getattr(step, "kind", ""))
             if kind in implemented:
-                desc = get_kind(kind).describe(step, resolver)
+                desc = kind_of(step).describe(step, resolver)
             else:
                 desc = f"({kind}: not implemented yet)"
             lines.append(f"  step [{kind}] {step.title()}: {resolver.mask(desc)}")

@@ -1,4 +1,8 @@
-"""Deploy and step states, with the transitions the engine allows."""
+"""Deploy and step states, with the transitions the engine allows.
+
+The one home of the state sets (``TERMINAL`` among them): a leaf that imports nothing of
+tminus, so the store and the test harnesses below the engine import it too.
+"""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from tminus.engine.states import TERMINAL, DeployState
 from tminus.plan.values import format_duration
 from tminus.store.store import now
 
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: Deploy states in which a pending metric is dropped rather than measured.
-CANCELLING_STATES = frozenset({"rolled_back", "failed", "aborted"})
+CANCELLING_STATES = TERMINAL - {DeployState.SUCCEEDED}
 
 
 def base_time(plan: Plan, phase_rows: dict[int, dict[str, Any]]) -> datetime:

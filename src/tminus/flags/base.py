@@ -161,13 +161,21 @@ class _StepContextLike(Protocol):
     @property
     def resolver(self) -> Resolver: ...
     @property
-    def services(self) -> dict[str, Any]: ...
+    def services(self) -> _FlagStoreCache: ...
+
+
+class _FlagStoreCache(Protocol):
+    """The flag stores a step context opened, by name (``tminus.steps.base.Services``)."""
+
+    @property
+    def flag_stores(self) -> dict[str, FlagStore]: ...
 
 
 def flag_store_for_step(ctx: _StepContextLike, name: str) -> FlagStore:
-    """The plan's flag store ``name``, opened once per step context (kept in ``ctx.services``)."""
-    key = f"flag_store:{name}"
-    cached = ctx.services.get(key)
+    """The plan's flag store ``name``, opened once per step context (kept in
+    ``ctx.services.flag_stores``)."""
+    key = name
+    cached = ctx.services.flag_stores.get(key)
     if cached is not None:
         store: FlagStore = cached
         return store
@@ -178,5 +186,5 @@ def flag_store_for_step(ctx: _StepContextLike, name: str) -> FlagStore:
             hint="flag stores: " + (", ".join(sorted(stores)) or "none"),
         )
     store = open_flag_store(name, stores[name], ctx.resolver)
-    ctx.services[key] = store
+    ctx.services.flag_stores[key] = store
     return store

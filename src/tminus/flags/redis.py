@@ -16,7 +16,6 @@ own connection; the URL (which may carry a password) never appears in messages.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,15 +29,10 @@ from tminus.flags.base import (
     check_percentage,
 )
 from tminus.flags.bucketing import HASH_VERSION
-from tminus.plan.interpolate import Resolver
+from tminus.plan.interpolate import Resolver, mask_url_passwords
 from tminus.plan.targets import RedisFlagStore
 
-__all__ = ["KIND", "RedisFlags", "RedisKind", "redacted_url"]
-
-
-def redacted_url(url: str) -> str:
-    """``url`` without its user info (``redis://***@host:6379/0``)."""
-    return re.sub(r"^([a-z+]+://)[^@/]*@", r"\1***@", url)
+__all__ = ["KIND", "RedisFlags", "RedisKind"]
 
 
 def _fmt(pct: float) -> str:
@@ -55,7 +49,7 @@ class RedisFlags(BaseFlagStore):
         self._mask = mask or (lambda s: s)
 
     def describe(self) -> str:
-        return f"redis {redacted_url(self.url)} (keys {self.prefix}*)"
+        return f"redis {mask_url_passwords(self.url)} (keys {self.prefix}*)"
 
     def key(self, flag: str) -> str:
         return self.prefix + flag
@@ -72,14 +66,14 @@ class RedisFlags(BaseFlagStore):
         except (ValueError, RedisError) as exc:
             raise FlagStoreError(
                 f"bad Redis URL for flag store '{self.name}': "
-                + self._mask(str(exc)).replace(self.url, redacted_url(self.url))
+                + mask_url_passwords(self._mask(str(exc)))
             ) from None
         try:
             yield client
         except RedisError as exc:
-            msg = self._mask(str(exc)).replace(self.url, redacted_url(self.url))
+            msg = mask_url_passwords(self._mask(str(exc)))
             raise FlagStoreError(
-                f"Redis flag store '{self.name}' ({redacted_url(self.url)}): {msg}"
+                f"Redis flag store '{self.name}' ({mask_url_passwords(self.url)}): {msg}"
             ) from None
         finally:
             await client.aclose()

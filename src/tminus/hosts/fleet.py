@@ -1,6 +1,7 @@
 """The fleet of one deploy: the plan's hosts and groups (with its inventory, if any) resolved
 once, and one :class:`HostPool` (so one connection per host) shared by every step of the
-deploy and closed when the runner stops. Steps reach it as ``ctx.services["fleet"]``.
+deploy and closed when the runner stops. Steps reach it as ``ctx.services.fleet``; the
+engine builds it on first use.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tminus import work
-from tminus.backups.base import get_driver
+from tminus.backups.registry import get_driver
+from tminus.backups.targets import data_target
 from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import NoDataLossCheck
-from tminus.steps._data import data_target
 
 __all__ = ["PROVIDER", "NoDataLossProvider", "compare_snapshots"]
 

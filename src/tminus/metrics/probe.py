@@ -37,8 +37,8 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
-from tminus.analysis.sequential import Decision, LatencyTest, OneSampleTest, SequentialTest
 from tminus.metrics.base import CheckContext, Measurement
+from tminus.metrics.sequential import Decision, LatencyTest, OneSampleTest, SequentialTest
 from tminus.plan.checks import ProbeCheck
 
 __all__ = ["PROVIDER", "ProbeProvider", "ProbeResult", "Side", "percentile", "run_probe"]

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from tminus import work
 from tminus.metrics.base import CheckContext, Measurement, plain_number
 from tminus.plan.checks import SqlCheck
-from tminus.sqlbind import SqlBindError, prepare
+from tminus.plan.sqlbind import SqlBindError, prepare
 from tminus.sqlrun import db_error, run_query
 
 __all__ = ["PROVIDER", "SqlProvider"]

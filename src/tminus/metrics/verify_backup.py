@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from tminus.backups.targets import verify_backup
 from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import BackupCheck
-from tminus.steps.verify_backup import verify_backup
 
 __all__ = ["PROVIDER", "VerifyBackupProvider"]
 

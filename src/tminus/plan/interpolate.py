@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from tminus.plan import shellquote
 
@@ -27,7 +28,9 @@ __all__ = [
     "Resolver",
     "UnsafeCommandError",
     "mask_url_passwords",
+    "redact_url",
     "references",
+    "url_password",
 ]
 
 MASK = "***"
@@ -81,10 +84,50 @@ _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#@:]*:)([^\s/?#]+
 
 
 def mask_url_passwords(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:PASSWORD@host`` replaced by ``***``."""
+    """``text`` with the password of every ``scheme://user:PASSWORD@host`` replaced by ``***``.
+
+    The one URL redaction for text: messages, output and descriptions (the Masker applies it
+    to everything it masks). :func:`redact_url` is the form of one URL that is recorded."""
     if "://" not in text or "@" not in text:
         return text
     return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+
+
+#: Query parameters that carry a URL's password (``?password=…``), as libpq and PyMySQL read.
+_PASSWORD_PARAMS = ("password", "pass", "passwd", "pwd")
+
+
+def url_password(url: str) -> str | None:
+    """The password in a URL (user info or a ``password=`` query parameter), if any."""
+    parts = urlsplit(url)
+    if parts.password:
+        return unquote(parts.password)
+    for k, v in parse_qsl(parts.query, keep_blank_values=True):
+        if k.lower() in _PASSWORD_PARAMS and v:
+            return v
+    return None
+
+
+def redact_url(url: str) -> str:
+    """One URL without its password (user info and ``password=`` query parameters dropped,
+    not masked): the stable form a backup manifest records as its target, so backups of one
+    database group together whatever password reached them."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, hostport = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{hostport}" if user else hostport
+    query = urlencode(
+        [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k.lower() not in _PASSWORD_PARAMS
+        ]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass

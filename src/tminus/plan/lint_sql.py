@@ -1,7 +1,7 @@
 """`tminus check` for SQL written in plans (``sql`` steps, ``sql`` checks): a ``${…}`` where
 no value can go safely (a comment, a dollar-quoted body, a prefixed literal), ``:name``
 placeholders without a parameter, parameters nothing uses, parameter values not of their
-type, and a check query of more than one statement. See :mod:`tminus.sqlbind`."""
+type, and a check query of more than one statement. See :mod:`tminus.plan.sqlbind`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from tminus.plan.checks import SqlCheck
 from tminus.plan.interpolate import ResolveError, Resolver, references
 from tminus.plan.model import Plan
 from tminus.plan.problems import Loc, Problem, did_you_mean
-from tminus.plan.steps import SqlStep
-from tminus.plan.walk import iter_check_sites, iter_steps
-from tminus.sqlbind import (
+from tminus.plan.sqlbind import (
     SAFE_IDENT,
     SAFE_NUMBER,
     Bare,
@@ -24,6 +22,8 @@ from tminus.sqlbind import (
     needs_binding,
     params_hint,
 )
+from tminus.plan.steps import SqlStep
+from tminus.plan.walk import iter_check_sites, iter_steps
 
 __all__ = ["sql_problems"]
 

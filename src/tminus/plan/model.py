@@ -36,6 +36,7 @@ __all__ = [
     "Watch",
     "WatchPeriod",
     "Window",
+    "parent_plan_name",
 ]
 
 RiskLevel = Literal["very_low", "low", "medium", "high", "critical"]
@@ -407,3 +408,13 @@ class Plan(PlanModel):
         return sum(
             (p.estimate or timedelta() for p in self.in_window_phases() if p.downtime), timedelta()
         )
+
+
+def parent_plan_name(plan: Plan) -> str:
+    """The name of the plan whose deploys an operation's ``{deploy: latest, …}`` looks at: for
+    the derived plan of an operation (named ``<plan>.op.<operation>``, holding one phase
+    named after the operation) the plan it came from; for any other plan its own name."""
+    head, sep, op_name = plan.name.rpartition(".op.")
+    if sep and head and len(plan.phases) == 1 and plan.phases[0].name == op_name:
+        return head
+    return plan.name

@@ -442,7 +442,7 @@ def _artifacts(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
     by_id = {s.step.id: s for s in steps if s.step.id}
     backups = _backup_sites(steps)
     snapshots = {k: s for k, s in by_id.items() if isinstance(s.step, SnapshotStep)}
-    from tminus.engine.operations import parent_plan_name
+    from tminus.plan.model import parent_plan_name
 
     # The plan an operation runs as holds its steps, not the backup steps of its plan.
     derived = parent_plan_name(plan) != plan.name

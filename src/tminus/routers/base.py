@@ -50,7 +50,8 @@ class RouterContext:
     name: str
     resolver: Resolver
     state_dir: Path
-    services: dict[str, Any]
+    #: The step context's services (:class:`tminus.steps.base.Services`); {} outside a step.
+    services: Any
     #: ``targets.flag_stores`` of the plan (a ``flags`` router opens its store from there).
     flag_stores: Mapping[str, Any] = field(default_factory=dict)
 
@@ -172,14 +173,21 @@ class _StepContextLike(Protocol):
     @property
     def state_dir(self) -> Path: ...
     @property
-    def services(self) -> dict[str, Any]: ...
+    def services(self) -> _RouterCache: ...
+
+
+class _RouterCache(Protocol):
+    """The routers a step context opened, by name (``tminus.steps.base.Services``)."""
+
+    @property
+    def routers(self) -> dict[str, Router]: ...
 
 
 def router_for_step(ctx: _StepContextLike, name: str) -> Router:
     """The plan's router ``name`` (``targets.routers``), opened once per step context and kept
-    in ``ctx.services`` so that a step calling it repeatedly talks to one router object."""
-    key = f"router:{name}"
-    cached = ctx.services.get(key)
+    in ``ctx.services.routers`` so that a step calling it repeatedly talks to one router."""
+    key = name
+    cached = ctx.services.routers.get(key)
     if cached is not None:
         router: Router = cached
         return router
@@ -201,5 +209,5 @@ def router_for_step(ctx: _StepContextLike, name: str) -> Router:
         ),
         config,
     )
-    ctx.services[key] = router
+    ctx.services.routers[key] = router
     return router

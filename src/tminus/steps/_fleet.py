@@ -264,16 +264,15 @@ async def _attempts(
 async def run_substep(step: StepBase, ctx: StepContext) -> StepOutcome:
     """Run a hook step as the engine runs a step: its retries, and its timeout (kinds that
     apply them per host or themselves excepted). Hooks arm no compensation."""
-    from tminus.steps.registry import get_kind
+    from tminus.steps.registry import kind_of
 
-    kind_name = str(getattr(step, "kind", ""))
-    kind = get_kind(kind_name)
-    per_host = bool(getattr(kind, "per_host", False))
+    kind = kind_of(step)
+    per_host = kind.per_host
     total, delay, backoff, max_delay = (1, 0.0, 1.0, 0.0) if per_host else _retry_policy(step)
     out = StepOutcome(False, error="not run")
     for attempt in range(1, total + 1):
         try:
-            if step.timeout is not None and kind_name != "run" and not per_host:
+            if step.timeout is not None and not kind.own_timeout and not per_host:
                 out = await asyncio.wait_for(kind.execute(step, ctx), step.timeout.total_seconds())
             else:
                 out = await kind.execute(step, ctx)
@@ -311,8 +310,8 @@ class _Run:
         self.phases = phases
         self.revert = revert
         self.host_data = host_data or {}
-        self.fleet: Fleet = ctx.services["fleet"]
-        self.hook = bool(ctx.services.get("fleet_hook"))
+        self.fleet: Fleet = ctx.services.fleet
+        self.hook = ctx.services.fleet_hook
         self.results: dict[str, HostResult] = {}
         self.sem = asyncio.Semaphore(self.fleet.forks)
         self.failures = 0
@@ -368,7 +367,7 @@ class _Run:
             "batch_index": str(batch.index),
         }
         errors: dict[str, str] = {}
-        services = {**self.ctx.services, "fleet_hook": True}
+        services = self.ctx.services.for_hook()
         for k, hook in enumerate(steps):
             key = f"{self.ctx.key}/{which}/{batch.index}/{k}"
             if _uses_host(hook):
@@ -687,7 +686,7 @@ def target(step: Any, ctx: StepContext) -> str:
 
 def check_on(step: Any, ctx: StepContext) -> str | None:
     """A problem with ``on:`` that fails the step before any host is touched."""
-    fleet: Fleet = ctx.services["fleet"]
+    fleet: Fleet = ctx.services.fleet
     try:
         fleet.names(target(step, ctx))
     except ResolveError as exc:

@@ -7,13 +7,14 @@ from typing import ClassVar
 
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import ApproveStep
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "ApproveKind"]
 
 
-class ApproveKind:
+class ApproveKind(StepKindBase):
     kind: ClassVar[str] = "approve"
+    rerun_safe: ClassVar[bool] = True
 
     async def execute(self, step: ApproveStep, ctx: StepContext) -> StepOutcome:
         given = {a["role"]: a for a in ctx.approvals_for(ctx.key)}

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import ClassVar
 
 from tminus import work
-from tminus.backups.base import BackupError, check_tools, get_driver
+from tminus.backups.base import BackupError, check_tools
+from tminus.backups.registry import get_driver
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.steps import BackupStep
 from tminus.steps._data import backup_root, data_target, disk_preflight, preflight_target
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "BackupKind"]
 
 
-class BackupKind:
+class BackupKind(StepKindBase):
     kind: ClassVar[str] = "backup"
 
     async def execute(self, step: BackupStep, ctx: StepContext) -> StepOutcome:

@@ -2,21 +2,47 @@
 
 A step kind executes one plan step and may name its own compensation (an undo computed
 *before* it runs, so that it survives a crash). The engine knows step kinds only through this
-Protocol and the registry in :mod:`tminus.steps.registry`.
+Protocol and the registry in :mod:`tminus.steps.registry`: never by a kind's name or class.
+What the engine must know of a kind (may it run again after a crash, does it apply its own
+timeout and retries per host, does it open or close a maintenance span, what must be checked
+before the deploy starts) each kind *declares*, as the typed capabilities of :class:`StepKind`;
+:class:`StepKindBase` holds their defaults, so that a kind declares only what differs.
+
+What a step may use of the deploy (its fleet, a check runner, routers and flag stores opened
+once per step context) is :class:`Services`: typed, and the costly members (the fleet) built
+on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.steps import StepBase
 
-__all__ = ["Compensation", "StepContext", "StepKind", "StepOutcome"]
+if TYPE_CHECKING:
+    from tminus.flags.base import FlagStore
+    from tminus.hosts.fleet import Fleet
+    from tminus.metrics.base import CheckResult
+    from tminus.plan.checks import CheckBase, CheckUse
+    from tminus.routers.base import Router
+
+__all__ = [
+    "Compensation",
+    "Services",
+    "Span",
+    "StepContext",
+    "StepKind",
+    "StepKindBase",
+    "StepOutcome",
+]
+
+#: What a step does to a maintenance span: opens it (maintenance on) or closes it (off).
+Span = Literal["open", "close"]
 
 
 @dataclass
@@ -42,6 +68,65 @@ class Compensation:
     partial_ok: bool = False
 
 
+async def _no_check_runner(ref: CheckBase | CheckUse) -> CheckResult:
+    raise RuntimeError("this step context has no check runner (Services.run_check)")
+
+
+@dataclass
+class Services:
+    """The deploy's services a step may use, typed. The engine gives each step context its
+    own (routers and flag stores are opened once per step context); the fleet is the deploy's
+    one, built on first use (by ``fleet_factory``): a deploy with no fleet step builds none.
+    ``fleet`` may be set to stand in for the deploy's (``resume --retry-failed-hosts``)."""
+
+    #: Runs a check (``wait until``, a canary's analysis, a blue/green preview).
+    run_check: Callable[[CheckBase | CheckUse], Awaitable[CheckResult]] = _no_check_runner
+    #: Has an operator asked to abort? (long steps look, to stop early.) None: never asked.
+    abort_requested: Callable[[], bool] | None = None
+    #: Builds (or returns the already built) fleet of the deploy, on first use.
+    fleet_factory: Callable[[], Fleet] | None = None
+    #: Routers (``targets.routers``) opened in this step context, by name.
+    routers: dict[str, Router] = field(default_factory=dict)
+    #: Flag stores (``targets.flag_stores``) opened in this step context, by name.
+    flag_stores: dict[str, FlagStore] = field(default_factory=dict)
+    #: The release id a ``release`` step chose, kept for its retries within the context.
+    release_id: str | None = None
+    #: True in the context of a fleet step's ``before_batch``/``after_batch`` hook.
+    fleet_hook: bool = False
+    _fleet: Fleet | None = field(default=None, repr=False)
+
+    @property
+    def has_fleet(self) -> bool:
+        """Is there a fleet to use (built or buildable)?"""
+        return self._fleet is not None or self.fleet_factory is not None
+
+    @property
+    def fleet(self) -> Fleet:
+        """The deploy's fleet (built now if it was not yet), or the one set in its place."""
+        if self._fleet is None:
+            if self.fleet_factory is None:
+                raise RuntimeError("this step context has no fleet (Services.fleet_factory)")
+            self._fleet = self.fleet_factory()
+        return self._fleet
+
+    @fleet.setter
+    def fleet(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def for_hook(self) -> Services:
+        """The services of a fleet step's hook: the same deploy services, its own caches."""
+        return Services(
+            run_check=self.run_check,
+            abort_requested=self.abort_requested,
+            fleet_factory=self.fleet_factory,
+            routers=dict(self.routers),
+            flag_stores=dict(self.flag_stores),
+            release_id=self.release_id,
+            fleet_hook=True,
+            _fleet=self._fleet,
+        )
+
+
 @dataclass
 class StepContext:
     """What a step may use: resolved values, output, artifacts, approvals, the deploy's ids."""
@@ -55,14 +140,24 @@ class StepContext:
     log: Callable[[str], None]
     emit: Callable[[str, str, dict[str, Any] | None], None]
     approvals_for: Callable[[str], list[dict[str, Any]]]
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     notify: Callable[[str, str, list[str]], Awaitable[None]] | None = None
 
 
 class StepKind(Protocol):
-    """One module per kind implements this."""
+    """One module per kind implements this (subclassing :class:`StepKindBase` for the
+    defaults of the capabilities it does not declare)."""
 
     kind: ClassVar[str]
+    #: Safe to run again when it was in flight at a crash, whatever the plan says (a step
+    #: whose plan sets ``idempotent: true`` is, whatever its kind).
+    rerun_safe: ClassVar[bool]
+    #: Applies the step's timeout and retries to each host itself (fleet kinds): the engine
+    #: applies neither to the step as a whole.
+    per_host: ClassVar[bool]
+    #: Applies the step's timeout itself (to its command, to each host): the engine sets no
+    #: time limit on the step, and its cancellation comes only from an abort.
+    own_timeout: ClassVar[bool]
 
     async def execute(self, step: Any, ctx: StepContext) -> StepOutcome:
         """Do the step. Return an outcome; raise only for bugs."""
@@ -76,7 +171,50 @@ class StepKind(Protocol):
         """One line for dry runs and logs: what would run, values resolved, secrets masked."""
         ...
 
+    def preflight(self, step: Any, plan: Plan, resolver: Resolver, state_dir: Path) -> list[str]:
+        """Problems found before the deploy starts (a missing tool naming its Debian package,
+        a disk too small for a backup). Nothing is run if any kind finds one."""
+        ...
 
-#: Optional, duck-typed: a kind may also define
-#: ``preflight(step, plan, resolver, state_dir) -> list[str]``, problems found before the
-#: deploy starts (a missing tool naming its Debian package, a disk too small for a backup).
+    def maintenance_span(self, step: Any) -> Span | None:
+        """Does this step open a maintenance span (maintenance on) or close it (off)? The
+        engine records the span, and guarantees it closes (at the phase's end, on rollback,
+        failure and abort)."""
+        ...
+
+    def span_step(self, plan: Plan, steps: Sequence[StepBase], span: Span) -> StepBase | None:
+        """A step of this kind that opens or closes a maintenance span with the settings of
+        ``steps`` (the plan's steps in question, of any kind) or the plan's own; None if this
+        kind has no spans, or nothing to make one of. The engine asks for one to close a span
+        nothing is owed to close, and to roll a downtime phase back under maintenance."""
+        ...
+
+    def restores(self, step: Any) -> str | None:
+        """What this step puts back (a backup's signature): a rollback runs no second step
+        restoring the same thing. None for steps that restore nothing."""
+        ...
+
+
+class StepKindBase:
+    """The defaults of :class:`StepKind`'s capabilities: not safe to re-run, no per-host
+    policy, the engine applies the timeout, no preflight, no compensation, no maintenance
+    span, restores nothing. A kind subclasses it and declares what differs."""
+
+    rerun_safe: ClassVar[bool] = False
+    per_host: ClassVar[bool] = False
+    own_timeout: ClassVar[bool] = False
+
+    def compensation(self, step: Any, ctx: StepContext) -> Compensation | None:
+        return None
+
+    def preflight(self, step: Any, plan: Plan, resolver: Resolver, state_dir: Path) -> list[str]:
+        return []
+
+    def maintenance_span(self, step: Any) -> Span | None:
+        return None
+
+    def span_step(self, plan: Plan, steps: Sequence[StepBase], span: Span) -> StepBase | None:
+        return None
+
+    def restores(self, step: Any) -> str | None:
+        return None

@@ -33,10 +33,9 @@ from tminus.metrics.base import CheckResult
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import BlueGreenStep, StepBase
 from tminus.plan.values import format_duration
-from tminus.routers.base import router_for_step
-from tminus.steps.base import Compensation, StepContext, StepOutcome
-from tminus.steps.canary import Progress, resolve_checks, router_cookie
-from tminus.steps.traffic import record_router, restore_step
+from tminus.steps._progressive import start as start_rollout
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
+from tminus.steps.traffic import restore_compensation
 
 __all__ = ["KIND", "BlueGreenKind", "run_substep"]
 
@@ -70,26 +69,17 @@ async def run_substep(step: StepBase, ctx: StepContext) -> StepOutcome:
     return out
 
 
-class BlueGreenKind:
+class BlueGreenKind(StepKindBase):
     kind: ClassVar[str] = "blue_green"
 
     async def execute(self, step: BlueGreenStep, ctx: StepContext) -> StepOutcome:
-        try:
-            previews = resolve_checks(ctx, step.preview)
-        except ValueError as exc:
-            return StepOutcome(False, error=str(exc))
-        router = router_for_step(ctx, step.router)
-        cookie = router_cookie(ctx, step.router)
-        progress = Progress.load(ctx)
-        lines: list[str] = []
+        ro = start_rollout(ctx, step.router, step.preview)
+        if isinstance(ro, StepOutcome):
+            return ro
         artifacts: dict[str, Any] = {"router": step.router, "active": step.active}
 
-        def say(text: str) -> None:
-            lines.append(text)
-            ctx.log(text)
-
         # 1. deploy to the idle pool
-        done = int(progress.data.get("deployed", 0))
+        done = int(ro.progress.data.get("deployed", 0))
         for i in range(done, len(step.deploy)):
             sub = step.deploy[i]
             out = await run_substep(sub, ctx)
@@ -97,27 +87,26 @@ class BlueGreenKind:
                 return out
             if not out.ok:
                 err = f"deploy to {step.idle} failed at '{sub.title()}': {out.error}"
-                say(f"{err}; traffic stays on {step.active}")
-                return StepOutcome(False, "\n".join(lines), err, artifacts)
+                ro.say(f"{err}; traffic stays on {step.active}")
+                return StepOutcome(False, ro.output, err, artifacts)
             artifacts.update({f"deploy.{k}": v for k, v in out.artifacts.items()})
-            progress.save(deployed=i + 1)
-            say(f"deployed to {step.idle}: {sub.title()}")
+            ro.progress.save(deployed=i + 1)
+            ro.say(f"deployed to {step.idle}: {sub.title()}")
 
-        # what the switch-back restores, recorded before the first change (kept on re-runs)
-        await record_router(ctx, router, step.router, cookie=bool(cookie))
+        await ro.record()  # what the switch-back restores, before the first change
 
         # 2. preview the idle pool
-        if previews:
-            if cookie:
-                await router.set_cookie_route(step.idle)
-            run_check = ctx.services["run_check"]
-            results: list[CheckResult] = await asyncio.gather(*(run_check(c) for c in previews))
+        if ro.checks:
+            if ro.cookie:
+                await ro.router.set_cookie_route(step.idle)
+            run_check = ctx.services.run_check
+            results: list[CheckResult] = await asyncio.gather(*(run_check(c) for c in ro.checks))
             artifacts["preview"] = [
                 {"check": r.name, "status": r.status, "level": r.level, "message": r.message}
                 for r in results
             ]
             for r in results:
-                say(f"preview {r.name}: {r.status} ({r.message})")
+                ro.say(f"preview {r.name}: {r.status} ({r.message})")
                 if r.passed and r.level == "warn":
                     text = ctx.resolver.mask(f"WARN {r.name}: {r.message}")
                     ctx.emit("analysis.warn", text, {"check": r.name})
@@ -126,32 +115,32 @@ class BlueGreenKind:
             bad = [r for r in results if r.status == "failed"]
             unsure = [r for r in results if r.status in ("inconclusive", "error")]
             if bad or unsure:
-                if cookie:
+                if ro.cookie:
                     with contextlib.suppress(Exception):
-                        await router.set_cookie_route(None)
+                        await ro.router.set_cookie_route(None)
                 shown = "; ".join(f"{r.name}: {r.message}" for r in (bad or unsure))
                 if bad:
                     err = f"preview of {step.idle} failed ({shown}); not switched"
-                    return StepOutcome(False, "\n".join(lines), err, artifacts)
+                    return StepOutcome(False, ro.output, err, artifacts)
                 msg = (
                     f"preview of {step.idle} has no verdict ({shown}); not switched: resume "
                     "to check again, --rollback to give up"
                 )
-                return StepOutcome(False, "\n".join(lines), artifacts=artifacts, pause=msg)
+                return StepOutcome(False, ro.output, artifacts=artifacts, pause=msg)
 
         # 3. switch, in one router call
-        before = await router.get_weights()
+        before = await ro.router.get_weights()
         t0 = time.time()
-        await router.set_weights({step.active: 0, step.idle: 100})
+        await ro.router.set_weights({step.active: 0, step.idle: 100})
         switched = time.time()
-        progress.save(switched=switched)
-        if cookie and previews:
-            await router.set_cookie_route(None)
-        after = await router.get_weights()
+        ro.progress.save(switched=switched)
+        if ro.cookie and ro.checks:
+            await ro.router.set_cookie_route(None)
+        after = await ro.router.get_weights()
         if after.get(step.idle) != 100:
-            await router.set_weights(before)
+            await ro.router.set_weights(before)
             err = f"the router reports {after} after the switch, not 100% on {step.idle}"
-            return StepOutcome(False, "\n".join(lines), err, artifacts)
+            return StepOutcome(False, ro.output, err, artifacts)
         window = step.rollback_window
         until = switched + window.total_seconds() if window else None
         artifacts.update(
@@ -174,13 +163,14 @@ class BlueGreenKind:
             text,
             {"from": step.active, "to": step.idle, "at": switched, "rollback_until": until},
         )
-        say(text)
-        progress.clear()
-        return StepOutcome(True, "\n".join(lines), artifacts=artifacts)
+        ro.say(text)
+        ro.progress.clear()
+        return StepOutcome(True, ro.output, artifacts=artifacts)
 
     def compensation(self, step: BlueGreenStep, ctx: StepContext) -> Compensation | None:
-        back = restore_step(step.router, ctx.key, f"Switch back to {step.active}")
-        return Compensation(back, partial_ok=True)
+        return restore_compensation(
+            "traffic", ctx.key, f"Switch back to {step.active}", router=step.router
+        )
 
     def describe(self, step: BlueGreenStep, resolver: Resolver) -> str:
         parts = [f"router {step.router}: deploy to {step.idle} ({len(step.deploy)} step(s))"]

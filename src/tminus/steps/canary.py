@@ -36,29 +36,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from tminus.analysis.runner import AnalysisResult, run_analysis
-from tminus.files import private_dir, private_text
-from tminus.metrics.base import CheckResult, check_name
-from tminus.plan.checks import CheckBase, CheckUse
+from tminus.metrics.base import CheckResult
+from tminus.plan.checks import CheckBase
 from tminus.plan.interpolate import ResolveError, Resolver
-from tminus.plan.steps import CanaryStep, TrafficStep
-from tminus.plan.targets import cookie_parts
+from tminus.plan.steps import CanaryStep
 from tminus.plan.values import format_duration
-from tminus.plan.walk import resolve_check
-from tminus.routers.base import Router, router_for_step
 from tminus.steps._durations import resolve_durations
-from tminus.steps.base import Compensation, StepContext, StepOutcome
-from tminus.steps.traffic import record_router, restore_step
+from tminus.steps._progressive import Progress, Rollout, resolve_checks, router_cookie
+from tminus.steps._progressive import start as start_rollout
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
+from tminus.steps.traffic import restore_compensation
 
 __all__ = [
     "KIND",
@@ -68,81 +63,10 @@ __all__ = [
     "hold",
     "resolve_checks",
     "router_cookie",
-    "traffic_step",
 ]
 
 #: How often (seconds) a hold looks for a promotion or an abort request in the store.
 POLL_S = 0.5
-
-
-def traffic_step(router: str, weights: dict[str, int], name: str) -> TrafficStep:
-    """A ``traffic`` step (the compensation of canary and blue_green steps)."""
-    return TrafficStep.model_validate(
-        {"kind": "traffic", "name": name, "router": router, "weights": weights, "idempotent": True}
-    )
-
-
-def router_cookie(ctx: StepContext, router: str) -> str | None:
-    """The name of the router target's canary cookie, if it declares one."""
-    target = ctx.plan.targets.routers.get(router)
-    parts = cookie_parts(getattr(target, "cookie", None))
-    return parts[0] if parts else None
-
-
-def resolve_checks(ctx: StepContext, refs: Sequence[CheckBase | CheckUse]) -> list[CheckBase]:
-    """The declared checks behind ``use:`` references, with ``interval: ${every}`` read now;
-    a missing check, or an interval that does not resolve to a duration, is a ValueError."""
-    out: list[CheckBase] = []
-    for ref in refs:
-        check = resolve_check(ctx.plan, ref)
-        if check is None:
-            name = ref.use if isinstance(ref, CheckUse) else "check"
-            raise ValueError(f"check '{name}' is not defined")
-        try:
-            check = resolve_durations(check, ctx.resolver)
-        except ValueError as exc:  # ResolveError included
-            raise ValueError(ctx.resolver.mask(f"check '{check_name(check)}': {exc}")) from None
-        out.append(check)
-    return out
-
-
-# --- progress ------------------------------------------------------------------------------
-
-
-@dataclass
-class Progress:
-    """What a step reached, kept across runs of the same step of the same deploy."""
-
-    path: Path
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, ctx: StepContext) -> Progress:
-        safe = ctx.key.replace("/", "_")
-        path = ctx.state_dir / "progress" / ctx.deploy_id / f"{safe}.json"
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        return cls(path, data if isinstance(data, dict) else {})
-
-    def save(self, **values: Any) -> None:
-        self.data.update(values)
-        private_dir(self.path.parent)  # 0700, the file 0600
-        tmp = self.path.with_suffix(".tmp")
-        with private_text(tmp) as fh:
-            json.dump(self.data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-
-    def clear(self, *keep: str) -> None:
-        self.data = {k: v for k, v in self.data.items() if k in keep}
-        self.save()
-
-    @property
-    def consumed(self) -> set[int]:
-        return {int(i) for i in self.data.get("consumed", [])}
 
 
 # --- holding a weight ----------------------------------------------------------------------
@@ -199,7 +123,7 @@ class Promotions:
 
 
 def _abort_requested(ctx: StepContext) -> bool:
-    check: Callable[[], bool] | None = ctx.services.get("abort_requested")
+    check: Callable[[], bool] | None = ctx.services.abort_requested
     return bool(check()) if check is not None else False
 
 
@@ -219,7 +143,7 @@ async def hold(
 ) -> Hold:
     """Hold for ``pause`` (a duration, ``manual``: until promoted, None: one round of the
     checks) while ``checks`` are analysed. A promotion or an abort ends the hold early."""
-    run_check: Callable[[CheckBase], Awaitable[CheckResult]] = ctx.services["run_check"]
+    run_check: Callable[[CheckBase], Awaitable[CheckResult]] = ctx.services.run_check
 
     stop = asyncio.Event()
     out = Hold(None, started=time.time())
@@ -286,7 +210,7 @@ def _pause_text(pause: timedelta | Literal["manual"] | None) -> str:
 # --- the step kind -------------------------------------------------------------------------
 
 
-class CanaryKind:
+class CanaryKind(StepKindBase):
     kind: ClassVar[str] = "canary"
 
     async def execute(self, step: CanaryStep, ctx: StepContext) -> StepOutcome:
@@ -294,53 +218,43 @@ class CanaryKind:
             step = resolve_durations(step, ctx.resolver)
         except (ResolveError, ValueError) as exc:
             return StepOutcome(False, error=ctx.resolver.mask(str(exc)))
-        try:
-            checks = resolve_checks(ctx, step.analysis)
-        except ValueError as exc:
-            return StepOutcome(False, error=str(exc))
-        router = router_for_step(ctx, step.router)
-        cookie = router_cookie(ctx, step.router)
-        progress = Progress.load(ctx)
-        promotions = Promotions(ctx, progress)
-        start = int(progress.data.get("index", 0))
-        reached: list[dict[str, Any]] = list(progress.data.get("reached", []))
-        lines: list[str] = []
+        ro = start_rollout(ctx, step.router, step.analysis)
+        if isinstance(ro, StepOutcome):
+            return ro
+        promotions = Promotions(ctx, ro.progress)
+        start = int(ro.progress.data.get("index", 0))
+        reached: list[dict[str, Any]] = list(ro.progress.data.get("reached", []))
         artifacts: dict[str, Any] = {"router": step.router, "reached": reached}
 
-        def say(text: str) -> None:
-            lines.append(text)
-            ctx.log(text)
-
         if start:
-            say(f"continuing the ramp at step {start + 1}/{len(step.steps)}")
-        # what the compensation puts back, recorded before the first change (kept on re-runs)
-        await record_router(ctx, router, step.router, cookie=bool(cookie))
-        if cookie:
-            await router.set_cookie_route(step.canary)
+            ro.say(f"continuing the ramp at step {start + 1}/{len(step.steps)}")
+        await ro.record()  # what the compensation puts back, before the first change
+        if ro.cookie:
+            await ro.router.set_cookie_route(step.canary)
         for i in range(start, len(step.steps)):
             ramp = step.steps[i]
             w = ramp.weight
-            progress.save(index=i, reached=reached)
-            await router.set_weights({step.stable: 100 - w, step.canary: w})
+            ro.progress.save(index=i, reached=reached)
+            await ro.router.set_weights({step.stable: 100 - w, step.canary: w})
             at = time.time()
             reached.append({"weight": w, "step": i + 1, "at": at})
-            progress.save(reached=reached)
+            ro.progress.save(reached=reached)
             artifacts["weight"] = w
             ctx.emit(
                 "canary.weight",
                 f"{step.canary} at {w}% ({step.stable} {100 - w}%)",
                 {"weight": w, "step": i + 1, "of": len(step.steps), "at": at},
             )
-            say(
+            ro.say(
                 f"{step.canary} at {w}%: {_pause_text(ramp.pause)}"
-                + (f", analysis: {len(checks)} check(s)" if checks else "")
+                + (f", analysis: {len(ro.checks)} check(s)" if ro.checks else "")
                 + (
                     f"; promote with: tminus approve {ctx.deploy_id} --role ROLE --as NAME"
                     if ramp.pause is not None
                     else ""
                 )
             )
-            h = await hold(ctx, checks, ramp.pause, promotions)
+            h = await hold(ctx, ro.checks, ramp.pause, promotions)
             if h.result is not None:
                 artifacts.setdefault("analysis", []).append(
                     {
@@ -356,11 +270,11 @@ class CanaryKind:
                     f"{h.promoted_by} promoted {step.canary} past {w}%",
                     {"weight": w, "by": h.promoted_by},
                 )
-                say(f"promoted past {w}% by {h.promoted_by}")
+                ro.say(f"promoted past {w}% by {h.promoted_by}")
             verdict = h.verdict
             if verdict == "fail":
                 assert h.result is not None
-                return await self._restore(step, ctx, router, cookie, progress, h.result, w, lines)
+                return await self._restore(step, ctx, ro, h.result, w)
             if verdict == "pause":
                 why = (
                     "abort requested"
@@ -373,48 +287,45 @@ class CanaryKind:
                     f"--rollback to send traffic back to {step.stable}, --skip-step to go on"
                 )
                 ctx.emit("canary.paused", msg, {"weight": w})
-                return StepOutcome(False, "\n".join(lines), artifacts=artifacts, pause=msg)
+                return StepOutcome(False, ro.output, artifacts=artifacts, pause=msg)
         last = step.steps[-1].weight
         if step.promote:
             if last != 100:
-                await router.set_weights({step.stable: 0, step.canary: 100})
+                await ro.router.set_weights({step.stable: 0, step.canary: 100})
                 reached.append({"weight": 100, "step": "promote", "at": time.time()})
-            if cookie:
-                await router.set_cookie_route(None)
+            if ro.cookie:
+                await ro.router.set_cookie_route(None)
             artifacts["weight"] = 100
             ctx.emit("canary.promoted_full", f"{step.canary} serves 100%", {"weight": 100})
-            say(f"promoted: {step.canary} serves 100%")
+            ro.say(f"promoted: {step.canary} serves 100%")
         else:
-            say(f"{step.canary} holds {last}% for a later phase (promote: false)")
-        actual = await router.get_weights()
+            ro.say(f"{step.canary} holds {last}% for a later phase (promote: false)")
+        actual = await ro.router.get_weights()
         artifacts["weights"] = actual
-        progress.clear("consumed")
-        return StepOutcome(True, "\n".join(lines), artifacts=artifacts)
+        ro.progress.clear("consumed")
+        return StepOutcome(True, ro.output, artifacts=artifacts)
 
     async def _restore(
         self,
         step: CanaryStep,
         ctx: StepContext,
-        router: Router,
-        cookie: str | None,
-        progress: Progress,
+        ro: Rollout,
         result: AnalysisResult,
         weight: int,
-        lines: list[str],
     ) -> StepOutcome:
         """CRITICAL: all traffic back to stable in one router call, then record the times."""
         detected = result.detected_at or time.time()
         error: str | None = None
         try:
-            await router.set_weights({step.stable: 100, step.canary: 0})
+            await ro.router.set_weights({step.stable: 100, step.canary: 0})
         except Exception as exc:  # still record what happened; the compensation retries
             error = f"{type(exc).__name__}: {exc}"
         restored = time.time()
-        if cookie and error is None:
+        if ro.cookie and error is None:
             with contextlib.suppress(Exception):
-                await router.set_cookie_route(None)
-        reached = list(progress.data.get("reached", []))  # kept in the artifacts
-        progress.clear("consumed")
+                await ro.router.set_cookie_route(None)
+        reached = list(ro.progress.data.get("reached", []))  # kept in the artifacts
+        ro.progress.clear("consumed")
         ms = (restored - detected) * 1000
         data = {
             "weight": weight,
@@ -433,8 +344,7 @@ class CanaryKind:
         else:
             text = f"analysis failed at {weight}%: {message}; traffic NOT restored: {error}"
             ctx.emit("canary.restore_failed", text, data)
-        ctx.log(text)
-        lines.append(text)
+        ro.say(text)
         artifacts = {
             **data,  # first: its "weight" (the one it failed at) is not the weight it holds now
             "router": step.router,
@@ -444,13 +354,15 @@ class CanaryKind:
             "analysis": {"status": result.status, "level": result.level, "message": message},
             "measurements": result.measurements[-20:],
         }
-        return StepOutcome(False, "\n".join(lines), text, ctx.resolver.masker.mask_data(artifacts))
+        return StepOutcome(False, ro.output, text, ctx.resolver.masker.mask_data(artifacts))
 
     def compensation(self, step: CanaryStep, ctx: StepContext) -> Compensation | None:
-        back = restore_step(
-            step.router, ctx.key, f"Router {step.router} back as it was before the canary"
+        return restore_compensation(
+            "traffic",
+            ctx.key,
+            f"Router {step.router} back as it was before the canary",
+            router=step.router,
         )
-        return Compensation(back, partial_ok=True)
 
     def describe(self, step: CanaryStep, resolver: Resolver) -> str:
         with contextlib.suppress(ResolveError, ValueError):  # else shown as written

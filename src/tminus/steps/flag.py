@@ -14,8 +14,8 @@ from tminus.flags.base import FlagState, flag_store_for_step, open_flag_store
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.steps import FlagStep
-from tminus.steps.base import Compensation, StepContext, StepOutcome
-from tminus.steps.traffic import record_before, recorded_before
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
+from tminus.steps.traffic import record_before, recorded_before, restore_compensation
 
 __all__ = ["KIND", "FlagKind"]
 
@@ -27,7 +27,7 @@ def _fmt(state: FlagState | dict[str, Any] | None) -> str:
     return f"{'on' if d['enabled'] else 'off'}, {float(d['percentage']):g}%"
 
 
-class FlagKind:
+class FlagKind(StepKindBase):
     kind: ClassVar[str] = "flag"
 
     async def execute(self, step: FlagStep, ctx: StepContext) -> StepOutcome:
@@ -90,15 +90,9 @@ class FlagKind:
     def compensation(self, step: FlagStep, ctx: StepContext) -> Compensation | None:
         if step.restore is not None:
             return None
-        undo = FlagStep(
-            kind="flag",
-            store=step.store,
-            flag=step.flag,
-            restore=ctx.key,
-            name=f"Restore flag {step.flag}",
-            idempotent=True,
+        return restore_compensation(
+            "flag", ctx.key, f"Restore flag {step.flag}", store=step.store, flag=step.flag
         )
-        return Compensation(undo, partial_ok=True)
 
     def describe(self, step: FlagStep, resolver: Resolver) -> str:
         flag = resolver.resolve(step.flag)

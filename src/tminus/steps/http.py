@@ -1,58 +1,48 @@
-"""``kind: http``: a request plus expectations on status, body and latency."""
+"""``kind: http``: a request plus expectations on status, body and latency, sent and judged by
+:func:`tminus.metrics.http.request` (the ``http`` check source's, so one default timeout)."""
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
-import httpx
-
-from tminus.metrics.http import status_ok
+from tminus.metrics.http import request
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import HttpStep
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "HttpKind"]
 
 
-class HttpKind:
+class HttpKind(StepKindBase):
     kind: ClassVar[str] = "http"
 
     async def execute(self, step: HttpStep, ctx: StepContext) -> StepOutcome:
         r = ctx.resolver
-        url = r.resolve(step.url)
-        headers = {k: r.resolve(v) for k, v in step.headers.items()}
-        timeout = step.timeout.total_seconds() if step.timeout else 30.0
-        json_body = r.resolve_data(step.json_body) if step.json_body is not None else None
-        start = time.monotonic()
-        try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
-                resp = await client.request(
-                    step.method,
-                    url,
-                    headers=headers,
-                    content=r.resolve(step.body) if step.body is not None else None,
-                    json=json_body,
-                )
-        except httpx.HTTPError as exc:
-            return StepOutcome(False, "", r.mask(f"{type(exc).__name__}: {exc}"))
-        latency = time.monotonic() - start
-        body = r.mask(resp.text)
-        arts = {"status": resp.status_code, "latency_ms": round(latency * 1000, 1)}
-        summary = f"HTTP {resp.status_code} in {latency * 1000:.0f}ms"
-        ctx.log(summary)
         exp = step.expect
-        if not status_ok(resp.status_code, exp.status):
-            return StepOutcome(
-                False, body[-2000:], f"{summary}, expected {exp.status or '2xx'}", arts
-            )
-        if exp.body_contains is not None and r.resolve(exp.body_contains) not in resp.text:
-            return StepOutcome(False, body[-2000:], f"body lacks {exp.body_contains!r}", arts)
-        if exp.max_latency is not None and latency > exp.max_latency.total_seconds():
-            return StepOutcome(
-                False, body[-2000:], f"{summary}, slower than {exp.max_latency}", arts
-            )
-        return StepOutcome(True, body[-2000:], None, arts)
+        res = await request(
+            r,
+            method=step.method,
+            url=step.url,
+            headers=step.headers,
+            timeout=step.timeout,
+            body=step.body,
+            json_body=step.json_body,
+            status=exp.status,
+            body_contains=exp.body_contains,
+            max_latency=exp.max_latency,
+        )
+        if isinstance(res, str):
+            return StepOutcome(False, "", res)
+        body = r.mask(res.text)[-2000:]
+        arts = {"status": res.status, "latency_ms": round(res.latency * 1000, 1)}
+        ctx.log(res.summary)
+        if not res.status_ok:
+            return StepOutcome(False, body, f"{res.summary}, expected {exp.status or '2xx'}", arts)
+        if not res.body_ok:
+            return StepOutcome(False, body, f"body lacks {exp.body_contains!r}", arts)
+        if not res.fast_enough:
+            return StepOutcome(False, body, f"{res.summary}, slower than {exp.max_latency}", arts)
+        return StepOutcome(True, body, None, arts)
 
     def compensation(self, step: HttpStep, ctx: StepContext) -> Compensation | None:
         return None

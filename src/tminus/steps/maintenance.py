@@ -6,14 +6,15 @@ turns it off when the phase ends, fails or is rolled back, and records how long 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from tminus.hosts.local import LocalHost
 from tminus.plan.interpolate import ResolveError, Resolver
-from tminus.plan.model import MaintenanceConfig
-from tminus.plan.steps import MaintenanceStep
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.plan.model import MaintenanceConfig, Plan
+from tminus.plan.steps import MaintenanceStep, StepBase
+from tminus.steps.base import Compensation, Span, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "MaintenanceKind", "effective"]
 
@@ -27,8 +28,9 @@ def effective(step: MaintenanceStep, cfg: MaintenanceConfig | None) -> Maintenan
     )
 
 
-class MaintenanceKind:
+class MaintenanceKind(StepKindBase):
     kind: ClassVar[str] = "maintenance"
+    rerun_safe: ClassVar[bool] = True
 
     async def execute(self, step: MaintenanceStep, ctx: StepContext) -> StepOutcome:
         s = effective(step, ctx.plan.maintenance)
@@ -60,6 +62,26 @@ class MaintenanceKind:
             update={"action": "off", "name": "Maintenance mode off", "id": None, "idempotent": True}
         )
         return Compensation(off, partial_ok=True)
+
+    def maintenance_span(self, step: MaintenanceStep) -> Span | None:
+        return "open" if step.action == "on" else "close"
+
+    def span_step(self, plan: Plan, steps: Sequence[StepBase], span: Span) -> StepBase | None:
+        """Maintenance on/off with the settings of the first of ``steps`` that has its own,
+        else with the plan's ``maintenance:``; None if neither has any."""
+        action = "on" if span == "open" else "off"
+        own = [
+            m
+            for m in steps
+            if isinstance(m, MaintenanceStep) and (m.flag_file or (m.enable and m.disable))
+        ]
+        if own:
+            return own[0].model_copy(
+                update={"action": action, "until": None, "keep": False, "id": None, "undo": []}
+            )
+        if plan.maintenance is None:
+            return None
+        return MaintenanceStep(kind="maintenance", action=action)
 
     def describe(self, step: MaintenanceStep, resolver: Resolver) -> str:
         s = step

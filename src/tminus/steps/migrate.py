@@ -61,7 +61,7 @@ from tminus.hosts.local import LocalHost
 from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.steps import MigrateStep, RestoreStep
 from tminus.sqlrun import db_error, engine_url
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = [
     "BEFORE_PREFIX",
@@ -667,7 +667,7 @@ class Commands:
 
 
 # --- the kind --------------------------------------------------------------------------------
-class MigrateKind:
+class MigrateKind(StepKindBase):
     kind: ClassVar[str] = "migrate"
 
     async def execute(self, step: MigrateStep, ctx: StepContext) -> StepOutcome:

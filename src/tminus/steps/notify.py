@@ -7,13 +7,14 @@ from typing import ClassVar
 
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import NotifyStep
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "NotifyKind"]
 
 
-class NotifyKind:
+class NotifyKind(StepKindBase):
     kind: ClassVar[str] = "notify"
+    rerun_safe: ClassVar[bool] = True
 
     async def execute(self, step: NotifyStep, ctx: StepContext) -> StepOutcome:
         text = ctx.resolver.mask(ctx.resolver.resolve(step.message))

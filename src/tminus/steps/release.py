@@ -46,7 +46,7 @@ from tminus.plan.paths import dotdot_problem
 from tminus.plan.steps import ReleaseStep
 from tminus.steps import _fleet
 from tminus.steps._fleet import History, HostResult, tail
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 from tminus.steps.ssh import batch_note
 from tminus.steps.upload import confined_problem
 
@@ -271,8 +271,9 @@ async def _switch_back(
     return res, None
 
 
-class ReleaseKind:
+class ReleaseKind(StepKindBase):
     kind: ClassVar[str] = "release"
+    own_timeout: ClassVar[bool] = True  # applied to each host
     per_host: ClassVar[bool] = True
 
     # --- the release id: fixed before the step runs, reused by a retry ------------------------
@@ -281,16 +282,16 @@ class ReleaseKind:
         the undo runs); the default timestamp is chosen once per step of a deploy."""
         if step.release_id:
             return step.release_id
-        chosen = ctx.services.get("release_id")
+        chosen = ctx.services.release_id
         if isinstance(chosen, str):
             return chosen
-        for e in History.read(ctx.services.get("fleet")).events:
+        for e in History.read(ctx.services.fleet if ctx.services.has_fleet else None).events:
             data = e.get("data") or {}
             if e["type"] == "release.started" and data.get("step") == ctx.key:
                 chosen = str(data["release_id"])
         if not isinstance(chosen, str):
             chosen = _fleet.now_stamp()
-        ctx.services["release_id"] = chosen
+        ctx.services.release_id = chosen
         return chosen
 
     def compensation(self, step: ReleaseStep, ctx: StepContext) -> Compensation | None:
@@ -437,7 +438,7 @@ class ReleaseKind:
 
     # --- rollback ---------------------------------------------------------------------------
     async def _rollback(self, step: ReleaseStep, ctx: StepContext, rid: str) -> StepOutcome:
-        history = History.read(ctx.services.get("fleet"))
+        history = History.read(ctx.services.fleet if ctx.services.has_fleet else None)
         forward: dict[str, dict[str, Any]] = {}
         for e in history.events:
             data = e.get("data") or {}

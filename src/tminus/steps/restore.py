@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tminus import work
-from tminus.backups.base import BackupError, check_tools, get_driver
+from tminus.backups.base import BackupError, check_tools
 from tminus.backups.recorded import read_manifest
+from tminus.backups.registry import get_driver
 from tminus.errors import PlanError
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
@@ -24,13 +25,20 @@ from tminus.steps._data import (
     resolve_from,
     resolve_from_async,
 )
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "RestoreKind"]
 
 
-class RestoreKind:
+class RestoreKind(StepKindBase):
     kind: ClassVar[str] = "restore"
+
+    def restores(self, step: RestoreStep) -> str | None:
+        """The backup put back, as "database <- backup" (``from:`` as recorded)."""
+        spec = step.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if spec.get("from") is None:
+            return None
+        return f"{spec.get('database') or ''} <- {spec.get('from')}"
 
     async def execute(self, step: RestoreStep, ctx: StepContext) -> StepOutcome:
         r = ctx.resolver

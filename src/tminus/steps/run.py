@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from tminus.hosts.local import LocalHost
 from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.steps import RunStep
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "RunKind", "resolve_command"]
 
@@ -20,8 +20,9 @@ def resolve_command(command: str | list[str], r: Resolver) -> str | list[str]:
     return r.resolve_argv(command)
 
 
-class RunKind:
+class RunKind(StepKindBase):
     kind: ClassVar[str] = "run"
+    own_timeout: ClassVar[bool] = True  # applied to the command
 
     async def execute(self, step: RunStep, ctx: StepContext) -> StepOutcome:
         r = ctx.resolver

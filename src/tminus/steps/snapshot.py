@@ -6,16 +6,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tminus import work
-from tminus.backups.base import get_driver
+from tminus.backups.registry import get_driver
 from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import SnapshotStep
 from tminus.steps._data import data_target
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "SnapshotKind"]
 
 
-class SnapshotKind:
+class SnapshotKind(StepKindBase):
     kind: ClassVar[str] = "snapshot"
 
     async def execute(self, step: SnapshotStep, ctx: StepContext) -> StepOutcome:

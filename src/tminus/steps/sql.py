@@ -7,10 +7,10 @@ from typing import ClassVar
 
 from tminus import work
 from tminus.plan.interpolate import Resolver
+from tminus.plan.sqlbind import Bound, SqlBindError, describe_sql, prepare
 from tminus.plan.steps import SqlStep
-from tminus.sqlbind import Bound, SqlBindError, describe_sql, prepare
 from tminus.sqlrun import db_error, run_statements
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "SqlKind"]
 
@@ -26,7 +26,7 @@ def _statements(step: SqlStep, kind: str, r: Resolver) -> list[str | Bound]:
     return out
 
 
-class SqlKind:
+class SqlKind(StepKindBase):
     kind: ClassVar[str] = "sql"
 
     async def execute(self, step: SqlStep, ctx: StepContext) -> StepOutcome:

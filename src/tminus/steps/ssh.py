@@ -12,7 +12,7 @@ from tminus.plan.model import Plan
 from tminus.plan.steps import SshStep
 from tminus.steps import _fleet
 from tminus.steps._fleet import HostResult, tail
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "SshKind", "batch_note"]
 
@@ -32,10 +32,11 @@ def batch_note(step: Any) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-class SshKind:
+class SshKind(StepKindBase):
     kind: ClassVar[str] = "ssh"
     #: The step's timeout and retries apply to each host, not to the whole step.
     per_host: ClassVar[bool] = True
+    own_timeout: ClassVar[bool] = True
 
     async def execute(self, step: SshStep, ctx: StepContext) -> StepOutcome:
         problem = _fleet.check_on(step, ctx)

@@ -28,13 +28,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from tminus.errors import TminusError
 from tminus.files import private_dir, private_text
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
-from tminus.plan.steps import TrafficStep
+from tminus.plan.steps import FlagStep, TrafficStep
 from tminus.routers.base import (
     Router,
     RouterContext,
@@ -42,7 +42,7 @@ from tminus.routers.base import (
     open_router,
     router_for_step,
 )
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = [
     "KIND",
@@ -51,7 +51,7 @@ __all__ = [
     "record_path",
     "record_router",
     "recorded_before",
-    "restore_step",
+    "restore_compensation",
 ]
 
 
@@ -105,16 +105,26 @@ async def record_router(
     return record_before(ctx, data)
 
 
-def restore_step(router: str, key: str, name: str) -> TrafficStep:
-    """The compensation that puts ``router`` back as the step ``key`` recorded it."""
-    return TrafficStep(kind="traffic", router=router, restore=key, name=name, idempotent=True)
+def restore_compensation(
+    kind: Literal["traffic", "flag"], key: str, name: str, **target: str
+) -> Compensation:
+    """The undo of a step that records what it changes before changing it
+    (:func:`record_before`): a ``kind`` step on the same ``target`` (``router=…``;
+    ``store=…, flag=…``) with ``restore: key``, which puts back what ``key`` recorded (a no-op
+    when nothing was); idempotent and ``partial_ok`` (part of the change may stand even if the
+    step failed). The one compensation of ``traffic``, ``flag``, ``canary`` and ``blue_green``."""
+    model: type[TrafficStep | FlagStep] = FlagStep if kind == "flag" else TrafficStep
+    undo = model.model_validate(
+        {"kind": kind, **target, "restore": key, "name": name, "idempotent": True}
+    )
+    return Compensation(undo, partial_ok=True)
 
 
 def _fmt(weights: dict[str, int]) -> str:
     return ", ".join(f"{p} {w}%" for p, w in weights.items())
 
 
-class TrafficKind:
+class TrafficKind(StepKindBase):
     kind: ClassVar[str] = "traffic"
 
     async def execute(self, step: TrafficStep, ctx: StepContext) -> StepOutcome:
@@ -202,14 +212,9 @@ class TrafficKind:
     def compensation(self, step: TrafficStep, ctx: StepContext) -> Compensation | None:
         if step.restore is not None:
             return None
-        undo = TrafficStep(
-            kind="traffic",
-            router=step.router,
-            restore=ctx.key,
-            name=f"Restore the traffic split of {step.router}",
-            idempotent=True,
+        return restore_compensation(
+            "traffic", ctx.key, f"Restore the traffic split of {step.router}", router=step.router
         )
-        return Compensation(undo, partial_ok=True)
 
     def describe(self, step: TrafficStep, resolver: Resolver) -> str:
         if step.restore is not None:

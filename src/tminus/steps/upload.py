@@ -30,7 +30,7 @@ from tminus.plan.paths import dotdot_problem
 from tminus.plan.steps import UploadStep
 from tminus.steps import _fleet
 from tminus.steps._fleet import HostResult, tail
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 from tminus.steps.ssh import batch_note
 
 __all__ = ["KIND", "UploadKind", "check_script", "confined_problem", "parse_changed", "put_script"]
@@ -101,7 +101,7 @@ def confined_problem(step: Any, ctx: StepContext, value: str, what: str) -> str 
     """Before any host is touched: the first host of the step's group for which ``value``
     (a path on the host) resolves with a ``..`` component. A host whose value cannot be
     resolved is left to the step (it fails that host)."""
-    fleet = ctx.services["fleet"]
+    fleet = ctx.services.fleet
     for name in sorted(fleet.names(_fleet.target(step, ctx)), key=_fleet.natural_key):
         r = _fleet.scoped(ctx.resolver, host=name, host_address=fleet.address(name))
         try:
@@ -184,8 +184,9 @@ async def _upload(host: Host, base: str, tree: LocalTree, mode: str | None) -> H
     return res
 
 
-class UploadKind:
+class UploadKind(StepKindBase):
     kind: ClassVar[str] = "upload"
+    own_timeout: ClassVar[bool] = True  # applied to each host
     per_host: ClassVar[bool] = True
 
     async def execute(self, step: UploadStep, ctx: StepContext) -> StepOutcome:

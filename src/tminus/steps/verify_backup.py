@@ -5,10 +5,10 @@ sequences, exact row counts and checksums with the manifest, drop the scratch co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from tminus import work
-from tminus.backups.base import BackupError, Manifest, check_tools, get_driver
+from tminus.backups.base import BackupError
+from tminus.backups.targets import verify_backup
 from tminus.errors import PlanError
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
@@ -18,37 +18,14 @@ from tminus.steps._data import (
     data_target,
     preflight_target,
     resolve_from,
-    resolve_from_async,
     scratch_preflight,
 )
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "VerifyBackupKind", "verify_backup"]
 
 
-async def verify_backup(
-    plan: Plan, r: Resolver, backup_step: str | BackupRef, deploy_id: str | None = None
-) -> tuple[bool, str, Any]:
-    """(ok, message, report) of a scratch restore of ``backup_step``'s backup (a backup step
-    of this deploy, or an earlier deploy's: see :func:`resolve_from`)."""
-    art = await resolve_from_async(plan, r, backup_step, deploy_id=deploy_id)
-    role = str(art["target_role"])
-    target = data_target(
-        plan,
-        r,
-        database=str(art["target"]) if role == "database" else None,
-        path=str(art["target"]) if role == "path" else None,
-    )
-    missing = check_tools(target.kind)
-    if missing:
-        return False, "; ".join(missing), None
-    manifest = Manifest.load(art["dir"])
-    driver = get_driver(target.kind)
-    report = await work.in_thread(driver.verify, manifest, art["dir"], target.url)
-    return report.ok, r.mask(report.summary()), report
-
-
-class VerifyBackupKind:
+class VerifyBackupKind(StepKindBase):
     kind: ClassVar[str] = "verify_backup"
 
     async def execute(self, step: VerifyBackupStep, ctx: StepContext) -> StepOutcome:

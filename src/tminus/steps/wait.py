@@ -11,13 +11,14 @@ from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.steps import WaitStep
 from tminus.plan.values import ValueError_, format_duration
 from tminus.steps._durations import resolve_durations
-from tminus.steps.base import Compensation, StepContext, StepOutcome
+from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "WaitKind"]
 
 
-class WaitKind:
+class WaitKind(StepKindBase):
     kind: ClassVar[str] = "wait"
+    rerun_safe: ClassVar[bool] = True
 
     async def execute(self, step: WaitStep, ctx: StepContext) -> StepOutcome:
         try:  # `duration: ${d}` is resolved now
@@ -28,7 +29,7 @@ class WaitKind:
             assert step.duration is not None
             await asyncio.sleep(step.duration.total_seconds())
             return StepOutcome(True, f"waited {format_duration(step.duration)}")
-        run_check = ctx.services["run_check"]
+        run_check = ctx.services.run_check
         limit = step.timeout or step.duration
         deadline = time.monotonic() + (limit.total_seconds() if limit else 600.0)
         interval = step.interval.total_seconds() if step.interval else 5.0

@@ -43,7 +43,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tminus import faults
+from tminus.engine.states import TERMINAL
 from tminus.errors import LockHeld, NotFound, StoreError
+from tminus.files import default_state_url
 from tminus.procfs import pid_token
 from tminus.store import schema as t
 
@@ -67,8 +69,10 @@ _PG_SCHEMA_LOCK = 0x746D696E7573
 #: taken over), else a description of the live runner (the takeover is refused).
 HolderCheck = Callable[[dict[str, Any]], str | None]
 
-#: Deploy states after which a deploy never runs again; a lock held by one is stale.
-TERMINAL_STATES = frozenset({"succeeded", "rolled_back", "failed", "aborted"})
+#: Deploy states after which a deploy never runs again; a lock held by one is stale. The one
+#: set is ``tminus.engine.states.TERMINAL`` (a leaf module that imports nothing); this name
+#: stays for the store's callers.
+TERMINAL_STATES = TERMINAL
 
 # Statements of the per-step hot path, built once (SQLAlchemy then reuses their compiled form).
 _INSERT_EVENT = insert(t.events)
@@ -113,13 +117,6 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
-
-
-def default_state_url() -> str:
-    env = os.environ.get("TMINUS_STATE")
-    if env:
-        return env
-    return "sqlite:///.tminus/state.db"
 
 
 def _normalize(url: str) -> str:

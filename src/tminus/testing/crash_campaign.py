@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tminus.engine.states import TERMINAL
+
 __all__ = [
     "KINDS",
     "VARIANTS",
@@ -51,7 +53,6 @@ _ENV = {
     "spawn": "TMINUS_CRASH_AFTER_SPAWNS",
     "effect": "TMINUS_CRASH_AFTER_EFFECTS",
 }
-TERMINAL = ("succeeded", "rolled_back", "failed", "aborted")
 
 PLAN = """
 name: campaign
@@ -136,7 +137,7 @@ ROWS = 200
 #: meanwhile (it is an orphan: ``$PPID``, the runner, is gone), a long one, as a real long
 #: step (a restore, a data fix) would still be running when someone resumes the deploy. An
 #: orphan that is not killed first appends late, and the judge sees the line twice.
-SLOW = "sleep 0.2; kill -0 $PPID 2>/dev/null || sleep 8"
+SLOW = "sleep 0.2; kill -0 $PPID 2>/dev/null || sleep 30"
 
 #: What the ledger must hold at the end of each variant (each line exactly once, in order).
 EXPECTED_LEDGER = {
