@@ -340,7 +340,8 @@ def test_proofile_canary_promoted_by_analysis(
         assert weights(r.ngx) == {"stable": 95, "canary": 5}
         step = r.approve_and_resume(deploy)  # go: phase 2, 25%, held for phase 3
         assert step.returncode == 3, step.stdout + step.stderr
-        assert tm.json("status", deploy)["state"] == "awaiting_approval"
+        info = tm.json("status", deploy)
+        assert info["state"] == "awaiting_approval", (info.get("reason"), tm("log", deploy).stdout)
         assert weights(r.ngx) == {"stable": 75, "canary": 25}
         done = r.approve_and_resume(deploy)  # go: phase 3, 100%, promoted
         assert done.returncode == 0, done.stdout + done.stderr
