@@ -50,7 +50,6 @@ CONTRACTS: dict[str, frozenset[str]] = {
     "files": frozenset(),
     "security": frozenset(),
     "work": frozenset({"procfs"}),
-    "sqlbind": frozenset({"plan.sqlbind"}),  # a re-export of plan.sqlbind
     "sqlrun": frozenset({"plan.sqlbind", "work"}),
     "store": frozenset({"errors", "faults", "files", "procfs"}),
     "hosts": frozenset({"errors", "plan", "work"}),

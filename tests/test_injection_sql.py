@@ -5,7 +5,7 @@ dropped the table, and a value in a ``sql`` check changed its result. Now a ``${
 string literal is bound (the literal becomes one driver parameter), ``params:`` are bound, and
 an unquoted value that is not a number or an identifier is refused before anything runs.
 
-Mutation tried for every test here: in ``tminus.sqlbind.bind_statement`` splice the literal
+Mutation tried for every test here: in ``tminus.plan.sqlbind.bind_statement`` splice the literal
 raw (``parts.append(("sql", "'" + value + "'"))`` instead of the bind): the CLI regressions
 fail (the table is dropped or the INSERT is a syntax error; the check counts 1), and the
 property tests fail at once (a quote in the value). Second mutation: accept any unquoted
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Tm
 from tminus.plan.interpolate import Resolver
-from tminus.sqlbind import SqlBindError, prepare
+from tminus.plan.sqlbind import SqlBindError, prepare
 from tminus.sqlrun import run_query, run_statements
 
 HOSTILE = "x'); DROP TABLE victims; --"

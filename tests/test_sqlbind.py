@@ -1,4 +1,4 @@
-"""The SQL lexer and binder (:mod:`tminus.sqlbind`) and `tminus check`'s SQL rules
+"""The SQL lexer and binder (:mod:`tminus.plan.sqlbind`) and `tminus check`'s SQL rules
 (:mod:`tminus.plan.lint_sql`), issue #13 item 2.
 
 The lexer tests are pure (no database); what the drivers do with the bound values is in
@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Tm
 from tminus.plan.interpolate import Reference, Resolver
-from tminus.sqlbind import (
+from tminus.plan.sqlbind import (
     Bound,
     SqlBindError,
     bind_statements,

@@ -374,6 +374,22 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _relock(store: Store, plan: Plan, d: dict[str, Any], opts: RunOptions) -> None:
+    """Re-take the plan's lock for deploy ``d`` (resume, retry); a takeover is said and the
+    old holder's orphans are killed."""
+    taken = store.acquire_lock(
+        plan.name,
+        plan.environment,
+        d["id"],
+        opts.operator,
+        d["reason"],
+        force=opts.force_unlock,
+        holder_check=_holder_check,
+    )
+    if taken is not None:
+        _took_over(store, taken, d["id"], opts.operator)
+
+
 def _took_over(store: Store, taken: dict[str, Any], deploy_id: str, operator: str) -> None:
     """A lock was taken over (recorded in both deploys' logs by the store): say so on the
     console, then kill what the old holder's dead runner left running."""
@@ -547,17 +563,7 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
     # Before anything runs again: kill what the dead runner left running (a step's command,
     # a pg_restore…), or the resumed deploy would race its own orphans.
     _kill_orphans(store, d, live, opts.operator)
-    taken = store.acquire_lock(
-        plan.name,
-        plan.environment,
-        deploy_id,
-        opts.operator,
-        d["reason"],
-        force=opts.force_unlock,
-        holder_check=_holder_check,
-    )
-    if taken is not None:
-        _took_over(store, taken, deploy_id, opts.operator)
+    _relock(store, plan, d, opts)
     for item in opts.confirms:
         _confirm(store, plan, deploy_id, item, opts.operator)
     for host in dict.fromkeys(opts.exclude_hosts):
@@ -683,17 +689,7 @@ def retry_failed_hosts(
         prior = {k: resumed.get(k) for k in ("state", "reason", "finished_at", "due_at")}
         forced = list(resumed.get("forced") or [])
         _kill_orphans(store, d, runner_liveness(d), opts.operator)
-    taken = store.acquire_lock(
-        plan.name,
-        plan.environment,
-        deploy_id,
-        opts.operator,
-        d["reason"],
-        force=opts.force_unlock,
-        holder_check=_holder_check,
-    )
-    if taken is not None:
-        _took_over(store, taken, deploy_id, opts.operator)
+    _relock(store, plan, d, opts)
     if forced and resumed is None:
         _say(f"override recorded: {'; '.join(forced)}")
     store.event(deploy_id, "deploy.resumed", f"resumed by {opts.operator} (retry failed hosts)")
