@@ -12,7 +12,7 @@ __all__ = ["Name", "PlanModel", "RoleName", "StrList"]
 class PlanModel(BaseModel):
     """Base for plan models: unknown keys are errors and values are never coerced silently."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=False, defer_build=True)
 
 
 #: An identifier written in a plan: a target, role, check or step id.
