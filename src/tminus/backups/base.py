@@ -1,5 +1,12 @@
-"""What every backup driver shares: the :class:`BackupDriver` protocol, the :class:`Manifest`,
-the :class:`VerifyReport`, the registry and the fail-closed helpers.
+"""What every backup driver shares, and what the rest of tminus reads: the
+:class:`BackupDriver` protocol, the :class:`Manifest` (its entries and fail-closed rules), the
+:class:`VerifyReport`, which dump tools each kind needs (:func:`check_tools`), and the checks
+of a backup's files against its manifest. This module is the family's leaf: it imports no other
+module of :mod:`tminus.backups`. The drivers' shared helpers live in
+:mod:`tminus.backups.tools` (running dump tools, masking secrets, database URLs),
+:mod:`tminus.backups.backup_dir` (a backup being written: :class:`BackupDir`) and
+:mod:`tminus.backups.compare` (a database's state against a manifest); the kind → driver
+registry in :mod:`tminus.backups.registry`.
 
 A backup is a directory ``dest_dir/<backup-id>/`` holding the driver's files and
 ``manifest.json``. It is written under a hidden ``.<backup-id>.partial`` name and renamed into
@@ -14,34 +21,16 @@ are removed from the URL stored in a manifest and are masked in every error mess
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
-import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from tminus import work
 from tminus.errors import TminusError
-from tminus.files import (
-    PRIVATE_DIR,
-    STATE_DIR_NAME,
-    private_dir,
-    private_text,
-    tighten_dir,
-    tighten_tree,
-)
 from tminus.plan.interpolate import redact_url, url_password
 
 __all__ = [
@@ -50,7 +39,6 @@ __all__ = [
     "MANIFEST_NAME",
     "BackupDriver",
     "BackupError",
-    "DbState",
     "FileEntry",
     "Manifest",
     "SchemaObject",
@@ -127,10 +115,6 @@ class SequenceEntry:
     column: str | None
     last_value: int | None
     max_value: int | None
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -275,86 +259,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-@dataclass
-class DbState:
-    """What a database holds now, in the manifest's terms."""
-
-    tables: list[TableEntry]
-    indexes: list[SchemaObject]
-    constraints: list[SchemaObject]
-    sequences: list[SequenceEntry]
-
-    def manifest(
-        self,
-        bdir: BackupDir,
-        kind: str,
-        target: str,
-        tool_version: str,
-        server_version: str,
-        details: dict[str, Any],
-    ) -> Manifest:
-        """The manifest of a database backup of this state, written into ``bdir``."""
-        return Manifest(
-            id=bdir.id,
-            kind=kind,
-            target=target,
-            created_at=bdir.created_at,
-            tool_version=tool_version,
-            server_version=server_version,
-            files=[],
-            tables=self.tables,
-            indexes=self.indexes,
-            constraints=self.constraints,
-            sequences=self.sequences,
-            details=details,
-        )
-
-
-def diff_state(manifest: Manifest, state: DbState) -> list[str]:
-    """Every difference between a manifest and a database's state (empty when equal)."""
-    out: list[str] = []
-    if not manifest.tables:
-        out.append("0 tables checked: the manifest lists no tables")
-    want = {t.name: t for t in manifest.tables}
-    have = {t.name: t for t in state.tables}
-    for name in sorted(want.keys() - have.keys()):
-        out.append(f"table {name} is missing")
-    for name in sorted(have.keys() - want.keys()):
-        out.append(f"table {name} is not in the manifest")
-    for name in sorted(want.keys() & have.keys()):
-        w, h = want[name], have[name]
-        if w.rows != h.rows:
-            out.append(f"table {name}: {h.rows} rows, manifest says {w.rows}")
-        elif w.checksum != h.checksum:
-            out.append(f"table {name}: checksum {h.checksum}, manifest says {w.checksum}")
-    for label, ws, hs in (
-        ("index", manifest.indexes, state.indexes),
-        ("constraint", manifest.constraints, state.constraints),
-    ):
-        wm = {(o.table, o.name): o.definition for o in ws}
-        hm = {(o.table, o.name): o.definition for o in hs}
-        for key in sorted(wm.keys() - hm.keys()):
-            out.append(f"{label} {key[1]} on {key[0]} is missing")
-        for key in sorted(hm.keys() - wm.keys()):
-            out.append(f"{label} {key[1]} on {key[0]} is not in the manifest")
-        for key in sorted(wm.keys() & hm.keys()):
-            if wm[key] != hm[key]:
-                out.append(f"{label} {key[1]} on {key[0]}: {hm[key]!r}, manifest: {wm[key]!r}")
-    wseq = {s.name: s for s in manifest.sequences}
-    hseq = {s.name: s for s in state.sequences}
-    for name in sorted(wseq.keys() - hseq.keys()):
-        out.append(f"sequence {name} is missing")
-    for name in sorted(hseq.keys() - wseq.keys()):
-        out.append(f"sequence {name} is not in the manifest")
-    for s in state.sequences:
-        if s.max_value is not None and (s.last_value is None or s.last_value < s.max_value):
-            out.append(
-                f"sequence {s.name}: last value {s.last_value} is below max({s.column}) "
-                f"= {s.max_value} in {s.table}; new rows would collide"
-            )
-    return out
-
-
 # --------------------------------------------------------------------------- protocol
 
 
@@ -457,98 +361,10 @@ def check_tools(kind: str, *, path: str | None = None) -> list[str]:
     return out
 
 
-def require_tools(kind: str) -> None:
-    missing = check_tools(kind)
-    if missing:
-        raise BackupError("; ".join(missing))
-
-
-def tool_version(binary: str) -> str:
-    proc = subprocess.run(
-        [binary, "--version"], capture_output=True, text=True, check=False, timeout=30
-    )
-    if proc.returncode != 0:
-        raise BackupError(f"{binary} --version exited {proc.returncode}: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
-def run_tool(
-    argv: Sequence[str],
-    *,
-    what: str,
-    env: Mapping[str, str] | None = None,
-    secrets: Iterable[str | None] = (),
-    timeout: float | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run a tool (through :func:`tminus.work.popen`: a cancelled step kills it); a non-zero
-    exit is a :class:`BackupError` with its stderr (masked)."""
-    full_env = {**os.environ, **(env or {})}
-    try:
-        proc = work.popen(
-            list(argv),
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except OSError as exc:
-        raise BackupError(mask(f"{what} failed: {exc}", secrets)) from None
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        kill_tool(proc)
-        raise BackupError(mask(f"{what} failed: {exc}", secrets)) from None
-    except BaseException:
-        kill_tool(proc)
-        raise
-    result = subprocess.CompletedProcess(
-        list(argv), proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    )
-    if result.returncode != 0:
-        raise BackupError(
-            mask(f"{what} failed (exit {result.returncode}): {tail(result.stderr)}", secrets)
-        )
-    return result
-
-
-def kill_tool(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a tool started by :func:`tminus.work.popen` (its whole group), then reap it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(Exception):
-        proc.communicate(timeout=30)
-
-
-def tail(text: str, limit: int = 1500) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else "…" + text[-limit:]
-
-
 # --------------------------------------------------------------------------- secrets
 
 
 # ``url_password`` and ``redact_url`` live in ``tminus.plan.interpolate`` (re-exported here).
-
-
-def mask(text: str, secrets: Iterable[str | None]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-            quoted = quote(s, safe="")
-            if quoted != s:
-                text = text.replace(quoted, "***")
-    return text
-
-
-def replace_database(url: str, name: str) -> str:
-    """The same server URL with another database name in its path."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(name), parts.query, parts.fragment))
-
-
-def url_database(url: str) -> str:
-    return unquote(urlsplit(url).path.lstrip("/"))
 
 
 # --------------------------------------------------------------------------- files
@@ -560,19 +376,6 @@ def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def file_entries(root: Path) -> list[FileEntry]:
-    """Every regular file under ``root`` (except the manifest), with size and sha256."""
-    out = []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if rel == MANIFEST_NAME or p.is_dir():
-            continue
-        if p.is_symlink() or not p.is_file():
-            raise BackupError(f"backup file {rel} is not a regular file")
-        out.append(FileEntry(rel, p.stat().st_size, sha256_file(p)))
-    return out
 
 
 def check_files(manifest: Manifest, backup_dir: str | os.PathLike[str]) -> list[str]:
@@ -614,192 +417,3 @@ def require_intact(manifest: Manifest, backup_dir: str | os.PathLike[str], kind:
             + "; ".join(problems),
             hint="use another backup; nothing was changed",
         )
-
-
-def fsync_tree(root: Path) -> None:
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    for d in [root, root.parent]:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _slug(label: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.")
-    return s[:60] or "backup"
-
-
-#: A partial directory nothing was written to for this long (and that no process holds
-#: locked) is a crashed attempt's leftover.
-STALE_PARTIAL_AGE_S = 60.0
-
-
-def _newest_mtime(root: Path) -> float:
-    newest = root.lstat().st_mtime
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            with contextlib.suppress(OSError):
-                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
-    return newest
-
-
-def _lock_dir(path: Path) -> int | None:
-    """An exclusive ``flock`` on directory ``path`` (its fd), or None when another process
-    holds it. The lock lives as long as the fd: a crashed writer's lock is gone."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def remove_stale_partials(dest: Path, slug: str, started: float) -> list[str]:
-    """Remove the ``.<stamp>-<slug>[-N].partial`` directories of earlier, interrupted attempts
-    at the same backup: only those no process holds locked (every writer holds its partial
-    directory's lock until it commits or discards it) and nothing was written to for
-    :data:`STALE_PARTIAL_AGE_S` before this attempt started. Returns their names."""
-    pattern = re.compile(r"\.\d{8}T\d{6}Z-" + re.escape(slug) + r"(-\d+)?\.partial")
-    removed: list[str] = []
-    try:
-        entries = sorted(dest.iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        if not pattern.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
-            continue
-        try:
-            fd = _lock_dir(entry)
-        except OSError:
-            continue
-        if fd is None:
-            continue  # a live writer
-        try:
-            if _newest_mtime(entry) > started - STALE_PARTIAL_AGE_S:
-                continue  # written to recently: maybe by a writer that does not lock
-            shutil.rmtree(entry)
-            removed.append(entry.name)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-    return removed
-
-
-def _owned_backups(dest: Path) -> bool:
-    """Is ``dest`` the ``backups/`` of a ``.tminus`` state directory (tminus's own)?"""
-    d = dest.resolve()
-    return d.name == "backups" and d.parent.name == STATE_DIR_NAME
-
-
-def tighten_backups(dest: Path) -> None:
-    """Tighten to 0700 the backups tminus wrote in ``dest`` (directories holding a manifest)
-    that an older version left open to others: their files are then unreachable."""
-    try:
-        entries = list(dest.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if (entry / MANIFEST_NAME).is_file() and not entry.is_symlink():
-            tighten_dir(entry)
-
-
-class BackupDir:
-    """A backup being written: ``dest/.<id>.partial`` until :meth:`commit` renames it to
-    ``dest/<id>``; :meth:`discard` removes it. Use as a context manager (discard on error).
-
-    The partial directory is held locked (``flock``) while it is written. A partial directory
-    of the same backup left by an interrupted attempt (a crash: unlocked, and not written to
-    for a minute) is removed first; :attr:`removed` names them, and :meth:`commit` records
-    them in the manifest's ``details["removed_partials"]``."""
-
-    def __init__(self, dest_dir: str | os.PathLike[str], label: str) -> None:
-        self.dest = Path(dest_dir)
-        # Private (0700) when tminus makes it; one that exists is tightened only if it is the
-        # state directory's `backups/` (a `dest` you named is warned about, never chmod-ed).
-        private_dir(self.dest, tighten=_owned_backups(self.dest))
-        tighten_backups(self.dest)
-        self.removed = remove_stale_partials(self.dest, _slug(label), time.time())
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        base = f"{stamp}-{_slug(label)}"
-        self.id = base
-        n = 1
-        while (self.dest / self.id).exists() or (self.dest / f".{self.id}.partial").exists():
-            n += 1
-            self.id = f"{base}-{n}"
-        self.work = self.dest / f".{self.id}.partial"
-        self.work.mkdir(mode=PRIVATE_DIR)
-        os.chmod(self.work, PRIVATE_DIR)  # whatever the umask: what is written inside is private
-        self._lock = _lock_dir(self.work)
-        self.final = self.dest / self.id
-        self.created_at = _now_iso()
-
-    def _unlock(self) -> None:
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
-
-    def __enter__(self) -> BackupDir:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self.discard()
-
-    def discard(self) -> None:
-        shutil.rmtree(self.work, ignore_errors=True)
-        self._unlock()
-
-    def commit(self, manifest: Manifest) -> Manifest:
-        """Fill in files and totals, check the fail-closed rules, write the manifest, fsync and
-        rename into place."""
-        manifest.files = file_entries(self.work)
-        manifest.compute_totals()
-        validate_manifest(manifest, manifest.kind)
-        if self.removed:
-            manifest.details["removed_partials"] = list(self.removed)
-        tmp = self.work / (MANIFEST_NAME + ".tmp")
-        with private_text(tmp) as fh:
-            fh.write(manifest.to_json())
-        os.replace(tmp, self.work / MANIFEST_NAME)
-        tighten_tree(self.work)  # dump tools create their files 0644 & ~umask: now 0600
-        fsync_tree(self.work)
-        os.rename(self.work, self.final)
-        self._unlock()
-        return manifest
-
-
-def scratch_suffix() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-def require_match(driver: BackupDriver, manifest: Manifest, target_url: str, shown: object) -> None:
-    """After a restore: the target must equal the manifest, or the restore fails."""
-    problems = driver.compare(manifest, target_url)
-    if problems:
-        raise BackupError(
-            f"restored {shown} differs from backup {manifest.id}: " + "; ".join(problems)
-        )
-
-
-def intact_report(
-    manifest: Manifest, backup_dir: str | os.PathLike[str], kind: str
-) -> tuple[VerifyReport, bool]:
-    """The report a verify starts with, and whether the backup's files are intact (if not,
-    the report already says why and there is nothing to restore)."""
-    report = VerifyReport(manifest.id, kind)
-    try:
-        require_intact(manifest, backup_dir, kind)
-    except BackupError as exc:
-        report.mismatches.append(str(exc))
-        return report, False
-    return report, True

@@ -31,17 +31,16 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+from tminus.backups.backup_dir import BackupDir
 from tminus.backups.base import (
-    BackupDir,
     BackupError,
     FileEntry,
     Manifest,
     VerifyReport,
-    intact_report,
     require_intact,
-    require_match,
     sha256_file,
 )
+from tminus.backups.compare import intact_report, require_match
 
 __all__ = ["FilesDriver", "archive_problems", "member_problems"]
 

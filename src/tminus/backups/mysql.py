@@ -41,116 +41,51 @@ character set and collation (grants live in ``mysql.db`` and survive), the dump 
 manifest. Verify: the same into a scratch schema ``tminus_verify_<random>``, dropped after.
 
 The password goes into a 0600 ``--defaults-extra-file`` (never argv, never ``MYSQL_PWD``).
+
+The code: connections and catalog queries in :mod:`tminus.backups._mysql_db`, the checksummed
+state of a schema in :mod:`tminus.backups._mysql_state`, the dump under the snapshot handshake
+and the load in :mod:`tminus.backups._mysql_dump`; this module holds the driver.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, ClassVar
 
 import pymysql  # type: ignore[import-untyped]
 
-from tminus import work
+from tminus.backups._mysql_db import (
+    MysqlUrl,
+    _connect,
+    _defaults_file,
+    _q,
+    _rows,
+    _schema_shape,
+    _session,
+)
+from tminus.backups._mysql_dump import DUMP_FILE, _dump, _load
+from tminus.backups._mysql_state import _state
+from tminus.backups.backup_dir import BackupDir
 from tminus.backups.base import (
-    BackupDir,
     BackupError,
-    DbState,
     Manifest,
-    SchemaObject,
-    SequenceEntry,
-    TableEntry,
     VerifyReport,
-    diff_state,
     find_tool,
-    intact_report,
-    kill_tool,
-    mask,
     redact_url,
-    replace_database,
     require_intact,
-    require_match,
+)
+from tminus.backups.compare import diff_state, intact_report, require_match
+from tminus.backups.tools import (
+    mask,
+    replace_database,
     require_tools,
     scratch_suffix,
     tail,
     tool_version,
 )
-from tminus.sqlrun import cancel_on_cancel
 
 __all__ = ["MysqlDriver", "MysqlUrl", "scratch_privilege_problem"]
-
-DUMP_FILE = "dump.sql.gz"
-_COMPLETED = b"-- Dump completed"
-_DATA_MARK = b"-- Dumping data for table `"
-_HANDSHAKE_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class MysqlUrl:
-    """The parts of ``mysql://user:password@host:port/database?unix_socket=…``."""
-
-    host: str
-    port: int
-    user: str
-    password: str | None
-    database: str
-    socket: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> MysqlUrl:
-        parts = urlsplit(url)
-        if parts.scheme.split("+", 1)[0] not in ("mysql", "mariadb"):
-            raise BackupError(f"not a mysql:// or mariadb:// URL: {redact_url(url)}")
-        query = dict(parse_qsl(parts.query))
-        return cls(
-            host=parts.hostname or "localhost",
-            port=parts.port or 3306,
-            user=unquote(parts.username or "root"),
-            password=unquote(parts.password) if parts.password else query.get("password"),
-            database=unquote(parts.path.lstrip("/")),
-            socket=query.get("unix_socket"),
-        )
-
-
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _connect(u: MysqlUrl, *, database: str | None = None) -> Any:
-    try:
-        conn = pymysql.connect(
-            host=u.host,
-            port=u.port,
-            user=u.user,
-            password=u.password or "",
-            database=database,
-            unix_socket=u.socket,
-            charset="utf8mb4",
-            autocommit=True,
-            connect_timeout=10,
-        )
-    except pymysql.MySQLError as exc:
-        raise BackupError(
-            mask(f"cannot connect to {u.host}:{u.port}: {exc}", [u.password])
-        ) from None
-    cancel_on_cancel(conn)  # a cancelled backup/restore (tminus.work) KILLs its query
-    return conn
-
-
-def _rows(conn: Any, query: str, args: Any = None) -> list[tuple[Any, ...]]:
-    with conn.cursor() as cur:
-        cur.execute(query, args)
-        return list(cur.fetchall())
 
 
 def scratch_privilege_problem(target_url: str) -> str | None:
@@ -181,172 +116,6 @@ def scratch_privilege_problem(target_url: str) -> str | None:
         f"scratch schema (tminus_verify_…): run GRANT CREATE, DROP ON *.* TO {grantee} (or on "
         "`tminus\\_verify\\_%`.*), or verify as an account that has it"
     )
-
-
-def _schema_shape(conn: Any, database: str, tables: set[str]) -> dict[str, Any]:
-    """What the data needs, per table (see ``no_data_loss``): its columns, its indexes' key
-    columns in order (with uniqueness), and its named constraints (primary key, foreign keys,
-    checks). Index names are recorded but compared by columns: InnoDB drops the index it
-    created implicitly for a foreign key when another index starts with the key's columns."""
-    columns: dict[str, list[str]] = {t: [] for t in tables}
-    for t, c in _rows(
-        conn,
-        "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION",
-        (database,),
-    ):
-        if t in columns:
-            columns[t].append(c)
-    index_columns: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in tables}
-    for t, name, non_unique, col in _rows(
-        conn,
-        "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COALESCE(COLUMN_NAME, '(expression)') "
-        "FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
-        "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
-        (database,),
-    ):
-        if t in index_columns:
-            entry = index_columns[t].setdefault(
-                name, {"columns": [], "unique": not int(non_unique)}
-            )
-            entry["columns"].append(col)
-    constraints: dict[str, dict[str, str]] = {t: {} for t in tables}
-    for t, name, ctype in _rows(
-        conn,
-        "SELECT TABLE_NAME, CONSTRAINT_NAME, CONSTRAINT_TYPE "
-        "FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = %s "
-        "AND CONSTRAINT_TYPE <> 'UNIQUE'",
-        (database,),
-    ):
-        if t in constraints:
-            constraints[t][name] = str(ctype).lower()
-    return {"columns": columns, "index_columns": index_columns, "constraints": constraints}
-
-
-@contextmanager
-def _defaults_file(u: MysqlUrl) -> Iterator[list[str]]:
-    """Client options, with the password in a private defaults file (first argument)."""
-    with tempfile.TemporaryDirectory(prefix="tminus-my-") as d:
-        path = Path(d) / "client.cnf"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("[client]\n")
-            if u.password:
-                escaped = u.password.replace("\\", "\\\\").replace('"', '\\"')
-                f.write(f'password="{escaped}"\n')
-        args = [f"--defaults-extra-file={path}", f"--user={u.user}"]
-        if u.socket:
-            args.append(f"--socket={u.socket}")
-        else:
-            args += [f"--host={u.host}", f"--port={u.port}"]
-        yield args
-
-
-def _state(conn: Any, db: str) -> tuple[DbState, list[str]]:
-    """Catalog, exact counts and checksums of schema ``db`` in ``conn``'s current snapshot;
-    also the tables whose engine is not transactional."""
-    tables: list[TableEntry] = []
-    non_tx: list[str] = []
-    rels = _rows(
-        conn,
-        "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES "
-        "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
-        (db,),
-    )
-    cols: dict[str, list[str]] = {}
-    for t, col in _rows(
-        conn,
-        "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, ORDINAL_POSITION",
-        (db,),
-    ):
-        cols.setdefault(t, []).append(col)
-    for name, engine in rels:
-        if str(engine or "").lower() not in ("innodb", "xtradb", "rocksdb", "ndbcluster"):
-            non_tx.append(name)
-        row_expr = ", ".join(f"QUOTE({_q(c)})" for c in cols[name])
-        (count, s1, s2) = _rows(
-            conn,
-            "SELECT COUNT(*),"
-            " COALESCE(SUM(CAST(CONV(SUBSTRING(h, 1, 16), 16, 10) AS UNSIGNED)), 0),"
-            " COALESCE(SUM(CAST(CONV(SUBSTRING(h, 17, 16), 16, 10) AS UNSIGNED)), 0)"
-            f" FROM (SELECT MD5(CONCAT_WS(',', {row_expr})) AS h FROM {_q(db)}.{_q(name)}) x",
-        )[0]
-        digest = hashlib.md5(f"{int(s1)}:{int(s2)}".encode()).hexdigest()
-        tables.append(TableEntry(name, int(count), digest))
-    indexes: dict[tuple[str, str], list[str]] = {}
-    unique: dict[tuple[str, str], str] = {}
-    for t, idx, non_unique, col, sub, itype in _rows(
-        conn,
-        "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART, INDEX_TYPE "
-        "FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
-        "ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
-        (db,),
-    ):
-        indexes.setdefault((t, idx), []).append(f"{col}({sub})" if sub else str(col))
-        unique[(t, idx)] = f"{'' if int(non_unique) else 'UNIQUE '}{itype}"
-    index_objs = [
-        SchemaObject(idx, t, f"{unique[(t, idx)]} ({', '.join(c)})")
-        for (t, idx), c in sorted(indexes.items())
-    ]
-    cons: dict[tuple[str, str], list[str]] = {}
-    for t, name, ctype in _rows(
-        conn,
-        "SELECT TABLE_NAME, CONSTRAINT_NAME, CONSTRAINT_TYPE "
-        "FROM information_schema.TABLE_CONSTRAINTS WHERE TABLE_SCHEMA = %s",
-        (db,),
-    ):
-        cons[(t, name)] = [str(ctype)]
-    for t, name, col, rt, rc in _rows(
-        conn,
-        "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, "
-        "REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
-        "WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION",
-        (db,),
-    ):
-        cons.setdefault((t, name), ["KEY"]).append(f"{col}" + (f"->{rt}.{rc}" if rt else ""))
-    try:  # MariaDB; MySQL 8 has no TABLE_NAME here (TABLE_CONSTRAINTS still lists them)
-        checks = _rows(
-            conn,
-            "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE "
-            "FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = %s",
-            (db,),
-        )
-    except pymysql.MySQLError:
-        checks = []
-    for t, name, clause in checks:
-        cons.setdefault((t, name), ["CHECK"]).append(str(clause))
-    constraint_objs = [
-        SchemaObject(name, t, " ".join(parts)) for (t, name), parts in sorted(cons.items())
-    ]
-    sequences: list[SequenceEntry] = []
-    for t, col, auto in _rows(
-        conn,
-        "SELECT c.TABLE_NAME, c.COLUMN_NAME, t.AUTO_INCREMENT FROM information_schema.COLUMNS c "
-        "JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA "
-        "AND t.TABLE_NAME = c.TABLE_NAME WHERE c.TABLE_SCHEMA = %s "
-        "AND c.EXTRA LIKE '%%auto_increment%%' ORDER BY 1",
-        (db,),
-    ):
-        m = _rows(conn, f"SELECT MAX({_q(col)}) FROM {_q(db)}.{_q(t)}")[0][0]
-        sequences.append(
-            SequenceEntry(
-                f"{t}.auto_increment",
-                t,
-                col,
-                None if auto is None else int(auto) - 1,
-                None if m is None else int(m),
-            )
-        )
-    return DbState(tables, index_objs, constraint_objs, sequences), non_tx
-
-
-def _session(conn: Any) -> None:
-    with conn.cursor() as cur:
-        try:  # MySQL 8 caches information_schema.TABLES (AUTO_INCREMENT) for a day
-            cur.execute("SET SESSION information_schema_stats_expiry = 0")
-        except pymysql.MySQLError:
-            pass
 
 
 class MysqlDriver:
@@ -393,7 +162,7 @@ class MysqlDriver:
                         "--triggers", "--events", "--hex-blob", "--default-character-set=utf8mb4",
                         "--skip-dump-date", u.database,
                     ]  # fmt: skip
-                    state, non_tx, result = self._dump(conn, argv, bdir.work / DUMP_FILE)
+                    state, non_tx, result = _dump(conn, argv, bdir.work / DUMP_FILE)
             except pymysql.MySQLError as exc:
                 raise BackupError(
                     mask(f"backup of {redact_url(target_url)}: {exc}", secrets)
@@ -431,132 +200,7 @@ class MysqlDriver:
             )
             return bdir.commit(manifest)
 
-    def _dump(
-        self, conn: Any, argv: list[str], out: Path
-    ) -> tuple[DbState, list[str], tuple[int, str, bool, set[str]]]:
-        """Take the locked snapshot handshake, run the dump into ``out`` and compute the state
-        in our snapshot meanwhile. Returns the state, non-transactional tables and (exit status,
-        stderr, completed marker seen, tables with data)."""
-        db = argv[-1]
-        with conn.cursor() as cur:
-            cur.execute("SET SESSION lock_wait_timeout = 30")
-            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            try:
-                cur.execute("FLUSH TABLES WITH READ LOCK")
-            except pymysql.MySQLError as exc:
-                raise BackupError(
-                    f"cannot block writes for the consistent snapshot "
-                    f"(FLUSH TABLES WITH READ LOCK): {exc}",
-                    hint="grant the RELOAD privilege to the backup user",
-                ) from None
-        proc: subprocess.Popen[bytes] | None = None
-        started = threading.Event()
-        err_lines: list[str] = []
-        box: dict[str, Any] = {"completed": False, "dumped": set(), "error": None}
-
-        def read_err(stream: IO[bytes]) -> None:
-            after_start = False
-            for raw in stream:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                err_lines.append(line)
-                if after_start or "Retrieving table structure" in line:
-                    started.set()
-                if "-- Starting transaction" in line:
-                    after_start = True
-            started.set()
-
-        def copy_out(stream: IO[bytes]) -> None:
-            try:
-                last = b""
-                with gzip.open(out, "wb", compresslevel=6) as gz:
-                    for line in stream:
-                        gz.write(line)
-                        if line.startswith(_DATA_MARK):
-                            box["dumped"].add(line[len(_DATA_MARK) :].rstrip(b"`\r\n").decode())
-                        if line.strip():
-                            last = line
-                box["completed"] = last.startswith(_COMPLETED)
-            except BaseException as exc:  # surfaced by the caller
-                box["error"] = exc
-                for _ in stream:  # keep draining so the tool cannot block
-                    pass
-
-        threads: list[threading.Thread] = []
-        try:
-            with conn.cursor() as cur:
-                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-            proc = work.popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
-            assert proc.stdout is not None and proc.stderr is not None
-            threads = [
-                threading.Thread(target=read_err, args=(proc.stderr,), daemon=True),
-                threading.Thread(target=copy_out, args=(proc.stdout,), daemon=True),
-            ]
-            for t in threads:
-                t.start()
-            if not started.wait(_HANDSHAKE_TIMEOUT):
-                raise BackupError(
-                    f"the dump tool did not start its transaction within {_HANDSHAKE_TIMEOUT:g}s"
-                )
-        except BaseException:
-            if proc is not None:
-                kill_tool(proc)
-            raise
-        finally:
-            with conn.cursor() as cur:
-                cur.execute("UNLOCK TABLES")  # our snapshot and the dump's are now taken
-        assert proc is not None
-        try:
-            state, non_tx = _state(conn, db)
-            with conn.cursor() as cur:
-                cur.execute("COMMIT")
-        except BaseException:
-            kill_tool(proc)
-            raise
-        finally:
-            rc = proc.wait()
-            for t in threads:
-                t.join()
-        if box["error"] is not None:
-            raise BackupError(f"cannot write the dump: {box['error']}")
-        return state, non_tx, (rc, "\n".join(err_lines), box["completed"], box["dumped"])
-
     # ------------------------------------------------------------------ restore
-    def _load(self, manifest: Manifest, backup_dir: Path, u: MysqlUrl, db: str) -> None:
-        """Pipe the dump into the client connected to schema ``db``; check its exit status."""
-        with _defaults_file(u) as opts:
-            argv = [
-                self._client(), *opts, "--batch", "--default-character-set=utf8mb4", db,
-            ]  # fmt: skip
-            with tempfile.TemporaryFile() as errf:
-                proc = work.popen(
-                    argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf
-                )
-                assert proc.stdin is not None
-                broken = False
-                try:
-                    with gzip.open(backup_dir / DUMP_FILE, "rb") as gz:
-                        shutil.copyfileobj(gz, proc.stdin, 1 << 20)
-                except BrokenPipeError:
-                    broken = True
-                except (OSError, EOFError) as exc:
-                    kill_tool(proc)
-                    raise BackupError(f"cannot read {DUMP_FILE}: {exc}") from None
-                finally:
-                    try:
-                        proc.stdin.close()
-                    except BrokenPipeError:
-                        broken = True
-                rc = proc.wait()
-                errf.seek(0)
-                err = errf.read().decode("utf-8", "replace")
-        if rc != 0 or broken:
-            raise BackupError(
-                mask(f"{Path(argv[0]).name} failed (exit {rc}) loading the dump: {tail(err)}",
-                     [u.password])
-            )  # fmt: skip
-
     def _recreate(self, conn: Any, db: str, manifest: Manifest) -> None:
         charset = str(manifest.details.get("charset") or "utf8mb4")
         collation = manifest.details.get("collation")
@@ -591,7 +235,7 @@ class MysqlDriver:
         finally:
             conn.close()
         try:
-            self._load(manifest, Path(backup_dir), u, u.database)
+            _load(self._client(), manifest, Path(backup_dir), u, u.database)
         except BackupError as exc:
             raise BackupError(f"{exc} — the target is partly restored; restore again") from None
         require_match(self, manifest, target_url, redact_url(target_url))
@@ -623,7 +267,7 @@ class MysqlDriver:
         report.scratch = name
         try:
             self._recreate(admin, name, manifest)
-            self._load(manifest, Path(backup_dir), u, name)
+            _load(self._client(), manifest, Path(backup_dir), u, name)
             report.mismatches += self.compare(manifest, replace_database(server_url, name))
             report.checked_tables = len(manifest.tables)
             report.checked_rows = sum(t.rows for t in manifest.tables)

@@ -27,20 +27,17 @@ from typing import Any, ClassVar
 
 from sqlalchemy.engine import make_url
 
+from tminus.backups.backup_dir import BackupDir
 from tminus.backups.base import (
-    BackupDir,
     BackupError,
-    DbState,
     Manifest,
     SchemaObject,
     SequenceEntry,
     TableEntry,
     VerifyReport,
-    diff_state,
-    intact_report,
     require_intact,
-    require_match,
 )
+from tminus.backups.compare import DbState, diff_state, intact_report, require_match
 from tminus.files import open_private
 
 __all__ = ["SqliteDriver", "sqlite_path"]

@@ -1,0 +1,254 @@
+"""The state of a PostgreSQL database in the manifest's terms, read in one snapshot: exact row
+counts and order-independent checksums of every table (``row64`` or ``md5``, on several
+sessions sharing an exported snapshot), indexes, constraints and sequences."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tminus.backups._postgres_db import _USER_SCHEMAS, _connect, _ident
+from tminus.backups.base import BackupError, SchemaObject, SequenceEntry, TableEntry
+from tminus.backups.compare import DbState
+
+__all__ = ["CHECKSUMS", "CHECKSUM_MD5", "CHECKSUM_ROW64"]
+
+
+#: Checksum algorithms (``Manifest.details["checksum"]``). A manifest without the key (format 1)
+#: used ``md5``; new backups use ``row64`` (PostgreSQL >= 14), several times cheaper.
+CHECKSUM_ROW64 = "row64"
+CHECKSUM_MD5 = "md5"
+CHECKSUMS = (CHECKSUM_ROW64, CHECKSUM_MD5)
+
+#: Types whose own hash function sees exactly what their text output shows, so ``row64`` hashes
+#: their values without printing them: int2, int4, int8, oid, bool, "char", date, time,
+#: timestamp, timestamptz, uuid, bytea, text, varchar (the last two under COLLATE "C", so a
+#: case-insensitive collation cannot hide a change). Anything else (numeric: 1.5 = 1.50;
+#: float: -0 = 0; jsonb; enums, whose hash is their OID; domains, arrays…) is hashed as text.
+_EXACT_TYPES = frozenset({21, 23, 20, 26, 16, 18, 1082, 1083, 1114, 1184, 2950, 17, 25, 1043})
+_TEXT_TYPES = frozenset({25, 1043})
+
+#: A table to checksum: schema, name, and its columns as (name, type oid) in attnum order.
+_Rel = tuple[str, str, tuple[tuple[str, int], ...]]
+
+
+def _row_hash(columns: tuple[tuple[str, int], ...]) -> sql.Composed:
+    """``row64``'s hash of one row: ``hash_record_extended`` over the row's columns (exact
+    types as they are, the rest as text), then mixed once more through ``hashtextextended``.
+    The record hash combines its columns linearly (``h * 31 + h_i``), so a plain sum over rows
+    would only add up column sums and miss two rows swapping a value; the second hash makes
+    each row's contribution depend on the whole row."""
+    parts: list[sql.Composable] = []
+    for name, typ in columns:
+        col = sql.SQL("t.{}").format(sql.Identifier(name))
+        if typ in _TEXT_TYPES:
+            parts.append(sql.SQL('{} COLLATE "C"').format(col))
+        elif typ in _EXACT_TYPES:
+            parts.append(col)
+        else:
+            parts.append(sql.SQL('{}::text COLLATE "C"').format(col))
+    return sql.SQL("hashtextextended(hash_record_extended(ROW({}), 0)::text, 0)").format(
+        sql.SQL(", ").join(parts)
+    )
+
+
+def _checksum_query(algorithm: str, rel: _Rel) -> sql.Composed:
+    """Exact row count and the sums a table's checksum is made of, in one scan.
+
+    ``row64`` sums :func:`_row_hash` over the rows exactly (``sum(bigint)`` is numeric).
+    ``md5`` (format 1 manifests) sums both 64-bit halves of ``md5((t.*)::text)`` (the whole row
+    as text, even when a column is named ``t``); ``OFFSET 0`` keeps the planner from inlining
+    the subquery, which would compute the md5 once per sum.
+    """
+    schema, name, columns = rel
+    table = _ident(schema, name)
+    if algorithm == CHECKSUM_ROW64:
+        return sql.SQL("SELECT count(*), coalesce(sum({}), 0) FROM {} t").format(
+            _row_hash(columns), table
+        )
+    return sql.SQL(
+        "SELECT count(*),"
+        " coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0),"
+        " coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)"
+        " FROM (SELECT md5((t.*)::text) AS h FROM {} t OFFSET 0) s"
+    ).format(table)
+
+
+def _table_entry(conn: psycopg.Connection[Any], algorithm: str, rel: _Rel) -> TableEntry:
+    row = conn.execute(_checksum_query(algorithm, rel)).fetchone()
+    assert row is not None
+    if algorithm == CHECKSUM_ROW64:
+        text = f"{CHECKSUM_ROW64}:{int(row[1])}"
+    else:
+        text = f"{int(row[1])}:{int(row[2])}"
+    return TableEntry(f"{rel[0]}.{rel[1]}", int(row[0]), hashlib.md5(text.encode()).hexdigest())
+
+
+def _import_snapshot(url: str, snapshot: str) -> psycopg.Connection[Any]:
+    """A new session whose transaction sees exactly the exported ``snapshot``."""
+    conn = _connect(url)
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _table_entries(
+    conn: psycopg.Connection[Any],
+    rels: list[_Rel],
+    algorithm: str,
+    *,
+    url: str | None,
+    snapshot: str | None,
+    jobs: int,
+) -> list[TableEntry]:
+    """Counts and checksums of ``rels`` (largest first). With ``jobs > 1`` and an exported
+    ``snapshot``, ``jobs - 1`` more sessions import the snapshot and take tables from the same
+    queue as ``conn``, so every table is read in the same instant as on one connection."""
+    todo = deque(rels)
+    out: dict[tuple[str, str], TableEntry] = {}
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def work(c: psycopg.Connection[Any]) -> None:
+        while not failed.is_set():
+            with lock:
+                if not todo:
+                    return
+                rel = todo.popleft()
+            try:
+                entry = _table_entry(c, algorithm, rel)
+            except BaseException:
+                failed.set()
+                raise
+            out[(rel[0], rel[1])] = entry
+
+    def helper() -> None:
+        assert url is not None and snapshot is not None
+        try:
+            c = _import_snapshot(url, snapshot)
+        except BaseException:
+            failed.set()
+            raise
+        try:
+            work(c)
+            c.execute("COMMIT")
+        finally:
+            c.close()
+
+    extra = min(jobs, len(rels)) - 1 if url is not None and snapshot is not None else 0
+    if extra <= 0:
+        work(conn)
+    else:
+        with ThreadPoolExecutor(max_workers=extra, thread_name_prefix="tminus-checksum") as pool:
+            # each helper in a copy of this context: its sessions join the cancel scope
+            futures = [pool.submit(contextvars.copy_context().run, helper) for _ in range(extra)]
+            try:
+                work(conn)
+            finally:
+                errors = [f.exception() for f in futures]
+            for exc in errors:
+                if exc is not None:
+                    raise exc
+    return [out[key] for key in sorted(out)]  # (schema, name) order, as the catalog lists
+
+
+def _state(
+    conn: psycopg.Connection[Any],
+    algorithm: str = CHECKSUM_ROW64,
+    *,
+    url: str | None = None,
+    snapshot: str | None = None,
+    jobs: int = 1,
+) -> DbState:
+    """Catalog, exact counts and checksums as seen by ``conn``'s current snapshot (shared with
+    ``jobs - 1`` more sessions on ``url`` when ``snapshot`` names it, see
+    :func:`_table_entries`)."""
+    if algorithm not in CHECKSUMS:
+        raise BackupError(f"unknown checksum algorithm {algorithm!r}")
+    rows = conn.execute(
+        f"""
+        SELECT n.nspname, c.relname, a.attname, a.atttypid::int FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE c.relkind = 'r' AND {_USER_SCHEMAS}
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                          AND d.objid = c.oid AND d.deptype = 'e')
+        ORDER BY pg_table_size(c.oid) DESC, 1, 2, a.attnum
+        """
+    ).fetchall()
+    columns: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for schema, name, col, typ in rows:  # largest table first, columns in order
+        cols = columns.setdefault((str(schema), str(name)), [])
+        if col is not None:
+            cols.append((str(col), int(typ)))
+    rels = [(s, n, tuple(cols)) for (s, n), cols in columns.items()]
+    tables = _table_entries(conn, rels, algorithm, url=url, snapshot=snapshot, jobs=jobs)
+    indexes = [
+        SchemaObject(f"{s}.{i}", f"{s}.{t}", d)
+        for s, t, i, d in conn.execute(
+            f"""
+            SELECT n.nspname, t.relname, c.relname, pg_get_indexdef(c.oid)
+            FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+            JOIN pg_class t ON t.oid = x.indrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE {_USER_SCHEMAS} ORDER BY 1, 2, 3
+            """
+        )
+    ]
+    constraints = [
+        SchemaObject(name, f"{s}.{t}", d)
+        for s, t, name, d in conn.execute(
+            f"""
+            SELECT n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)
+            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE {_USER_SCHEMAS} ORDER BY 1, 2, 3
+            """
+        )
+    ]
+    sequences: list[SequenceEntry] = []
+    for s_schema, s_name, t_schema, t_name, col in conn.execute(
+        f"""
+        SELECT sn.nspname, s.relname, tn.nspname, t.relname, a.attname
+        FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
+        JOIN pg_namespace sn ON sn.oid = s.relnamespace
+        LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
+             AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+        LEFT JOIN pg_class t ON t.oid = d.refobjid
+        LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
+        LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+        WHERE s.relkind = 'S' AND {_USER_SCHEMAS} ORDER BY 1, 2
+        """
+    ).fetchall():
+        r = conn.execute(
+            sql.SQL("SELECT last_value, is_called FROM {}").format(_ident(s_schema, s_name))
+        ).fetchone()
+        assert r is not None
+        last = int(r[0]) if r[1] else int(r[0]) - 1  # not called: nextval returns last_value
+        max_value = None
+        if t_name is not None and col is not None:
+            m = conn.execute(
+                sql.SQL("SELECT max({}) FROM {}").format(_ident(col), _ident(t_schema, t_name))
+            ).fetchone()
+            max_value = None if m is None or m[0] is None else int(m[0])
+        sequences.append(
+            SequenceEntry(
+                f"{s_schema}.{s_name}",
+                f"{t_schema}.{t_name}" if t_name else None,
+                col,
+                last,
+                max_value,
+            )
+        )
+    return DbState(tables, indexes, constraints, sequences)
