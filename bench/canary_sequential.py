@@ -7,7 +7,7 @@ Scenario: a router sends each request to the canary with probability 5% (its wei
 baseline fails 0.5% of requests; the regressed canary 3% (A/A: 0.5% too). Two checks watch
 the same streams (common random numbers):
 
-- **sequential**: :class:`tminus.analysis.sequential.SequentialTest` (alpha 0.01, weight
+- **sequential**: :class:`tminus.sources.sequential.SequentialTest` (alpha 0.01, weight
   0.05), updated after every request;
 - **fixed window** (Flagger-like): after every N canary requests, fail if the canary's error
   rate in that window exceeds a threshold: 1% with N = 200 and N = 1000, and 2% with
@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tminus.analysis.sequential import SequentialTest
+from tminus.sources.sequential import SequentialTest
 
 WEIGHT = 0.05
 BASELINE_RATE = 0.005

@@ -36,7 +36,7 @@ class Tm:
         check: int | None = None,
     ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "tminus", *args],
+            [sys.executable, "-m", "tminus.testing.seam", *args],
             cwd=self.cwd,
             env={**self.env, **(env or {})},
             capture_output=True,

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tminus.analysis.runner import AnalysisResult, run_analysis
-from tminus.metrics.base import CheckResult, Level, Status, check_name
 from tminus.plan.checks import CheckBase, CommandCheck
+from tminus.sources.base import CheckResult, Level, Status, check_name
 
 
 def chk(name: str, **fields: Any) -> CheckBase:

@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from tminus.analysis.sequential import (
+from tminus.sources.sequential import (
     LatencyTest,
     OneSampleTest,
     SequentialTest,

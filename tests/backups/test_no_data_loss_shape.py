@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from tminus.backups.registry import get_driver
-from tminus.metrics.no_data_loss import compare_snapshots
+from tminus.sources.no_data_loss import compare_snapshots
 
 from .conftest import my_exec, pg_exec
 

@@ -166,11 +166,10 @@ _PLAIN = _PlainKind()
 @pytest.fixture
 def plain_kind(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = _PlainKind.kind
-    monkeypatch.setattr(
-        registry, "_entry_point_kinds", lambda: {name: f"{__name__}:_PLAIN"}, raising=True
-    )
+    monkeypatch.setattr(registry.KINDS, "_third_party", {name: f"{__name__}:_PLAIN"}, raising=True)
     yield name
     registry._cache.pop(name, None)
+    registry.KINDS._cache.pop(name, None)
 
 
 def test_a_third_party_kind_gets_the_defaults_of_what_it_does_not_declare(
@@ -192,8 +191,9 @@ def test_a_third_party_kind_gets_the_defaults_of_what_it_does_not_declare(
 
 @pytest.fixture
 def fleets_built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
-    """Every Fleet constructed from now on: by the engine (the deploy's fleet), anywhere."""
-    import tminus.engine.engine as engine_module
+    """Every Fleet constructed from now on: the deploy's (``steps.base.DeployFleet``, which
+    the engine holds), elsewhere (the preflight's host key check), anywhere."""
+    import tminus.steps.base as base_module
 
     built: dict[str, list[object]] = {"engine": [], "elsewhere": [], "anywhere": []}
     real = fleet_module.Fleet
@@ -207,8 +207,17 @@ def fleets_built(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[object]]:
 
         return Counted
 
+    deploy_cls = counted("engine")
+    real_get = base_module.DeployFleet.get
+
+    def get(self: Any) -> object:
+        if self._fleet is None:  # build the deploy's fleet with the counting class
+            plan, resolver, events = self._args
+            self._fleet = deploy_cls(plan, resolver, events=events)
+        return real_get(self)
+
     monkeypatch.setattr(fleet_module, "Fleet", counted("elsewhere"))
-    monkeypatch.setattr(engine_module, "Fleet", counted("engine"))
+    monkeypatch.setattr(base_module.DeployFleet, "get", get)
     return built
 
 
@@ -231,7 +240,7 @@ def _deploy(tmp_path: Path, steps: list[dict[str, Any]]) -> tuple[str, int, str]
 def test_a_deploy_without_fleet_steps_builds_no_fleet(
     tmp_path: Path, fleets_built: dict[str, list[object]]
 ) -> None:
-    """Mutation: build the Fleet in ``Engine.__post_init__`` again: one is built."""
+    """Mutation: ``DeployFleet.__init__`` building the Fleet at once again: one is built."""
     _, code, message = _deploy(
         tmp_path,
         [

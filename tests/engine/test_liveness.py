@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Tm
+from tminus.clock import now
 from tminus.engine.liveness import HEARTBEAT_TIMEOUT_S, runner_liveness, shown_state
 from tminus.procfs import pid_token
-from tminus.store.store import Store, now
+from tminus.store.store import Store
 
 # A `run` step that is not idempotent: a shell (its own process group) that appends to
 # marker.log every 0.2 s, with a `sleep 30` beside it, for 30 s.

@@ -172,7 +172,7 @@ def test_canary_pause_from_a_variable(tm: Tm) -> None:
     step = plan.phases[0].steps[0]
     assert isinstance(step, CanaryStep)
     kind = get_kind("canary")
-    for hold, shown in (("90s", "10% (1m30s)"), ("2m", "10% (2m)")):
+    for hold, shown in (("90s", "10% (hold 1m30s)"), ("2m", "10% (hold 2m)")):
         text = kind.describe(step, Resolver.for_plan({"hold": hold}, {}))
         assert shown in text, text
     path.write_text(json.dumps(_canary_plan(tm.cwd, "${hold}", "a while"), indent=1))

@@ -33,7 +33,7 @@ def _ts(e: dict[str, Any]) -> datetime:
 
 def _spawn(tm: Tm, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tminus", *args],
+        [sys.executable, "-m", "tminus.testing.seam", *args],
         cwd=tm.cwd,
         env=tm.env,
         stdout=subprocess.PIPE,

@@ -1,24 +1,26 @@
-"""A third-party step kind, installed as a package, is checked by ``tminus check`` and run by
-``tminus run`` (issue #14 item 4).
+"""A third-party step kind and check source, installed as a package, are checked by
+``tminus check`` and run by ``tminus run`` (issue #14 item 4).
 
 The package ``tminus_greet`` is written by the test and installed the way an installer
 unpacks a wheel: its module and a ``tminus_greet-1.0.dist-info`` (``METADATA``,
 ``entry_points.txt``, ``RECORD``) in a directory on the children's ``PYTHONPATH``, so
-``importlib.metadata`` finds its two entry points exactly as for a ``pip install``: the model in
-``tminus.step_models`` (read by the plan) and the implementation in ``tminus.steps`` (read by
-the engine). Nothing of tminus is patched.
+``importlib.metadata`` finds its entry points exactly as for a ``pip install``: the models in
+``tminus.step_models`` and ``tminus.check_models`` (read by the plan) and the implementations in
+``tminus.steps`` and ``tminus.sources`` (read when a deploy runs). Nothing of tminus is patched.
 
 Asserted: a plan using ``kind: greet`` passes ``tminus check``; the plug-in's own field rules
 (``who`` must not be empty) give a located error with exit 2; without the package the kind is
 an unknown step kind (exit 2); ``tminus run`` executes it (a file written, ``${…}`` resolved),
 the dry run shows its description; when a later phase fails, the undo it registered (a step of
 its own kind, stored as JSON in the state store and read back) runs and removes the file; an
-operation (a plan derived by dumping the plan) runs it too.
+operation (a plan derived by dumping the plan) runs it too. The plug-in source ``linecount``
+measures a phase's verify check; its model's missing key is a located error.
 
 Mutations tried: the plug-in member removed from the step union in ``plan/steps.py`` → the
 check of a valid plan fails (unknown step kind); ``step_model`` not used by the error walk of
-``plan/_pydantic_problems.py`` → the error points at the step, not at ``who``; the registry's
-entry-point lookup removed → the dry run says "not implemented".
+``plan/_pydantic_problems.py`` → the error points at the step, not at ``who``; the step registry's
+entry-point group removed → the dry run says "not implemented"; the check-source registry's
+group removed → the run fails its verify (source not implemented).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from tminus.plan.checks import CheckBase
 from tminus.plan.steps import StepBase
+from tminus.sources.base import CheckContext, Measurement
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 
@@ -71,6 +75,27 @@ class Greet(StepKindBase):
 
 
 KIND = Greet()
+
+
+class LineCountCheck(CheckBase):
+    """How many lines a file has."""
+
+    source: Literal["linecount"]
+    path: str
+
+
+class LineCount:
+    source: ClassVar[str] = "linecount"
+
+    async def measure(self, check: LineCountCheck, ctx: CheckContext) -> Measurement:
+        path = Path(ctx.resolver.resolve(check.path))
+        if not path.exists():
+            return Measurement(ok=False, error=f"no file {path}")
+        n = len(path.read_text().splitlines())
+        return Measurement(value=n, message=f"{n} line(s) in {path}")
+
+
+SOURCE = LineCount()
 '''
 
 ENTRY_POINTS = """[tminus.step_models]
@@ -78,6 +103,12 @@ greet = tminus_greet:GreetStep
 
 [tminus.steps]
 greet = tminus_greet:KIND
+
+[tminus.check_models]
+linecount = tminus_greet:LineCountCheck
+
+[tminus.sources]
+linecount = tminus_greet:SOURCE
 """
 
 PLAN = """
@@ -90,6 +121,8 @@ phases:
   - name: greet
     steps:
       - {kind: greet, name: say hello, who: "${person}", path: greeting.txt}
+    verify:
+      - {source: linecount, name: one line, path: greeting.txt, expect: "== 1"}
   - name: fail
     steps:
       - {kind: run, name: boom, command: "${outcome}"}
@@ -151,6 +184,14 @@ def test_a_plugin_kind_is_checked_and_run(tmp_path: Path) -> None:
     assert "bad.yaml:10:45:" in bad.stderr and "at phases[0].steps[0].who" in bad.stderr
     assert "Traceback" not in bad.stderr
 
+    (work / "nopath.yaml").write_text(
+        PLAN.replace("linecount, name: one line, path: greeting.txt", "linecount, name: one line")
+    )
+    nopath = tm(work, site, "check", "nopath.yaml")
+    assert nopath.returncode == 2, nopath.stdout + nopath.stderr
+    assert "missing required key 'path'" in nopath.stderr, nopath.stderr
+    assert "at phases[0].verify[0]" in nopath.stderr, nopath.stderr
+
     missing = tm(work, None, "check", "plan.yaml")
     assert missing.returncode == 2
     assert "unknown step kind 'greet'" in missing.stdout + missing.stderr
@@ -162,6 +203,7 @@ def test_a_plugin_kind_is_checked_and_run(tmp_path: Path) -> None:
     good = tm(work, site, "run", "plan.yaml", "--var", "outcome=true")
     assert good.returncode == 0, good.stdout + good.stderr
     assert (work / "greeting.txt").read_text() == "hello world\n"
+    assert "1 line(s) in" in good.stdout, good.stdout  # the plug-in source measured it
 
     (work / "greeting.txt").unlink()
     failed = tm(work, site, "run", "plan.yaml", "--var", "outcome=false")

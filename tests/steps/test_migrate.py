@@ -480,13 +480,20 @@ def test_compensation_restore_none_and_describe(tmp_path: Path) -> None:
     assert (spec["kind"], spec["from"], spec["database"]) == ("restore", "pre", "app")
     assert KIND.compensation(kit.step(1), kit.ctx("phase/0/step/1")) is None
     r = kit.resolver
-    assert KIND.describe(kit.step(0), r) == "alembic upgrade head on app (config alembic.ini)"
-    assert KIND.describe(kit.step(1), r) == "sql_dir to version 7 on app (dir migs)"
-    assert KIND.describe(kit.step(2), r) == "command up on app ($ ./migrate up)"
+    assert KIND.describe(kit.step(0), r) == (
+        "Migrate app with alembic upgrade head (config alembic.ini); "
+        "on rollback: restore backup pre"
+    )
+    assert KIND.describe(kit.step(1), r) == (
+        "Migrate app with SQL files in migs up to version 7; on rollback: none"
+    )
+    assert KIND.describe(kit.step(2), r) == (
+        "Migrate app with ./migrate up; on rollback: migrate down"
+    )
     down = KIND.compensation(kit.step(2), kit.ctx("phase/0/step/2"))
     assert down is not None and isinstance(down.step, MigrateStep)
     assert KIND.describe(down.step, r) == (
-        "command down to the version recorded before phase/0/step/2 on app (no down command)"
+        "Migrate app back down to the version recorded before phase/0/step/2 (no down command)"
     )
     lost = asyncio.run(KIND.execute(down.step, kit.ctx("rollback/0")))
     assert not lost.ok and lost.error is not None

@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.conftest import Tm
 from tests.steps.conftest import NAMES
-from tminus.engine.inspect import deploy_status
+from tminus.engine.status import deploy_status
 from tminus.store.store import Store
 from tminus.testing.sshd import SshdFleet
 

@@ -13,10 +13,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from tminus import faults
+from tminus.clock import now
 from tminus.errors import LockHeld, NotFound
 from tminus.procfs import pid_token
 from tminus.store.schema import metadata
-from tminus.store.store import HEAD_REVISION, Store, now
+from tminus.store.store import HEAD_REVISION, Store
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "src" / "tminus" / "store" / "migrations"
 
@@ -93,7 +94,7 @@ def test_compensation_is_armed_then_settled_with_the_step(store: Store) -> None:
 
 
 def test_store_and_engine_agree_on_terminal_states() -> None:
-    from tminus.engine.states import TERMINAL
+    from tminus.states import TERMINAL
     from tminus.store.store import TERMINAL_STATES
 
     assert {s.value for s in TERMINAL} == TERMINAL_STATES

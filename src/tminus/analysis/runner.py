@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tminus.metrics.base import CheckResult, check_name
 from tminus.plan.checks import CheckBase
+from tminus.sources.base import CheckResult, check_name
 
 __all__ = [
     "DEFAULT_CONSECUTIVE_ERROR_LIMIT",

@@ -44,6 +44,7 @@ __all__ = [
     "SchemaObject",
     "SequenceEntry",
     "TableEntry",
+    "TargetInspection",
     "VerifyReport",
     "check_files",
     "check_tools",
@@ -262,8 +263,25 @@ class VerifyReport:
 # --------------------------------------------------------------------------- protocol
 
 
-class BackupDriver(Protocol):
-    """One module per kind implements this; :func:`get_driver` returns an instance."""
+class TargetInspection(Protocol):
+    """What a driver reads of a live target without a backup: its shape and size."""
+
+    def compare(self, manifest: Manifest, target_url: str) -> list[str]:
+        """Every difference between a live target and the manifest (empty when equal)."""
+        ...
+
+    def snapshot(self, target_url: str) -> dict[str, Any]:
+        """Tables, indexes and exact row counts (or files and bytes) of a live target."""
+        ...
+
+    def estimate_size(self, target_url: str) -> int:
+        """Bytes the target occupies now (a rough guide to the backup's size)."""
+        ...
+
+
+class BackupDriver(TargetInspection, Protocol):
+    """One module per kind implements this (back up, restore, verify; plus the
+    :class:`TargetInspection`); :func:`get_driver` returns an instance."""
 
     kind: ClassVar[str]
 
@@ -299,18 +317,6 @@ class BackupDriver(Protocol):
         """Restore into a scratch copy (on ``server_url``'s server for postgres and mysql, a
         temporary file or directory otherwise), compare it with the manifest and drop it (also
         on failure, unless ``keep_scratch``). Every mismatch is listed in the report."""
-        ...
-
-    def compare(self, manifest: Manifest, target_url: str) -> list[str]:
-        """Every difference between a live target and the manifest (empty when equal)."""
-        ...
-
-    def snapshot(self, target_url: str) -> dict[str, Any]:
-        """Tables, indexes and exact row counts (or files and bytes) of a live target."""
-        ...
-
-    def estimate_size(self, target_url: str) -> int:
-        """Bytes the target occupies now (a rough guide to the backup's size)."""
         ...
 
 

@@ -6,11 +6,11 @@ the protocol and the shared checks and imports no driver."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import import_module
 
 from tminus.backups.base import DRIVER_KINDS, BackupDriver, BackupError
+from tminus.registry import Registry, Unknown
 
-__all__ = ["BUILTIN_DRIVERS", "SCRATCH_CHECKS", "get_driver", "scratch_privilege_check"]
+__all__ = ["BUILTIN_DRIVERS", "DRIVERS", "SCRATCH_CHECKS", "get_driver", "scratch_privilege_check"]
 
 #: kind → ``module:class`` of its driver (imported on first use).
 BUILTIN_DRIVERS: dict[str, str] = {
@@ -20,19 +20,20 @@ BUILTIN_DRIVERS: dict[str, str] = {
     "sqlite": "tminus.backups.sqlite:SqliteDriver",
     "files": "tminus.backups.files:FilesDriver",
 }
+#: The drivers (built in only: the plan's data targets are a closed union).
+DRIVERS: Registry[Callable[[], BackupDriver]] = Registry("backup driver", BUILTIN_DRIVERS)
 
 
 def get_driver(kind: str) -> BackupDriver:
     """The driver for a target kind: postgres, mysql, mariadb (the mysql driver), sqlite or
     files. Any other kind is an error; nothing is guessed."""
-    target = BUILTIN_DRIVERS.get(kind)
-    if target is None:
+    try:
+        driver_class = DRIVERS.get(kind)
+    except Unknown:
         raise BackupError(
             f"no backup driver for kind {kind!r}", hint="known kinds: " + ", ".join(DRIVER_KINDS)
-        )
-    mod, _, cls = target.partition(":")
-    driver: BackupDriver = getattr(import_module(mod), cls)()
-    return driver
+        ) from None
+    return driver_class()
 
 
 #: kind → module whose ``scratch_privilege_problem(url)`` says why the target's account cannot
@@ -42,13 +43,15 @@ SCRATCH_CHECKS: dict[str, str] = {
     "mysql": "tminus.backups.mysql",
     "mariadb": "tminus.backups.mysql",
 }
+_SCRATCH: Registry[Callable[[str], str | None]] = Registry(
+    "scratch check", SCRATCH_CHECKS, default_attr="scratch_privilege_problem"
+)
 
 
 def scratch_privilege_check(kind: str) -> Callable[[str], str | None] | None:
     """The scratch-privilege check of a target kind's driver, or None when the kind needs
     none (sqlite, files)."""
-    mod = SCRATCH_CHECKS.get(kind)
-    if mod is None:
+    try:
+        return _SCRATCH.get(kind)
+    except Unknown:
         return None
-    check: Callable[[str], str | None] = import_module(mod).scratch_privilege_problem
-    return check

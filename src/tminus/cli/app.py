@@ -11,6 +11,7 @@ from tminus.cli import deploy as deploy_cmds
 from tminus.cli import hosts as hosts_cmds
 from tminus.cli import ops as ops_cmds
 from tminus.cli import plan as plan_cmds
+from tminus.cli import status as status_cmds
 
 __all__ = ["cli", "main"]
 
@@ -28,7 +29,12 @@ def cli() -> None:
 
 for _cmd in [*plan_cmds.COMMANDS, *hosts_cmds.COMMANDS]:
     cli.add_command(_cmd)
-for _cmd in [*deploy_cmds.COMMANDS, *ops_cmds.COMMANDS, *backups_cmds.COMMANDS]:
+for _cmd in [
+    *deploy_cmds.COMMANDS,
+    *status_cmds.COMMANDS,
+    *ops_cmds.COMMANDS,
+    *backups_cmds.COMMANDS,
+]:
     cli.add_command(_cmd)
 
 

@@ -44,7 +44,7 @@ def _recorded(state_url: str | None, ended_too: bool) -> dict[str, list[str]]:
     """backup directory (resolved) → the deploys that recorded it (a backup step's
     artifacts, wherever its ``dest`` put it); only deploys that have not ended unless
     ``ended_too``."""
-    from tminus.engine.states import TERMINAL
+    from tminus.states import TERMINAL
     from tminus.store import Store
 
     store = Store(state_url)

@@ -100,9 +100,13 @@ def _warn_exposed(plans: dict[str, Any], variables: tuple[str, ...]) -> None:
     open to other users (``tminus run`` warns too; see docs/data-safety.md)."""
     # Not tminus.engine.runner nor tminus.store: `check` stays free of SQLAlchemy and the engine.
     from tminus.cli.deploy import _parse_vars
-    from tminus.engine.prepare import default_operator, make_resolver, state_dir_of
+    from tminus.engine.prepare import (
+        default_operator,
+        exposure_warnings,
+        make_resolver,
+        state_dir_of,
+    )
     from tminus.files import default_state_url
-    from tminus.steps._data import exposure_warnings
 
     state_dir = state_dir_of(default_state_url())
     seen: set[str] = set()

@@ -6,19 +6,19 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tminus.metrics.base import (
-    CheckContext,
-    CheckResult,
-    check_name,
-    get_provider,
-    judge,
-    resolve_conditions,
-)
 from tminus.plan.checks import CheckBase, CheckUse
+from tminus.plan.durations import resolve_durations
 from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import Plan
 from tminus.plan.walk import resolve_check
-from tminus.steps._durations import resolve_durations
+from tminus.sources.base import (
+    CheckContext,
+    CheckResult,
+    check_name,
+    get_source,
+    judge,
+    resolve_conditions,
+)
 
 __all__ = ["DEFAULT_CHECK_TIMEOUT_S", "run_check"]
 
@@ -48,7 +48,7 @@ async def run_check(
     except ValueError as exc:  # ResolveError included
         message = resolver.mask(f"a duration does not resolve: {exc}")
         return CheckResult(check_name(check), "error", "critical", None, message)
-    provider = get_provider(str(getattr(check, "source", "")))
+    provider = get_source(str(getattr(check, "source", "")))
     ctx = CheckContext(plan, resolver, state_dir)
     try:  # `expect: contains "${release}"`: conditions are read with the deploy's values
         conditions = resolve_conditions(check, resolver)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tminus.clock import now
 from tminus.procfs import pid_token, proc_stat
-from tminus.store.store import now
 
 __all__ = [
     "ACTIVE_STATES",

@@ -1,6 +1,6 @@
 """What a run needs before the engine starts: the operator, the local state directory and the
 resolver of a plan's variables. A light module (no store, no database driver, no step kind):
-``tminus check`` uses it for its exposure warnings without importing the engine (see "Start-up"
+``tminus check`` uses it (and its exposure warnings) without importing the engine (see "Start-up"
 in docs/architecture.md); :mod:`tminus.engine.runner` re-exports it."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tminus.errors import PlanError, ResolveFailed
+from tminus.files import STATE_DIR_NAME, exposure
 from tminus.plan.interpolate import ResolveError, Resolver
 
 if TYPE_CHECKING:
     from tminus.plan.model import Plan
 
-__all__ = ["default_operator", "make_resolver", "state_dir_of"]
+__all__ = ["default_operator", "exposure_warnings", "make_resolver", "state_dir_of"]
 
 
 def default_operator() -> str:
@@ -66,3 +67,29 @@ def state_dir_of(url: str) -> Path:
     if "://" not in url:  # a bare SQLite path (TMINUS_STATE=state/tminus.db)
         return Path(url).resolve().parent
     return Path(".tminus").resolve()
+
+
+def exposure_warnings(plan: Plan, r: Resolver | None, state_dir: Path) -> list[str]:
+    """``tminus check`` and ``run``: the state directory and the plan's backup directories
+    that exist and are open to their group or other users. A ``dest`` that cannot be resolved
+    yet (a secret, an artifact) is skipped."""
+    from tminus.plan.walk import backup_dests
+
+    owned = state_dir.resolve().name == STATE_DIR_NAME
+    fix = "`tminus run` makes it 0700" if owned else ""
+    dirs: dict[Path, tuple[str, str]] = {state_dir.resolve(): ("the state directory", fix)}
+    for dest in backup_dests(plan):
+        if dest is None:
+            root = state_dir / "backups"
+        elif "${" not in dest:
+            root = Path(dest)
+        elif r is None:
+            continue
+        else:
+            try:
+                root = Path(r.resolve(dest))
+            except Exception:  # unresolvable here: the step resolves it when it runs
+                continue
+        fix = "its next backup makes it 0700" if owned and dest is None else ""
+        dirs.setdefault(root.resolve(), ("the backup directory", fix))
+    return [w for d, (what, fix) in dirs.items() if (w := exposure(d, what, fix))]

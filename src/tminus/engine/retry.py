@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from tminus import faults
-from tminus.engine.states import DeployState
-from tminus.steps._fleet import History, natural_key
+from tminus.states import DeployState
+from tminus.steps.base import History, natural_key
 from tminus.steps.registry import is_fleet_kind, kind_of
 
 if TYPE_CHECKING:
     from tminus.engine.engine import Engine
-    from tminus.hosts.fleet import Fleet
+    from tminus.steps.base import Fleet
 
 __all__ = ["RetryReport", "pending_retry", "retry_failed_hosts", "retry_targets"]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from tminus.clock import now
 from tminus.engine.liveness import runner_liveness, shown_state
 from tminus.engine.program import split_overrides
 from tminus.engine.success import metric_states
 from tminus.plan.loader import load_plan_text
 from tminus.steps.registry import is_fleet_kind
-from tminus.store.store import Store, now
+from tminus.store.store import Store
 
 __all__ = ["deploy_status", "host_table", "tolerated_failures"]
 

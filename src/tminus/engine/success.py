@@ -21,14 +21,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from tminus.engine.states import TERMINAL, DeployState
+from tminus.clock import now
 from tminus.plan.values import format_duration
-from tminus.store.store import now
+from tminus.states import TERMINAL, DeployState
 
 if TYPE_CHECKING:
     from tminus.engine.engine import Engine
-    from tminus.metrics.base import CheckResult
     from tminus.plan.model import Plan, SuccessMetric
+    from tminus.sources.base import CheckResult
 
 __all__ = [
     "CANCELLING_STATES",

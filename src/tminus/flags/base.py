@@ -13,12 +13,12 @@ known to steps and to the ``flags`` router only through :class:`FlagStore` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from tminus.errors import PlanError, TminusError
 from tminus.flags.bucketing import HASH_VERSION, bucket
 from tminus.plan.interpolate import Resolver
+from tminus.registry import Registry, Unknown
 
 if TYPE_CHECKING:
     from tminus.plan.model import Plan
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_STORES",
     "BaseFlagStore",
+    "FlagConveniences",
     "FlagState",
     "FlagStore",
     "FlagStoreError",
@@ -55,8 +56,26 @@ class FlagState:
         }
 
 
-class FlagStore(Protocol):
-    """One configured flag store (a plan target), ready to use."""
+class FlagConveniences(Protocol):
+    """Shorthands every store has over ``get``/``update`` (:class:`BaseFlagStore` gives them),
+    and the bucketing it shares with flagd."""
+
+    async def set_percentage(self, flag: str, percentage: float) -> None: ...
+
+    async def get_percentage(self, flag: str) -> float:
+        """The percentage of keys that get "on" while enabled (0 for a missing flag)."""
+        ...
+
+    async def set_enabled(self, flag: str, on: bool) -> None: ...
+
+    def bucket(self, flag: str, key: str) -> float:
+        """The key's bucket in ``[0, 100)`` (see :mod:`tminus.flags.bucketing`)."""
+        ...
+
+
+class FlagStore(FlagConveniences, Protocol):
+    """One configured flag store (a plan target), ready to use: read, write in one call,
+    snapshot and restore exactly, say where it is; plus the :class:`FlagConveniences`."""
 
     name: str
 
@@ -71,24 +90,12 @@ class FlagStore(Protocol):
         enabled, at 100% unless a percentage is given). Returns the flag as written."""
         ...
 
-    async def set_percentage(self, flag: str, percentage: float) -> None: ...
-
-    async def get_percentage(self, flag: str) -> float:
-        """The percentage of keys that get "on" while enabled (0 for a missing flag)."""
-        ...
-
-    async def set_enabled(self, flag: str, on: bool) -> None: ...
-
     async def snapshot(self, flag: str) -> Any:
         """The flag exactly as stored (JSON-able; ``None`` when missing), for :meth:`restore`."""
         ...
 
     async def restore(self, flag: str, snapshot: Any) -> None:
         """Put back a :meth:`snapshot` (``None`` removes the flag)."""
-        ...
-
-    def bucket(self, flag: str, key: str) -> float:
-        """The key's bucket in ``[0, 100)`` (see :mod:`tminus.flags.bucketing`)."""
         ...
 
     def describe(self) -> str:
@@ -140,18 +147,17 @@ BUILTIN_STORES: dict[str, str] = {
     "flagd": "tminus.flags.flagd",
     "redis": "tminus.flags.redis",
 }
+#: The flag store kinds (built in only: the plan's flag store targets are a closed union).
+FLAG_STORES: Registry[FlagStoreKind] = Registry("flag store kind", BUILTIN_STORES)
 
 
 def open_flag_store(name: str, config: Any, resolver: Resolver) -> FlagStore:
     """The flag store ``name`` built from its target ``config`` (``targets.flag_stores``)."""
     kind = str(getattr(config, "kind", ""))
-    mod = BUILTIN_STORES.get(kind)
-    if mod is None:
-        raise PlanError(
-            f"flag store kind '{kind}' is not implemented",
-            hint="implemented: " + ", ".join(sorted(BUILTIN_STORES)),
-        )
-    impl: FlagStoreKind = import_module(mod).KIND
+    try:
+        impl = FLAG_STORES.get(kind)
+    except Unknown as exc:
+        raise PlanError(f"flag store kind '{kind}' is not implemented", hint=exc.hint) from None
     return impl.open(name, config, resolver)
 
 

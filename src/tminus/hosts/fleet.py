@@ -1,12 +1,16 @@
 """The fleet of one deploy: the plan's hosts and groups (with its inventory, if any) resolved
 once, and one :class:`HostPool` (so one connection per host) shared by every step of the
-deploy and closed when the runner stops. Steps reach it as ``ctx.services.fleet``; the
-engine builds it on first use.
+deploy and closed when the runner stops. Steps reach it as ``ctx.services.fleet``;
+:class:`tminus.steps.base.DeployFleet` builds it on first use. :class:`History` is what the
+deploy's event log says about its hosts (exclusions, each step's results per host): the fleet
+steps and ``resume --retry-failed-hosts`` read it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +22,7 @@ from tminus.plan.model import Plan
 if TYPE_CHECKING:  # asyncssh is imported only when a plan reaches a host
     from tminus.hosts.pool import HostPool
 
-__all__ = ["Fleet"]
+__all__ = ["Fleet", "History", "natural_key"]
 
 
 class Fleet:
@@ -93,3 +97,51 @@ class Fleet:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def natural_key(name: str) -> list[Any]:
+    """``h2`` before ``h10``."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+@dataclass
+class History:
+    """What the deploy's event log says about hosts: exclusions and earlier results."""
+
+    excluded: dict[str, str] = field(default_factory=dict)  # host -> who excluded it
+    # (step key, host) -> the latest host.result data of that step (hooks left out)
+    latest: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    step_state: dict[str, str] = field(default_factory=dict)  # step key -> its latest state
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, fleet: Fleet | None) -> History:
+        events = fleet.events() if fleet is not None and fleet.events is not None else []
+        h = cls(events=events)
+        for e in events:
+            data = e.get("data") or {}
+            if e["type"] == "host.excluded" and data.get("host"):
+                h.excluded[str(data["host"])] = str(data.get("by") or "the operator")
+            elif e["type"] == "host.result" and not data.get("hook") and data.get("host"):
+                h.latest[(str(data.get("step")), str(data["host"]))] = data
+            elif e["type"].startswith("step.") and e.get("key"):
+                h.step_state[str(e["key"])] = e["type"][5:]
+        return h
+
+    def ok_in(self, key: str) -> set[str]:
+        return {h for (k, h), d in self.latest.items() if k == key and d.get("status") == "ok"}
+
+    def failed_before(self, key: str) -> dict[str, str]:
+        """Hosts that failed an earlier forward step which succeeded all the same (its
+        max_fail tolerated them) -> that step. Such hosts are out of the rollout. The failed
+        hosts of a step that failed (then skipped, ignored or retried) are not."""
+        out: dict[str, str] = {}
+        for (k, h), d in self.latest.items():
+            if (
+                k != key
+                and d.get("status") == "failed"
+                and self.step_state.get(k) in ("succeeded", "rolled_back")
+                and not k.startswith("rollback/")
+            ):
+                out.setdefault(h, k)
+        return out

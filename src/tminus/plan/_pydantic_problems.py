@@ -12,10 +12,10 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
 
+from tminus.plan import checks, steps
 from tminus.plan._yaml_rules import Source
 from tminus.plan.model import Plan
 from tminus.plan.problems import Loc, Problem, did_you_mean
-from tminus.plan.steps import PLUGIN_TAG, step_model
 
 #: Elements pydantic puts in an error location to name the member of a smart union.
 _SCALAR_LABELS = frozenset({"str", "int", "float", "bool", "none", "bytes", "timedelta"})
@@ -99,6 +99,10 @@ class _Where:
     labelled: bool = False
 
 
+#: The tag of each open union's plug-in member → its plug-in models.
+_PLUGIN_UNIONS = {steps.PLUGIN_TAG: steps.PLUGINS, checks.PLUGIN_SOURCE_TAG: checks.PLUGINS}
+
+
 def _walk(loc: tuple[Any, ...], data: Any) -> _Where:
     """Follow a pydantic error location through the plan's types and the data together.
 
@@ -113,8 +117,9 @@ def _walk(loc: tuple[Any, ...], data: Any) -> _Where:
     path: list[str | int] = []
     where = _Where((), None)
     for elem in loc:
-        if elem == PLUGIN_TAG and isinstance(cur, dict):  # a plug-in kind: its own model
-            tp = step_model(str(cur.get("kind")))
+        if elem in _PLUGIN_UNIONS and isinstance(cur, dict):  # a plug-in kind or source
+            plugins = _PLUGIN_UNIONS[elem]
+            tp = plugins.model(str(cur.get(plugins.field)))
             continue
         members = [m for m in _union_members(tp) if m is not type(None)] if tp is not None else []
         if len(members) > 1 and isinstance(elem, str):
@@ -198,9 +203,10 @@ def _tag_problem(
 ) -> tuple[str, str, str | None, Loc]:
     """code, message, hint and path of an unusable ``kind``/``source`` tag."""
     disc = str(ctx.get("discriminator", "kind")).strip("'")
-    if disc.endswith("()"):  # the step union's callable discriminator reads `kind`
-        disc = "kind"
     members = [m for m in _union_members(where.tp) if _is_model(m)]
+    if disc.endswith("()"):  # an open union's callable discriminator: `kind` or `source`
+        bases = [p for p in _PLUGIN_UNIONS.values() if any(m is p.base for m in members)]
+        disc = bases[0].field if bases else "kind"
     expected: list[str] = []
     for m in members:
         f = m.model_fields.get(disc)

@@ -10,13 +10,26 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 
 from tminus.plan._base import Name, PlanModel
+from tminus.plan._plugins import PluginModels
 from tminus.plan.values import ConditionStr, DurationStr, VarDurationStr
 
 __all__ = [
+    "BUILTIN_CHECK_MODELS",
+    "CHECK_MODEL_GROUP",
     "CHECK_SOURCES",
+    "PLUGINS",
+    "PLUGIN_SOURCE_TAG",
     "BackupCheck",
     "Check",
     "CheckBase",
@@ -213,29 +226,53 @@ class CheckUse(PlanModel):
     critical: ConditionStr | None = None
 
 
-CHECK_SOURCES: tuple[str, ...] = (
-    "command",
-    "http",
-    "sql",
-    "file_count",
-    "prometheus",
-    "haproxy",
-    "probe",
-    "no_data_loss",
-    "verify_backup",
+#: source → its model, for every check source tminus implements itself.
+BUILTIN_CHECK_MODELS: dict[str, type[CheckBase]] = {
+    "command": CommandCheck,
+    "http": HttpCheck,
+    "sql": SqlCheck,
+    "file_count": FileCountCheck,
+    "prometheus": PrometheusCheck,
+    "haproxy": HaproxyCheck,
+    "probe": ProbeCheck,
+    "no_data_loss": NoDataLossCheck,
+    "verify_backup": BackupCheck,
+}
+CHECK_SOURCES: tuple[str, ...] = tuple(BUILTIN_CHECK_MODELS)
+
+#: The entry-point group of third-party check models (name: the source; value: ``module:Model``);
+#: their implementations are in the group ``tminus.sources`` (docs/plugins.md).
+CHECK_MODEL_GROUP = "tminus.check_models"
+#: The check union's tag of a plug-in source (never written in a plan).
+PLUGIN_SOURCE_TAG = "plug-in source"
+
+PLUGINS = PluginModels(
+    group=CHECK_MODEL_GROUP,
+    field="source",
+    base=CheckBase,
+    builtins=BUILTIN_CHECK_MODELS,
+    tag=PLUGIN_SOURCE_TAG,
 )
 
+_PLUGIN = Annotated[
+    CheckBase,
+    PlainValidator(PLUGINS.validate),
+    WithJsonSchema(PLUGINS.json_schema("check source")),
+    Tag(PLUGIN_SOURCE_TAG),
+]
+
 Check = Annotated[
-    CommandCheck
-    | HttpCheck
-    | SqlCheck
-    | FileCountCheck
-    | PrometheusCheck
-    | HaproxyCheck
-    | ProbeCheck
-    | NoDataLossCheck
-    | BackupCheck,
-    Field(discriminator="source"),
+    Annotated[CommandCheck, Tag("command")]
+    | Annotated[HttpCheck, Tag("http")]
+    | Annotated[SqlCheck, Tag("sql")]
+    | Annotated[FileCountCheck, Tag("file_count")]
+    | Annotated[PrometheusCheck, Tag("prometheus")]
+    | Annotated[HaproxyCheck, Tag("haproxy")]
+    | Annotated[ProbeCheck, Tag("probe")]
+    | Annotated[NoDataLossCheck, Tag("no_data_loss")]
+    | Annotated[BackupCheck, Tag("verify_backup")]
+    | _PLUGIN,
+    Field(discriminator=Discriminator(PLUGINS.tag)),
 ]
 
 

@@ -19,7 +19,7 @@ cannot be replaced by a plug-in.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import (
     Discriminator,
@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from tminus.plan import _step_base, _steps_basic, _steps_data, _steps_fleet, _steps_traffic
+from tminus.plan._plugins import PluginModels
 from tminus.plan._step_base import Retry, StepBase
 from tminus.plan._steps_basic import (
     ApproveStep,
@@ -77,6 +78,7 @@ __all__ = [
     "FLEET_HOOK_VARIABLES",
     "FLEET_HOST_VARIABLES",
     "MODEL_GROUP",
+    "PLUGINS",
     "PLUGIN_TAG",
     "STEP_KINDS",
     "ApproveStep",
@@ -111,7 +113,6 @@ __all__ = [
     "batch_problem_or_raise",
     "batch_sizes",
     "max_fail_problem",
-    "plugin_step_models",
     "step_model",
     "tolerated_failures",
 ]
@@ -145,76 +146,26 @@ MODEL_GROUP = "tminus.step_models"
 #: The union's tag of a plug-in kind (never written in a plan).
 PLUGIN_TAG = "plug-in kind"
 
-_plugins: dict[str, type[StepBase] | str] | None = None
-
-
-def plugin_step_models() -> dict[str, type[StepBase] | str]:
-    """kind → model of every installed plug-in kind (or, for one that cannot be used, why),
-    read from the :data:`MODEL_GROUP` entry points once per process."""
-    global _plugins
-    if _plugins is None:
-        from importlib.metadata import entry_points
-
-        found: dict[str, type[StepBase] | str] = {}
-        for ep in entry_points(group=MODEL_GROUP):
-            if ep.name in BUILTIN_STEP_MODELS:
-                continue  # a built-in kind wins; `tminus check` never sees the plug-in's
-            found[ep.name] = _load_model(ep.name, ep.value, ep.load)
-        _plugins = found
-    return _plugins
-
-
-def _load_model(kind: str, where: str, load: Any) -> type[StepBase] | str:
-    try:
-        model = load()
-    except Exception as exc:  # a broken plug-in is a plan problem, not a traceback
-        return f"the plug-in model {where} of step kind '{kind}' failed to load: {exc!r}"
-    if not (isinstance(model, type) and issubclass(model, StepBase)):
-        return f"{where} (step kind '{kind}') is not a subclass of tminus.plan.steps.StepBase"
-    field = model.model_fields.get("kind")
-    if field is None or getattr(field.annotation, "__args__", None) != (kind,):
-        return f"{where} must declare kind: Literal[{kind!r}] (its entry point's name)"
-    model.model_rebuild(_types_namespace={"Step": Step})  # its inherited undo: list[Step]
-    return model
+PLUGINS = PluginModels(
+    group=MODEL_GROUP,
+    field="kind",
+    base=StepBase,
+    builtins=BUILTIN_STEP_MODELS,
+    tag=PLUGIN_TAG,
+    namespace=lambda: {"Step": Step},  # a plug-in model's inherited undo: list[Step]
+)
 
 
 def step_model(kind: str) -> type[StepBase] | None:
     """The model of ``kind``: built in, else an installed plug-in's, else None."""
-    if kind in BUILTIN_STEP_MODELS:
-        return BUILTIN_STEP_MODELS[kind]
-    model = plugin_step_models().get(kind)
-    return model if isinstance(model, type) else None
-
-
-def _tag(value: Any) -> str | None:
-    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    if not isinstance(kind, str) or kind in BUILTIN_STEP_MODELS:
-        return kind  # an unknown non-string kind: the union reports it
-    return PLUGIN_TAG if kind in plugin_step_models() else kind
-
-
-def _validate_plugin(value: Any) -> StepBase:
-    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    model = plugin_step_models()[str(kind)]
-    if isinstance(model, str):
-        raise ValueError(model)
-    if isinstance(value, model):
-        return value
-    return model.model_validate(value)
+    model = PLUGINS.model(kind)
+    return model if model is None or issubclass(model, StepBase) else None
 
 
 _PLUGIN = Annotated[
     StepBase,
-    PlainValidator(_validate_plugin),
-    WithJsonSchema(
-        {
-            "type": "object",
-            "description": "A step kind from an installed plug-in (entry-point group "
-            f"{MODEL_GROUP}); `tminus check` validates it with the plug-in's model.",
-            "properties": {"kind": {"type": "string"}},
-            "required": ["kind"],
-        }
-    ),
+    PlainValidator(PLUGINS.validate),
+    WithJsonSchema(PLUGINS.json_schema("step kind")),
     Tag(PLUGIN_TAG),
 ]
 
@@ -239,7 +190,7 @@ Step = Annotated[
     | Annotated[BlueGreenStep, Tag("blue_green")]
     | Annotated[NotifyStep, Tag("notify")]
     | _PLUGIN,
-    Field(discriminator=Discriminator(_tag)),
+    Field(discriminator=Discriminator(PLUGINS.tag)),
 ]
 
 # The models are built on first use (``defer_build``), each resolving ``Step`` in the module

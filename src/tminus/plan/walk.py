@@ -13,9 +13,17 @@ from dataclasses import dataclass
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.model import Plan
 from tminus.plan.problems import Loc
-from tminus.plan.steps import BlueGreenStep, ReleaseStep, SshStep, StepBase
+from tminus.plan.steps import BackupStep, BlueGreenStep, ReleaseStep, SshStep, StepBase
 
-__all__ = ["CheckSite", "Position", "StepSite", "iter_check_sites", "iter_steps", "resolve_check"]
+__all__ = [
+    "CheckSite",
+    "Position",
+    "StepSite",
+    "backup_dests",
+    "iter_check_sites",
+    "iter_steps",
+    "resolve_check",
+]
 
 STEPS, VERIFY, ROLLBACK = 0, 1, 2
 
@@ -143,3 +151,9 @@ def resolve_check(plan: Plan, check: CheckBase | CheckUse, _depth: int = 0) -> C
     if "name" not in overrides and base.name is None:
         overrides["name"] = check.use
     return base.model_copy(update=overrides) if overrides else base
+
+
+def backup_dests(plan: Plan) -> list[str | None]:
+    """The ``dest`` of every backup step, operations included (``None``: the default, under
+    the state directory): the local directories a run of the plan writes backups to."""
+    return [site.step.dest for site in iter_steps(plan) if isinstance(site.step, BackupStep)]

@@ -15,18 +15,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from tminus.errors import PlanError, TminusError
 from tminus.plan.interpolate import Resolver
+from tminus.registry import Registry, Unknown
 
 if TYPE_CHECKING:
     from tminus.plan.model import Plan
 
 __all__ = [
     "BUILTIN_ROUTERS",
+    "CookieRoutes",
     "Router",
     "RouterContext",
     "RouterError",
@@ -56,18 +57,9 @@ class RouterContext:
     flag_stores: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Router(Protocol):
-    """One configured router (a plan target), ready to use."""
-
-    name: str
-
-    async def set_weights(self, weights: Mapping[str, int]) -> None:
-        """Apply the whole split at once (pool → percent, summing to 100)."""
-        ...
-
-    async def get_weights(self) -> dict[str, int]:
-        """The split in force now, read back from the router itself (not from tminus's memory)."""
-        ...
+class CookieRoutes(Protocol):
+    """The header/cookie route of a router: requests carrying its canary cookie go to a pool
+    (a blue/green preview, a canary for testers) whatever the weights say."""
 
     async def set_cookie_route(self, pool: str | None) -> None:
         """Send requests that carry the router's canary cookie (or header) to ``pool``;
@@ -77,6 +69,21 @@ class Router(Protocol):
     async def get_cookie_route(self) -> str | None:
         """The pool that requests carrying the canary cookie go to now, read back from the
         router (``None``: no cookie route, or the router has no cookie)."""
+        ...
+
+
+class Router(CookieRoutes, Protocol):
+    """One configured router (a plan target), ready to use: Flagger's four verbs (set and read
+    the split, verify, the pools) plus the :class:`CookieRoutes`."""
+
+    name: str
+
+    async def set_weights(self, weights: Mapping[str, int]) -> None:
+        """Apply the whole split at once (pool → percent, summing to 100)."""
+        ...
+
+    async def get_weights(self) -> dict[str, int]:
+        """The split in force now, read back from the router itself (not from tminus's memory)."""
         ...
 
     async def verify(self) -> list[str]:
@@ -102,6 +109,8 @@ BUILTIN_ROUTERS: dict[str, str] = {
     "haproxy": "tminus.routers.haproxy",
     "flags": "tminus.routers.flags",
 }
+#: The router kinds (built in only: the plan's router targets are a closed union).
+ROUTERS: Registry[RouterKind] = Registry("router kind", BUILTIN_ROUTERS)
 
 
 def check_weights(weights: Mapping[str, int], pools: list[str]) -> dict[str, int]:
@@ -139,13 +148,10 @@ def pool_problems(pools: Mapping[str, list[str]], pattern: str, not_plain: str) 
 def open_router(name: str, ctx: RouterContext, config: Any) -> Router:
     """The router ``name`` built from its target ``config`` (a plan ``targets.routers`` model)."""
     kind = str(getattr(config, "kind", ""))
-    mod = BUILTIN_ROUTERS.get(kind)
-    if mod is None:
-        raise PlanError(
-            f"router kind '{kind}' is not implemented",
-            hint="implemented: " + ", ".join(sorted(BUILTIN_ROUTERS)),
-        )
-    impl: RouterKind = import_module(mod).KIND
+    try:
+        impl = ROUTERS.get(kind)
+    except Unknown as exc:
+        raise PlanError(f"router kind '{kind}' is not implemented", hint=exc.hint) from None
     return impl.open(config, ctx)
 
 

@@ -16,17 +16,15 @@ from tminus.backups.targets import (
     resolve_from,
     resolve_from_async,
 )
-from tminus.files import STATE_DIR_NAME, exposure, private_dir
+from tminus.files import private_dir
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
-from tminus.plan.steps import BackupStep
 
 __all__ = [
     "DataTarget",
     "backup_root",
     "data_target",
     "disk_preflight",
-    "exposure_warnings",
     "from_backup",
     "resolve_from",
     "resolve_from_async",
@@ -99,32 +97,3 @@ def scratch_preflight(target: DataTarget) -> list[str]:
     except Exception:  # not reachable yet (an earlier step may create it)
         return []
     return [f"database {target.name}: {problem}"] if problem else []
-
-
-def exposure_warnings(plan: Plan, r: Resolver | None, state_dir: Path) -> list[str]:
-    """``tminus check`` and ``run``: the state directory and the plan's backup directories
-    that exist and are open to their group or other users. A ``dest`` that cannot be resolved
-    yet (a secret, an artifact) is skipped."""
-    from tminus.plan.walk import iter_steps
-
-    owned = state_dir.resolve().name == STATE_DIR_NAME
-    fix = "`tminus run` makes it 0700" if owned else ""
-    dirs: dict[Path, tuple[str, str]] = {state_dir.resolve(): ("the state directory", fix)}
-    for site in iter_steps(plan):
-        if not isinstance(site.step, BackupStep):
-            continue
-        dest = site.step.dest
-        if dest is None:
-            root = state_dir / "backups"
-        elif "${" not in dest:
-            root = Path(dest)
-        elif r is None:
-            continue
-        else:
-            try:
-                root = Path(r.resolve(dest))
-            except Exception:  # unresolvable here: the step resolves it when it runs
-                continue
-        fix = "its next backup makes it 0700" if owned and dest is None else ""
-        dirs.setdefault(root.resolve(), ("the backup directory", fix))
-    return [w for d, (what, fix) in dirs.items() if (w := exposure(d, what, fix))]

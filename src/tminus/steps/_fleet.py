@@ -49,9 +49,7 @@ from tminus.steps._fleet_results import (
     HostResult,
     HostWork,
     natural_key,
-    placeholder,
     scoped,
-    shown,
     tail,
 )
 from tminus.steps.base import StepContext, StepOutcome
@@ -71,11 +69,9 @@ __all__ = [
     "host_key_problems",
     "natural_key",
     "now_stamp",
-    "placeholder",
     "rollout",
     "run_substep",
     "scoped",
-    "shown",
     "tail",
     "target",
 ]

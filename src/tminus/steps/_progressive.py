@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from tminus.files import private_dir, private_text
-from tminus.metrics.base import check_name
 from tminus.plan.checks import CheckBase, CheckUse
+from tminus.plan.durations import resolve_durations
 from tminus.plan.targets import cookie_parts
 from tminus.plan.walk import resolve_check
 from tminus.routers.base import Router, router_for_step
-from tminus.steps._durations import resolve_durations
+from tminus.sources.base import check_name
 from tminus.steps.base import StepContext, StepOutcome
 from tminus.steps.traffic import record_router
 

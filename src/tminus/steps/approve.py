@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import ApproveStep
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
@@ -29,11 +28,6 @@ class ApproveKind(StepKindBase):
 
     def compensation(self, step: ApproveStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: ApproveStep, resolver: Resolver) -> str:
-        return f"wait for approval by {', '.join(step.roles)}" + (
-            f": {step.message}" if step.message else ""
-        )
 
 
 KIND = ApproveKind()

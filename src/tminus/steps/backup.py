@@ -82,9 +82,5 @@ class BackupKind(StepKindBase):
     def compensation(self, step: BackupStep, ctx: StepContext) -> Compensation | None:
         return None  # a backup is kept; `tminus backups prune` removes old ones
 
-    def describe(self, step: BackupStep, resolver: Resolver) -> str:
-        what = f"database {step.database}" if step.database else f"path {step.path}"
-        return f"back up {what} (jobs {step.jobs})"
-
 
 KIND = BackupKind()

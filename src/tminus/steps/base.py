@@ -11,34 +11,47 @@ before the deploy starts) each kind *declares*, as the typed capabilities of :cl
 What a step may use of the deploy (its fleet, a check runner, routers and flag stores opened
 once per step context) is :class:`Services`: typed, and the costly members (the fleet) built
 on first use.
+
+What a step does, in the dry run and on the console, is its one description (the runbook's,
+:func:`tminus.plan.describe.describe_step`) shown :class:`AsRun`: values as they will run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from tminus.plan.interpolate import Resolver
+from tminus.hosts.fleet import History, natural_key
+from tminus.plan.describe import describe_step, plain
+from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import Plan
-from tminus.plan.steps import StepBase
+from tminus.plan.sqlbind import describe_sql
+from tminus.plan.steps import FLEET_HOOK_VARIABLES, FLEET_HOST_VARIABLES, StepBase
+from tminus.plan.values import format_duration, resolve_duration
 
 if TYPE_CHECKING:
     from tminus.flags.base import FlagStore
-    from tminus.hosts.fleet import Fleet
-    from tminus.metrics.base import CheckResult
+    from tminus.hosts.fleet import Fleet as Fleet
     from tminus.plan.checks import CheckBase, CheckUse
     from tminus.routers.base import Router
+    from tminus.sources.base import CheckResult
 
 __all__ = [
+    "AsRun",
+    "Capabilities",
     "Compensation",
+    "DeployFleet",
+    "History",
     "Services",
     "Span",
     "StepContext",
     "StepKind",
     "StepKindBase",
     "StepOutcome",
+    "natural_key",
 ]
 
 #: What a step does to a maintenance span: opens it (maintenance on) or closes it (off).
@@ -70,6 +83,34 @@ class Compensation:
 
 async def _no_check_runner(ref: CheckBase | CheckUse) -> CheckResult:
     raise RuntimeError("this step context has no check runner (Services.run_check)")
+
+
+class DeployFleet:
+    """The deploy's one fleet (its hosts and one SSH connection per host), built the first
+    time a step or a retry needs it, so a deploy with no fleet step builds none, and closed by
+    the runner. The engine holds one; it never builds a :class:`~tminus.hosts.fleet.Fleet`
+    itself."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        resolver: Resolver,
+        events: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        self._args = (plan, resolver, events)
+        self._fleet: Fleet | None = None
+
+    def get(self) -> Fleet:
+        if self._fleet is None:
+            from tminus.hosts.fleet import Fleet
+
+            plan, resolver, events = self._args
+            self._fleet = Fleet(plan, resolver, events=events)
+        return self._fleet
+
+    async def close(self) -> None:
+        if self._fleet is not None:
+            await self._fleet.close()
 
 
 @dataclass
@@ -144,11 +185,58 @@ class StepContext:
     notify: Callable[[str, str, list[str]], Awaitable[None]] | None = None
 
 
-class StepKind(Protocol):
-    """One module per kind implements this (subclassing :class:`StepKindBase` for the
-    defaults of the capabilities it does not declare)."""
+class AsRun:
+    """How a step about to run is shown (the dry run, the console line of a step that starts;
+    a :class:`~tminus.plan.describe.Show`, the runbook's being ``AS_WRITTEN``): values
+    resolved, commands exactly as they will run (each value escaped for its place), SQL with
+    its bound values, nothing shortened. A value that does not resolve yet is shown as
+    written; the per-host and per-batch variables of fleet steps that are not set yet as
+    ``<host>``, ``<batch_hosts>``…. Nothing is masked here: the caller masks the whole line
+    (``resolver.mask``), with the secrets this resolver registered."""
 
-    kind: ClassVar[str]
+    brief: bool = False
+
+    def __init__(self, resolver: Resolver) -> None:
+        held = {v: f"<{v}>" for v in (*FLEET_HOST_VARIABLES, *FLEET_HOOK_VARIABLES)}
+        # the same resolver (secrets, masker, artifacts), placeholders for what it lacks
+        self._r = replace(resolver, variables={**held, **resolver.variables})
+
+    def value(self, text: str) -> str:
+        try:
+            return self._r.resolve(text)
+        except ResolveError:  # shown as written; running it reports why it cannot run
+            return text
+
+    def command(self, cmd: str | list[str]) -> str:
+        try:
+            if isinstance(cmd, str):
+                return self._r.resolve_shell(cmd)
+            return " ".join(self._r.resolve_argv(cmd))
+        except ResolveError:  # shown as written; running it reports why it cannot run
+            return cmd if isinstance(cmd, str) else " ".join(cmd)
+
+    def sql(self, statements: list[str], params: dict[str, Any]) -> str:
+        # The database's kind is not known here: each statement is lexed as each dialect
+        # reads it, and the readings are shown when they differ.
+        shown = []
+        for text in statements:
+            try:
+                shown.append(describe_sql(text, self._r, params))
+            except ResolveError:
+                shown.append(text)
+        return "; ".join(shown)
+
+    def duration(self, td: timedelta) -> str:
+        try:
+            return format_duration(resolve_duration(td, self._r.resolve))
+        except ValueError:  # a ResolveError, or not a duration: shown as written
+            return format_duration(td)
+
+
+class Capabilities(Protocol):
+    """What the engine must know of a kind, declared, never guessed from its name (the other
+    half of :class:`StepKind`; :class:`StepKindBase` holds the defaults)."""
+
     #: Safe to run again when it was in flight at a crash, whatever the plan says (a step
     #: whose plan sets ``idempotent: true`` is, whatever its kind).
     rerun_safe: ClassVar[bool]
@@ -158,23 +246,6 @@ class StepKind(Protocol):
     #: Applies the step's timeout itself (to its command, to each host): the engine sets no
     #: time limit on the step, and its cancellation comes only from an abort.
     own_timeout: ClassVar[bool]
-
-    async def execute(self, step: Any, ctx: StepContext) -> StepOutcome:
-        """Do the step. Return an outcome; raise only for bugs."""
-        ...
-
-    def compensation(self, step: Any, ctx: StepContext) -> Compensation | None:
-        """The built-in undo of this step, if it has one (besides the plan's ``undo:``)."""
-        ...
-
-    def describe(self, step: Any, resolver: Resolver) -> str:
-        """One line for dry runs and logs: what would run, values resolved, secrets masked."""
-        ...
-
-    def preflight(self, step: Any, plan: Plan, resolver: Resolver, state_dir: Path) -> list[str]:
-        """Problems found before the deploy starts (a missing tool naming its Debian package,
-        a disk too small for a backup). Nothing is run if any kind finds one."""
-        ...
 
     def maintenance_span(self, step: Any) -> Span | None:
         """Does this step open a maintenance span (maintenance on) or close it (off)? The
@@ -195,10 +266,35 @@ class StepKind(Protocol):
         ...
 
 
+class StepKind(Capabilities, Protocol):
+    """What a kind does (one module per kind implements it, subclassing
+    :class:`StepKindBase` for the defaults of the :class:`Capabilities` it does not declare)."""
+
+    kind: ClassVar[str]
+
+    async def execute(self, step: Any, ctx: StepContext) -> StepOutcome:
+        """Do the step. Return an outcome; raise only for bugs."""
+        ...
+
+    def compensation(self, step: Any, ctx: StepContext) -> Compensation | None:
+        """The built-in undo of this step, if it has one (besides the plan's ``undo:``)."""
+        ...
+
+    def describe(self, step: Any, resolver: Resolver) -> str:
+        """One line for dry runs and logs: what would run, values resolved, secrets masked."""
+        ...
+
+    def preflight(self, step: Any, plan: Plan, resolver: Resolver, state_dir: Path) -> list[str]:
+        """Problems found before the deploy starts (a missing tool naming its Debian package,
+        a disk too small for a backup). Nothing is run if any kind finds one."""
+        ...
+
+
 class StepKindBase:
     """The defaults of :class:`StepKind`'s capabilities: not safe to re-run, no per-host
     policy, the engine applies the timeout, no preflight, no compensation, no maintenance
-    span, restores nothing. A kind subclasses it and declares what differs."""
+    span, restores nothing, described by the step's one description (the runbook's). A
+    kind subclasses it and declares what differs."""
 
     rerun_safe: ClassVar[bool] = False
     per_host: ClassVar[bool] = False
@@ -206,6 +302,11 @@ class StepKindBase:
 
     def compensation(self, step: Any, ctx: StepContext) -> Compensation | None:
         return None
+
+    def describe(self, step: Any, resolver: Resolver) -> str:
+        """The step's one description (:func:`tminus.plan.describe.describe_step`, the
+        runbook's words), values as they will run, secrets masked."""
+        return resolver.mask(plain(describe_step(step, AsRun(resolver))))
 
     def preflight(self, step: Any, plan: Plan, resolver: Resolver, state_dir: Path) -> list[str]:
         return []

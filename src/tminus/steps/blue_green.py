@@ -29,10 +29,9 @@ import contextlib
 import time
 from typing import Any, ClassVar
 
-from tminus.metrics.base import CheckResult
-from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import BlueGreenStep, StepBase
 from tminus.plan.values import format_duration
+from tminus.sources.base import CheckResult
 from tminus.steps._progressive import start as start_rollout
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 from tminus.steps.traffic import restore_compensation
@@ -171,15 +170,6 @@ class BlueGreenKind(StepKindBase):
         return restore_compensation(
             "traffic", ctx.key, f"Switch back to {step.active}", router=step.router
         )
-
-    def describe(self, step: BlueGreenStep, resolver: Resolver) -> str:
-        parts = [f"router {step.router}: deploy to {step.idle} ({len(step.deploy)} step(s))"]
-        if step.preview:
-            parts.append(f"preview {len(step.preview)} check(s)")
-        parts.append(f"switch {step.active} → {step.idle}")
-        if step.rollback_window:
-            parts.append(f"keep {step.active} for {format_duration(step.rollback_window)}")
-        return ", ".join(parts)
 
 
 KIND = BlueGreenKind()

@@ -44,12 +44,12 @@ from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 from tminus.analysis.runner import AnalysisResult, run_analysis
-from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckBase
-from tminus.plan.interpolate import ResolveError, Resolver
+from tminus.plan.durations import resolve_durations
+from tminus.plan.interpolate import ResolveError
 from tminus.plan.steps import CanaryStep
 from tminus.plan.values import format_duration
-from tminus.steps._durations import resolve_durations
+from tminus.sources.base import CheckResult
 from tminus.steps._progressive import Progress, Rollout, resolve_checks, router_cookie
 from tminus.steps._progressive import start as start_rollout
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
@@ -362,25 +362,6 @@ class CanaryKind(StepKindBase):
             ctx.key,
             f"Router {step.router} back as it was before the canary",
             router=step.router,
-        )
-
-    def describe(self, step: CanaryStep, resolver: Resolver) -> str:
-        with contextlib.suppress(ResolveError, ValueError):  # else shown as written
-            step = resolve_durations(step, resolver)
-        ramp = " → ".join(
-            f"{w.weight}%"
-            + (
-                f" ({'manual' if w.pause == 'manual' else format_duration(w.pause)})"
-                if w.pause is not None
-                else ""
-            )
-            for w in step.steps
-        )
-        end = "promote to 100%" if step.promote else "hold the last weight"
-        analysis = f"; analysis: {len(step.analysis)} check(s)" if step.analysis else ""
-        return (
-            f"router {step.router}: {step.canary} at {ramp}, then {end} "
-            f"(stable {step.stable}){analysis}"
         )
 
 

@@ -94,17 +94,6 @@ class FlagKind(StepKindBase):
             "flag", ctx.key, f"Restore flag {step.flag}", store=step.store, flag=step.flag
         )
 
-    def describe(self, step: FlagStep, resolver: Resolver) -> str:
-        flag = resolver.resolve(step.flag)
-        if step.restore is not None:
-            return f"flag {flag} in {step.store}: back to its state before {step.restore}"
-        parts = []
-        if step.percentage is not None:
-            parts.append(f"{step.percentage:g}%")
-        if step.enabled is not None:
-            parts.append("on" if step.enabled else "off")
-        return f"flag {flag} in {step.store}: {', '.join(parts)}"
-
     def preflight(
         self, step: FlagStep, plan: Plan, resolver: Resolver, state_dir: Path
     ) -> list[str]:

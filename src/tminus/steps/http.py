@@ -1,12 +1,11 @@
 """``kind: http``: a request plus expectations on status, body and latency, sent and judged by
-:func:`tminus.metrics.http.request` (the ``http`` check source's, so one default timeout)."""
+:func:`tminus.http.request` (as the ``http`` check source is, so one default timeout)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from tminus.metrics.http import request
-from tminus.plan.interpolate import Resolver
+from tminus.http import request
 from tminus.plan.steps import HttpStep
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
@@ -46,9 +45,6 @@ class HttpKind(StepKindBase):
 
     def compensation(self, step: HttpStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: HttpStep, resolver: Resolver) -> str:
-        return resolver.mask(f"{step.method} {resolver.resolve(step.url)}")
 
 
 KIND = HttpKind()

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from tminus.hosts.local import LocalHost
-from tminus.plan.interpolate import ResolveError, Resolver
 from tminus.plan.model import MaintenanceConfig, Plan
 from tminus.plan.steps import MaintenanceStep, StepBase
 from tminus.steps.base import Compensation, Span, StepContext, StepKindBase, StepOutcome
@@ -82,17 +81,6 @@ class MaintenanceKind(StepKindBase):
         if plan.maintenance is None:
             return None
         return MaintenanceStep(kind="maintenance", action=action)
-
-    def describe(self, step: MaintenanceStep, resolver: Resolver) -> str:
-        s = step
-        how = (s.flag_file and f"flag file {s.flag_file}") or (
-            s.enable if s.action == "on" else s.disable
-        )
-        try:
-            shown = (resolver.resolve if s.flag_file else resolver.resolve_shell)(how or "")
-        except ResolveError:  # shown as written; running it reports why it cannot run
-            shown = how or ""
-        return resolver.mask(f"maintenance {s.action}" + (f" ({shown})" if how else ""))
 
 
 KIND = MaintenanceKind()

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tminus.files import private_dir, private_text
-from tminus.plan.interpolate import ResolveError, Resolver
+from tminus.plan.describe import MIGRATE_BEFORE_PREFIX
 from tminus.plan.steps import MigrateStep, RestoreStep
 from tminus.sqlrun import db_error
 from tminus.steps._migrate_alembic import Alembic
@@ -70,8 +70,9 @@ __all__ = [
     "split_sql",
 ]
 
-#: ``revision`` of a compensation: "down to the version recorded before step <key>".
-BEFORE_PREFIX = "before:"
+#: ``revision`` of a compensation: "down to the version recorded before step <key>" (the
+#: step's description says so: :func:`tminus.plan.describe.describe_step`).
+BEFORE_PREFIX = MIGRATE_BEFORE_PREFIX
 
 
 # --- the before-version record ---------------------------------------------------------------
@@ -258,37 +259,6 @@ class MigrateKind(StepKindBase):
             }
         )
         return Compensation(down, partial_ok=True)
-
-    def describe(self, step: MigrateStep, resolver: Resolver) -> str:
-        key = _down_key(step)
-        if step.tool == "alembic":
-            what = (
-                f"alembic downgrade to the revision recorded before {key}"
-                if key is not None
-                else f"alembic upgrade {resolver.resolve(step.revision)}"
-            )
-            where = f"(config {resolver.resolve(step.config or '')})"
-        elif step.tool == "sql_dir":
-            goal = "the newest version" if step.to is None else f"version {step.to}"
-            what = (
-                f"sql_dir back to the version recorded before {key}"
-                if key is not None
-                else f"sql_dir to {goal}"
-            )
-            where = f"(dir {resolver.resolve(step.dir or '')})"
-        else:
-            cmd = step.down if key is not None else step.up
-            what = (
-                f"command down to the version recorded before {key}"
-                if key is not None
-                else "command up"
-            )
-            try:
-                shown = resolver.resolve_shell(cmd) if cmd else None
-            except ResolveError:  # shown as written; running it reports why it cannot run
-                shown = cmd
-            where = f"($ {shown})" if cmd else "(no down command)"
-        return resolver.mask(f"{what} on {step.database} {where}")
 
 
 KIND = MigrateKind()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import NotifyStep
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
@@ -25,9 +24,6 @@ class NotifyKind(StepKindBase):
 
     def compensation(self, step: NotifyStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: NotifyStep, resolver: Resolver) -> str:
-        return resolver.mask(f"notify [{step.severity}]: {resolver.resolve(step.message)}")
 
 
 KIND = NotifyKind()

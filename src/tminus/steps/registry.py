@@ -1,5 +1,6 @@
-"""The registry of step kinds: built-ins, then third-party ones from the ``tminus.steps``
-entry-point group. It never guesses: an unknown kind is an error naming the known ones.
+"""The registry of step kinds (a :class:`tminus.registry.Registry`): built-ins, then
+third-party ones from the ``tminus.steps`` entry-point group. It never guesses: an unknown
+kind is an error naming the known ones.
 
 A third-party kind written without :class:`~tminus.steps.base.StepKindBase` gets the default
 of each capability it does not declare (here, once), so the engine relies on the whole
@@ -8,8 +9,6 @@ of each capability it does not declare (here, once), so the engine relies on the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import import_module
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +16,7 @@ from tminus.errors import PlanError
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.steps import StepBase
+from tminus.registry import Registry, Unknown
 from tminus.steps.base import (
     Compensation,
     Span,
@@ -28,6 +28,7 @@ from tminus.steps.base import (
 
 __all__ = [
     "BUILTIN_MODULES",
+    "KINDS",
     "get_kind",
     "implemented_kinds",
     "is_fleet_kind",
@@ -58,6 +59,10 @@ BUILTIN_MODULES: dict[str, str] = {
     "blue_green": "tminus.steps.blue_green",
 }
 
+#: Built-in kinds, then third-party ones (entry-point group ``tminus.steps``; their plan models
+#: are in ``tminus.step_models``: docs/plugins.md).
+KINDS: Registry[Any] = Registry("step kind", BUILTIN_MODULES, group="tminus.steps")
+#: Each kind as the engine uses it (a third-party one with the defaults it does not declare).
 _cache: dict[str, StepKind] = {}
 
 #: The capabilities a kind declares as class attributes (their defaults in StepKindBase).
@@ -111,32 +116,20 @@ def _with_defaults(impl: Any) -> StepKind:
     return adapted
 
 
-def _entry_point_kinds() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for ep in entry_points(group="tminus.steps"):
-        out[ep.name] = ep.value
-    return out
-
-
 def implemented_kinds() -> set[str]:
-    return set(BUILTIN_MODULES) | set(_entry_point_kinds())
+    return set(KINDS.names())
 
 
 def get_kind(kind: str) -> StepKind:
     if kind in _cache:
         return _cache[kind]
-    target = BUILTIN_MODULES.get(kind)
-    if target is not None:
-        impl = _with_defaults(import_module(target).KIND)
-    else:
-        eps = _entry_point_kinds()
-        if kind not in eps:
-            raise PlanError(
-                f"step kind '{kind}' is not implemented in this version of tminus",
-                hint="implemented kinds: " + ", ".join(sorted(implemented_kinds())),
-            )
-        mod, _, attr = eps[kind].partition(":")
-        impl = _with_defaults(getattr(import_module(mod), attr or "KIND"))
+    try:
+        impl = _with_defaults(KINDS.get(kind))
+    except Unknown as exc:
+        raise PlanError(
+            f"step kind '{kind}' is not implemented in this version of tminus",
+            hint="implemented kinds: " + ", ".join(sorted(exc.known)),
+        ) from None
     _cache[kind] = impl
     return impl
 

@@ -47,7 +47,6 @@ from tminus.plan.steps import ReleaseStep
 from tminus.steps import _fleet
 from tminus.steps._fleet import History, HostResult, tail
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
-from tminus.steps.ssh import batch_note
 from tminus.steps.upload import confined_problem
 
 __all__ = [
@@ -471,18 +470,6 @@ class ReleaseKind(StepKindBase):
             if str(r.data.get("rollback", "")).startswith(("switched-back", "removed"))
         ]
         return outcome
-
-    def describe(self, step: ReleaseStep, resolver: Resolver) -> str:
-        show = _fleet.shown(resolver)
-        rid = show(step.release_id) if step.release_id else "<UTC timestamp>"
-        path = show(step.path)
-        if step.action == "rollback":
-            return resolver.mask(f"switch current back from release {rid} on {step.on}:{path}")
-        shared = f", shared {', '.join(step.shared)}" if step.shared else ""
-        return resolver.mask(
-            f"{show(step.source)} -> {step.on}:{path}/releases/{rid}"
-            f"{shared}, keep {step.keep}{batch_note(step)}"
-        )
 
     def preflight(
         self, step: ReleaseStep, plan: Plan, resolver: Resolver, state_dir: Any

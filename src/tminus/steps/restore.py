@@ -121,10 +121,6 @@ class RestoreKind(StepKindBase):
     def compensation(self, step: RestoreStep, ctx: StepContext) -> Compensation | None:
         return None
 
-    def describe(self, step: RestoreStep, resolver: Resolver) -> str:
-        into = step.database or step.path or "its own target"
-        return f"restore backup '{step.from_}' into {into} (checksums first, then compare)"
-
 
 def _into(step: RestoreStep, art: dict[str, Any]) -> tuple[str | None, str | None]:
     """(database, path) to restore into: the step's, else the backup's own target."""

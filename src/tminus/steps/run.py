@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tminus.hosts.local import LocalHost
-from tminus.plan.interpolate import ResolveError, Resolver
+from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import RunStep
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
@@ -55,15 +55,6 @@ class RunKind(StepKindBase):
 
     def compensation(self, step: RunStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: RunStep, resolver: Resolver) -> str:
-        try:
-            cmd = resolve_command(step.command, resolver)
-        except ResolveError:  # shown as written; running it reports why it cannot run
-            cmd = step.command
-        shown = cmd if isinstance(cmd, str) else " ".join(cmd)
-        extra = f" (cwd {resolver.resolve(step.cwd)})" if step.cwd else ""
-        return resolver.mask(f"$ {shown}{extra}")
 
 
 KIND = RunKind()

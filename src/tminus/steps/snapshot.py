@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 from tminus import work
 from tminus.backups.registry import get_driver
-from tminus.plan.interpolate import Resolver
 from tminus.plan.steps import SnapshotStep
 from tminus.steps._data import data_target
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
@@ -41,9 +40,6 @@ class SnapshotKind(StepKindBase):
 
     def compensation(self, step: SnapshotStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: SnapshotStep, resolver: Resolver) -> str:
-        return "snapshot of " + ", ".join([*step.databases, *step.paths])
 
 
 KIND = SnapshotKind()

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from tminus import work
 from tminus.plan.interpolate import Resolver
-from tminus.plan.sqlbind import Bound, SqlBindError, describe_sql, prepare
+from tminus.plan.sqlbind import Bound, SqlBindError, prepare
 from tminus.plan.steps import SqlStep
 from tminus.sqlrun import db_error, run_statements
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
@@ -49,14 +49,6 @@ class SqlKind(StepKindBase):
 
     def compensation(self, step: SqlStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: SqlStep, resolver: Resolver) -> str:
-        # describe() is not told the database's kind: the display is lexed as each dialect
-        # reads it, and both readings are shown when they differ.
-        stmts = [describe_sql(text, resolver, step.params) for text in step.statements]
-        if step.file:
-            stmts.append(f"<statements of {resolver.resolve(step.file)}>")
-        return resolver.mask(f"on {step.database}: " + "; ".join(stmts))
 
 
 KIND = SqlKind()

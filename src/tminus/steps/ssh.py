@@ -14,22 +14,7 @@ from tminus.steps import _fleet
 from tminus.steps._fleet import HostResult, tail
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
-__all__ = ["KIND", "SshKind", "batch_note"]
-
-
-def batch_note(step: Any) -> str:
-    parts = []
-    if getattr(step, "run_once", False):
-        parts.append("run once")
-    if step.batch is not None:
-        parts.append(f"batches {step.batch}")
-    if step.max_fail not in (0, "0"):
-        parts.append(f"max_fail {step.max_fail}")
-    if getattr(step, "max_fail_per_batch", None) is not None:
-        parts.append(f"max_fail_per_batch {step.max_fail_per_batch}")
-    if step.batch is not None and not getattr(step, "first_batch_canary", True):
-        parts.append("no canary")
-    return f" ({', '.join(parts)})" if parts else ""
+__all__ = ["KIND", "SshKind"]
 
 
 class SshKind(StepKindBase):
@@ -77,14 +62,6 @@ class SshKind(StepKindBase):
 
     def compensation(self, step: SshStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: SshStep, resolver: Resolver) -> str:
-        become = f" as {step.become if isinstance(step.become, str) else 'root'}"
-        return resolver.mask(
-            f"$ {_fleet.shown(resolver, shell=True)(step.command)} on {step.on}"
-            + (become if step.become else "")
-            + batch_note(step)
-        )
 
     def preflight(self, step: SshStep, plan: Plan, resolver: Resolver, state_dir: Any) -> list[str]:
         return _fleet.host_key_problems(step, plan, resolver)

@@ -216,11 +216,6 @@ class TrafficKind(StepKindBase):
             "traffic", ctx.key, f"Restore the traffic split of {step.router}", router=step.router
         )
 
-    def describe(self, step: TrafficStep, resolver: Resolver) -> str:
-        if step.restore is not None:
-            return f"router {step.router}: back to the split recorded before {step.restore}"
-        return f"router {step.router}: {_fmt(step.weights)}"
-
     def preflight(
         self, step: TrafficStep, plan: Plan, resolver: Resolver, state_dir: Path
     ) -> list[str]:

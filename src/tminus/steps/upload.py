@@ -31,7 +31,6 @@ from tminus.plan.steps import UploadStep
 from tminus.steps import _fleet
 from tminus.steps._fleet import HostResult, tail
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
-from tminus.steps.ssh import batch_note
 
 __all__ = ["KIND", "UploadKind", "check_script", "confined_problem", "parse_changed", "put_script"]
 
@@ -221,13 +220,6 @@ class UploadKind(StepKindBase):
 
     def compensation(self, step: UploadStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: UploadStep, resolver: Resolver) -> str:
-        show = _fleet.shown(resolver)
-        mode = f" (mode {step.mode})" if step.mode else ""
-        return resolver.mask(
-            f"{show(step.src)} -> {step.on}:{show(step.dest)}{mode}{batch_note(step)}"
-        )
 
     def preflight(
         self, step: UploadStep, plan: Plan, resolver: Resolver, state_dir: Any

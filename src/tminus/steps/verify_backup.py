@@ -84,8 +84,5 @@ class VerifyBackupKind(StepKindBase):
     def compensation(self, step: VerifyBackupStep, ctx: StepContext) -> Compensation | None:
         return None
 
-    def describe(self, step: VerifyBackupStep, resolver: Resolver) -> str:
-        return f"restore backup '{step.from_}' into a scratch copy, compare, drop it"
-
 
 KIND = VerifyBackupKind()

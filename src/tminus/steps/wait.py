@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import ClassVar
 
-from tminus.plan.interpolate import ResolveError, Resolver
+from tminus.plan.durations import resolve_durations
+from tminus.plan.interpolate import ResolveError
 from tminus.plan.steps import WaitStep
 from tminus.plan.values import ValueError_, format_duration
-from tminus.steps._durations import resolve_durations
 from tminus.steps.base import Compensation, StepContext, StepKindBase, StepOutcome
 
 __all__ = ["KIND", "WaitKind"]
@@ -45,13 +44,6 @@ class WaitKind(StepKindBase):
 
     def compensation(self, step: WaitStep, ctx: StepContext) -> Compensation | None:
         return None
-
-    def describe(self, step: WaitStep, resolver: Resolver) -> str:
-        with contextlib.suppress(ResolveError, ValueError_):
-            step = resolve_durations(step, resolver)
-        if step.until is None:
-            return f"wait {format_duration(step.duration)}"
-        return "wait until a check passes"
 
 
 KIND = WaitKind()

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tminus.engine.states import TERMINAL
+from tminus.states import TERMINAL
+from tminus.testing.seam import VARIABLES
 
 __all__ = [
     "KINDS",
@@ -195,7 +196,7 @@ class Campaign:
         self.env = {**os.environ, "TMINUS_OPERATOR": "alice", "TMINUS_KILL_GRACE_S": "2"}
         self.env.pop("TMINUS_STATE", None)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
-        for name in (*_ENV.values(), "TMINUS_CRASH_REPORT", "TMINUS_FAULT_COUNTS"):
+        for name in VARIABLES:
             self.env.pop(name, None)
 
     # --- the world ------------------------------------------------------------------------
@@ -260,7 +261,7 @@ class Campaign:
     # --- tminus ---------------------------------------------------------------------------
     def tm(self, work: Path, *args: str, env: dict[str, str] | None = None) -> Any:
         return subprocess.run(
-            [self.python, "-m", "tminus", *args],
+            [self.python, "-m", "tminus.testing.seam", *args],
             cwd=work,
             env={**self.env, **(env or {})},
             capture_output=True,

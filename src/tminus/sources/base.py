@@ -1,6 +1,6 @@
-"""The metric-provider plug-in interface and the one evaluation rule for every check.
+"""The check-source plug-in interface, its registry and the one evaluation rule for every check.
 
-A provider measures; :func:`judge` decides. A measurement's status is ``passed``, ``failed``,
+A source measures; :func:`judge` decides. A measurement's status is ``passed``, ``failed``,
 ``inconclusive`` (no data: pauses, never promotes) or ``error`` (the source failed). Its
 level is ``ok``, ``warn`` or ``critical``.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -19,13 +18,15 @@ from tminus.plan.checks import CheckBase
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.values import Condition, resolve_condition
+from tminus.registry import Registry, Unknown
 
 __all__ = [
-    "BUILTIN_PROVIDERS",
+    "BUILTIN_SOURCES",
+    "SOURCES",
     "CheckContext",
+    "CheckSource",
     "Measurement",
-    "MetricProvider",
-    "get_provider",
+    "get_source",
     "judge",
     "plain_number",
     "resolve_conditions",
@@ -71,7 +72,7 @@ class CheckContext:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-class MetricProvider(Protocol):
+class CheckSource(Protocol):
     source: ClassVar[str]
 
     async def measure(self, check: Any, ctx: CheckContext) -> Measurement:
@@ -79,16 +80,16 @@ class MetricProvider(Protocol):
         ...
 
 
-BUILTIN_PROVIDERS: dict[str, str] = {
-    "command": "tminus.metrics.command",
-    "http": "tminus.metrics.http",
-    "sql": "tminus.metrics.sql",
-    "file_count": "tminus.metrics.file_count",
-    "no_data_loss": "tminus.metrics.no_data_loss",
-    "verify_backup": "tminus.metrics.verify_backup",
-    "prometheus": "tminus.metrics.prometheus",
-    "haproxy": "tminus.metrics.haproxy",
-    "probe": "tminus.metrics.probe",
+BUILTIN_SOURCES: dict[str, str] = {
+    "command": "tminus.sources.command",
+    "http": "tminus.sources.http",
+    "sql": "tminus.sources.sql",
+    "file_count": "tminus.sources.file_count",
+    "no_data_loss": "tminus.sources.no_data_loss",
+    "verify_backup": "tminus.sources.verify_backup",
+    "prometheus": "tminus.sources.prometheus",
+    "haproxy": "tminus.sources.haproxy",
+    "probe": "tminus.sources.probe",
 }
 
 
@@ -105,15 +106,21 @@ def resolve_conditions(check: CheckBase, resolver: Resolver) -> dict[str, Condit
     return out
 
 
-def get_provider(source: str) -> MetricProvider:
-    mod = BUILTIN_PROVIDERS.get(source)
-    if mod is None:
+#: Built-in sources, then third-party ones (entry-point group ``tminus.sources``; their plan
+#: models are in ``tminus.check_models``: docs/plugins.md).
+SOURCES: Registry[CheckSource] = Registry(
+    "check source", BUILTIN_SOURCES, group="tminus.sources", default_attr="SOURCE"
+)
+
+
+def get_source(source: str) -> CheckSource:
+    try:
+        return SOURCES.get(source)
+    except Unknown as exc:
         raise PlanError(
             f"check source '{source}' is not implemented in this version of tminus",
-            hint="implemented sources: " + ", ".join(sorted(BUILTIN_PROVIDERS)),
-        )
-    provider: MetricProvider = import_module(mod).PROVIDER
-    return provider
+            hint="implemented sources: " + ", ".join(exc.known),
+        ) from None
 
 
 def check_name(check: CheckBase) -> str:

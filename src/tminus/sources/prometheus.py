@@ -22,11 +22,11 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import PrometheusCheck
-from tminus.plan.targets import PrometheusSource
+from tminus.plan.targets import PrometheusSource as PrometheusTarget
+from tminus.sources.base import CheckContext, Measurement
 
-__all__ = ["PROVIDER", "PrometheusProvider", "parse_result", "series_key"]
+__all__ = ["SOURCE", "PrometheusSource", "parse_result", "series_key"]
 
 DEFAULT_TIMEOUT_S = 10.0
 _AGGREGATES = ("max", "min", "sum", "avg", "count")
@@ -125,7 +125,7 @@ def parse_result(data: dict[str, Any], metric: str | None = None) -> Measurement
     )
 
 
-class PrometheusProvider:
+class PrometheusSource:
     source: ClassVar[str] = "prometheus"
 
     async def measure(self, check: PrometheusCheck, ctx: CheckContext) -> Measurement:
@@ -134,7 +134,7 @@ class PrometheusProvider:
         base = check.url
         if check.target:
             target = ctx.plan.targets.metrics.get(check.target)
-            if not isinstance(target, PrometheusSource):
+            if not isinstance(target, PrometheusTarget):
                 return Measurement(error=f"metrics target '{check.target}' is not defined")
             base = base or target.url
             headers.update(target.headers)
@@ -176,4 +176,4 @@ class PrometheusProvider:
         return m
 
 
-PROVIDER = PrometheusProvider()
+SOURCE = PrometheusSource()

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from tminus import work
-from tminus.metrics.base import CheckContext, Measurement, plain_number
 from tminus.plan.checks import SqlCheck
 from tminus.plan.sqlbind import SqlBindError, prepare
+from tminus.sources.base import CheckContext, Measurement, plain_number
 from tminus.sqlrun import db_error, run_query
 
-__all__ = ["PROVIDER", "SqlProvider"]
+__all__ = ["SOURCE", "SqlSource"]
 
 
-class SqlProvider:
+class SqlSource:
     source: ClassVar[str] = "sql"
 
     async def measure(self, check: SqlCheck, ctx: CheckContext) -> Measurement:
@@ -42,4 +42,4 @@ class SqlProvider:
         return Measurement(value=value, message=f"{value!r}")
 
 
-PROVIDER = SqlProvider()
+SOURCE = SqlSource()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import FileCountCheck
+from tminus.sources.base import CheckContext, Measurement
 
-__all__ = ["PROVIDER", "FileCountProvider"]
+__all__ = ["SOURCE", "FileCountSource"]
 
 
-class FileCountProvider:
+class FileCountSource:
     source: ClassVar[str] = "file_count"
 
     async def measure(self, check: FileCountCheck, ctx: CheckContext) -> Measurement:
@@ -27,4 +27,4 @@ class FileCountProvider:
         return Measurement(value=count, message=f"{count} file(s) matching {check.pattern}")
 
 
-PROVIDER = FileCountProvider()
+SOURCE = FileCountSource()

@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 from tminus import work
 from tminus.backups.registry import get_driver
 from tminus.backups.targets import data_target
-from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import NoDataLossCheck
+from tminus.sources.base import CheckContext, Measurement
 
-__all__ = ["PROVIDER", "NoDataLossProvider", "compare_snapshots"]
+__all__ = ["SOURCE", "NoDataLossSource", "compare_snapshots"]
 
 
 def compare_snapshots(
@@ -111,7 +111,7 @@ def _compare_shape(
     return problems
 
 
-class NoDataLossProvider:
+class NoDataLossSource:
     source: ClassVar[str] = "no_data_loss"
 
     async def measure(self, check: NoDataLossCheck, ctx: CheckContext) -> Measurement:
@@ -151,4 +151,4 @@ class NoDataLossProvider:
         return Measurement(value=len(problems), ok=not problems, message=msg)
 
 
-PROVIDER = NoDataLossProvider()
+SOURCE = NoDataLossSource()

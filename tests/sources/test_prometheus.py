@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.metrics.conftest import measure, plan_with
+from tests.sources.conftest import measure, plan_with
 from tminus.analysis.runner import run_analysis
 from tminus.engine.checking import run_check
-from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckBase
 from tminus.plan.interpolate import Resolver
+from tminus.sources.base import CheckResult
 from tminus.testing.app import AppProcess, free_port
 from tminus.testing.load import constant_rate
 from tminus.testing.prometheus import PrometheusServer

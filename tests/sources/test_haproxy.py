@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.metrics.conftest import measure, plan_with
+from tests.sources.conftest import measure, plan_with
 from tminus.testing.app import AppProcess
 from tminus.testing.haproxy import HaproxyServer
 from tminus.testing.load import constant_rate

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from tminus.engine.checking import run_check
-from tminus.metrics.base import CheckResult
 from tminus.plan.checks import CheckUse
 from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.routers.haproxy_api import runtime_command
+from tminus.sources.base import CheckResult
 from tminus.testing.app import AppProcess
 from tminus.testing.haproxy import HaproxyServer
 from tminus.testing.prometheus import PrometheusServer

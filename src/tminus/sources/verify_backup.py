@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tminus.backups.targets import verify_backup
-from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import BackupCheck
+from tminus.sources.base import CheckContext, Measurement
 
-__all__ = ["PROVIDER", "VerifyBackupProvider"]
+__all__ = ["SOURCE", "VerifyBackupSource"]
 
 
-class VerifyBackupProvider:
+class VerifyBackupSource:
     source: ClassVar[str] = "verify_backup"
 
     async def measure(self, check: BackupCheck, ctx: CheckContext) -> Measurement:
@@ -24,4 +24,4 @@ class VerifyBackupProvider:
         return Measurement(value=0 if ok else max(problems, 1), ok=ok, message=message)
 
 
-PROVIDER = VerifyBackupProvider()
+SOURCE = VerifyBackupSource()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tminus.metrics.base import CheckResult
+from tminus.sources.base import CheckResult
 
 from .conftest import measure, plan_with
 

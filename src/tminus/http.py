@@ -1,9 +1,6 @@
-"""``source: http``: a request; the value is the latency in seconds (or ``metric: status`` /
-``body``). The status must match ``status`` (default: any 2xx).
-
-:func:`request` is the one HTTP request-and-expect: this source and the ``http`` step kind
-both send through it, so they share the method, headers, bodies, the timeout (the check's or
-step's ``timeout``, else :data:`DEFAULT_TIMEOUT_S`) and the expectations (status,
+"""The one HTTP request-and-expect: the ``http`` step kind and the ``http`` check source both
+send through :func:`request`, so they share the method, headers, bodies, the timeout (the
+check's or step's ``timeout``, else :data:`DEFAULT_TIMEOUT_S`) and the expectations (status,
 ``body_contains``, ``max_latency``); each reports the result in its own terms."""
 
 from __future__ import annotations
@@ -11,15 +8,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 
-from tminus.metrics.base import CheckContext, Measurement
-from tminus.plan.checks import HttpCheck
 from tminus.plan.interpolate import Resolver
 
-__all__ = ["DEFAULT_TIMEOUT_S", "PROVIDER", "HttpProvider", "HttpResponse", "request", "status_ok"]
+__all__ = ["DEFAULT_TIMEOUT_S", "HttpResponse", "request", "status_ok"]
 
 #: How long one request waits when its check or step names no ``timeout``: the one default
 #: of ``source: http`` and ``kind: http`` (docs/plan-format.md says so under both).
@@ -90,37 +85,3 @@ async def request(
         body_ok=body_contains is None or r.resolve(body_contains) in resp.text,
         fast_enough=max_latency is None or latency <= max_latency.total_seconds(),
     )
-
-
-class HttpProvider:
-    source: ClassVar[str] = "http"
-
-    async def measure(self, check: HttpCheck, ctx: CheckContext) -> Measurement:
-        res = await request(
-            ctx.resolver,
-            method=check.method,
-            url=check.url,
-            headers=check.headers,
-            timeout=check.timeout,
-            body=check.body or None,
-            status=check.status,
-            body_contains=check.body_contains,
-        )
-        if isinstance(res, str):
-            return Measurement(error=res)
-        msg = res.summary
-        if not res.body_ok:
-            msg += f"; body lacks {check.body_contains!r}"
-        metric = check.metric or "latency"
-        value: object = {"latency": res.latency, "status": res.status, "body": res.text}.get(
-            metric, res.latency
-        )
-        return Measurement(
-            value=value,
-            values={"latency": res.latency, "status": res.status},
-            ok=res.status_ok and res.body_ok,
-            message=msg,
-        )
-
-
-PROVIDER = HttpProvider()

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 from tminus.hosts.local import LocalHost
-from tminus.metrics.base import CheckContext, Measurement
 from tminus.plan.checks import CommandCheck
 from tminus.plan.values import parse_quantity
+from tminus.sources.base import CheckContext, Measurement
 
-__all__ = ["PROVIDER", "CommandProvider"]
+__all__ = ["SOURCE", "CommandSource"]
 
 
-class CommandProvider:
+class CommandSource:
     source: ClassVar[str] = "command"
 
     async def measure(self, check: CommandCheck, ctx: CheckContext) -> Measurement:
@@ -41,4 +41,4 @@ class CommandProvider:
         return Measurement(value=value, ok=run.exit_status == 0, message=msg)
 
 
-PROVIDER = CommandProvider()
+SOURCE = CommandSource()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.metrics.conftest import measure, plan_with
-from tminus.metrics.probe import Side, run_probe
+from tests.sources.conftest import measure, plan_with
+from tminus.sources.probe import Side, run_probe
 from tminus.testing.app import AppProcess, free_port
 from tminus.testing.haproxy import HaproxyServer
 

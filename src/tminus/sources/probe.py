@@ -37,11 +37,11 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
-from tminus.metrics.base import CheckContext, Measurement
-from tminus.metrics.sequential import Decision, LatencyTest, OneSampleTest, SequentialTest
 from tminus.plan.checks import ProbeCheck
+from tminus.sources.base import CheckContext, Measurement
+from tminus.sources.sequential import Decision, LatencyTest, OneSampleTest, SequentialTest
 
-__all__ = ["PROVIDER", "ProbeProvider", "ProbeResult", "Side", "percentile", "run_probe"]
+__all__ = ["SOURCE", "ProbeResult", "ProbeSource", "Side", "percentile", "run_probe"]
 
 DEFAULT_DURATION_S = 5.0
 DEFAULT_REQUEST_TIMEOUT_S = 5.0
@@ -246,7 +246,7 @@ async def run_probe(
     return out
 
 
-class ProbeProvider:
+class ProbeSource:
     source: ClassVar[str] = "probe"
 
     async def measure(self, check: ProbeCheck, ctx: CheckContext) -> Measurement:
@@ -335,4 +335,4 @@ def _describe(res: ProbeResult) -> str:
     return text + f" in {res.elapsed:.1f}s"
 
 
-PROVIDER = ProbeProvider()
+SOURCE = ProbeSource()

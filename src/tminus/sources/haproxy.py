@@ -24,12 +24,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tminus.metrics.base import CheckContext, Measurement, check_name
 from tminus.plan.checks import HaproxyCheck
 from tminus.plan.targets import HaproxyRouter
 from tminus.routers.haproxy_api import HaproxyApiError, show_stat
+from tminus.sources.base import CheckContext, Measurement, check_name
 
-__all__ = ["PROVIDER", "HaproxyProvider", "row_values"]
+__all__ = ["SOURCE", "HaproxySource", "row_values"]
 
 _RESPONSE_COLUMNS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
 _INT_COLUMNS = ("qcur", "scur", "econ", "eresp", "weight", "hrsp_5xx", "req_tot")
@@ -61,7 +61,7 @@ class _Sample:
     errors: int
 
 
-class HaproxyProvider:
+class HaproxySource:
     source: ClassVar[str] = "haproxy"
 
     def __init__(self) -> None:
@@ -126,4 +126,4 @@ class HaproxyProvider:
         return Measurement(value=value, values=values, message=message)
 
 
-PROVIDER = HaproxyProvider()
+SOURCE = HaproxySource()
