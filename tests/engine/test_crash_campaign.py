@@ -10,9 +10,9 @@ evidence only (the ledger, the database, the config file, /proc); see
 
 Mutations that must make this test fail (each was tried; see the closing note of issue #11 and
 docs/engine.md):
-- never pause on an in-flight forward step (``_rerun_safe`` always True in ``Engine._step``):
+- never pause on an in-flight forward step (``_rerun_safe`` always True in ``phase.step_node``):
   the ledger shows ``fwd:…`` twice at effect points;
-- never pause on an in-flight rollback action (the same in ``Engine._rollback``): ``undo:…``
+- never pause on an in-flight rollback action (the same in ``rollback.run_rollback``): ``undo:…``
   twice;
 - record a step's end before its effect (``step_finished`` before ``kind.execute``): a ledger
   line is missing at the points between the record and the effect;

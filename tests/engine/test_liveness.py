@@ -181,7 +181,7 @@ def test_force_unlock_run_kills_the_dead_holders_orphans(tm: Tm) -> None:
     """`run --force-unlock` over a killed runner's lock: the takeover is printed, and the old
     deploy's orphan group is killed before the new deploy runs.
 
-    Mutation: drop the ``_kill_orphans`` call in ``runner._took_over``."""
+    Mutation: drop the ``_kill_orphans`` call in ``takeover._took_over``."""
     _runner, procs, _ = _kill_runner_in_step(tm)
     quick = tm.cwd / "q.yaml"
     quick.write_text(ORPHAN_PLAN.replace("sleep 30 & for i in $(seq 150)", "for i in 1"))

@@ -166,7 +166,7 @@ def test_one_backup_is_restored_once_per_rollback(tm: Tm) -> None:
     """Two `migrate` steps with `on_rollback: restore` of the same backup: the rollback
     restores it once (it used to restore it twice), and the data is as before.
 
-    Mutation tried: remove the ``restored`` check in ``Engine._rollback``: two restores run
+    Mutation tried: remove the ``restored`` check in ``rollback.run_rollback``: two restores run
     and this fails."""
     db = tm.cwd / "app.db"
     conn = sqlite3.connect(db)

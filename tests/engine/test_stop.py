@@ -116,7 +116,7 @@ def test_abort_stops_the_last_step_within_a_second(tm: Tm) -> None:
     killed, the deploy ends aborted, never succeeded; measured from the recorded request to
     the recorded stop, under a second.
 
-    Mutation tried: ``watch_abort=False`` in ``Engine._execute``: the step runs on, the
+    Mutation tried: ``watch_abort=False`` in ``attempt.execute``: the step runs on, the
     runner never ends, and this fails on the runner's timeout."""
     _write(tm.cwd / "p.yaml", LONG_LAST)
     runner = _spawn(tm, "run", "p.yaml")
@@ -225,7 +225,7 @@ def test_in_flight_rollback_action_pauses_and_is_never_guessed(tm: Tm, answer: s
     --skip-step the undo ran once, with --retry-step twice (the operator's choice, recorded).
 
     Mutation tried: treat every rollback action as safe to re-run (``_rerun_safe`` True in
-    ``Engine._rollback``): resume re-runs u1, the deploy does not pause, and this fails."""
+    ``rollback.run_rollback``): resume re-runs u1, the deploy does not pause, and this fails."""
     _write(tm.cwd / "p.yaml", ROLLBACK_PLAN)
     # effects: s1 (1), s2 failing (2), u1 (3): crash right after u1's effect
     proc = tm("run", "p.yaml", env={"TMINUS_CRASH_AFTER_EFFECTS": "3"})

@@ -15,7 +15,7 @@ Mutations tried (each made a test here fail, then was restored):
 - ``host_key_problems`` returning [] when ``accept_new_host_keys`` is set (as before): the
   changed key is let through — ``test_accept_new_does_not_accept_a_changed_key``;
 - the old fixed preflight hint ("install what is missing, free disk space …") restored in
-  ``runner._preflight``: the hint assertions fail — both exit-2 tests;
+  ``launch._preflight``: the hint assertions fail — both exit-2 tests;
 - ``check_host_key`` not fetching the key of an unknown host: no fingerprint in the message
   — ``test_an_unknown_host_key_exits_2_with_its_fingerprint_and_a_keyscan_hint``.
 """
