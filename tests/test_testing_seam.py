@@ -4,7 +4,9 @@ The clock (``tminus.clock``) and the fault points (``tminus.faults``) are armed 
 ``python -m tminus.testing.seam`` (or by an in-process test calling ``install``); the real
 entry points (``python -m tminus``, the ``tminus`` script) ignore the variables the seam reads.
 
-Mutations tried: ``store.py`` reading ``TMINUS_CLOCK_OFFSET`` again in its ``now`` →
+Mutations tried: the store stamping rows with ``datetime.now(UTC)`` instead of
+``tminus.clock.now`` → ``test_an_installed_clock_is_the_stores_clock`` fails; ``store.py``
+reading ``TMINUS_CLOCK_OFFSET`` again →
 ``test_no_production_module_reads_the_test_variables`` and
 ``test_the_real_cli_ignores_the_test_variables`` fail; ``faults.after_commit`` crashing without an
 installed plan (reading the environment) → ``test_the_real_cli_ignores_the_test_variables`` fails
@@ -82,13 +84,25 @@ def test_the_seam_counts_the_points(tmp_path: Path) -> None:
     assert json.loads(counts.read_text())["commits"] > 0
 
 
-def test_an_installed_clock_is_the_stores_clock() -> None:
-    from tminus.store import store
+def test_an_installed_clock_is_the_stores_clock(tmp_path: Path) -> None:
+    """What the store records is stamped by the installed clock (a deploy created while the
+    clock runs 30 days ahead is dated 30 days ahead), and by the system's once it is back."""
+    from tminus.store.store import Store
 
-    ahead = clock.OffsetClock(timedelta(days=30))
-    previous = clock.install(ahead)
+    store = Store(f"sqlite:///{tmp_path}/state.db")
+    fields = {
+        "environment": "test",
+        "plan_path": "p.yaml",
+        "plan_text": PLAN,
+        "plan_hash": "h",
+        "started_by": "alice",
+        "overrides": {},
+    }
+    previous = clock.install(clock.OffsetClock(timedelta(days=30)))
     try:
-        assert store.now() - datetime.now(UTC) > timedelta(days=29)
+        ahead = store.deploy(store.create_deploy(plan_name="ahead", **fields))
     finally:
         clock.install(previous)
-    assert abs(store.now() - datetime.now(UTC)) < timedelta(minutes=1)
+    today = store.deploy(store.create_deploy(plan_name="today", **fields))
+    assert ahead["created_at"] - datetime.now(UTC) > timedelta(days=29)
+    assert abs(today["created_at"] - datetime.now(UTC)) < timedelta(minutes=1)

@@ -216,3 +216,32 @@ def test_a_plugin_kind_is_checked_and_run(tmp_path: Path) -> None:
     op = tm(work, site, "op", "run", "plan.yaml", "regreet")
     assert op.returncode == 0, op.stdout + op.stderr
     assert (work / "again.txt").read_text() == "hello operator\n"
+
+
+def test_a_plugin_that_cannot_load_is_a_plan_error(tmp_path: Path) -> None:
+    """docs/plugins.md: a plug-in model that fails to import is a located plan error (exit 2),
+    never a traceback; a plan of built-in kinds is not affected by it. Mutation tried:
+    ``PluginModels._load`` letting the import error through → the check prints a traceback
+    (exit 1) and this fails."""
+    site = tmp_path / "broken"
+    info = site / "broken_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[tminus.step_models]\nbroken = no_such_module:Model\n")
+    (info / "RECORD").write_text("")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "broken.yaml").write_text(
+        "name: b\nenvironment: t\nphases:\n  - name: p\n    steps:\n"
+        "      - {kind: broken, name: x}\n"
+    )
+    proc = tm(work, site, "check", "broken.yaml")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "broken.yaml:6:9:" in proc.stderr and "failed to load" in proc.stderr
+    assert "no_such_module" in proc.stderr and "Traceback" not in proc.stderr
+    (work / "plan.yaml").write_text(
+        "name: ok\nenvironment: t\nphases:\n  - name: p\n    steps:\n"
+        "      - {kind: run, name: x, command: 'true'}\n"
+    )
+    fine = tm(work, site, "check", "plan.yaml")
+    assert fine.returncode == 0, fine.stdout + fine.stderr

@@ -20,6 +20,7 @@ __all__ = [
     "EXIT_WAITING",
     "fail",
     "handle_errors",
+    "state_option",
 ]
 
 EXIT_DONE = 0
@@ -30,6 +31,16 @@ EXIT_LOCKED = 4
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+#: ``--state``: the one state-store option of every command that reads or writes deploys.
+state_option = click.option(
+    "--state",
+    "state_url",
+    envvar="TMINUS_STATE",
+    default=None,
+    help="State store URL (default sqlite:///.tminus/state.db, or postgresql://…).",
+)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT, hint: str | None = None) -> NoReturn:

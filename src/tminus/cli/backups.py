@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from tminus.cli._util import echo_json, fail, handle_errors
+from tminus.cli._util import echo_json, fail, handle_errors, state_option
 
 __all__ = ["COMMANDS"]
 
@@ -21,7 +21,6 @@ _dir_opt = click.option(
     show_default=True,
     help="Where the backups are (a backup step's `dest`).",
 )
-_state_opt = click.option("--state", "state_url", envvar="TMINUS_STATE", default=None)
 
 
 def _scan(root: Path) -> list[tuple[Path, Any]]:
@@ -94,7 +93,7 @@ def backups() -> None:
 @backups.command(name="list")
 @_dir_opt
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-@_state_opt
+@state_option
 @handle_errors
 def list_(backup_dir: str, output: str, state_url: str | None) -> None:
     """List backups, newest last, with the deploys still relying on them: those in --dir and
@@ -143,7 +142,7 @@ def list_(backup_dir: str, output: str, state_url: str | None) -> None:
     metavar="URL",
     help="Also restore into a scratch copy on this server and compare.",
 )
-@_state_opt
+@state_option
 @handle_errors
 def verify(backup_id: str, backup_dir: str, server_url: str | None, state_url: str | None) -> None:
     """Check BACKUP_ID's files against its manifest (sizes, sha256); with --scratch, also a
@@ -193,7 +192,7 @@ def verify(backup_id: str, backup_dir: str, server_url: str | None, state_url: s
 @click.option("--keep", type=click.IntRange(min=1), required=True, help="Backups kept per target.")
 @_dir_opt
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted.")
-@_state_opt
+@state_option
 @handle_errors
 def prune(keep: int, backup_dir: str, dry_run: bool, state_url: str | None) -> None:
     """Keep the newest KEEP backups of each target; never one a running, paused or scheduled
@@ -242,7 +241,7 @@ def prune(keep: int, backup_dir: str, dry_run: bool, state_url: str | None) -> N
 @click.option("--jobs", type=click.IntRange(min=1, max=64), default=2, show_default=True)
 @click.option("--yes", is_flag=True, help="Confirm without a prompt (needed without a terminal).")
 @click.option("--as", "operator", default=None, help="Who you are (recorded).")
-@_state_opt
+@state_option
 @handle_errors
 def restore(
     backup_id: str,

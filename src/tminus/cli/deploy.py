@@ -11,17 +11,10 @@ from typing import Any
 
 import click
 
-from tminus.cli._util import echo_json, handle_errors
+from tminus.cli._util import echo_json, handle_errors, state_option
 
 __all__ = ["COMMANDS"]
 
-_state_opt = click.option(
-    "--state",
-    "state_url",
-    envvar="TMINUS_STATE",
-    default=None,
-    help="State store URL (default sqlite:///.tminus/state.db, or postgresql://…).",
-)
 _as_opt = click.option(
     "--as", "operator", default=None, help="Who you are (default: $TMINUS_OPERATOR or your login)."
 )
@@ -150,7 +143,7 @@ def _outcome(state_url: str | None, deploy_id: str | None, code: int, message: s
 )
 @_output_opt
 @_as_opt
-@_state_opt
+@state_option
 @handle_errors
 def run(
     plan: str,
@@ -218,7 +211,7 @@ def run(
 @click.option("--quiet", "-q", is_flag=True)
 @_output_opt
 @_as_opt
-@_state_opt
+@state_option
 @handle_errors
 def resume(
     deploy: str,
@@ -270,7 +263,7 @@ def resume(
 @click.option("--role", required=True)
 @click.option("--as", "person", required=True, help="Who approves.")
 @click.option("--comment", default=None)
-@_state_opt
+@state_option
 @handle_errors
 def approve(
     deploy: str, role: str, person: str, comment: str | None, state_url: str | None
@@ -286,7 +279,7 @@ def approve(
 @click.option("--rollback", is_flag=True, help="Roll back before stopping.")
 @_output_opt
 @_as_opt
-@_state_opt
+@state_option
 @handle_errors
 def abort(
     deploy: str, rollback: bool, output: str, operator: str | None, state_url: str | None
@@ -317,7 +310,7 @@ def abort(
 @click.option("--quiet", "-q", is_flag=True)
 @_output_opt
 @_as_opt
-@_state_opt
+@state_option
 @handle_errors
 def rollback(
     deploy: str,

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tminus.cli._util import EXIT_BAD_INPUT, echo_json, fail, handle_errors
+from tminus.cli._util import EXIT_BAD_INPUT, echo_json, fail, handle_errors, state_option
 
 __all__ = ["COMMANDS"]
 
@@ -104,7 +104,7 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--force-unlock", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--as", "operator", default=None, help="Who you are.")
-@click.option("--state", "state_url", envvar="TMINUS_STATE", default=None)
+@state_option
 @handle_errors
 def op_run(
     plan: str,

@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from tminus.cli._util import EXIT_DONE, EXIT_WAITING, echo_json, handle_errors
-from tminus.cli.deploy import _state_opt
+from tminus.cli._util import EXIT_DONE, EXIT_WAITING, echo_json, handle_errors, state_option
 
 __all__ = ["COMMANDS"]
 
@@ -31,7 +30,7 @@ def _ts(value: Any) -> str:
 @click.command()
 @click.argument("deploy", required=False)
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-@_state_opt
+@state_option
 @handle_errors
 def status(deploy: str | None, output: str, state_url: str | None) -> None:
     """State, current step, estimate against actual per phase, maintenance downtime."""
@@ -132,7 +131,7 @@ def _host_table(fleet: dict[str, Any]) -> None:
 @click.command()
 @click.argument("deploy")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-@_state_opt
+@state_option
 @handle_errors
 def log(deploy: str, output: str, state_url: str | None) -> None:
     """Print DEPLOY's event log."""
@@ -152,7 +151,7 @@ def log(deploy: str, output: str, state_url: str | None) -> None:
 
 @click.command(name="list")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-@_state_opt
+@state_option
 @handle_errors
 def list_(output: str, state_url: str | None) -> None:
     """List deploys, newest first."""
@@ -189,7 +188,7 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
 
 @click.command()
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-@_state_opt
+@state_option
 @handle_errors
 def due(output: str, state_url: str | None) -> None:
     """List scheduled work (delayed phases, success metrics with `after:`) and whether it

@@ -36,7 +36,6 @@ from tminus.engine.program import Node, build_program
 from tminus.engine.reporter import Reporter
 from tminus.engine.resume_actions import apply_resume_action, apply_rollback_action
 from tminus.engine.rollback import rollback_after, rollback_final, rollback_reason, run_rollback
-from tminus.engine.specs import _jsonable as _jsonable  # tminus.engine.retry imports it
 from tminus.engine.specs import step_from_spec, step_spec
 from tminus.engine.triggers import (
     abort_requested,

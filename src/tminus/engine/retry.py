@@ -288,7 +288,7 @@ def _record(
 async def _verify_again(engine: Engine, phase: int, report: RetryReport) -> None:
     """A phase's ``verify`` checks, once its hosts were retried (as after the phase in a
     normal run). A failure is reported; the deploy is not rolled back (``tminus rollback``)."""
-    from tminus.engine.engine import _jsonable
+    from tminus.engine.specs import _jsonable
 
     for j, ref in enumerate(engine.plan.phases[phase].verify):
         result = await engine.run_check(ref)

@@ -18,10 +18,11 @@ Results inform; they never change a deploy's state.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tminus.clock import now
+from tminus.engine.specs import _jsonable
 from tminus.plan.values import format_duration
 from tminus.states import TERMINAL, DeployState
 
@@ -50,14 +51,6 @@ def base_time(plan: Plan, phase_rows: dict[int, dict[str, Any]]) -> datetime:
     row = phase_rows.get(last)
     ended = row["ended_at"] if row else None
     return ended if isinstance(ended, datetime) else now()
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return str(value)
 
 
 def metric_record(

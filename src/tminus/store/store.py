@@ -23,7 +23,6 @@ process records) and :mod:`.locks` (plan locks and takeovers). :class:`Store` jo
 
 from __future__ import annotations
 
-from tminus.clock import now
 from tminus.files import default_state_url
 from tminus.store._connect import HEAD_REVISION
 from tminus.store.locks import TERMINAL_STATES, HolderCheck, LocksMixin
@@ -36,7 +35,6 @@ __all__ = [
     "HolderCheck",
     "Store",
     "default_state_url",
-    "now",
 ]
 
 
