@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
+from typing_extensions import TypeAliasType
 
 from tminus.plan import checks, steps
 from tminus.plan._yaml_rules import Source
@@ -23,9 +24,14 @@ _LABEL = re.compile(r"^[a-z][a-z_-]*\[")
 
 
 def _unwrap(tp: Any) -> Any:
-    while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp
+    """The type under ``Annotated[...]`` and named aliases (``Step``, ``CheckRef``, ``Name``)."""
+    while True:
+        if isinstance(tp, TypeAliasType):
+            tp = tp.__value__
+        elif typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        else:
+            return tp
 
 
 def _union_members(tp: Any) -> list[Any]:
@@ -149,6 +155,7 @@ def _walk(loc: tuple[Any, ...], data: Any) -> _Where:
             fields.update(tp.model_fields)
             tp = fields[elem].annotation if isinstance(elem, str) and elem in fields else None
         else:
+            tp = _unwrap(tp)
             origin = typing.get_origin(tp)
             args = typing.get_args(tp)
             if origin is list and isinstance(elem, int) and args:

@@ -12,6 +12,8 @@ from pydantic import Field, model_validator
 from tminus.plan._base import Name, PlanModel
 from tminus.plan.values import DurationStr
 
+from ._base import new_list
+
 if TYPE_CHECKING:  # the union exists once every kind is defined; plan.steps hands it over
     from tminus.plan.steps import Step
 
@@ -48,7 +50,7 @@ class StepBase(PlanModel):
         False, description="Safe to re-run if it was in flight when the runner died."
     )
     undo: list[Step] = Field(
-        default_factory=list, description="Compensation steps run if the deploy rolls back."
+        default_factory=new_list, description="Compensation steps run if the deploy rolls back."
     )
 
     def title(self) -> str:

@@ -11,6 +11,8 @@ from tminus.plan._step_base import StepBase
 from tminus.plan.checks import CheckRef, SqlParams
 from tminus.plan.values import DurationStr, VarDurationStr
 
+from ._base import new_dict, new_list
+
 __all__ = [
     "ApproveStep",
     "HttpExpect",
@@ -29,7 +31,7 @@ class RunStep(StepBase):
     kind: Literal["run"]
     command: str | list[str]
     cwd: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=new_dict)
     expect_exit: list[int] = Field(default_factory=lambda: [0])
 
     def default_title(self) -> str:
@@ -49,7 +51,7 @@ class HttpStep(StepBase):
     kind: Literal["http"]
     url: str
     method: str = "GET"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=new_dict)
     body: str | None = None
     json_body: Any = Field(None, alias="json")
     expect: HttpExpect = Field(default_factory=HttpExpect)
@@ -60,11 +62,11 @@ class SqlStep(StepBase):
 
     kind: Literal["sql"]
     database: Name
-    statements: list[str] = Field(default_factory=list)
+    statements: list[str] = Field(default_factory=new_list)
     file: str | None = None
     transaction: bool = True
     params: SqlParams = Field(
-        default_factory=dict, description="Values bound to the statements' :name placeholders."
+        default_factory=new_dict, description="Values bound to the statements' :name placeholders."
     )
 
     @field_validator("statements", mode="before")
@@ -141,7 +143,7 @@ class NotifyStep(StepBase):
 
     kind: Literal["notify"]
     message: str
-    channels: list[Name] = Field(default_factory=list)
+    channels: list[Name] = Field(default_factory=new_list)
     severity: Literal["info", "warning", "critical"] = "info"
 
     def default_title(self) -> str:

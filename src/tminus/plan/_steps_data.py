@@ -9,6 +9,8 @@ from pydantic import Field, StringConstraints, model_validator
 from tminus.plan._base import Name, PlanModel
 from tminus.plan._step_base import StepBase
 
+from ._base import new_list
+
 __all__ = [
     "BackupFrom",
     "BackupRef",
@@ -110,5 +112,5 @@ class SnapshotStep(StepBase):
     """Record tables, indexes, row counts and file counts for a later no_data_loss check."""
 
     kind: Literal["snapshot"]
-    databases: list[Name] = Field(default_factory=list)
-    paths: list[Name] = Field(default_factory=list)
+    databases: list[Name] = Field(default_factory=new_list)
+    paths: list[Name] = Field(default_factory=new_list)

@@ -11,6 +11,8 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from tminus.plan._step_base import StepBase
 
+from ._base import new_dict, new_list
+
 if TYPE_CHECKING:  # the union exists once every kind is defined; plan.steps hands it over
     from tminus.plan.steps import Step
 
@@ -150,7 +152,7 @@ class SshStep(StepBase):
     on: FleetOn = Field(description="A host or group (in a hook also ${host}).")
     command: str
     cwd: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=new_dict)
     batch: int | str | list[int | str] | None = Field(
         None, description="Hosts per batch: 2, '25%', or a ramp [1, 5, '25%']."
     )
@@ -171,10 +173,10 @@ class SshStep(StepBase):
     run_once: bool = Field(False, description="Run on one host only: the first reachable one.")
     become: bool | str = False
     before_batch: list[Step] = Field(
-        default_factory=list, description="Steps run before each batch (${batch_hosts})."
+        default_factory=new_list, description="Steps run before each batch (${batch_hosts})."
     )
     after_batch: list[Step] = Field(
-        default_factory=list, description="Steps run after each batch (${batch_hosts})."
+        default_factory=new_list, description="Steps run after each batch (${batch_hosts})."
     )
 
     def default_title(self) -> str:
@@ -216,15 +218,15 @@ class ReleaseStep(StepBase):
         None, description="Name of the release directory; default a UTC timestamp."
     )
     shared: list[str] = Field(
-        default_factory=list, description="Paths linked from shared/ (a trailing / is a dir)."
+        default_factory=new_list, description="Paths linked from shared/ (a trailing / is a dir)."
     )
     keep: int = Field(5, ge=1, description="Releases kept per host (current and previous always).")
     batch: int | str | list[int | str] | None = None
     max_fail: int | str = 0
     max_fail_per_batch: int | str | None = None
     first_batch_canary: bool = True
-    before_batch: list[Step] = Field(default_factory=list)
-    after_batch: list[Step] = Field(default_factory=list)
+    before_batch: list[Step] = Field(default_factory=new_list)
+    after_batch: list[Step] = Field(default_factory=new_list)
     action: Literal["deploy", "rollback"] = Field(
         "deploy",
         description="rollback: switch `current` back on hosts where it points at release_id "

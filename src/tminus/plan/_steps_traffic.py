@@ -11,6 +11,8 @@ from tminus.plan._step_base import StepBase
 from tminus.plan.checks import CheckRef
 from tminus.plan.values import DurationStr, VarDurationStr
 
+from ._base import new_dict, new_list
+
 if TYPE_CHECKING:  # the union exists once every kind is defined; plan.steps hands it over
     from tminus.plan.steps import Step
 
@@ -28,7 +30,7 @@ class TrafficStep(StepBase):
 
     kind: Literal["traffic"]
     router: Name
-    weights: dict[Name, int] = Field(default_factory=dict)
+    weights: dict[Name, int] = Field(default_factory=new_dict)
     restore: str | None = Field(None, description=_RESTORE_DOC)
 
     @field_validator("weights")
@@ -97,7 +99,7 @@ class CanaryStep(StepBase):
     stable: Name
     canary: Name
     steps: list[CanaryStepWeight] = Field(min_length=1)
-    analysis: list[CheckRef] = Field(default_factory=list)
+    analysis: list[CheckRef] = Field(default_factory=new_list)
     promote: bool = Field(
         True,
         description="Send all traffic to the canary after the last step; false holds the last "
@@ -112,6 +114,6 @@ class BlueGreenStep(StepBase):
     router: Name
     active: Name
     idle: Name
-    deploy: list[Step] = Field(default_factory=list)
-    preview: list[CheckRef] = Field(default_factory=list)
+    deploy: list[Step] = Field(default_factory=new_list)
+    preview: list[CheckRef] = Field(default_factory=new_list)
     rollback_window: DurationStr | None = None

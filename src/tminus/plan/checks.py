@@ -19,10 +19,13 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from typing_extensions import TypeAliasType
 
 from tminus.plan._base import Name, PlanModel
 from tminus.plan._plugins import PluginModels
 from tminus.plan.values import ConditionStr, DurationStr, VarDurationStr
+
+from ._base import new_dict, new_list
 
 __all__ = [
     "BUILTIN_CHECK_MODELS",
@@ -78,7 +81,7 @@ class CommandCheck(CheckBase):
     source: Literal["command"]
     command: str | list[str]
     cwd: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=new_dict)
 
 
 class HttpCheck(CheckBase):
@@ -87,7 +90,7 @@ class HttpCheck(CheckBase):
     source: Literal["http"]
     url: str
     method: str = "GET"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=new_dict)
     body: str | None = None
     status: int | list[int] | None = Field(None, description="Expected status; default 2xx.")
     body_contains: str | None = None
@@ -116,7 +119,7 @@ class SqlCheck(CheckBase):
     database: Name
     query: str
     params: SqlParams = Field(
-        default_factory=dict, description="Values bound to the query's :name placeholders."
+        default_factory=new_dict, description="Values bound to the query's :name placeholders."
     )
 
 
@@ -137,7 +140,7 @@ class PrometheusCheck(CheckBase):
     url: str | None = None
     query: str
     headers: dict[str, str] = Field(
-        default_factory=dict, description="Added to (and overriding) the target's headers."
+        default_factory=new_dict, description="Added to (and overriding) the target's headers."
     )
 
     @model_validator(mode="after")
@@ -168,7 +171,7 @@ class ProbeCheck(CheckBase):
     duration: DurationStr | None = Field(
         None, description="How long one measurement probes; default: the interval, else 5s."
     )
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=new_dict)
     cookie: str | None = Field(None, description="A cookie to reach the canary, e.g. canary=1.")
     baseline_url: str | None = Field(None, description="Default: url (with baseline_cookie).")
     baseline_cookie: str | None = None
@@ -205,8 +208,8 @@ class NoDataLossCheck(CheckBase):
 
     source: Literal["no_data_loss"]
     snapshot: Name = Field(description="The id of a snapshot step earlier in the plan.")
-    allow_row_loss: list[str] = Field(default_factory=list)
-    allow_missing: list[str] = Field(default_factory=list)
+    allow_row_loss: list[str] = Field(default_factory=new_list)
+    allow_missing: list[str] = Field(default_factory=new_list)
 
 
 class BackupCheck(CheckBase):
@@ -302,11 +305,16 @@ class _CheckUseFromStr(CheckUse):
 
 
 #: Where a check is expected: a name (``tables_present``), ``{use: NAME, ...}`` or inline.
-CheckRef = Annotated[
-    Annotated[_CheckUseFromStr, Tag("use")] | Annotated[Check, Tag("check")],
-    Discriminator(
-        _check_ref_tag,
-        custom_error_type="check_ref",
-        custom_error_message="expected a check: a name, {use: NAME} or a mapping with 'source'",
-    ),
-]
+# A named alias (``TypeAliasType``): pydantic builds its validator once and refers to it from
+# every field that uses it, instead of once per field (#14: ``tminus check`` start-up).
+CheckRef = TypeAliasType(
+    "CheckRef",
+    Annotated[
+        Annotated[_CheckUseFromStr, Tag("use")] | Annotated[Check, Tag("check")],
+        Discriminator(
+            _check_ref_tag,
+            custom_error_type="check_ref",
+            custom_error_message="expected a check: a name, {use: NAME} or a mapping with 'source'",
+        ),
+    ],
+)

@@ -13,6 +13,8 @@ from tminus.plan.steps import Step
 from tminus.plan.targets import Targets
 from tminus.plan.values import DurationStr
 
+from ._base import new_dict, new_list
+
 __all__ = [
     "Approvals",
     "ChecklistItem",
@@ -82,9 +84,9 @@ class Window(PlanModel):
 class Role(PlanModel):
     """A role: the people who fill it and how to reach them."""
 
-    people: list[str] = Field(default_factory=list)
+    people: list[str] = Field(default_factory=new_list)
     contact: str | None = None
-    responsibilities: list[str] = Field(default_factory=list)
+    responsibilities: list[str] = Field(default_factory=new_list)
     on_call: bool = False
 
     @field_validator("people", "responsibilities", mode="before")
@@ -96,7 +98,7 @@ class Role(PlanModel):
 class Approvals(PlanModel):
     """Roles whose sign-off a run requires before its first phase."""
 
-    required: list[Name] = Field(default_factory=list)
+    required: list[Name] = Field(default_factory=new_list)
     separation_of_duties: bool = Field(
         False, description="The person who started a deploy cannot approve it."
     )
@@ -138,9 +140,9 @@ class Phase(PlanModel):
     script: str | None = Field(None, description="Legacy script this phase replaces.")
     after: DurationStr | None = Field(None, description="Delay after the previous phase, e.g. 30d.")
     on_failure: OnFailure = "rollback"
-    steps: list[Step] = Field(default_factory=list)
-    verify: list[CheckRef] = Field(default_factory=list)
-    rollback: list[Step] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=new_list)
+    verify: list[CheckRef] = Field(default_factory=new_list)
+    rollback: list[Step] = Field(default_factory=new_list)
     notes: str | None = None
 
 
@@ -170,16 +172,16 @@ class WatchPeriod(PlanModel):
     every: DurationStr
     for_: DurationStr = Field(alias="for")
     start: DurationStr | None = Field(None, description="Offset from the end of the deploy.")
-    checks: list[CheckRef] = Field(default_factory=list)
+    checks: list[CheckRef] = Field(default_factory=new_list)
     label: str | None = None
 
 
 class Watch(PlanModel):
     """The post-deployment watch: a schedule of checks after the deploy succeeds."""
 
-    schedule: list[WatchPeriod] = Field(default_factory=list)
+    schedule: list[WatchPeriod] = Field(default_factory=new_list)
     on_critical: Literal["notify", "rollback"] = "notify"
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=new_list)
 
 
 class NotificationChannel(PlanModel):
@@ -187,13 +189,13 @@ class NotificationChannel(PlanModel):
 
     kind: Literal["slack", "email", "webhook", "statuspage", "log"]
     url: str | None = Field(None, description="Webhook or API URL.")
-    to: list[str] = Field(default_factory=list)
+    to: list[str] = Field(default_factory=new_list)
     sender: str | None = Field(None, alias="from")
     smtp: str | None = Field(None, description="host:port of the SMTP server.")
     username: str | None = None
     password: str | None = None
     token: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=new_dict)
     audience: str | None = None
 
     @model_validator(mode="after")
@@ -229,7 +231,7 @@ class NotificationRule(PlanModel):
     before: DurationStr | None = None
     after: DurationStr | None = None
     every: DurationStr | None = None
-    channels: list[Name] = Field(default_factory=list)
+    channels: list[Name] = Field(default_factory=new_list)
     message: str | None = None
     audience: str | None = None
 
@@ -245,8 +247,8 @@ class NotificationRule(PlanModel):
 
 
 class Notifications(PlanModel):
-    channels: dict[Name, NotificationChannel] = Field(default_factory=dict)
-    rules: list[NotificationRule] = Field(default_factory=list)
+    channels: dict[Name, NotificationChannel] = Field(default_factory=new_dict)
+    rules: list[NotificationRule] = Field(default_factory=new_list)
 
 
 class OperationParam(PlanModel):
@@ -260,10 +262,10 @@ class Operation(PlanModel):
     """A named procedure (Octopus calls them runbooks): restart an import, emergency stop…"""
 
     description: str | None = None
-    params: dict[Name, OperationParam] = Field(default_factory=dict)
-    steps: list[Step] = Field(default_factory=list)
-    checks: list[CheckRef] = Field(default_factory=list)
-    roles: list[Name] = Field(default_factory=list)
+    params: dict[Name, OperationParam] = Field(default_factory=new_dict)
+    steps: list[Step] = Field(default_factory=new_list)
+    checks: list[CheckRef] = Field(default_factory=new_list)
+    roles: list[Name] = Field(default_factory=new_list)
     confirm: bool | str = Field(False, description="Ask before running; a string is the prompt.")
     dangerous: bool = False
     emergency: bool = False
@@ -307,7 +309,7 @@ class RollbackTrigger(PlanModel):
     check: CheckRef | None = None
     action: Literal["rollback", "pause", "notify"] = "rollback"
     phases: list[str | int] = Field(
-        default_factory=list,
+        default_factory=new_list,
         description="Phases (names or numbers from 1) during which the check is evaluated; "
         "default: every phase.",
     )
@@ -323,8 +325,8 @@ class Contact(PlanModel):
 
 
 class Contacts(PlanModel):
-    emergency: list[Contact] = Field(default_factory=list)
-    escalation: list[str] = Field(default_factory=list)
+    emergency: list[Contact] = Field(default_factory=new_list)
+    escalation: list[str] = Field(default_factory=new_list)
 
 
 class MaintenanceWindow(PlanModel):
@@ -332,9 +334,9 @@ class MaintenanceWindow(PlanModel):
 
     name: str
     schedule: str
-    tasks: list[str] = Field(default_factory=list)
-    pre_checklist: list[str] = Field(default_factory=list)
-    post_checklist: list[str] = Field(default_factory=list)
+    tasks: list[str] = Field(default_factory=new_list)
+    pre_checklist: list[str] = Field(default_factory=new_list)
+    post_checklist: list[str] = Field(default_factory=new_list)
     operation: Name | None = None
 
 
@@ -350,30 +352,30 @@ class Plan(PlanModel):
     description: str | None = None
     status: str | None = None
     window: Window = Field(default_factory=Window)
-    roles: dict[Name, Role] = Field(default_factory=dict)
+    roles: dict[Name, Role] = Field(default_factory=new_dict)
     approvals: Approvals = Field(default_factory=Approvals)
-    variables: dict[Name, str | int | float | bool] = Field(default_factory=dict)
-    secrets: dict[Name, str] = Field(default_factory=dict)
+    variables: dict[Name, str | int | float | bool] = Field(default_factory=new_dict)
+    secrets: dict[Name, str] = Field(default_factory=new_dict)
     maintenance: MaintenanceConfig | None = None
     targets: Targets = Field(default_factory=Targets)
-    checks: dict[Name, CheckRef] = Field(default_factory=dict)
-    checklist: list[ChecklistItem] = Field(default_factory=list)
+    checks: dict[Name, CheckRef] = Field(default_factory=new_dict)
+    checklist: list[ChecklistItem] = Field(default_factory=new_list)
     phases: list[Phase] = Field(min_length=1)
-    success_metrics: list[SuccessMetric] = Field(default_factory=list)
+    success_metrics: list[SuccessMetric] = Field(default_factory=new_list)
     watch: Watch | None = None
     notifications: Notifications = Field(default_factory=Notifications)
-    operations: dict[Name, Operation] = Field(default_factory=dict)
-    troubleshooting: list[Troubleshooting] = Field(default_factory=list)
-    risks: list[Risk] = Field(default_factory=list)
-    rollback_triggers: list[RollbackTrigger] = Field(default_factory=list)
+    operations: dict[Name, Operation] = Field(default_factory=new_dict)
+    troubleshooting: list[Troubleshooting] = Field(default_factory=new_list)
+    risks: list[Risk] = Field(default_factory=new_list)
+    rollback_triggers: list[RollbackTrigger] = Field(default_factory=new_list)
     rollback_window: DurationStr | None = Field(
         None,
         description="How long after it ended a deploy may still be rolled back with "
         "`tminus rollback` (default 7d).",
     )
     contacts: Contacts = Field(default_factory=Contacts)
-    health: list[CheckRef] = Field(default_factory=list)
-    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    health: list[CheckRef] = Field(default_factory=new_list)
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=new_list)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from pydantic import (
     Tag,
     WithJsonSchema,
 )
+from typing_extensions import TypeAliasType
 
 from tminus.plan import _step_base, _steps_basic, _steps_data, _steps_fleet, _steps_traffic
 from tminus.plan._plugins import PluginModels
@@ -169,29 +170,34 @@ _PLUGIN = Annotated[
     Tag(PLUGIN_TAG),
 ]
 
-Step = Annotated[
-    Annotated[RunStep, Tag("run")]
-    | Annotated[SshStep, Tag("ssh")]
-    | Annotated[HttpStep, Tag("http")]
-    | Annotated[SqlStep, Tag("sql")]
-    | Annotated[WaitStep, Tag("wait")]
-    | Annotated[ApproveStep, Tag("approve")]
-    | Annotated[MaintenanceStep, Tag("maintenance")]
-    | Annotated[BackupStep, Tag("backup")]
-    | Annotated[RestoreStep, Tag("restore")]
-    | Annotated[VerifyBackupStep, Tag("verify_backup")]
-    | Annotated[MigrateStep, Tag("migrate")]
-    | Annotated[SnapshotStep, Tag("snapshot")]
-    | Annotated[UploadStep, Tag("upload")]
-    | Annotated[ReleaseStep, Tag("release")]
-    | Annotated[TrafficStep, Tag("traffic")]
-    | Annotated[FlagStep, Tag("flag")]
-    | Annotated[CanaryStep, Tag("canary")]
-    | Annotated[BlueGreenStep, Tag("blue_green")]
-    | Annotated[NotifyStep, Tag("notify")]
-    | _PLUGIN,
-    Field(discriminator=Discriminator(PLUGINS.tag)),
-]
+# A named alias (``TypeAliasType``): pydantic builds its validator once and refers to it from
+# every field that uses it, instead of once per field (#14: ``tminus check`` start-up).
+Step = TypeAliasType(
+    "Step",
+    Annotated[
+        Annotated[RunStep, Tag("run")]
+        | Annotated[SshStep, Tag("ssh")]
+        | Annotated[HttpStep, Tag("http")]
+        | Annotated[SqlStep, Tag("sql")]
+        | Annotated[WaitStep, Tag("wait")]
+        | Annotated[ApproveStep, Tag("approve")]
+        | Annotated[MaintenanceStep, Tag("maintenance")]
+        | Annotated[BackupStep, Tag("backup")]
+        | Annotated[RestoreStep, Tag("restore")]
+        | Annotated[VerifyBackupStep, Tag("verify_backup")]
+        | Annotated[MigrateStep, Tag("migrate")]
+        | Annotated[SnapshotStep, Tag("snapshot")]
+        | Annotated[UploadStep, Tag("upload")]
+        | Annotated[ReleaseStep, Tag("release")]
+        | Annotated[TrafficStep, Tag("traffic")]
+        | Annotated[FlagStep, Tag("flag")]
+        | Annotated[CanaryStep, Tag("canary")]
+        | Annotated[BlueGreenStep, Tag("blue_green")]
+        | Annotated[NotifyStep, Tag("notify")]
+        | _PLUGIN,
+        Field(discriminator=Discriminator(PLUGINS.tag)),
+    ],
+)
 
 # The models are built on first use (``defer_build``), each resolving ``Step`` in the module
 # that defines it (the inherited ``undo: list[Step]`` too): hand the union to those modules.

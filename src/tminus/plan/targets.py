@@ -12,6 +12,8 @@ from pydantic import Field, model_validator
 from tminus.plan._base import Name, PlanModel
 from tminus.plan.values import DurationStr
 
+from ._base import new_dict, new_list
+
 __all__ = [
     "DATABASE_KINDS",
     "CookieRoute",
@@ -44,15 +46,15 @@ class Host(PlanModel):
     known_hosts: str | None = None
     local: bool = False
     become: bool | str = False
-    vars: dict[str, Any] = Field(default_factory=dict)
+    vars: dict[str, Any] = Field(default_factory=new_dict)
 
 
 class Group(PlanModel):
     """A named set of hosts; ``children`` names other groups whose hosts it includes."""
 
-    hosts: list[Name] = Field(default_factory=list)
-    children: list[Name] = Field(default_factory=list)
-    vars: dict[str, Any] = Field(default_factory=dict)
+    hosts: list[Name] = Field(default_factory=new_list)
+    children: list[Name] = Field(default_factory=new_list)
+    vars: dict[str, Any] = Field(default_factory=new_dict)
 
 
 def _group_from_list(value: Any) -> Any:
@@ -77,7 +79,7 @@ class Database(PlanModel):
     description: str | None = None
     host: Name | None = Field(None, description="Host the dump tools run on; local by default.")
     tables: list[str] = Field(
-        default_factory=list, description="Tables that must exist (seed 001: 9/9 tables)."
+        default_factory=new_list, description="Tables that must exist (seed 001: 9/9 tables)."
     )
 
 
@@ -155,7 +157,7 @@ class HaproxyRouter(PlanModel):
         "for requests carrying the cookie; tminus sets it at runtime and on disk.",
     )
     cookie_backends: dict[Name, str] = Field(
-        default_factory=dict,
+        default_factory=new_dict,
         description="Pool name → backend holding only that pool's servers; default "
         "`<backend>_<pool>`.",
     )
@@ -209,7 +211,7 @@ class PrometheusSource(PlanModel):
 
     kind: Literal["prometheus"]
     url: str
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=new_dict)
 
 
 MetricSource = Annotated[PrometheusSource, Field(discriminator="kind")]
@@ -234,13 +236,13 @@ class Targets(PlanModel):
 
     inventory: str | None = Field(None, description="An Ansible inventory (INI or YAML) file.")
     ssh: SshDefaults = Field(default_factory=SshDefaults)
-    hosts: dict[Name, Host] = Field(default_factory=dict)
-    groups: dict[Name, _GroupInput] = Field(default_factory=dict)
-    databases: dict[Name, Database] = Field(default_factory=dict)
-    paths: dict[Name, PathTarget] = Field(default_factory=dict)
-    routers: dict[Name, Router] = Field(default_factory=dict)
-    flag_stores: dict[Name, FlagStore] = Field(default_factory=dict)
-    metrics: dict[Name, MetricSource] = Field(default_factory=dict)
+    hosts: dict[Name, Host] = Field(default_factory=new_dict)
+    groups: dict[Name, _GroupInput] = Field(default_factory=new_dict)
+    databases: dict[Name, Database] = Field(default_factory=new_dict)
+    paths: dict[Name, PathTarget] = Field(default_factory=new_dict)
+    routers: dict[Name, Router] = Field(default_factory=new_dict)
+    flag_stores: dict[Name, FlagStore] = Field(default_factory=new_dict)
+    metrics: dict[Name, MetricSource] = Field(default_factory=new_dict)
 
     def host_or_group_names(self) -> set[str]:
         return set(self.hosts) | set(self.groups) | {"localhost", "all"}
