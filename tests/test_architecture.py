@@ -111,7 +111,11 @@ CONTRACTS: dict[str, frozenset[str]] = {
             "sources.base",
         }
     ),
-    "testing": frozenset({"clock", "cli", "faults", "plan", "routers", "states"}),
+    "serve": frozenset(
+        {"clock", "engine", "errors", "plan", "procfs", "sources.base", "states", "store"}
+    ),
+    "report": frozenset({"clock", "errors", "plan", "states", "store"}),
+    "testing": frozenset({"clock", "cli", "faults", "plan", "routers", "serve.workers", "states"}),
     "cli": frozenset({ANY}),
     "__main__": frozenset({"cli"}),
     "tminus": frozenset(),  # the root __init__

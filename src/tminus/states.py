@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DONE_STEP_STATES", "TERMINAL", "WAITING", "DeployState", "StepState", "exit_code_for"]
+__all__ = [
+    "DONE_STEP_STATES",
+    "HANDOVER_REASON",
+    "TERMINAL",
+    "WAITING",
+    "DeployState",
+    "StepState",
+    "exit_code_for",
+]
 
 
 class DeployState(StrEnum):
@@ -46,6 +54,11 @@ WAITING = frozenset(
         DeployState.SCHEDULED,
     }
 )
+#: The reason of a deploy its runner paused because its ``tminus serve`` was stopping (SIGTERM):
+#: the step in flight finished, the next did not start. A server resumes such a deploy by
+#: itself; any other pause waits for an operator.
+HANDOVER_REASON = "handed over: its tminus serve was stopping, paused before the next step"
+
 DONE_STEP_STATES = frozenset(
     {
         StepState.SUCCEEDED,

@@ -11,6 +11,8 @@ from tminus.cli import deploy as deploy_cmds
 from tminus.cli import hosts as hosts_cmds
 from tminus.cli import ops as ops_cmds
 from tminus.cli import plan as plan_cmds
+from tminus.cli import report as report_cmds
+from tminus.cli import serve as serve_cmds
 from tminus.cli import status as status_cmds
 
 __all__ = ["cli", "main"]
@@ -34,6 +36,8 @@ for _cmd in [
     *status_cmds.COMMANDS,
     *ops_cmds.COMMANDS,
     *backups_cmds.COMMANDS,
+    *report_cmds.COMMANDS,
+    *serve_cmds.COMMANDS,
 ]:
     cli.add_command(_cmd)
 

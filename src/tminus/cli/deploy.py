@@ -209,6 +209,12 @@ def run(
 )
 @click.option("--force-unlock", is_flag=True, help="Take over a stale lock (recorded).")
 @click.option("--quiet", "-q", is_flag=True)
+@click.option(
+    "--handover-on-sigterm",
+    is_flag=True,
+    hidden=True,
+    help="(tminus serve's workers) on SIGTERM, pause before the next step.",
+)
 @_output_opt
 @_as_opt
 @state_option
@@ -222,6 +228,7 @@ def resume(
     force: bool,
     force_unlock: bool,
     quiet: bool,
+    handover_on_sigterm: bool,
     output: str,
     operator: str | None,
     state_url: str | None,
@@ -244,6 +251,7 @@ def resume(
         force_unlock=force_unlock,
         quiet=quiet,
         exclude_hosts=exclude_hosts,
+        handover_on_sigterm=handover_on_sigterm,
     )
     if retry_failed_hosts:
         _drive_and_finish(

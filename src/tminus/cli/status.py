@@ -72,6 +72,14 @@ def status(deploy: str | None, output: str, state_url: str | None) -> None:
         )
     if info["reason"]:
         click.echo(f"  {info['reason']}")
+    if info["countdown"]:
+        click.echo(f"  countdown: {info['countdown']}")
+    if info["timers"]:
+        nxt = info["timers"][0]
+        click.echo(
+            f"  timers: {len(info['timers'])} pending for tminus serve; next {nxt['key']} "
+            f"at {_ts(nxt['due_at'])}"
+        )
     click.echo(
         f"  started by {info['started_by']} at {_ts(info['created_at'])}"
         + (f", ended {_ts(info['finished_at'])}" if info["finished_at"] else "")
@@ -158,15 +166,39 @@ def list_(output: str, state_url: str | None) -> None:
     from tminus.engine.liveness import shown_state
     from tminus.store import Store
 
-    rows = Store(state_url).list_deploys()
+    store = Store(state_url)
+    rows = store.list_deploys()
+    counts = {r["id"]: _countdown(store, r) for r in rows}
     if output == "json":
-        echo_json([_brief(r) | {"state": shown_state(r), "stored_state": r["state"]} for r in rows])
+        echo_json(
+            [
+                _brief(r)
+                | {
+                    "state": shown_state(r),
+                    "stored_state": r["state"],
+                    "countdown": counts[r["id"]],
+                }
+                for r in rows
+            ]
+        )
         return
     for r in rows:
         click.echo(
             f"{r['id']:<30} {shown_state(r):<22} {r['environment']:<12} "
             f"{r['created_at']:%Y-%m-%d %H:%M} {r['started_by']}"
+            + (f"  {counts[r['id']]}" if counts[r["id"]] else "")
         )
+
+
+def _countdown(store: Any, r: dict[str, Any]) -> str | None:
+    """A deploy registered with `tminus schedule` and not started: its countdown."""
+    if r["state"] != "scheduled" or not str(r["reason"] or "").endswith("(T-0)"):
+        return None
+    from tminus.engine.scheduling import countdown
+    from tminus.plan.loader import load_plan_text
+
+    plan = load_plan_text(r["plan_text"], r["plan_path"], semantic=False).plan
+    return countdown(r, plan, store) if plan is not None else None
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:

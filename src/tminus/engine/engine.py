@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import signal
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan, RollbackTrigger
 from tminus.plan.steps import StepBase
 from tminus.sources.base import CheckResult
-from tminus.states import DONE_STEP_STATES, TERMINAL, DeployState
+from tminus.states import DONE_STEP_STATES, HANDOVER_REASON, TERMINAL, DeployState
 from tminus.steps.base import DeployFleet, Services, StepContext, StepOutcome
 from tminus.store.store import Store
 
@@ -88,6 +89,10 @@ class Engine:
         self._phase_now = -1
         #: A rollback trigger that fired (rollback or pause), with the result that fired it.
         self._fired: tuple[RollbackTrigger, CheckResult] | None = None
+        #: ``tminus serve``'s workers: SIGTERM asks the runner to pause before its next step
+        #: (:data:`tminus.states.HANDOVER_REASON`) instead of dying mid-step.
+        self.handover_on_sigterm = False
+        self.handover_requested = False
         #: The deploy's fleet, built on first use (:attr:`fleet`).
         self._fleet = DeployFleet(
             self.plan, self.resolver, events=lambda: self.store.events(self.deploy_id)
@@ -180,8 +185,10 @@ class Engine:
                 continue
             channels = rule.channels or list(self.plan.notifications.channels)
             text = self._mask(self.resolver.resolve(rule.message) if rule.message else message)
-            self.reporter.line(f"[notify {','.join(channels) or 'log'}] {text}")
-            self._event("notify", text, {"when": when, "channels": channels})
+            # Recorded only: no notifier sends to channels yet (the console says so).
+            shown = ",".join(channels) or "log"
+            self.reporter.line(f"[notice for {shown}, recorded, not sent] {text}")
+            self._event("notify", text, {"when": when, "channels": channels, "sent": []})
 
     # --- checks ---------------------------------------------------------------------------
     async def run_check(self, ref: CheckBase | CheckUse) -> CheckResult:
@@ -200,15 +207,24 @@ class Engine:
         """Run ``job`` as this deploy's runner: heartbeat, process records, fleet closed."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        if self.handover_on_sigterm:
+            self._loop.add_signal_handler(signal.SIGTERM, self._request_handover)
         beat = asyncio.ensure_future(self._heartbeat())
         work.set_sink(self)
         try:
             return await job
         finally:
             work.set_sink(None)
+            if self.handover_on_sigterm:
+                self._loop.remove_signal_handler(signal.SIGTERM)
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             await self._fleet.close()
+
+    def _request_handover(self) -> None:
+        if not self.handover_requested:
+            self.reporter.line("SIGTERM: the step in flight finishes, then the deploy pauses")
+        self.handover_requested = True
 
     async def _heartbeat(self) -> None:
         """Tell the store, every HEARTBEAT_S, that this runner is alive (``status`` shows a
@@ -282,6 +298,10 @@ class Engine:
         for node in self.program:
             if node.kind in ("step", "phase_start") and abort_requested(self):
                 return await self.abort(rollback=abort_wants_rollback(self))
+            if node.kind in ("step", "phase_start") and self.handover_requested:
+                row = rows.get(node.key)
+                if row is None or row["state"] not in DONE_STEP_STATES:
+                    return self._hand_over(node)
             fired = await on_trigger(self, node)
             if fired is not None:
                 return fired
@@ -336,6 +356,14 @@ class Engine:
         self._set_state(DeployState.PAUSED, reason)
         if crashed:
             self._event("step.crashed", reason, key=node.key)
+        return DeployState.PAUSED
+
+    def _hand_over(self, node: Node) -> DeployState:
+        """Pause before ``node`` because the serve process running this deploy is stopping;
+        a server resumes it (see :data:`HANDOVER_REASON`)."""
+        self.reporter.line(f"SIGTERM: pausing before {node.key}; a tminus serve resumes it")
+        self._set_state(DeployState.PAUSED, HANDOVER_REASON)
+        self._event("deploy.handed_over", HANDOVER_REASON, {"before": node.key}, key=node.key)
         return DeployState.PAUSED
 
     def _finish_failed(self, reason: str) -> DeployState:

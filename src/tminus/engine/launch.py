@@ -48,6 +48,8 @@ class RunOptions:
     skip_checklist: bool = False
     #: ``--outside-window REASON``: run although now is outside the plan's window (recorded).
     outside_window: str | None = None
+    #: ``tminus serve``'s workers: SIGTERM pauses the deploy before its next step (handover).
+    handover_on_sigterm: bool = False
 
 
 def _selection(plan: Plan, opts: RunOptions) -> Selection | None:
@@ -193,6 +195,7 @@ def _engine(
         interactive=interactive,
         prompt=_prompt,
     )
+    engine.handover_on_sigterm = opts.handover_on_sigterm
     if selection is not None:
         # The engine walks `program`; a selected deploy walks only its phases. Rollback needs
         # nothing more: it covers the phases that started, and only selected ones can.

@@ -44,8 +44,12 @@ from tminus.states import TERMINAL, DeployState, exit_code_for
 from tminus.steps.registry import implemented_kinds, kind_of
 from tminus.store.store import Store
 
+#: A serve process that beat within this many seconds is alive (it beats every second).
+SERVER_ALIVE_S = 10.0
+
 __all__ = [
     "DEFAULT_ROLLBACK_WINDOW",
+    "SERVER_ALIVE_S",
     "RunOptions",
     "approve",
     "default_operator",
@@ -193,6 +197,8 @@ def resume(deploy_id: str, action: str, opts: RunOptions) -> tuple[int, str]:
         from tminus.clock import now
 
         if d["due_at"] is not None and now() < d["due_at"]:
+            for item in opts.confirms:  # a checklist confirmed before T-0 counts at T-0
+                _confirm(store, plan, deploy_id, item, opts.operator)
             note = _metrics_note(store, d)
             return 3, f"deploy {deploy_id} is scheduled: {d['reason']}{note}"
     # Before anything runs again: kill what the dead runner left running (a step's command,
@@ -264,7 +270,19 @@ def approve(
     if waiting:
         gate = waiting[0]
     store.add_approval(deploy_id, gate, role, person, comment)
-    return f"{role} approved {deploy_id} as {person}; continue with: tminus resume {deploy_id}"
+    return f"{role} approved {deploy_id} as {person}; " + _who_continues(store, deploy_id)
+
+
+def _who_continues(store: Store, deploy_id: str) -> str:
+    """What continues a deploy after an approval or a confirmation: a live ``tminus serve`` of
+    this store (it notices within a second), or the operator."""
+    from datetime import timedelta
+
+    servers = store.live_servers(timedelta(seconds=SERVER_ALIVE_S))
+    if servers:
+        s = servers[0]
+        return f"tminus serve (pid {s['pid']} on {s['host']}) continues it when its gates are met"
+    return f"continue with: tminus resume {deploy_id}"
 
 
 def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:

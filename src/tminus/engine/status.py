@@ -107,6 +107,16 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
         for k, r in sorted(steps.items(), key=lambda kv: (kv[1]["started_at"] or now(), kv[0]))
         if r["state"] == "running"
     ]
+    countdown_text = None
+    if d["state"] == "scheduled" and plan is not None and not phase_rows:
+        from tminus.engine.scheduling import countdown
+
+        countdown_text = countdown(d, plan, store)
+    timers = [
+        {"kind": x["kind"], "key": x["key"], "due_at": x["due_at"], "state": x["state"]}
+        for x in store.timers(deploy_id)
+        if x["kind"] != "drive" and x["state"] == "pending"
+    ]
     windows = store.maintenance_windows(deploy_id)
     total = sum(((w["off_at"] or now()) - w["on_at"]).total_seconds() for w in windows)
     return {
@@ -124,6 +134,10 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
         "created_at": d["created_at"],
         "finished_at": d["finished_at"],
         "due_at": d["due_at"],
+        # a deploy registered with `tminus schedule`, not started: what is left before T-0
+        "countdown": countdown_text,
+        # timers `tminus serve` will fire (notices, watch measurements, metrics due)
+        "timers": timers,
         "current": current,
         "phases": phases,
         # `tminus run --phase`: the phases this deploy runs (1-based numbers), or None for all

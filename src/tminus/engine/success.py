@@ -7,8 +7,9 @@ with ``after: D`` is *pending* until base + D: the summary records it (``metric.
 with its due time) and nothing measures it earlier. Once due, ``tminus resume DEPLOY``
 measures it (``metric.measured``), whatever state the deploy is in by then: succeeded,
 scheduled for a later delayed phase (the metric never waits for that phase), paused. ``tminus
-due`` lists pending metrics with their due time, as it lists delayed phases; there is no
-server yet to fire them, so cron (or a person) runs ``tminus due`` and resumes what is due.
+due`` lists pending metrics with their due time, as it lists delayed phases; ``tminus serve``
+resumes the deploy when one is due (a ``metric`` timer), and without a server cron (or a
+person) runs ``tminus due`` and resumes what is due.
 
 A pending metric of a deploy that was rolled back, failed or was aborted is never measured
 (it is shown *cancelled*): it would measure the version that was undone.

@@ -57,9 +57,11 @@ class EventsMixin(StoreBase):
         with self.tx() as conn:
             self._event(conn, deploy_id, etype, key, message, data)
 
-    def events(self, deploy_id: str) -> list[dict[str, Any]]:
+    def events(self, deploy_id: str, *, types: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The deploy's events, oldest first; only those of ``types`` when given."""
+        q = select(t.events).where(t.events.c.deploy_id == deploy_id)
+        if types:
+            q = q.where(t.events.c.type.in_(types))
         with self._read() as conn:
-            rows = conn.execute(
-                select(t.events).where(t.events.c.deploy_id == deploy_id).order_by(t.events.c.seq)
-            ).mappings()
+            rows = conn.execute(q.order_by(t.events.c.seq)).mappings()
             return [_row(r) for r in rows]

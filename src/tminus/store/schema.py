@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -27,7 +28,9 @@ __all__ = [
     "metadata",
     "phases",
     "processes",
+    "servers",
     "steps",
+    "timers",
 ]
 
 metadata = MetaData()
@@ -171,4 +174,40 @@ processes = Table(
     Column("pid", Integer, nullable=False),
     Column("token", String(40), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
+)
+
+# 0003 (tminus serve): every pending time-based action of a deploy is a row, fired once.
+# ``key`` is unique per deploy (the idempotency key of the effect: planning the same timer
+# twice inserts nothing); a server claims a due row with a lease (``lease_owner`` until
+# ``lease_until``) and marks it done or skipped in the transaction that records its effect.
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), nullable=False, index=True),
+    Column("key", String(200), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(20), nullable=False),  # pending | done | skipped | cancelled
+    Column("data", JSON),
+    Column("lease_owner", String(200)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("fired_at", DateTime(timezone=True)),
+    Column("outcome", Text),
+    UniqueConstraint("deploy_id", "key", name="uq_timers_deploy_key"),
+)
+Index("ix_timers_state_due", timers.c.state, timers.c.due_at)
+
+# 0003: the `tminus serve` processes of this store, with their heartbeat.
+servers = Table(
+    "servers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("bind", String(200)),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("stopped_at", DateTime(timezone=True)),
 )

@@ -18,7 +18,8 @@ The store is composed of parts, one module each: :mod:`._connect` (the engine, t
 its upgrade, the ``tx`` transactions and commit counting), :mod:`.events` (the event log),
 :mod:`.deploys` (deploy rows, approvals, checklist confirmations, maintenance windows),
 :mod:`.steps` (steps, phases, compensations), :mod:`.runners` (the runner, its heartbeat,
-process records) and :mod:`.locks` (plan locks and takeovers). :class:`Store` joins them.
+process records), :mod:`.locks` (plan locks and takeovers) and :mod:`.timers` (the durable
+timers and servers of ``tminus serve``). :class:`Store` joins them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tminus.store._connect import HEAD_REVISION
 from tminus.store.locks import TERMINAL_STATES, HolderCheck, LocksMixin
 from tminus.store.runners import RunnersMixin
 from tminus.store.steps import StepsMixin
+from tminus.store.timers import TimersMixin
 
 __all__ = [
     "HEAD_REVISION",
@@ -38,5 +40,5 @@ __all__ = [
 ]
 
 
-class Store(LocksMixin, StepsMixin, RunnersMixin):
+class Store(LocksMixin, StepsMixin, RunnersMixin, TimersMixin):
     """All reads and writes of tminus state."""

@@ -1,0 +1,213 @@
+"""The always-on commands: serve, schedule, cancel, reschedule, watch."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from tminus.cli._util import EXIT_BAD_INPUT, echo_json, fail, handle_errors, state_option
+
+__all__ = ["COMMANDS"]
+
+_as_opt = click.option(
+    "--as", "operator", default=None, help="Who you are (default: $TMINUS_OPERATOR or your login)."
+)
+
+
+def _operator(value: str | None) -> str:
+    from tminus.engine.runner import default_operator
+
+    return value or default_operator()
+
+
+@click.command()
+@click.option(
+    "--bind",
+    default="127.0.0.1:8470",
+    show_default=True,
+    help="HOST:PORT of /healthz and /metrics; 'off' for none.",
+)
+@click.option(
+    "--grace",
+    default=60.0,
+    show_default=True,
+    help="On SIGTERM, seconds the deploys' steps in flight get to finish (then they pause).",
+)
+@state_option
+@handle_errors
+def serve(bind: str, grace: float, state_url: str | None) -> None:
+    """Run the always-on part: start scheduled deploys at T-0, run delayed phases and success
+    metrics when due, record notices, run the watch, and continue a deploy as soon as its
+    approval or confirmation is recorded. Stops cleanly on SIGTERM (docs/serve.md)."""
+    from tminus.serve.server import serve as run_server
+
+    try:
+        code = run_server(state_url, None if bind == "off" else bind, grace)
+    except OSError as exc:
+        fail(str(exc), EXIT_BAD_INPUT, hint="choose another --bind HOST:PORT, or --bind off")
+    sys.exit(code)
+
+
+@click.command()
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--at", "at", default=None, help="T-0: ISO 8601 or +2h (default: window.start).")
+@click.option("--var", "variables", multiple=True, help="NAME=VALUE (repeatable).")
+@click.option("--confirm", "confirms", multiple=True, help="Confirm a manual checklist item now.")
+@click.option("--reason", default=None, help="Why (recorded).")
+@click.option(
+    "--outside-window", default=None, metavar="REASON", help="T-0 outside the window (recorded)."
+)
+@_as_opt
+@state_option
+@handle_errors
+def schedule(
+    plan: str,
+    at: str | None,
+    variables: tuple[str, ...],
+    confirms: tuple[str, ...],
+    reason: str | None,
+    outside_window: str | None,
+    operator: str | None,
+    state_url: str | None,
+) -> None:
+    """Register a deploy of PLAN to start at T-0 (tminus serve starts it; notices before the
+    window fire from it). Approve and confirm before T-0; see the countdown in `tminus list`."""
+    from tminus.cli.deploy import _parse_vars
+    from tminus.engine.launch import RunOptions
+    from tminus.engine.scheduling import schedule as do_schedule
+
+    opts = RunOptions(
+        state_url=state_url,
+        operator=_operator(operator),
+        confirms=confirms,
+        overrides=_parse_vars(variables),
+        reason=reason,
+        outside_window=outside_window,
+    )
+    _deploy_id, message = do_schedule(plan, at, opts)
+    click.echo(message)
+
+
+@click.command()
+@click.argument("deploy")
+@click.option("--reason", default=None, help="Why (recorded).")
+@_as_opt
+@state_option
+@handle_errors
+def cancel(deploy: str, reason: str | None, operator: str | None, state_url: str | None) -> None:
+    """Cancel a scheduled DEPLOY that has not started (recorded; its timers are cancelled)."""
+    from tminus.engine.launch import RunOptions
+    from tminus.engine.scheduling import cancel as do_cancel
+
+    click.echo(
+        do_cancel(deploy, reason, RunOptions(state_url=state_url, operator=_operator(operator)))
+    )
+
+
+@click.command()
+@click.argument("deploy")
+@click.option("--at", "at", required=True, help="The new T-0: ISO 8601 or +2h.")
+@click.option(
+    "--outside-window", default=None, metavar="REASON", help="T-0 outside the window (recorded)."
+)
+@_as_opt
+@state_option
+@handle_errors
+def reschedule(
+    deploy: str, at: str, outside_window: str | None, operator: str | None, state_url: str | None
+) -> None:
+    """Move the T-0 of a scheduled DEPLOY that has not started (recorded; notices replanned)."""
+    from tminus.engine.launch import RunOptions
+    from tminus.engine.scheduling import reschedule as do_reschedule
+
+    opts = RunOptions(
+        state_url=state_url, operator=_operator(operator), outside_window=outside_window
+    )
+    click.echo(do_reschedule(deploy, at, opts))
+
+
+def _cell(row: dict[str, Any]) -> str:
+    mark = {"ok": "ok", "warn": "WARN", "critical": "CRIT", "inconclusive": "?"}.get(
+        row["status"], row["status"]
+    )
+    value = row.get("value")
+    return f"{mark} {value}" if value is not None else mark
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    """Checks down, measurement times across (the newest 8)."""
+    times = sorted({r["at"] for r in rows})[-8:]
+    checks = list(dict.fromkeys(r["check"] for r in rows))
+    by = {(r["check"], r["at"]): r for r in rows}
+    width = max([len(c) for c in checks] + [5])
+    head = " " * width + "  " + "  ".join(f"{t[5:16]:>12}" for t in times)
+    lines = [head]
+    for c in checks:
+        cells = [_cell(by[(c, t)]) if (c, t) in by else "" for t in times]
+        lines.append(f"{c:<{width}}  " + "  ".join(f"{x[:12]:>12}" for x in cells))
+    return lines
+
+
+@click.command()
+@click.argument("deploy")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("--follow", "-f", is_flag=True, help="Refresh every 2 s until the watch ends.")
+@click.option("--stop", is_flag=True, help="End the watch now (recorded).")
+@_as_opt
+@state_option
+@handle_errors
+def watch(
+    deploy: str,
+    output: str,
+    follow: bool,
+    stop: bool,
+    operator: str | None,
+    state_url: str | None,
+) -> None:
+    """The post-deployment watch of DEPLOY: its checks over time, WARN and CRITICAL marked;
+    the measurements still planned; --stop ends it."""
+    from tminus.serve.watch import watch_rows
+    from tminus.store import Store
+
+    store = Store(state_url)
+    store.deploy(deploy)  # a clear error for an unknown deploy
+    if stop:
+        who = _operator(operator)
+        n = store.cancel_timers(deploy, f"watch stopped by {who}", kinds=("watch",))
+        store.event(deploy, "watch.stopped", f"watch stopped by {who}", data={"by": who})
+        click.echo(f"deploy {deploy}: watch stopped by {who} ({n} measurement(s) cancelled)")
+        return
+    while True:
+        events = store.events(deploy)
+        rows = watch_rows(events)
+        planned = [x for x in store.timers(deploy, kinds=("watch",)) if x["state"] == "pending"]
+        ended = any(e["type"] in ("watch.ended", "watch.stopped") for e in events)
+        if output == "json":
+            echo_json(
+                {
+                    "deploy": deploy,
+                    "measurements": rows,
+                    "next": [{"key": x["key"], "due_at": x["due_at"]} for x in planned],
+                    "ended": ended,
+                }
+            )
+            return
+        if follow:
+            click.clear()
+        click.echo(f"watch of {deploy}: {len(rows)} measurement(s)" + (" (ended)" if ended else ""))
+        if rows:
+            for line in _table(rows):
+                click.echo(line)
+        for x in planned[:3]:
+            click.echo(f"next: {x['key']} at {x['due_at']:%Y-%m-%d %H:%M:%S %Z}")
+        if not planned and not ended and not rows:
+            click.echo("no watch planned (a watch starts when the deploy succeeds)")
+        if not follow or ended:
+            return
+        time.sleep(2)
+
+
+COMMANDS = [serve, schedule, cancel, reschedule, watch]

@@ -1,0 +1,397 @@
+"""The ``tminus serve`` loop: one asyncio process owning time for every deploy of a store.
+
+Every tick (:data:`TICK_S`):
+
+1. **beat**: the server's row in ``servers`` (``tminus approve`` tells the operator a server
+   will continue the deploy; ``/healthz`` reports it);
+2. **plan**: for each deploy it looks after (not ended, or succeeded in the last
+   :data:`WATCH_HORIZON`), when the deploy changed: insert the timers it should have
+   (:func:`tminus.serve.planner.plan_timers`; existing keys are left alone);
+3. **fire**: claim due timers with a lease, fire each (:func:`tminus.serve.fire.fire`), and
+   mark it done in the transaction that records its effect; plan the next of its chain;
+4. **drive**: start a worker (:mod:`tminus.serve.workers`) for each deploy that needs its
+   runner: scheduled and due (T-0, a delayed phase), waiting at a gate after an approval or
+   a confirmation was recorded, paused by a server handover, or under way with a dead runner
+   (taken over by the engine's crash rules). A claim row per reason makes one server, not
+   two, start it; the deploy's own lock makes one runner, not two, drive it.
+
+SIGTERM (or SIGINT): no new claims; workers get SIGTERM (the step in flight finishes, then
+the deploy pauses, handed over); after ``grace`` seconds the rest are killed (the crash
+rules apply when they are taken over); leases are released; the server row says stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tminus.clock import now
+from tminus.plan.model import Plan
+from tminus.procfs import pid_token
+from tminus.serve.fire import LATE_S, fire
+from tminus.serve.planner import base_time_of, plan_timers
+from tminus.serve.workers import Workers
+from tminus.states import HANDOVER_REASON, DeployState
+from tminus.store.store import Store
+from tminus.store.timers import DRIVE
+
+__all__ = ["LEASE", "TICK_S", "WATCH_HORIZON", "Server"]
+
+TICK_S = 0.25
+#: A claimed timer's lease, renewed while it fires; a dead server's rows are free after it.
+LEASE = timedelta(seconds=20)
+#: Succeeded deploys are looked after this long (their watch, notices after success).
+WATCH_HORIZON = timedelta(days=60)
+#: A drive claim's lease: a server that dies frees the deploy for another after it.
+DRIVE_LEASE = timedelta(seconds=15)
+
+#: States after which a deploy has nothing more due (a success still has its watch).
+ENDED_STATES = frozenset({"rolled_back", "failed", "aborted"})
+#: A run refused because the plan's lock is held is tried again after this.
+LOCKED_RETRY = timedelta(seconds=30)
+#: Timers claimed per transaction.
+CLAIM_BATCH = 200
+#: The events the planner and the notices read (not the whole log: a long watch has many).
+_PLAN_EVENTS = ("deploy.scheduled", "deploy.rescheduled", "watch.stopped")
+_GATES = (DeployState.AWAITING_APPROVAL, DeployState.AWAITING_CONFIRMATION)
+_ACTIVE = (DeployState.PENDING, DeployState.RUNNING, DeployState.ROLLING_BACK)
+
+
+def _log(message: str) -> None:
+    print(f"{now():%Y-%m-%d %H:%M:%S} {message}", file=sys.stderr, flush=True)
+
+
+class Server:
+    def __init__(
+        self,
+        state_url: str | None,
+        *,
+        bind: str | None = "127.0.0.1:8470",
+        grace: float = 60.0,
+        tick: float = TICK_S,
+    ) -> None:
+        self.store = Store(state_url)
+        self.state_url = self.store.url
+        self.bind = bind
+        self.grace = grace
+        self.tick = tick
+        pid = os.getpid()
+        self.id = f"{socket.gethostname()}:{pid}:{pid_token(pid)}"
+        from tminus.engine.prepare import state_dir_of
+
+        self.state_dir = state_dir_of(self.store.url)
+        self.workers = Workers(self.state_url, self.state_dir / "serve" / "logs")
+        self.stopping = asyncio.Event()
+        self._plans: dict[str, Plan] = {}
+        self._seen: dict[str, Any] = {}
+        self._server_runs: set[str] = set()
+        self._cwd_checked: set[str] = set()
+        self.fired = 0
+        self.started_at = now()
+        self.last_tick: datetime | None = None
+        self.metrics: Any = None
+
+    # --- plans ------------------------------------------------------------------------------
+    def plan_of(self, d: dict[str, Any]) -> Plan | None:
+        plan = self._plans.get(d["plan_hash"])
+        if plan is None:
+            from tminus.plan.loader import load_plan_text
+
+            full = self.store.deploy(d["id"])
+            result = load_plan_text(full["plan_text"], full["plan_path"])
+            if result.plan is None:
+                return None
+            plan = self._plans[d["plan_hash"]] = result.plan
+        return plan
+
+    # --- the loop ---------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        http = None
+        if self.bind:
+            from tminus.serve.http import start_http
+
+            http = await start_http(self)
+        self.store.server_beat(self.id, os.getpid(), self.bind)
+        await self.workers.warm_up()
+        _log(f"tminus serve {self.id}: store {self.store.safe_url}, http {self.bind or 'off'}")
+        last_beat = now()
+        try:
+            while not self.stopping.is_set():
+                if abs((now() - last_beat).total_seconds()) >= 1.0:  # each second, or a jump
+                    self.store.server_beat(self.id, os.getpid(), self.bind)
+                    last_beat = now()
+                await self.tick_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), self.tick)
+        finally:
+            await self._shutdown()
+            if http is not None:
+                await http.stop()
+        return 0
+
+    async def tick_once(self) -> None:
+        """One pass: plan, fire, drive. Errors are logged, never fatal to the server."""
+        self.last_tick = now()
+        try:
+            deploys = self.store.serve_deploys(now() - WATCH_HORIZON)
+            self._plan(deploys)
+            await self._fire()
+            await self._drive(deploys)
+        except Exception as exc:  # a store hiccup or a bad row: log, go on next tick
+            _log(f"tick failed: {type(exc).__name__}: {exc}")
+
+    def _plan(self, deploys: list[dict[str, Any]]) -> None:
+        for d in deploys:
+            mark = (d["state"], d["updated_at"], d["due_at"])
+            if self._seen.get(d["id"]) == mark:
+                continue
+            plan = self.plan_of(d)
+            if plan is None:
+                continue
+            events = self.store.events(d["id"], types=_PLAN_EVENTS)
+            self._check_cwd(d["id"], events)
+            specs = plan_timers(plan, d, self.store.phase_rows(d["id"]), events)
+            if any(e["type"] == "watch.stopped" for e in events):
+                specs = [s for s in specs if s["kind"] != "watch"]
+            self.store.add_timers(d["id"], specs)
+            self._seen[d["id"]] = mark
+
+    def _check_cwd(self, deploy_id: str, events: list[dict[str, Any]]) -> None:
+        """Relative paths of a plan resolve against the directory tminus runs in: a deploy
+        scheduled from another directory than the server's is told so, once."""
+        if deploy_id in self._cwd_checked:
+            return
+        self._cwd_checked.add(deploy_id)
+        where = next(
+            (str((e["data"] or {}).get("cwd")) for e in events if e["type"] == "deploy.scheduled"),
+            None,
+        )
+        if where and where != "None" and Path(where) != Path.cwd():
+            msg = (
+                f"scheduled from {where}, but tminus serve runs in {Path.cwd()}: relative "
+                "paths of the plan resolve against the server's directory"
+            )
+            self.store.event(deploy_id, "serve.cwd_differs", msg)
+            _log(f"{deploy_id}: {msg}")
+
+    async def _fire(self) -> None:
+        """Claim due timers, in batches, until none is due (or the server stops); the deploy
+        row, its phases and its scheduling events are read once per deploy and batch."""
+        while not self.stopping.is_set():
+            claimed = self.store.claim_timers(self.id, LEASE, limit=CLAIM_BATCH)
+            if not claimed:
+                return
+            context: dict[str, tuple[dict[str, Any], Any, list[dict[str, Any]]]] = {}
+            for timer in claimed:
+                if self.stopping.is_set():
+                    self.store.release_leases(self.id)
+                    return
+                did = timer["deploy_id"]
+                if did not in context:
+                    context[did] = (
+                        self.store.deploy(did),
+                        self.store.phase_rows(did),
+                        self.store.events(did, types=_PLAN_EVENTS),
+                    )
+                d, rows, events = context[did]
+                if await self._fire_one(timer, d, rows, events):
+                    context.pop(did)  # it ran something: read the deploy again
+            if len(claimed) < CLAIM_BATCH:
+                return
+
+    async def _fire_one(
+        self,
+        timer: dict[str, Any],
+        d: dict[str, Any],
+        phase_rows: dict[int, dict[str, Any]],
+        events: list[dict[str, Any]],
+    ) -> bool:
+        """Fire one claimed timer; True when it changed the deploy (a run started)."""
+        at = now()
+        plan = self.plan_of(d)
+        if plan is None:
+            self.store.finish_timer(timer["id"], self.id, "skipped", "the plan no longer loads")
+            return False
+        if d["state"] in ENDED_STATES:
+            why = f"the deploy is {d['state']}"
+            self.store.finish_timer(timer["id"], self.id, "skipped", why)
+            n = self._end_timers(d["id"], why)
+            _log(f"{d['id']}: {timer['key']}: skipped, {n} more cancelled: {why}")
+            return False
+        renew = asyncio.get_running_loop().create_task(self._renew(timer["id"]))
+        try:
+            firing = await fire(
+                plan,
+                d,
+                timer,
+                at=at,
+                base=base_time_of(plan, phase_rows),
+                events=events,
+                state_dir=self.state_dir,
+            )
+        except Exception as exc:
+            firing = None
+            _log(f"timer {timer['key']} of {d['id']} failed: {type(exc).__name__}: {exc}")
+        finally:
+            renew.cancel()
+        if firing is None:
+            return False  # the lease expires; it is tried again (attempts counts)
+        if not self.store.finish_timer(
+            timer["id"], self.id, firing.state, firing.outcome, firing.events
+        ):
+            _log(f"timer {timer['key']} of {d['id']}: lease lost, its effect left to its holder")
+            return False
+        self.fired += 1
+        late = (at - timer["due_at"]).total_seconds()
+        if self.metrics is not None:
+            self.metrics.timer_fired(timer["kind"], late, firing.events)
+        _log(f"{d['id']}: {timer['key']}: {firing.state}: {firing.outcome}")
+        if firing.follow:
+            self.store.add_timers(d["id"], firing.follow)
+        if firing.drive is not None:
+            key, args = firing.drive
+            await self._start_worker(d["id"], key, args, f"{timer['key']} ({late:.0f} s late)")
+            return True
+        return False
+
+    async def _renew(self, timer_id: int) -> None:
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 4)
+            self.store.renew_leases(self.id, [timer_id], LEASE)
+
+    # --- driving deploys -------------------------------------------------------------------
+    def _needs_runner(self, d: dict[str, Any]) -> tuple[str, list[str]] | None:
+        """Why ``d`` needs a runner now, as (claim key, CLI arguments); None if it does not."""
+        from tminus.engine.liveness import runner_liveness
+
+        state = DeployState(d["state"])
+        at = now()
+        if state == DeployState.SCHEDULED and d["due_at"] is not None and d["due_at"] <= at:
+            return f"due:{d['due_at'].isoformat()}", ["resume", d["id"]]
+        if state in _GATES and d["gate_at"] is not None and d["gate_at"] > d["updated_at"]:
+            return f"gate:{d['gate_at'].isoformat()}", ["resume", d["id"]]
+        if state == DeployState.PAUSED and (d["reason"] or "").startswith(HANDOVER_REASON[:11]):
+            return f"handover:{d['updated_at'].isoformat()}", ["resume", d["id"]]
+        if state in _ACTIVE and not runner_liveness(d).alive and self._driven(d["id"]):
+            hb = d["heartbeat_at"] or d["updated_at"]
+            return f"takeover:{hb.isoformat()}", ["resume", d["id"]]
+        return None
+
+    def _driven(self, deploy_id: str) -> bool:
+        """Was the deploy run by a server? Only those are taken over when their runner dies:
+        a ``tminus run`` an operator stopped (Ctrl-C) or lost is the operator's to resume."""
+        if deploy_id in self._server_runs:
+            return True
+        if self.store.timers(deploy_id, kinds=(DRIVE,)):
+            self._server_runs.add(deploy_id)
+            return True
+        return False
+
+    async def _drive(self, deploys: list[dict[str, Any]]) -> None:
+        if self.stopping.is_set():
+            return
+        for d in deploys:
+            if self.workers.busy(d["id"]):
+                continue
+            need = self._needs_runner(d)
+            if need is None:
+                continue
+            key, args = need
+            await self._start_worker(d["id"], key, args, key.split(":", 1)[0])
+
+    async def _start_worker(self, deploy_id: str, key: str, args: list[str], why: str) -> None:
+        if self.workers.busy(deploy_id) or self.stopping.is_set():
+            return
+        if not self.store.claim_drive(deploy_id, key, self.id, DRIVE_LEASE):
+            return  # another server has it
+        if args[0] == "resume":
+            args = [*args, "--handover-on-sigterm"]
+        w = await self.workers.start(deploy_id, key, args)
+        _log(f"{deploy_id}: worker pid {w.proc.pid if w.proc else '?'}: tminus {args[0]} ({why})")
+        asyncio.get_running_loop().create_task(self._watch_worker(deploy_id, key, w))
+
+    async def _watch_worker(self, deploy_id: str, key: str, w: Any) -> None:
+        renew = DRIVE_LEASE.total_seconds() / 3
+        while not w.done.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(w.done), renew)
+            if not w.done.done():
+                self.store.renew_drive(deploy_id, key, self.id, DRIVE_LEASE)
+        code = w.done.result()
+        last = self.workers.last_line(w)
+        _log(f"{deploy_id}: worker exit {code}: {last}")
+        if code == 4:  # the plan's lock is held by another deploy: try again later
+            self.store.renew_drive(deploy_id, key, self.id, LOCKED_RETRY)
+            self.store.event(
+                deploy_id,
+                "serve.locked",
+                f"tminus serve could not start it: {last}; trying again every "
+                f"{LOCKED_RETRY.total_seconds():g} s",
+            )
+            return
+        self.store.finish_drive(deploy_id, key, self.id, f"exit {code}: {last}"[:2000])
+        if key.startswith("rollback:") and code != 0:
+            self.store.event(
+                deploy_id,
+                "watch.rollback_refused",
+                f"the watch's rollback did not happen: {last}",
+                data={"exit": code},
+            )
+        state = self.store.deploy(deploy_id)["state"]
+        if state in ENDED_STATES:  # rolled back, failed, aborted: nothing more is due
+            n = self._end_timers(deploy_id, f"the deploy is {state}")
+            if n:
+                _log(f"{deploy_id}: {n} timer(s) cancelled: the deploy is {state}")
+
+    def _end_timers(self, deploy_id: str, why: str) -> int:
+        """Cancel what is still planned for a deploy that ended; a watch cut short says so."""
+        watch = self.store.cancel_timers(deploy_id, why, kinds=("watch",))
+        if watch:
+            self.store.event(deploy_id, "watch.ended", f"watch ended: {why}")
+        return watch + self.store.cancel_timers(deploy_id, why)
+
+    # --- shutdown ---------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        await self.workers.close_warm()
+        if self.workers.running:
+            _log(f"stopping: {len(self.workers.running)} worker(s) finish their step and pause")
+            self.workers.signal_all(signal.SIGTERM)
+            if not await self.workers.wait_all(self.grace):
+                _log(f"stopping: grace of {self.grace:g} s over, killing what is left")
+                self.workers.signal_all(signal.SIGKILL)
+                await self.workers.wait_all(10)
+        self.store.release_leases(self.id)
+        self.store.server_stopped(self.id)
+        _log("tminus serve stopped")
+
+    def health(self) -> dict[str, Any]:
+        figures = self.store.timer_figures(timedelta(seconds=LATE_S))
+        return {
+            "status": "stopping" if self.stopping.is_set() else "ok",
+            "server": self.id,
+            "store": self.store.safe_url,
+            "started_at": self.started_at.isoformat(),
+            "last_tick": self.last_tick.isoformat() if self.last_tick else None,
+            "workers": sorted(self.workers.running),
+            "timers": figures,
+            "fired": self.fired,
+        }
+
+
+def serve(state_url: str | None, bind: str | None, grace: float) -> int:
+    """``tminus serve``: run until SIGTERM or SIGINT."""
+    server = Server(state_url, bind=bind, grace=grace)
+    try:
+        return asyncio.run(server.run())
+    finally:
+        server.store.close()
