@@ -27,7 +27,7 @@ from tminus.states import DeployState
 from tminus.steps.registry import implemented_kinds, kind_of
 from tminus.store.store import Store
 
-__all__ = ["RunOptions", "window_problem"]
+__all__ = ["RunOptions", "record_outside_window", "window_problem"]
 
 
 @dataclass
@@ -84,6 +84,19 @@ def window_problem(plan: Plan, at: datetime) -> str | None:
             f"the plan's window ({shown}, {format_duration(w.duration)}) closed at {end:%H:%M %Z}"
         )
     return None
+
+
+def record_outside_window(
+    store: Store, deploy_id: str, opts: RunOptions, outside: str, what: str
+) -> None:
+    """``--outside-window REASON``: who did it, why, and which window (``what``: "runs",
+    "scheduled it")."""
+    store.event(
+        deploy_id,
+        "deploy.outside_window",
+        f"{opts.operator} {what} outside the window: {opts.outside_window} ({outside})",
+        data={"by": opts.operator, "reason": opts.outside_window, "window": outside},
+    )
 
 
 def _load(path: str) -> tuple[Plan, str]:

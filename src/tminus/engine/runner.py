@@ -31,6 +31,7 @@ from tminus.engine.launch import (
     _selection,
     _state_dir,
     _warn_exposed,
+    record_outside_window,
     window_problem,
 )
 from tminus.engine.liveness import describe_holder, runner_liveness
@@ -119,12 +120,7 @@ def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tup
     if taken is not None:
         _took_over(store, taken, deploy_id, opts.operator)
     if outside:
-        store.event(
-            deploy_id,
-            "deploy.outside_window",
-            f"{opts.operator} runs outside the window: {opts.outside_window} ({outside})",
-            data={"by": opts.operator, "reason": opts.outside_window, "window": outside},
-        )
+        record_outside_window(store, deploy_id, opts, outside, "runs")
     for item in opts.confirms:
         _confirm(store, plan, deploy_id, item, opts.operator)
     reporter = make_reporter(opts.quiet)
@@ -252,18 +248,11 @@ def approve(
     d, plan = _load_deploy(store, deploy_id)
     if DeployState(d["state"]) in TERMINAL:
         raise NotResumable(f"deploy {deploy_id} has ended ({d['state']})")
-    if role not in plan.roles:
-        from tminus.plan.problems import did_you_mean
+    from tminus.plan.roles import signer_problem
 
-        raise PlanError(
-            f"no role '{role}' in plan '{plan.name}'",
-            hint=did_you_mean(role, plan.roles) or "roles: " + ", ".join(plan.roles),
-        )
-    people = plan.roles[role].people
-    if people and person not in people:
-        raise PlanError(f"{person} is not in role '{role}'", hint="people: " + ", ".join(people))
-    if plan.approvals.separation_of_duties and person == d["started_by"]:
-        raise PlanError(f"separation of duties: {person} started {deploy_id} and cannot approve it")
+    problem = signer_problem(plan, role, person, d["started_by"], deploy_id, "approve it")
+    if problem is not None:
+        raise PlanError(problem[0], hint=problem[1])
     gate = "approvals"
     rows = store.step_rows(deploy_id)
     waiting = [k for k, r in rows.items() if r["state"] == "waiting"]

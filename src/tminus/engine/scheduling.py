@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from tminus.clock import now
-from tminus.engine.launch import RunOptions, _load, _preflight, window_problem
+from tminus.engine.launch import (
+    RunOptions,
+    _load,
+    _preflight,
+    record_outside_window,
+    window_problem,
+)
 from tminus.engine.prepare import make_resolver
 from tminus.errors import NotResumable, PlanError
 from tminus.plan.model import Plan
@@ -110,12 +116,7 @@ def schedule(plan_path: str, at_text: str | None, opts: RunOptions) -> tuple[str
         event_data={"at": at.isoformat(), "by": opts.operator, "cwd": os.getcwd()},
     )
     if outside:
-        store.event(
-            deploy_id,
-            "deploy.outside_window",
-            f"{opts.operator} scheduled it outside the window: {opts.outside_window} ({outside})",
-            data={"by": opts.operator, "reason": opts.outside_window, "window": outside},
-        )
+        record_outside_window(store, deploy_id, opts, outside, "scheduled it")
     from tminus.engine.launch import _confirm
 
     for item in opts.confirms:

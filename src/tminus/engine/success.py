@@ -92,18 +92,9 @@ def metric_states(
     ``pending`` (with its due time), ``cancelled`` (pending when the deploy was rolled back,
     failed or aborted), ``not yet`` (the window's last phase has not ended), or ``no check``
     (nothing measures it: it is for people)."""
-    scheduled: dict[int, dict[str, Any]] = {}
-    measured: dict[int, dict[str, Any]] = {}
-    for e in events:
-        data = e.get("data") or {}
-        if e["type"] == "metric.scheduled" and "index" in data:
-            scheduled[int(data["index"])] = data
-        elif e["type"] == "metric.measured" and "index" in data:
-            measured[int(data["index"])] = data
-        elif e["type"] == "summary":
-            for m in data.get("metrics") or []:
-                if isinstance(m, dict) and "index" in m:
-                    measured[int(m["index"])] = m
+    from tminus.store.events import metric_records
+
+    scheduled, measured = metric_records(events)
     out: list[dict[str, Any]] = []
     for i, m in enumerate(plan.success_metrics if plan is not None else []):
         item: dict[str, Any] = {

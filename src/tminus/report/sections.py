@@ -162,18 +162,9 @@ def success_metrics(
     """Per success metric of the plan: its target and what was measured (the ``summary`` and
     ``metric.measured`` events), or that it is pending, cancelled, not yet due or unmeasured
     (no check). The same reading as ``tminus status``, from the same events."""
-    scheduled: dict[int, dict[str, Any]] = {}
-    measured: dict[int, dict[str, Any]] = {}
-    for e in events:
-        data = e["data"] or {}
-        if e["type"] == "metric.scheduled" and "index" in data:
-            scheduled[int(data["index"])] = data
-        elif e["type"] == "metric.measured" and "index" in data:
-            measured[int(data["index"])] = data
-        elif e["type"] == "summary":
-            for m in data.get("metrics") or []:
-                if isinstance(m, dict) and "index" in m:
-                    measured[int(m["index"])] = m
+    from tminus.store.events import metric_records
+
+    scheduled, measured = metric_records(events)
     out: list[dict[str, Any]] = []
     for i, m in enumerate(plan.success_metrics if plan is not None else []):
         got = measured.get(i, {})

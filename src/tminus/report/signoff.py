@@ -80,20 +80,11 @@ def sign_off(
         )
     if plan is None:
         raise PlanError(f"the plan recorded with {deploy_id} no longer loads: no roles to check")
-    if role not in plan.roles:
-        from tminus.plan.problems import did_you_mean
+    from tminus.plan.roles import signer_problem
 
-        raise PlanError(
-            f"no role '{role}' in plan '{plan.name}'",
-            hint=did_you_mean(role, plan.roles) or "roles: " + ", ".join(plan.roles),
-        )
-    people = plan.roles[role].people
-    if people and person not in people:
-        raise PlanError(f"{person} is not in role '{role}'", hint="people: " + ", ".join(people))
-    if plan.approvals.separation_of_duties and person == d["started_by"]:
-        raise PlanError(
-            f"separation of duties: {person} started {deploy_id} and cannot sign it off"
-        )
+    problem = signer_problem(plan, role, person, d["started_by"], deploy_id, "sign it off")
+    if problem is not None:
+        raise PlanError(problem[0], hint=problem[1])
     gate = SIGNOFF_PREFIX + milestone
     with store.tx() as conn:
         # Serialise sign-offs of one deploy (PostgreSQL row lock; SQLite's write transaction

@@ -27,7 +27,7 @@ from typing import Any
 
 from tminus.plan.model import Plan
 from tminus.plan.values import format_duration
-from tminus.serve.planner import next_in_chain, scheduled_at, window_end
+from tminus.serve.planner import next_in_chain, period_start, scheduled_at, window_end
 from tminus.serve.watch import measure_round
 from tminus.states import DeployState
 
@@ -141,19 +141,6 @@ def _notice(
 _ENDED = {"rolled_back", "failed", "aborted"}
 
 
-def _period_start(plan: Plan, period: int) -> timedelta:
-    """Where period ``period`` starts after the base time (its ``start``, else where the one
-    before it ended)."""
-    assert plan.watch is not None
-    offset = timedelta()
-    for i, p in enumerate(plan.watch.schedule):
-        start = p.start if p.start is not None else offset
-        if i == period:
-            return start
-        offset = start + p.for_
-    return offset
-
-
 async def _watch(
     plan: Plan,
     d: dict[str, Any],
@@ -174,7 +161,7 @@ async def _watch(
     assert plan.watch is not None
     late = _late(timer, at)
     p = plan.watch.schedule[period]
-    offset = p.start if p.start is not None else _period_start(plan, period)
+    offset = period_start(plan, period)
     if at > base + offset + p.for_ + p.every:  # the whole period passed, no server ran
         events: list[tuple[str, str, dict[str, Any] | None]] = []
         if period == len(plan.watch.schedule) - 1:

@@ -33,6 +33,7 @@ __all__ = [
     "NOTICE_KINDS",
     "base_time_of",
     "next_in_chain",
+    "period_start",
     "plan_timers",
     "scheduled_at",
     "watch_due",
@@ -85,19 +86,27 @@ def base_time_of(plan: Plan, phase_rows: dict[int, dict[str, Any]]) -> datetime 
     return ended if isinstance(ended, datetime) else None
 
 
-def watch_due(plan: Plan, base: datetime, period: int, n: int) -> datetime | None:
-    """When the watch's period ``period`` takes its ``n``-th measurement (1-based); None past
-    the period's end."""
+def period_start(plan: Plan, period: int) -> timedelta:
+    """Where the watch's period ``period`` starts after the base time: its ``start``, else
+    where the period before it ended."""
     assert plan.watch is not None
     offset = timedelta()
     for i, p in enumerate(plan.watch.schedule):
         start = p.start if p.start is not None else offset
         if i == period:
-            if p.every.total_seconds() <= 0 or n * p.every > p.for_:
-                return None
-            return base + start + n * p.every
+            return start
         offset = start + p.for_
-    return None
+    return offset
+
+
+def watch_due(plan: Plan, base: datetime, period: int, n: int) -> datetime | None:
+    """When the watch's period ``period`` takes its ``n``-th measurement (1-based); None past
+    the period's end."""
+    assert plan.watch is not None
+    p = plan.watch.schedule[period]
+    if p.every.total_seconds() <= 0 or n * p.every > p.for_:
+        return None
+    return base + period_start(plan, period) + n * p.every
 
 
 def _watch_first(plan: Plan, base: datetime) -> list[dict[str, Any]]:

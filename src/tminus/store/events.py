@@ -15,7 +15,7 @@ from tminus.store import schema as t
 from tminus.store._connect import StoreBase
 from tminus.store._rows import _row
 
-__all__ = ["EventsMixin"]
+__all__ = ["EventsMixin", "metric_records"]
 
 # Statements of the per-step hot path, built once (SQLAlchemy then reuses their compiled form).
 _INSERT_EVENT = insert(t.events)
@@ -65,3 +65,24 @@ class EventsMixin(StoreBase):
         with self._read() as conn:
             rows = conn.execute(q.order_by(t.events.c.seq)).mappings()
             return [_row(r) for r in rows]
+
+
+def metric_records(
+    events: list[dict[str, Any]],
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """The success metrics a deploy's events record, by the metric's index: (scheduled,
+    measured). ``metric.scheduled`` holds a pending metric's due time; ``metric.measured`` and
+    the ``summary``'s ``metrics`` hold results (read by ``tminus status`` and the report)."""
+    scheduled: dict[int, dict[str, Any]] = {}
+    measured: dict[int, dict[str, Any]] = {}
+    for e in events:
+        data = e.get("data") or {}
+        if e["type"] == "metric.scheduled" and "index" in data:
+            scheduled[int(data["index"])] = data
+        elif e["type"] == "metric.measured" and "index" in data:
+            measured[int(data["index"])] = data
+        elif e["type"] == "summary":
+            for m in data.get("metrics") or []:
+                if isinstance(m, dict) and "index" in m:
+                    measured[int(m["index"])] = m
+    return scheduled, measured
