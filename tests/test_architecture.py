@@ -95,8 +95,11 @@ CONTRACTS: dict[str, frozenset[str]] = {
             "registry",
         }
     ),
+    "notifiers": frozenset({"errors", "plan", "registry"}),
     "engine": frozenset(
         {
+            "notifiers.base",
+            "registry",
             "clock",
             "errors",
             "faults",

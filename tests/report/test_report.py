@@ -231,7 +231,7 @@ def test_report_of_a_real_run_in_three_formats(demo: Tm) -> None:
     )  # fmt: skip
     texts = [n["message"] for n in data["notifications"]]
     assert texts == ["done with ***"]
-    assert "| success | log | not sent | done with *** |" in md
+    assert "| success | log | log | done with *** |" in md  # delivered to the log channel
     for text in (md, html, json.dumps(data)):
         assert SECRET not in text and "hunter22" not in text
     assert "| ops | dave | " in md and "| checked with *** at postgresql://app:***@db/app |" in md

@@ -9,6 +9,7 @@ from tminus import __version__
 from tminus.cli import backups as backups_cmds
 from tminus.cli import deploy as deploy_cmds
 from tminus.cli import hosts as hosts_cmds
+from tminus.cli import notify as notify_cmds
 from tminus.cli import ops as ops_cmds
 from tminus.cli import plan as plan_cmds
 from tminus.cli import report as report_cmds
@@ -38,6 +39,7 @@ for _cmd in [
     *backups_cmds.COMMANDS,
     *report_cmds.COMMANDS,
     *serve_cmds.COMMANDS,
+    *notify_cmds.COMMANDS,
 ]:
     cli.add_command(_cmd)
 

@@ -74,6 +74,11 @@ def status(deploy: str | None, output: str, state_url: str | None) -> None:
         click.echo(f"  {info['reason']}")
     if info["countdown"]:
         click.echo(f"  countdown: {info['countdown']}")
+    sent = info["notifications"]
+    if sent["counts"]:
+        parts = [f"{n} {state}" for state, n in sorted(sent["counts"].items())]
+        why = f" ({sent['last_failure']})" if sent["last_failure"] else ""
+        click.echo(f"  notifications: {', '.join(parts)}{why}")
     if info["timers"]:
         nxt = info["timers"][0]
         click.echo(

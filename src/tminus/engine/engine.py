@@ -32,6 +32,9 @@ from tminus.engine.checking import run_check
 from tminus.engine.gates import approvals, checklist, phase_start
 from tminus.engine.liveness import HEARTBEAT_S
 from tminus.engine.maintenance import maintenance_off_for
+from tminus.engine.notify import flush as notify_flush
+from tminus.engine.notify import notify_rules, step_notifier
+from tminus.engine.notify import pump as notify_pump
 from tminus.engine.phase import phase_end, step_node, summary, verify
 from tminus.engine.program import Node, build_program
 from tminus.engine.reporter import Reporter
@@ -177,18 +180,13 @@ class Engine:
                 abort_requested=lambda: self.store.abort_requested(self.deploy_id),
                 fleet_factory=lambda: self.fleet,
             ),
+            notify=step_notifier(self, key),
         )
 
     def _notify_rules(self, when: str, message: str) -> None:
-        for rule in self.plan.notifications.rules:
-            if rule.when != when:
-                continue
-            channels = rule.channels or list(self.plan.notifications.channels)
-            text = self._mask(self.resolver.resolve(rule.message) if rule.message else message)
-            # Recorded only: no notifier sends to channels yet (the console says so).
-            shown = ",".join(channels) or "log"
-            self.reporter.line(f"[notice for {shown}, recorded, not sent] {text}")
-            self._event("notify", text, {"when": when, "channels": channels, "sent": []})
+        """The plan's rules for ``when``: recorded in the outbox, then delivered
+        (:mod:`tminus.engine.notify`)."""
+        notify_rules(self, when, message)
 
     # --- checks ---------------------------------------------------------------------------
     async def run_check(self, ref: CheckBase | CheckUse) -> CheckResult:
@@ -210,10 +208,13 @@ class Engine:
         if self.handover_on_sigterm:
             self._loop.add_signal_handler(signal.SIGTERM, self._request_handover)
         beat = asyncio.ensure_future(self._heartbeat())
+        stop_sending = asyncio.Event()
+        sender = asyncio.ensure_future(notify_pump(self, stop_sending))
         work.set_sink(self)
         try:
             return await job
         finally:
+            await notify_flush(self, sender, stop_sending)
             work.set_sink(None)
             if self.handover_on_sigterm:
                 self._loop.remove_signal_handler(signal.SIGTERM)

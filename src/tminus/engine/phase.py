@@ -57,6 +57,7 @@ async def step_node(engine: Engine, node: Node, row: dict[str, Any] | None) -> D
             return fired
     if outcome.waiting:
         engine._set_state(DeployState.AWAITING_APPROVAL, outcome.waiting)
+        engine._notify_rules("approval_needed", f"{engine.deploy_id}: {outcome.waiting}")
         return DeployState.AWAITING_APPROVAL
     if outcome.pause:  # no verdict (missing data): pause, whatever on_failure says
         if engine.store.abort_requested(engine.deploy_id):

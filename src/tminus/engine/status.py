@@ -138,6 +138,8 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
         "countdown": countdown_text,
         # timers `tminus serve` will fire (notices, watch measurements, metrics due)
         "timers": timers,
+        # the outbox: messages by state, and the latest failure's answer
+        "notifications": _notifications(store, deploy_id),
         "current": current,
         "phases": phases,
         # `tminus run --phase`: the phases this deploy runs (1-based numbers), or None for all
@@ -164,4 +166,17 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
             "on_now": any(w["off_at"] is None for w in windows),
             "windows": [{"on_at": w["on_at"], "off_at": w["off_at"]} for w in windows],
         },
+    }
+
+
+def _notifications(store: Store, deploy_id: str) -> dict[str, Any]:
+    rows = store.outbox(deploy_id)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    failed = [r for r in rows if r["state"] == "failed"]
+    last = failed[-1] if failed else None
+    return {
+        "counts": counts,
+        "last_failure": f"{last['channel']}: {last['detail']}" if last is not None else None,
     }

@@ -187,8 +187,12 @@ class Watch(PlanModel):
 class NotificationChannel(PlanModel):
     """A channel: slack (webhook), email (SMTP), webhook, statuspage or log."""
 
-    kind: Literal["slack", "email", "webhook", "statuspage", "log"]
-    url: str | None = Field(None, description="Webhook or API URL.")
+    kind: Literal["slack", "email", "webhook", "statuspage", "apprise", "log"]
+    url: str | None = Field(
+        None,
+        description="Webhook or API URL; apprise: an Apprise URL (msteams://, discord://, "
+        "pagerduty://, opsgenie://, tgram://, json://…).",
+    )
     to: list[str] = Field(default_factory=new_list)
     sender: str | None = Field(None, alias="from")
     smtp: str | None = Field(None, description="host:port of the SMTP server.")
@@ -197,13 +201,28 @@ class NotificationChannel(PlanModel):
     token: str | None = None
     headers: dict[str, str] = Field(default_factory=new_dict)
     audience: str | None = None
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls",
+        description="email: STARTTLS on the SMTP port (default), TLS from the first byte "
+        "(port 465), or none (a local relay only).",
+    )
+    secret: str | None = Field(
+        None, description="webhook: the HMAC-SHA256 signing secret (use a secret: ${hook_key})."
+    )
+    channel: str | None = Field(
+        None, description="slack with a bot token: the channel ID messages are posted to."
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> NotificationChannel:
-        if self.kind in ("slack", "webhook", "statuspage") and not self.url:
+        if self.kind == "slack" and not self.url and not (self.token and self.channel):
+            raise ValueError("a slack channel needs 'url' (a webhook), or 'token' and 'channel'")
+        if self.kind in ("webhook", "statuspage", "apprise") and not self.url:
             raise ValueError(f"a {self.kind} channel needs 'url'")
         if self.kind == "email" and not self.to:
             raise ValueError("an email channel needs 'to'")
+        if self.kind == "email" and not self.smtp:
+            raise ValueError("an email channel needs 'smtp' (host:port of the SMTP server)")
         return self
 
 

@@ -64,7 +64,7 @@ def build_report(store: Store, deploy_id: str) -> dict[str, Any]:
         "rollbacks": sections.rollbacks(events, steps),
         "success_metrics": sections.success_metrics(plan, events, str(d["state"])),
         "watch": sections.watch(plan, events),
-        "notifications": sections.notifications(events),
+        "notifications": sections.notifications(events, store.outbox(deploy_id)),
     }
     masked: dict[str, Any] = plan_masker(plan, d["plan_path"]).mask_data(report)
     return masked

@@ -187,7 +187,8 @@ def _notifications(ns: list[dict[str, Any]]) -> str:
         return out[0] + "<p>None recorded.</p>"
     out.append(
         "<p class='muted'>Notices tminus recorded, with the channels each names and those it "
-        "was sent to (none while tminus has no notifier: nothing here reached a channel).</p>"
+        "was delivered to (the receiver answered; <code>tminus notifications DEPLOY</code> has "
+        "every attempt).</p>"
     )
     rows = [
         [

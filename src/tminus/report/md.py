@@ -234,8 +234,8 @@ def _notifications(ns: list[dict[str, Any]]) -> list[str]:
 
 
 _NOTICES = (
-    "Notices tminus recorded, with the channels each names and those it was sent to "
-    "(none while tminus has no notifier: nothing here reached a channel)."
+    "Notices tminus recorded, with the channels each names and those it was delivered to "
+    "(the receiver answered; `tminus notifications DEPLOY` has every attempt)."
 )
 
 

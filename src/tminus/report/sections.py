@@ -232,23 +232,27 @@ def watch(plan: Plan | None, events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def notifications(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The notices tminus recorded (events ``notify*``): when, the rule or step that made it,
-    the channels it names, the channels it was sent to (``sent``: none while tminus has no
-    notifier) and its text."""
+def notifications(
+    events: list[dict[str, Any]], outbox: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The notices tminus recorded (events ``notify``): when, the rule or step that made it,
+    the channels it names, those it was *sent* to (its outbox rows, by key, that were
+    delivered) and its text."""
+    sent_keys = {str(r["key"]): str(r["channel"]) for r in outbox if r["state"] == "sent"}
     out = []
     for e in events:
-        if not str(e["type"]).startswith("notify"):
+        if e["type"] != "notify":
             continue
         data = e["data"] or {}
         channels = data.get("channels")
+        keys = [str(k) for k in data.get("keys") or []]
         out.append(
             {
                 "at": iso(e["ts"]),
                 "type": e["type"],
                 "when": data.get("when") or ("step " + e["key"] if e["key"] else None),
                 "channels": [str(c) for c in channels] if isinstance(channels, list) else [],
-                "sent": [str(c) for c in data.get("sent") or []],
+                "sent": sorted({sent_keys[k] for k in keys if k in sent_keys}),
                 "severity": data.get("severity"),
                 "message": e["message"],
             }

@@ -14,8 +14,9 @@ no server ran) is per kind, and always said in the outcome and the event:
 ``metric``         measured late (``tminus resume`` records how late).
 =================  =========================================================================
 
-Notices are recorded as ``notify`` events with the rule's channels and ``"sent": []``: no
-notifier sends to channels yet, and nothing here says otherwise.
+A notice's messages are recorded in the outbox (one per channel of its rule), with a
+``notify`` event; they are then delivered by the server's outbox pass
+(:func:`tminus.engine.notify.deliver_due`), which records what each receiver answered.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tminus.engine.notify import rule_rows
+from tminus.plan.interpolate import Resolver
 from tminus.plan.model import Plan
 from tminus.plan.values import format_duration
 from tminus.serve.planner import next_in_chain, period_start, scheduled_at, window_end
@@ -55,6 +58,10 @@ class Firing:
     follow: list[dict[str, Any]] = field(default_factory=list)
     #: (claim key, CLI arguments) of a worker run: ``resume`` or ``rollback``.
     drive: tuple[str, list[str]] | None = None
+    #: Messages to record in the outbox (:func:`tminus.engine.notify.rule_rows`), with the
+    #: ``notify`` event's text and data.
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    notice: tuple[str, dict[str, Any]] | None = None
 
 
 def _late(timer: dict[str, Any], at: datetime) -> float:
@@ -66,30 +73,39 @@ def _said_late(late: float) -> str:
     return f", {format_duration(timedelta(seconds=round(late)))} late" if late > LATE_S else ""
 
 
-def _notice_text(
-    plan: Plan, d: dict[str, Any], timer: dict[str, Any], rule: Any, t0: datetime | None
-) -> str:
+def _resolver(plan: Plan, d: dict[str, Any]) -> Resolver:
+    from tminus.engine.prepare import make_resolver
+    from tminus.engine.program import split_overrides
+
+    overrides, _ = split_overrides(d["overrides"])
+    return make_resolver(plan, d["plan_path"], d["id"], "tminus-serve", overrides, Path(".tminus"))
+
+
+def _window_facts(plan: Plan, t0: datetime | None) -> dict[str, str]:
+    """The window a notice is about (a status page's scheduled maintenance needs it)."""
+    start = t0 or plan.window.start
+    if start is None:
+        return {}
+    if start.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        start = start.replace(tzinfo=ZoneInfo(plan.window.timezone))
+    out = {"window_start": start.isoformat()}
+    end = window_end(plan, t0)
+    if end is not None:
+        out["window_end"] = end.isoformat()
+    return out
+
+
+def _default_text(plan: Plan, d: dict[str, Any], timer: dict[str, Any], t0: datetime | None) -> str:
     fmt = _DEFAULT_TEXT.get(timer["kind"], "{shown}: {plan}")
-    default = fmt.format(
+    return fmt.format(
         shown=(timer.get("data") or {}).get("shown", ""),
         plan=plan.name,
         env=plan.environment,
         t0=f"{t0:%Y-%m-%d %H:%M %Z}" if isinstance(t0, datetime) else "?",
         state=d["state"],
     )
-    if not rule.message:
-        return default
-    from tminus.engine.prepare import make_resolver
-    from tminus.engine.program import split_overrides
-
-    try:
-        overrides, _ = split_overrides(d["overrides"])
-        resolver = make_resolver(
-            plan, d["plan_path"], d["id"], "tminus-serve", overrides, Path(".tminus")
-        )
-        return resolver.mask(resolver.resolve(rule.message))
-    except Exception:  # a message that does not resolve is shown as written
-        return str(rule.message)
 
 
 def _notice(
@@ -116,18 +132,31 @@ def _notice(
             skip = "the window has closed"
     if skip is not None:
         return Firing("skipped", skip, [("notify.skipped", f"{data.get('shown')}: {skip}", None)])
-    text = _notice_text(plan, d, timer, rule, t0)
-    channels = rule.channels or list(plan.notifications.channels)
+    resolver = _resolver(plan, d)
+    text = _default_text(plan, d, timer, t0)
+    rows = rule_rows(
+        plan,
+        d["id"],
+        rule.when,
+        text,
+        occurrence=timer["key"],
+        resolver=resolver,
+        state=d["state"],
+        rules=[int(data["rule"])],
+        facts=_window_facts(plan, t0) | {"due": timer["due_at"].isoformat()},
+    )
+    shown = rows[0]["message"]["text"] if rows else resolver.mask(text)
     record = {
         "when": rule.when,
-        "channels": channels,
-        "sent": [],
+        "channels": [r["channel"] for r in rows],
+        "queued": len(rows),
+        "keys": [r["key"] for r in rows],
         "timer": timer["key"],
         "due_at": timer["due_at"].isoformat(),
         "late_s": round(late, 3),
     }
-    outcome = f"recorded{_said_late(late)}; not sent (no notifier)"
-    firing = Firing("done", outcome, [("notify", text, record)])
+    firing = Firing("done", f"queued {len(rows)} message(s){_said_late(late)}")
+    firing.outbox, firing.notice = rows, (shown, record)
     if kind == "during":
         start = t0 or d["created_at"]
         nxt, skipped = next_in_chain(plan, timer, None, start, at)
@@ -183,13 +212,25 @@ async def _watch(
         firing.events.append(
             (f"watch.{level.lower()}", f"watch: {level}: " + "; ".join(found), {"checks": found})
         )
-        for rule in plan.notifications.rules:
-            if rule.when == when:
-                channels = rule.channels or list(plan.notifications.channels)
-                text = f"{plan.name}: watch {level}: " + "; ".join(found)
-                firing.events.append(
-                    ("notify", text, {"when": when, "channels": channels, "sent": []})
-                )
+        text = f"{plan.name}: watch {level}: " + "; ".join(found)
+        rows = rule_rows(
+            plan,
+            d["id"],
+            when,
+            text,
+            occurrence=timer["key"],
+            resolver=_resolver(plan, d),
+            severity="critical" if level == "CRITICAL" else "warning",
+            state=d["state"],
+        )
+        if rows:
+            firing.outbox += rows
+            channels = list(dict.fromkeys(r["channel"] for r in rows))
+            keys = [r["key"] for r in rows]
+            firing.notice = (
+                text,
+                {"when": when, "channels": channels, "queued": len(rows), "keys": keys},
+            )
     if rnd.critical and plan.watch.on_critical == "rollback":
         reason = "watch CRITICAL: " + "; ".join(rnd.critical)
         firing.drive = (f"rollback:{timer['key']}", ["rollback", d["id"], "--reason", reason])

@@ -92,6 +92,7 @@ class Server:
         self._plans: dict[str, Plan] = {}
         self._seen: dict[str, Any] = {}
         self._server_runs: set[str] = set()
+        self._sending: asyncio.Task[None] | None = None
         self._cwd_checked: set[str] = set()
         self.fired = 0
         self.started_at = now()
@@ -140,15 +141,44 @@ class Server:
         return 0
 
     async def tick_once(self) -> None:
-        """One pass: plan, fire, drive. Errors are logged, never fatal to the server."""
+        """One pass: plan, fire, drive, and deliver notifications (in the background).
+        Errors are logged, never fatal to the server."""
         self.last_tick = now()
         try:
             deploys = self.store.serve_deploys(now() - WATCH_HORIZON)
             self._plan(deploys)
             await self._fire()
             await self._drive(deploys)
+            if self._sending is None or self._sending.done():
+                self._sending = asyncio.get_running_loop().create_task(self._deliver())
         except Exception as exc:  # a store hiccup or a bad row: log, go on next tick
             _log(f"tick failed: {type(exc).__name__}: {exc}")
+
+    async def _deliver(self) -> None:
+        """Send the outbox's due messages of every deploy (slow receivers never hold a
+        tick: this runs beside the loop, one pass at a time)."""
+        from tminus.engine.notify import deliver_due
+
+        try:
+            for s in await deliver_due(self.store, self.id, self._context, limit=50):
+                _log(f"notify {s.channel}: {s.state}: {s.title}: {s.detail}")
+        except Exception as exc:
+            _log(f"notifications not delivered now: {type(exc).__name__}: {exc}")
+
+    def _context(self, deploy_id: str) -> tuple[Plan, Any] | None:
+        """A deploy's plan and resolver (for its channels' ``${…}`` and masking)."""
+        from tminus.engine.prepare import make_resolver
+        from tminus.engine.program import split_overrides
+
+        d = self.store.deploy(deploy_id)
+        plan = self.plan_of(d)
+        if plan is None:
+            return None
+        overrides, _ = split_overrides(d["overrides"])
+        resolver = make_resolver(
+            plan, d["plan_path"], deploy_id, "tminus-serve", overrides, self.state_dir
+        )
+        return plan, resolver
 
     def _plan(self, deploys: list[dict[str, Any]]) -> None:
         for d in deploys:
@@ -246,6 +276,13 @@ class Server:
             renew.cancel()
         if firing is None:
             return False  # the lease expires; it is tried again (attempts counts)
+        if firing.outbox and firing.notice is not None:
+            # Recorded before the timer is marked done: a crash in between fires the timer
+            # again, and the messages' keys keep them from being recorded twice.
+            text, data = firing.notice
+            self.store.enqueue(
+                d["id"], firing.outbox, ("notify", text, data), event_key=timer["key"]
+            )
         if not self.store.finish_timer(
             timer["id"], self.id, firing.state, firing.outcome, firing.events
         ):
@@ -362,14 +399,19 @@ class Server:
 
     # --- shutdown ---------------------------------------------------------------------------
     async def _shutdown(self) -> None:
-        await self.workers.close_warm()
+        """Workers first (they pause before their next step), then the rest."""
         if self.workers.running:
             _log(f"stopping: {len(self.workers.running)} worker(s) finish their step and pause")
             self.workers.signal_all(signal.SIGTERM)
-            if not await self.workers.wait_all(self.grace):
-                _log(f"stopping: grace of {self.grace:g} s over, killing what is left")
-                self.workers.signal_all(signal.SIGKILL)
-                await self.workers.wait_all(10)
+        await self.workers.close_warm()
+        if self._sending is not None and not self._sending.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._sending, 15)
+        self.store.release_outbox(self.id)
+        if self.workers.running and not await self.workers.wait_all(self.grace):
+            _log(f"stopping: grace of {self.grace:g} s over, killing what is left")
+            self.workers.signal_all(signal.SIGKILL)
+            await self.workers.wait_all(10)
         self.store.release_leases(self.id)
         self.store.server_stopped(self.id)
         _log("tminus serve stopped")

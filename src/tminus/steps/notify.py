@@ -1,5 +1,5 @@
-"""``kind: notify``: a message to the plan's notification channels (stdout and the log for
-now; the notifier plug-ins arrive with the notifications work)."""
+"""``kind: notify``: a message to the plan's notification channels, recorded in the outbox
+and delivered by the deploy's runner (or ``tminus serve``) through the channels' notifiers."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ class NotifyKind(StepKindBase):
         text = ctx.resolver.mask(ctx.resolver.resolve(step.message))
         channels = step.channels or list(ctx.plan.notifications.channels) or ["log"]
         ctx.log(f"[{step.severity}] {text}")
-        ctx.emit("notify", text, {"channels": channels, "severity": step.severity})
+        if ctx.notify is not None:  # recorded in the outbox, then delivered
+            await ctx.notify(step.severity, text, channels)
+        else:
+            ctx.emit("notify", text, {"channels": channels, "severity": step.severity})
         return StepOutcome(True, text, artifacts={"channels": channels})
 
     def compensation(self, step: NotifyStep, ctx: StepContext) -> Compensation | None:

@@ -26,6 +26,7 @@ __all__ = [
     "locks",
     "maintenance",
     "metadata",
+    "outbox",
     "phases",
     "processes",
     "servers",
@@ -211,3 +212,27 @@ servers = Table(
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
     Column("stopped_at", DateTime(timezone=True)),
 )
+
+# 0004: notifications, recorded before they are sent (the outbox). ``key`` is the idempotency
+# key of one message to one channel (deploy, rule, occurrence, channel): unique per deploy.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("deploy_id", String(160), ForeignKey("deploys.id"), nullable=False, index=True),
+    Column("key", String(300), nullable=False),
+    Column("channel", String(120), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("message", JSON, nullable=False),
+    Column("state", String(20), nullable=False),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("lease_owner", String(200)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("detail", Text),
+    Column("ref", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    UniqueConstraint("deploy_id", "key", name="uq_outbox_deploy_key"),
+)
+Index("ix_outbox_state_next", outbox.c.state, outbox.c.next_at)

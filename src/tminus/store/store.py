@@ -18,8 +18,9 @@ The store is composed of parts, one module each: :mod:`._connect` (the engine, t
 its upgrade, the ``tx`` transactions and commit counting), :mod:`.events` (the event log),
 :mod:`.deploys` (deploy rows, approvals, checklist confirmations, maintenance windows),
 :mod:`.steps` (steps, phases, compensations), :mod:`.runners` (the runner, its heartbeat,
-process records), :mod:`.locks` (plan locks and takeovers) and :mod:`.timers` (the durable
-timers and servers of ``tminus serve``). :class:`Store` joins them.
+process records), :mod:`.locks` (plan locks and takeovers), :mod:`.timers` (the durable timers and
+servers of ``tminus serve``) and :mod:`.outbox` (notifications recorded before they are
+sent). :class:`Store` joins them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 from tminus.files import default_state_url
 from tminus.store._connect import HEAD_REVISION
 from tminus.store.locks import TERMINAL_STATES, HolderCheck, LocksMixin
+from tminus.store.outbox import OutboxMixin
 from tminus.store.runners import RunnersMixin
 from tminus.store.steps import StepsMixin
 from tminus.store.timers import TimersMixin
@@ -40,5 +42,5 @@ __all__ = [
 ]
 
 
-class Store(LocksMixin, StepsMixin, RunnersMixin, TimersMixin):
+class Store(LocksMixin, StepsMixin, RunnersMixin, TimersMixin, OutboxMixin):
     """All reads and writes of tminus state."""

@@ -1,0 +1,378 @@
+"""Notifications of a deploy: made from the plan's rules, recorded in the outbox, delivered.
+
+- :func:`rule_rows` turns one event of a deploy (``phase_start``, ``failure``, a T-24h
+  notice…) into outbox rows: one per rule for that event and per channel of the rule, keyed
+  ``WHEN/RULE/OCCURRENCE/CHANNEL`` (the idempotency key: recording it again inserts nothing).
+- :func:`deliver_due` claims due rows, sends each through its channel's notifier
+  (:mod:`tminus.notifiers`), and records the receiver's answer: *sent*; *pending* again after
+  a backoff (:data:`BACKOFF`) when trying again could help; *failed* when it cannot (a 4xx,
+  an auth failure) or after :data:`MAX_ATTEMPTS`. Each outcome is an event too
+  (``notify.sent``, ``notify.retry``, ``notify.failed``).
+
+The deploy's runner delivers its own deploy's messages while it runs (a task beside the run,
+so a slow or failing receiver never holds a step), then for at most :data:`FLUSH_S` seconds
+after the run's end; ``tminus serve`` delivers every deploy's. A message left pending is
+delivered by whichever comes next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from tminus.clock import now
+from tminus.notifiers.base import Delivery, Message, SendContext, describe, get_notifier
+from tminus.plan.model import NotificationChannel, Plan
+from tminus.registry import Unknown
+
+if TYPE_CHECKING:
+    from tminus.engine.engine import Engine
+    from tminus.plan.interpolate import Resolver
+    from tminus.store.store import Store
+
+__all__ = [
+    "BACKOFF",
+    "FLUSH_S",
+    "MAX_ATTEMPTS",
+    "Sent",
+    "deliver_due",
+    "deliver_for",
+    "flush",
+    "notify_rules",
+    "pump",
+    "rule_rows",
+    "step_notifier",
+]
+
+#: Seconds before the 2nd, 3rd, … attempt.
+BACKOFF = (2, 10, 60, 300, 1800)
+MAX_ATTEMPTS = len(BACKOFF) + 1
+#: A claim on a message while it is being sent.
+LEASE = timedelta(seconds=60)
+#: How long one attempt may take.
+SEND_TIMEOUT_S = 10.0
+#: How long a runner keeps delivering after its run ended.
+FLUSH_S = 5.0
+_LOG = NotificationChannel(kind="log")
+
+
+def rule_rows(
+    plan: Plan,
+    deploy_id: str,
+    when: str,
+    text: str,
+    *,
+    occurrence: str,
+    resolver: Resolver,
+    title: str | None = None,
+    severity: str = "info",
+    state: str | None = None,
+    phase: str | None = None,
+    facts: dict[str, str] | None = None,
+    rules: list[int] | None = None,
+) -> list[dict[str, Any]]:
+    """The outbox rows for ``when`` (every rule of the plan for it, or those in ``rules``)."""
+    out: list[dict[str, Any]] = []
+    for i, rule in enumerate(plan.notifications.rules):
+        if rule.when != when or (rules is not None and i not in rules):
+            continue
+        body = text
+        if rule.message:
+            try:
+                body = resolver.resolve(rule.message)
+            except Exception:  # shown as written when it cannot be resolved
+                body = rule.message
+        message = Message(
+            key=f"{when}/{i}/{occurrence}",
+            deploy_id=deploy_id,
+            plan=plan.name,
+            environment=plan.environment,
+            when=when,
+            title=resolver.mask(title or f"{plan.name}: {when.replace('_', ' ')}"),
+            text=resolver.mask(body),
+            severity=severity,
+            audience=rule.audience,
+            state=state,
+            phase=phase,
+            facts={k: resolver.mask(v) for k, v in (facts or {}).items()},
+            at=now().isoformat(),
+        )
+        channels = rule.channels or list(plan.notifications.channels) or ["log"]
+        for ch in channels:
+            declared = plan.notifications.channels.get(ch)
+            out.append(
+                {
+                    "key": f"{message.key}/{ch}",
+                    "channel": ch,
+                    "kind": declared.kind if declared is not None else "log",
+                    "message": describe(message),
+                }
+            )
+    return out
+
+
+@dataclass
+class Sent:
+    """One delivery attempt's outcome, for the console."""
+
+    channel: str
+    state: str  # sent | pending | failed
+    detail: str
+    title: str
+
+
+def _message(data: dict[str, Any]) -> Message:
+    return Message(
+        key=str(data["key"]),
+        deploy_id=str(data["deploy"]),
+        plan=str(data["plan"]),
+        environment=str(data["environment"]),
+        when=str(data["when"]),
+        title=str(data["title"]),
+        text=str(data["text"]),
+        severity=str(data.get("severity") or "info"),
+        audience=data.get("audience"),
+        state=data.get("state"),
+        phase=data.get("phase"),
+        link=data.get("link"),
+        facts={str(k): str(v) for k, v in (data.get("facts") or {}).items()},
+        at=str(data.get("at") or ""),
+    )
+
+
+def _thread_ref(store: Store, row: dict[str, Any]) -> str | None:
+    """The receiver's reference of the first message sent to this channel for this deploy
+    (a chat thread to post into), if any."""
+    for other in store.outbox(row["deploy_id"]):
+        if other["channel"] == row["channel"] and other["state"] == "sent" and other["ref"]:
+            return str(other["ref"])
+    return None
+
+
+async def _send_one(
+    store: Store,
+    owner: str,
+    row: dict[str, Any],
+    context: Callable[[str], tuple[Plan, Resolver] | None],
+) -> Sent:
+    message = _message(row["message"])
+    got = context(row["deploy_id"])
+    delivery: Delivery
+    if got is None:
+        delivery = Delivery(False, "the deploy's plan no longer loads", retry=False)
+        mask: Callable[[str], str] = str
+    else:
+        plan, resolver = got
+        mask = resolver.mask
+        channel = plan.notifications.channels.get(row["channel"], _LOG)
+        thread = _thread_ref(store, row)
+        if thread is not None:
+            message.facts["thread_ref"] = thread
+        try:
+            notifier = get_notifier(channel.kind)
+        except Unknown:
+            delivery = Delivery(
+                False, f"no notifier sends to '{channel.kind}' channels yet", retry=False
+            )
+        else:
+            ctx = SendContext(resolve=resolver.resolve, mask=resolver.mask, timeout=SEND_TIMEOUT_S)
+            try:
+                delivery = await asyncio.wait_for(
+                    notifier.send(channel, message, ctx), SEND_TIMEOUT_S + 5
+                )
+            except TimeoutError:
+                delivery = Delivery(False, f"timed out after {SEND_TIMEOUT_S + 5:g} s", True)
+            except Exception as exc:  # a notifier's bug must not stop the others
+                delivery = Delivery(False, mask(f"{type(exc).__name__}: {exc}"), retry=True)
+    detail = mask(delivery.detail)
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
+    attempts = int(row["attempts"]) + 1
+    data = {"channel": row["channel"], "key": row["key"], "attempt": attempts, "detail": detail}
+    if delivery.ok:
+        state, next_at, etype = "sent", None, "notify.sent"
+    elif delivery.retry and attempts < MAX_ATTEMPTS:
+        wait = BACKOFF[attempts - 1]
+        state, next_at, etype = "pending", now() + timedelta(seconds=wait), "notify.retry"
+        detail = f"{detail}; next attempt in {wait} s"
+    else:
+        state, next_at, etype = "failed", None, "notify.failed"
+    store.settle(
+        int(row["id"]),
+        owner,
+        state=state,
+        detail=detail,
+        ref=delivery.ref,
+        next_at=next_at,
+        event=(etype, f"{row['channel']}: {message.title}: {detail}", data),
+    )
+    return Sent(row["channel"], state, detail, message.title)
+
+
+async def deliver_due(
+    store: Store,
+    owner: str,
+    context: Callable[[str], tuple[Plan, Resolver] | None],
+    *,
+    deploy_id: str | None = None,
+    limit: int = 20,
+) -> list[Sent]:
+    """Send the due messages (of one deploy, or all), side by side; their outcomes."""
+    rows = store.claim_outbox(owner, LEASE, deploy_id=deploy_id, limit=limit)
+    if not rows:
+        return []
+    # One channel of one deploy at a time, in order (a chat thread is started by the first
+    # message and continued by the next ones); different channels side by side.
+    lanes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        lanes.setdefault((r["deploy_id"], r["channel"]), []).append(r)
+
+    async def lane(items: list[dict[str, Any]]) -> list[Sent]:
+        return [await _send_one(store, owner, r, context) for r in items]
+
+    done = await asyncio.gather(*(lane(items) for items in lanes.values()))
+    return [s for group in done for s in group]
+
+
+# --- the engine's side --------------------------------------------------------------------
+def _occurrence(engine: Engine, when: str) -> str:
+    """How many times ``when`` was notified for this deploy, plus one (its occurrence)."""
+    seen = engine.store.events(engine.deploy_id, types=("notify",))
+    return str(1 + sum(1 for e in seen if (e["data"] or {}).get("when") == when))
+
+
+def notify_rules(engine: Engine, when: str, text: str, occurrence: str | None = None) -> None:
+    """Record the messages of the plan's rules for ``when`` (the runner or a server sends
+    them); the console says they are queued, not sent."""
+    if not any(r.when == when for r in engine.plan.notifications.rules):
+        return
+    phase = engine.plan.phases[engine._phase_now].name if engine._phase_now >= 0 else None
+    rows = rule_rows(
+        engine.plan,
+        engine.deploy_id,
+        when,
+        text,
+        occurrence=occurrence or _occurrence(engine, when),
+        resolver=engine.resolver,
+        severity="critical" if when in ("failure", "rollback", "watch_critical") else "info",
+        state=engine.store.deploy(engine.deploy_id)["state"],
+        phase=phase,
+    )
+    _enqueue(engine, rows, when, text)
+
+
+def _enqueue(engine: Engine, rows: list[dict[str, Any]], when: str, text: str) -> None:
+    """Record the rows, one ``notify`` event per message (a rule's, or a step's) with the text
+    that is sent."""
+    messages: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        messages.setdefault(str(r["message"]["key"]), []).append(r)
+    for group in messages.values():
+        channels = list(dict.fromkeys(r["channel"] for r in group))
+        shown = str(group[0]["message"]["text"])
+        data = {
+            "when": when,
+            "channels": channels,
+            "queued": len(group),
+            "keys": [r["key"] for r in group],
+        }
+        if engine.store.enqueue(engine.deploy_id, group, ("notify", shown, data)):
+            engine.reporter.line(f"[notify {','.join(channels)}: queued] {shown}")
+
+
+def step_notifier(engine: Engine, key: str) -> Callable[[str, str, list[str]], Awaitable[None]]:
+    """``StepContext.notify`` of the step ``key``: a ``notify`` step's message to its channels;
+    with no channels, a WARN of a canary or blue-green analysis to the ``watch_warn`` rules."""
+
+    async def notify(severity: str, text: str, channels: list[str]) -> None:
+        if not channels:
+            notify_rules(engine, "watch_warn", text, occurrence=key.replace("/", "."))
+            return
+        message = Message(
+            key=f"step/{key}",
+            deploy_id=engine.deploy_id,
+            plan=engine.plan.name,
+            environment=engine.plan.environment,
+            when="step",
+            title=engine._mask(f"{engine.plan.name}: {severity}"),
+            text=engine._mask(text),
+            severity=severity,
+            at=now().isoformat(),
+        )
+        rows = []
+        for ch in channels:
+            declared = engine.plan.notifications.channels.get(ch)
+            rows.append(
+                {
+                    "key": f"{message.key}/{ch}",
+                    "channel": ch,
+                    "kind": declared.kind if declared is not None else "log",
+                    "message": describe(message),
+                }
+            )
+        _enqueue(engine, rows, "step", text)
+
+    return notify
+
+
+def _owner(engine: Engine) -> str:
+    import os
+    import socket
+
+    return f"runner:{socket.gethostname()}:{os.getpid()}"
+
+
+async def pump(engine: Engine, stop: asyncio.Event, every: float = 0.5) -> None:
+    """While the deploy runs: deliver its due messages (a task beside the run), until
+    ``stop`` is set; a pass under way finishes first."""
+    while not stop.is_set():
+        await deliver_for(engine)
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            pass
+
+
+async def deliver_for(engine: Engine) -> list[Sent]:
+    try:
+        sent = await deliver_due(
+            engine.store,
+            _owner(engine),
+            lambda d: (engine.plan, engine.resolver) if d == engine.deploy_id else None,
+            deploy_id=engine.deploy_id,
+        )
+    except Exception as exc:  # a store hiccup must not end the deploy
+        engine.reporter.line(f"notifications not delivered now: {type(exc).__name__}: {exc}")
+        return []
+    for s in sent:
+        engine.reporter.line(f"[notify {s.channel}: {s.state}] {s.title}: {s.detail}")
+    return sent
+
+
+async def flush(
+    engine: Engine, pumping: asyncio.Task[None], stop: asyncio.Event, seconds: float = FLUSH_S
+) -> None:
+    """After the run: stop the pump (its pass under way finishes), then deliver what is due,
+    all within ``seconds``; what is left stays pending for a server or the next run."""
+
+    async def until_done() -> None:
+        stop.set()
+        await pumping
+        while await deliver_for(engine):
+            pass
+
+    try:
+        await asyncio.wait_for(until_done(), seconds)
+    except TimeoutError:
+        pumping.cancel()
+        await asyncio.gather(pumping, return_exceptions=True)
+        # Handed back at once rather than after the lease: a receiver that got the message
+        # but had not answered may get it again (the one way a message arrives twice).
+        engine.store.release_outbox(_owner(engine))
+        engine.reporter.line(
+            f"notifications: still sending after {seconds:g} s; left to tminus serve or the "
+            "next run of this deploy"
+        )

@@ -1,0 +1,1 @@
+"""Notifier plug-ins: one module per channel kind behind :class:`base.Notifier`."""

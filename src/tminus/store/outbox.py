@@ -1,0 +1,196 @@
+"""The outbox: every notification is recorded before it is sent (``outbox`` table, 0004).
+
+One row is one message to one channel, keyed by (deploy, ``key``): the idempotency key of
+(rule, occurrence, channel), so recording the same message twice inserts one row. A sender
+(the deploy's runner, or ``tminus serve``) claims due rows with a lease, sends, and records
+the receiver's answer: *sent*, or *pending* again with the next attempt's time (backoff), or
+*failed* for good. A row is sent by the holder of its lease only, so at most once, whatever
+crashes and however many senders there are; a crash between sending and recording leaves
+the row *pending* with its lease, sent again when the lease expires: that window, one
+receiver round trip, is the only way a message can arrive twice (said in docs).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+
+from tminus.clock import now
+from tminus.store import schema as t
+from tminus.store._rows import _row
+from tminus.store.events import EventsMixin
+
+__all__ = ["OutboxMixin"]
+
+
+class OutboxMixin(EventsMixin):
+    """Record, claim and settle notifications."""
+
+    def enqueue(
+        self,
+        deploy_id: str,
+        rows: list[dict[str, Any]],
+        event: tuple[str, str, dict[str, Any] | None] | None = None,
+        *,
+        event_key: str | None = None,
+    ) -> int:
+        """Record messages (``key``, ``channel``, ``kind``, ``message``) not recorded yet, and
+        ``event`` (with ``event_key``) with them, in one transaction. Returns how many rows
+        were new."""
+        at = now()
+        with self.tx(count=False) as conn:
+            have = set(
+                conn.execute(
+                    select(t.outbox.c.key).where(
+                        t.outbox.c.deploy_id == deploy_id,
+                        t.outbox.c.key.in_([r["key"] for r in rows] or [""]),
+                    )
+                ).scalars()
+            )
+            new = [r for r in rows if r["key"] not in have]
+            if new:
+                conn.execute(
+                    insert(t.outbox),
+                    [
+                        {
+                            "deploy_id": deploy_id,
+                            "key": r["key"],
+                            "channel": r["channel"],
+                            "kind": r["kind"],
+                            "message": r["message"],
+                            "state": "pending",
+                            "attempts": 0,
+                            "next_at": at,
+                            "created_at": at,
+                        }
+                        for r in new
+                    ],
+                )
+            if event is not None and (new or not rows):
+                etype, message, data = event
+                self._event(conn, deploy_id, etype, event_key, message, data)
+        return len(new)
+
+    def claim_outbox(
+        self, owner: str, lease: timedelta, *, deploy_id: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """Claim due pending messages (of one deploy, or all) for ``owner``."""
+        at = now()
+        pick = (
+            select(t.outbox.c.id)
+            .where(
+                t.outbox.c.state == "pending",
+                t.outbox.c.next_at <= at,
+                or_(t.outbox.c.lease_until.is_(None), t.outbox.c.lease_until < at),
+            )
+            .order_by(t.outbox.c.next_at, t.outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if deploy_id is not None:
+            pick = pick.where(t.outbox.c.deploy_id == deploy_id)
+        with self.tx(count=False) as conn:
+            ids = list(conn.execute(pick).scalars())
+            if not ids:
+                return []
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.id.in_(ids))
+                .values(lease_owner=owner, lease_until=at + lease)
+            )
+            rows = conn.execute(
+                select(t.outbox).where(t.outbox.c.id.in_(ids)).order_by(t.outbox.c.id)
+            ).mappings()
+            return [_row(r) for r in rows]
+
+    def settle(
+        self,
+        row_id: int,
+        owner: str,
+        *,
+        state: str,
+        detail: str,
+        ref: str | None = None,
+        next_at: datetime | None = None,
+        event: tuple[str, str, dict[str, Any] | None] | None = None,
+    ) -> bool:
+        """Record a send's outcome under ``owner``'s lease: ``sent``, ``failed``, or
+        ``pending`` again at ``next_at``; with ``event`` in the same transaction."""
+        values: dict[str, Any] = {
+            "state": state,
+            "detail": detail,
+            "attempts": t.outbox.c.attempts + 1,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if ref is not None:
+            values["ref"] = ref
+        if state == "sent":
+            values["sent_at"] = now()
+        if next_at is not None:
+            values["next_at"] = next_at.astimezone(UTC)
+        with self.tx(count=False) as conn:
+            res = conn.execute(
+                update(t.outbox)
+                .where(
+                    t.outbox.c.id == row_id,
+                    t.outbox.c.lease_owner == owner,
+                    t.outbox.c.state == "pending",
+                )
+                .values(**values)
+            )
+            if res.rowcount != 1:
+                return False
+            if event is not None:
+                deploy_id = conn.execute(
+                    select(t.outbox.c.deploy_id).where(t.outbox.c.id == row_id)
+                ).scalar_one()
+                etype, message, data = event
+                self._event(conn, deploy_id, etype, None, message, data)
+        return True
+
+    def release_outbox(self, owner: str) -> None:
+        """A sender stopping hands back the messages it claimed and did not settle."""
+        with self.tx(count=False) as conn:
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.lease_owner == owner, t.outbox.c.state == "pending")
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def outbox(self, deploy_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(t.outbox).where(t.outbox.c.deploy_id == deploy_id).order_by(t.outbox.c.id)
+            ).mappings()
+            return [_row(r) for r in rows]
+
+    def outbox_row(self, row_id: int) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.outbox).where(t.outbox.c.id == row_id)).mappings().first()
+        return _row(row) if row else None
+
+    def resend(self, row_id: int) -> None:
+        """Send a message again (``tminus notifications DEPLOY --resend ID``): pending now."""
+        with self.tx(count=False) as conn:
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.id == row_id)
+                .values(state="pending", next_at=now(), lease_owner=None, lease_until=None)
+            )
+
+    def outbox_counts(self, deploy_id: str) -> dict[str, int]:
+        q = (
+            select(t.outbox.c.state, func.count())
+            .where(t.outbox.c.deploy_id == deploy_id)
+            .group_by(t.outbox.c.state)
+        )
+        with self._read() as conn:
+            return {str(s): int(n) for s, n in conn.execute(q)}
+
+    def pending_outbox(self) -> int:
+        q = select(func.count()).where(t.outbox.c.state == "pending")
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
