@@ -219,6 +219,8 @@ class NotificationChannel(PlanModel):
             raise ValueError("a slack channel needs 'url' (a webhook), or 'token' and 'channel'")
         if self.kind in ("webhook", "statuspage", "apprise") and not self.url:
             raise ValueError(f"a {self.kind} channel needs 'url'")
+        if self.kind == "statuspage" and not self.token:
+            raise ValueError("a statuspage channel needs 'token' (its API key; use a secret)")
         if self.kind == "email" and not self.to:
             raise ValueError("an email channel needs 'to'")
         if self.kind == "email" and not self.smtp:

@@ -143,6 +143,7 @@ def _notice(
         resolver=resolver,
         state=d["state"],
         rules=[int(data["rule"])],
+        title=f"{data.get('shown', '')}: {plan.name} ({plan.environment})",
         facts=_window_facts(plan, t0) | {"due": timer["due_at"].isoformat()},
     )
     shown = rows[0]["message"]["text"] if rows else resolver.mask(text)
