@@ -332,3 +332,68 @@ def test_t0_is_read_in_the_window_timezone_and_kept_exactly(tmp_path: Path) -> N
     assert "(2027-01-10 02:30 EST)" in out
     due = datetime.fromisoformat(s.status("countdown-1")["due_at"])
     assert due == datetime(2027, 1, 10, 7, 30, tzinfo=UTC)
+
+
+def _op_plan() -> str:
+    plan = PLAN.replace(
+        "  on_critical: rollback\n", "  on_critical: operation\n  operation: restart\n"
+    )
+    plan = plan.replace(
+        "  on_critical: operation\n", "  on_critical: operation\n  on_warn: ignore\n"
+    )
+    plan = plan.replace(
+        "phases:\n",
+        "operations:\n  restart:\n    description: Restart the importer.\n    steps:\n"
+        "      - kind: run\n        name: restart\n        command: touch restarted.txt\n"
+        "phases:\n",
+        1,
+    )
+    return plan.replace(
+        "    - when: after_success\n      after: 1h\n",
+        "    - when: after_success\n      after: 1h\n    - when: watch_warn\n",
+    )
+
+
+def test_watch_critical_runs_the_plans_operation_and_a_warn_can_be_ignored(
+    serve_env: Serve,
+) -> None:
+    """``on_critical: operation`` runs the operation (``tminus op run``) and records it;
+    ``on_warn: ignore`` sends nothing for a WARN (a ``watch_warn`` rule exists).
+
+    Mutations tried: the ``operation`` branch of ``fire._watch`` removed → restarted.txt never
+    appears; ``on_warn`` not read (WARNs always notified) → a ``watch_warn`` notice is found."""
+    s = serve_env
+    write(s.cwd / "plan.yaml", _op_plan())
+    write(s.cwd / "value.txt", "7\n")  # WARN (> 5), not CRITICAL
+    s.travel_to(T0 - timedelta(days=3))
+    s.tm("schedule", "plan.yaml", "--confirm", "Release notes reviewed", check=0)
+    d = "countdown-1"
+    s.tm("approve", d, "--role", "lead", "--as", "lena", check=0)
+    s.start()
+    s.travel_to(T0)
+    s.wait_for("the deploy phase", lambda: _phase_state(s, d, 0) == "succeeded")
+    s.travel_to(T0 + timedelta(hours=1, seconds=15))
+    s.wait_for(
+        "a WARN measurement", lambda: any(r["status"] == "warn" for r in _measurements(s, d))
+    )
+    assert not [
+        e for e in s.events(d) if e["type"] == "notify" and e["data"]["when"] == "watch_warn"
+    ]
+    write(s.cwd / "value.txt", "12\n")
+    s.travel_to(T0 + timedelta(hours=2, seconds=15))
+    s.wait_for("the operation", lambda: (s.cwd / "restarted.txt").exists(), timeout=40)
+    s.wait_for(
+        "the operation recorded",
+        lambda: any(e["type"] == "watch.operation" for e in s.events(d)),
+    )
+    assert s.status(d)["stored_state"] == "scheduled"  # not rolled back: the plan said operation
+
+
+def test_check_rejects_a_watch_operation_that_is_not_there(tmp_path: Path) -> None:
+    s = Serve(tmp_path)
+    write(s.cwd / "plan.yaml", _op_plan().replace("operation: restart", "operation: restrat"))
+    proc = s.tm("check", "plan.yaml")
+    assert proc.returncode == 2 and "restrat" in proc.stdout + proc.stderr
+    write(s.cwd / "plan.yaml", _op_plan().replace("  operation: restart\n", ""))
+    proc = s.tm("check", "plan.yaml")
+    assert proc.returncode == 2 and "on_critical: operation needs" in proc.stdout + proc.stderr

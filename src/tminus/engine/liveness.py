@@ -42,8 +42,9 @@ __all__ = [
 #: How often the runner's engine writes ``deploys.heartbeat_at`` (seconds).
 HEARTBEAT_S = 2.0
 #: A runner on another host whose heartbeat is older than this is taken for dead (seconds):
-#: fifteen missed heartbeats, room for a slow store, never for a live runner.
-HEARTBEAT_TIMEOUT_S = 30.0
+#: ten missed heartbeats, room for a slow store, never for a live runner; under the 30 s in
+#: which `tminus serve` must take over a dead server's deploys on another host.
+HEARTBEAT_TIMEOUT_S = 20.0
 #: The state shown for a running or rolling-back deploy whose runner is dead.
 CRASHED = "crashed"
 #: The states in which a runner process drives the deploy.

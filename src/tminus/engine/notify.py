@@ -143,15 +143,6 @@ def _message(data: dict[str, Any]) -> Message:
     )
 
 
-def _thread_ref(store: Store, row: dict[str, Any]) -> str | None:
-    """The receiver's reference of the first message sent to this channel for this deploy
-    (a chat thread to post into), if any."""
-    for other in store.outbox(row["deploy_id"]):
-        if other["channel"] == row["channel"] and other["state"] == "sent" and other["ref"]:
-            return str(other["ref"])
-    return None
-
-
 async def _send_one(
     store: Store,
     owner: str,
@@ -168,7 +159,7 @@ async def _send_one(
         plan, resolver = got
         mask = resolver.mask
         channel = plan.notifications.channels.get(row["channel"], _LOG)
-        thread = _thread_ref(store, row)
+        thread = store.thread_ref(row["deploy_id"], row["channel"])
         if thread is not None:
             message.facts["thread_ref"] = thread
         try:

@@ -282,6 +282,9 @@ def _operations(plan: Plan, c: _Collector) -> None:
             c.undefined(
                 "operation", t.operation, ("troubleshooting", i, "operation"), ops, "operations"
             )
+    watch = plan.watch
+    if watch is not None and watch.operation and watch.operation not in ops:
+        c.undefined("operation", watch.operation, ("watch", "operation"), ops, "operations")
     for i, mw in enumerate(plan.maintenance_windows):
         if mw.operation and mw.operation not in ops:
             c.undefined(

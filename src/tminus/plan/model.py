@@ -180,8 +180,26 @@ class Watch(PlanModel):
     """The post-deployment watch: a schedule of checks after the deploy succeeds."""
 
     schedule: list[WatchPeriod] = Field(default_factory=new_list)
-    on_critical: Literal["notify", "rollback"] = "notify"
+    on_critical: Literal["notify", "rollback", "operation"] = Field(
+        "notify",
+        description="What a CRITICAL result does: notify (the watch_critical rules), roll "
+        "the deploy back (within its rollback_window), or run `operation`.",
+    )
+    operation: Name | None = Field(
+        None, description="on_critical: operation: the operation of the plan to run."
+    )
+    on_warn: Literal["notify", "ignore"] = Field(
+        "notify", description="What a WARN result does: notify (the watch_warn rules) or ignore."
+    )
     notes: list[str] = Field(default_factory=new_list)
+
+    @model_validator(mode="after")
+    def _operation_named(self) -> Watch:
+        if self.on_critical == "operation" and not self.operation:
+            raise ValueError("on_critical: operation needs 'operation' (an operation's name)")
+        if self.operation and self.on_critical != "operation":
+            raise ValueError("'operation' is run by on_critical: operation; set it, or drop it")
+        return self
 
 
 class NotificationChannel(PlanModel):

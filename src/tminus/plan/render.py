@@ -321,8 +321,12 @@ def _watch(plan: Plan) -> Section | None:
     blocks: list[Table | Fields | Items] = []
     if rows:
         blocks.append(Table(["Period", "Starts", "Every", "For", "Checks"], rows))
-    action = "roll back" if watch.on_critical == "rollback" else "notify"
-    blocks.append(Fields([("On CRITICAL", txt(action))]))
+    action = {
+        "rollback": "roll back",
+        "operation": f"run the operation {watch.operation}",
+    }.get(watch.on_critical, "notify")
+    on_warn = "notify" if watch.on_warn == "notify" else "nothing (ignored)"
+    blocks.append(Fields([("On CRITICAL", txt(action)), ("On WARN", txt(on_warn))]))
     if watch.notes:
         blocks.append(Items([Item(txt(n)) for n in watch.notes]))
     return Section("watch", "Watch schedule", list(blocks))

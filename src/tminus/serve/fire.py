@@ -206,7 +206,8 @@ async def _watch(
         firing.follow.append(nxt)
     elif period == len(plan.watch.schedule) - 1:
         firing.events.append(("watch.ended", "the watch's schedule is over", None))
-    for when, found in (("watch_warn", rnd.warn), ("watch_critical", rnd.critical)):
+    warn = rnd.warn if plan.watch.on_warn == "notify" else []
+    for when, found in (("watch_warn", warn), ("watch_critical", rnd.critical)):
         if not found:
             continue
         level = "CRITICAL" if when == "watch_critical" else "WARN"
@@ -236,6 +237,14 @@ async def _watch(
         reason = "watch CRITICAL: " + "; ".join(rnd.critical)
         firing.drive = (f"rollback:{timer['key']}", ["rollback", d["id"], "--reason", reason])
         firing.outcome += "; CRITICAL: rolling back"
+    elif rnd.critical and plan.watch.on_critical == "operation" and plan.watch.operation:
+        name = plan.watch.operation
+        reason = f"watch CRITICAL on {d['id']}: " + "; ".join(rnd.critical)
+        firing.drive = (
+            f"operation:{timer['key']}",
+            ["op", "run", d["plan_path"], name, "--yes", "--reason", reason],
+        )
+        firing.outcome += f"; CRITICAL: running operation {name}"
     return firing
 
 

@@ -384,6 +384,13 @@ class Server:
                 f"the watch's rollback did not happen: {last}",
                 data={"exit": code},
             )
+        if key.startswith("operation:"):
+            self.store.event(
+                deploy_id,
+                "watch.operation",
+                f"the watch's operation ended (exit {code}): {last}",
+                data={"exit": code},
+            )
         state = self.store.deploy(deploy_id)["state"]
         if state in ENDED_STATES:  # rolled back, failed, aborted: nothing more is due
             n = self._end_timers(deploy_id, f"the deploy is {state}")

@@ -47,13 +47,15 @@ def threshold(cond: Any) -> tuple[float | None, str | None]:
 
 
 def _status(result: Any) -> str:
-    if result.status == "passed":
-        return "ok"
+    """ok, warn, critical or inconclusive: a check that passed at WARN level is a WARN; one
+    that failed or could not measure is CRITICAL."""
     if result.status == "inconclusive":
         return "inconclusive"
+    if result.status in ("failed", "error") or result.level == "critical":
+        return "critical"
     if result.level == "warn":
         return "warn"
-    return "critical"
+    return "ok"
 
 
 async def measure_round(

@@ -167,6 +167,24 @@ class OutboxMixin(EventsMixin):
             ).mappings()
             return [_row(r) for r in rows]
 
+    def thread_ref(self, deploy_id: str, channel: str) -> str | None:
+        """The receiver's reference of the first message delivered to ``channel`` for the
+        deploy (a chat thread, an incident), if any."""
+        q = (
+            select(t.outbox.c.ref)
+            .where(
+                t.outbox.c.deploy_id == deploy_id,
+                t.outbox.c.channel == channel,
+                t.outbox.c.state == "sent",
+                t.outbox.c.ref.is_not(None),
+            )
+            .order_by(t.outbox.c.id)
+            .limit(1)
+        )
+        with self._read() as conn:
+            ref = conn.execute(q).scalar()
+        return str(ref) if ref is not None else None
+
     def outbox_row(self, row_id: int) -> dict[str, Any] | None:
         with self._read() as conn:
             row = conn.execute(select(t.outbox).where(t.outbox.c.id == row_id)).mappings().first()

@@ -178,11 +178,12 @@ class TimersMixin(EventsMixin):
             )
             if res.rowcount != 1:  # nothing written: the transaction commits nothing
                 return False
-            deploy_id = conn.execute(
-                select(t.timers.c.deploy_id).where(t.timers.c.id == timer_id)
-            ).scalar_one()
-            key = conn.execute(select(t.timers.c.key).where(t.timers.c.id == timer_id)).scalar()
-            for etype, message, data in events or []:
+            if not events:
+                return True
+            deploy_id, key = conn.execute(
+                select(t.timers.c.deploy_id, t.timers.c.key).where(t.timers.c.id == timer_id)
+            ).one()
+            for etype, message, data in events:
                 self._event(conn, deploy_id, etype, key, message, data)
         return True
 
