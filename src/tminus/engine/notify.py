@@ -159,9 +159,6 @@ async def _send_one(
         plan, resolver = got
         mask = resolver.mask
         channel = plan.notifications.channels.get(row["channel"], _LOG)
-        thread = store.thread_ref(row["deploy_id"], row["channel"])
-        if thread is not None:
-            message.facts["thread_ref"] = thread
         try:
             notifier = get_notifier(channel.kind)
         except Unknown:
@@ -169,6 +166,10 @@ async def _send_one(
                 False, f"no notifier sends to '{channel.kind}' channels yet", retry=False
             )
         else:
+            if notifier.threads:
+                thread = store.thread_ref(row["deploy_id"], row["channel"])
+                if thread is not None:
+                    message.facts["thread_ref"] = thread
             ctx = SendContext(resolve=resolver.resolve, mask=resolver.mask, timeout=SEND_TIMEOUT_S)
             try:
                 delivery = await asyncio.wait_for(

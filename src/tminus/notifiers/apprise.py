@@ -75,6 +75,7 @@ def _notify(url: str, title: str, body: str, kind: str, timeout: float) -> tuple
 
 class AppriseNotifier:
     kind: ClassVar[str] = "apprise"
+    threads: ClassVar[bool] = False
 
     async def send(
         self, channel: NotificationChannel, message: Message, ctx: SendContext

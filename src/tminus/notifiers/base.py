@@ -93,6 +93,10 @@ class SendContext:
 
 class Notifier(Protocol):
     kind: ClassVar[str]
+    #: The notifier continues a deploy's earlier message (a chat thread, an incident, an
+    #: email conversation): it is given ``facts["thread_ref"]``, the ``ref`` of the first
+    #: message delivered to the same channel for the same deploy.
+    threads: ClassVar[bool]
 
     async def send(
         self, channel: NotificationChannel, message: Message, ctx: SendContext

@@ -234,6 +234,7 @@ def _why(exc: BaseException) -> tuple[str, bool]:
 
 class EmailNotifier:
     kind: ClassVar[str] = "email"
+    threads: ClassVar[bool] = True
 
     async def send(
         self, channel: NotificationChannel, message: Message, ctx: SendContext

@@ -16,6 +16,7 @@ __all__ = ["NOTIFIER", "LogNotifier"]
 
 class LogNotifier:
     kind: ClassVar[str] = "log"
+    threads: ClassVar[bool] = False
 
     async def send(
         self, channel: NotificationChannel, message: Message, ctx: SendContext

@@ -145,6 +145,7 @@ def thread_of(message: Message) -> str | None:
 
 class SlackNotifier:
     kind: ClassVar[str] = "slack"
+    threads: ClassVar[bool] = True
 
     async def send(
         self, channel: NotificationChannel, message: Message, ctx: SendContext

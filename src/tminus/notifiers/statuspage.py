@@ -173,6 +173,7 @@ class _Api:
 
 class StatuspageNotifier:
     kind: ClassVar[str] = "statuspage"
+    threads: ClassVar[bool] = True
 
     async def send(
         self, channel: NotificationChannel, message: Message, ctx: SendContext

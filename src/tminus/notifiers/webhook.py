@@ -130,6 +130,7 @@ async def post(
 
 class WebhookNotifier:
     kind: ClassVar[str] = "webhook"
+    threads: ClassVar[bool] = False
 
     async def send(
         self, channel: NotificationChannel, message: Message, ctx: SendContext

@@ -159,8 +159,15 @@ class Server:
         tick: this runs beside the loop, one pass at a time)."""
         from tminus.engine.notify import deliver_due
 
+        cache: dict[str, tuple[Plan, Any] | None] = {}
+
+        def context(deploy_id: str) -> tuple[Plan, Any] | None:
+            if deploy_id not in cache:
+                cache[deploy_id] = self._context(deploy_id)
+            return cache[deploy_id]
+
         try:
-            for s in await deliver_due(self.store, self.id, self._context, limit=50):
+            for s in await deliver_due(self.store, self.id, context, limit=50):
                 _log(f"notify {s.channel}: {s.state}: {s.title}: {s.detail}")
         except Exception as exc:
             _log(f"notifications not delivered now: {type(exc).__name__}: {exc}")
@@ -276,15 +283,14 @@ class Server:
             renew.cancel()
         if firing is None:
             return False  # the lease expires; it is tried again (attempts counts)
+        records = list(firing.events)
         if firing.outbox and firing.notice is not None:
-            # Recorded before the timer is marked done: a crash in between fires the timer
-            # again, and the messages' keys keep them from being recorded twice.
             text, data = firing.notice
-            self.store.enqueue(
-                d["id"], firing.outbox, ("notify", text, data), event_key=timer["key"]
-            )
+            records.append(("notify", text, data))
+        # The messages and their `notify` event are recorded with the timer's `done`, in one
+        # transaction, under the lease: once.
         if not self.store.finish_timer(
-            timer["id"], self.id, firing.state, firing.outcome, firing.events
+            timer["id"], self.id, firing.state, firing.outcome, records, outbox=firing.outbox
         ):
             _log(f"timer {timer['key']} of {d['id']}: lease lost, its effect left to its holder")
             return False

@@ -15,14 +15,50 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from tminus.clock import now
 from tminus.store import schema as t
 from tminus.store._rows import _row
 from tminus.store.events import EventsMixin
 
-__all__ = ["OutboxMixin"]
+__all__ = ["OutboxMixin", "insert_outbox"]
+
+
+def insert_outbox(conn: Connection, deploy_id: str, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows (``key``, ``channel``, ``kind``, ``message``) whose key the deploy has
+    not recorded yet, in the caller's transaction; how many were new."""
+    if not rows:
+        return 0
+    at = now()
+    have = set(
+        conn.execute(
+            select(t.outbox.c.key).where(
+                t.outbox.c.deploy_id == deploy_id,
+                t.outbox.c.key.in_([r["key"] for r in rows]),
+            )
+        ).scalars()
+    )
+    new = [r for r in rows if r["key"] not in have]
+    if new:
+        conn.execute(
+            insert(t.outbox),
+            [
+                {
+                    "deploy_id": deploy_id,
+                    "key": r["key"],
+                    "channel": r["channel"],
+                    "kind": r["kind"],
+                    "message": r["message"],
+                    "state": "pending",
+                    "attempts": 0,
+                    "next_at": at,
+                    "created_at": at,
+                }
+                for r in new
+            ],
+        )
+    return len(new)
 
 
 class OutboxMixin(EventsMixin):
@@ -39,39 +75,12 @@ class OutboxMixin(EventsMixin):
         """Record messages (``key``, ``channel``, ``kind``, ``message``) not recorded yet, and
         ``event`` (with ``event_key``) with them, in one transaction. Returns how many rows
         were new."""
-        at = now()
         with self.tx(count=False) as conn:
-            have = set(
-                conn.execute(
-                    select(t.outbox.c.key).where(
-                        t.outbox.c.deploy_id == deploy_id,
-                        t.outbox.c.key.in_([r["key"] for r in rows] or [""]),
-                    )
-                ).scalars()
-            )
-            new = [r for r in rows if r["key"] not in have]
-            if new:
-                conn.execute(
-                    insert(t.outbox),
-                    [
-                        {
-                            "deploy_id": deploy_id,
-                            "key": r["key"],
-                            "channel": r["channel"],
-                            "kind": r["kind"],
-                            "message": r["message"],
-                            "state": "pending",
-                            "attempts": 0,
-                            "next_at": at,
-                            "created_at": at,
-                        }
-                        for r in new
-                    ],
-                )
-            if event is not None and (new or not rows):
+            n = insert_outbox(conn, deploy_id, rows)
+            if event is not None and (n or not rows):
                 etype, message, data = event
                 self._event(conn, deploy_id, etype, event_key, message, data)
-        return len(new)
+        return n
 
     def claim_outbox(
         self, owner: str, lease: timedelta, *, deploy_id: str | None = None, limit: int = 20

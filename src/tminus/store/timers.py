@@ -30,6 +30,7 @@ from tminus.clock import now
 from tminus.store import schema as t
 from tminus.store._rows import _row
 from tminus.store.events import EventsMixin
+from tminus.store.outbox import insert_outbox
 
 __all__ = ["DRIVE", "TimersMixin"]
 
@@ -162,10 +163,11 @@ class TimersMixin(EventsMixin):
         state: str,
         outcome: str,
         events: list[tuple[str, str, dict[str, Any] | None]] | None = None,
+        outbox: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Mark a claimed timer ``done`` or ``skipped`` with its outcome and record its events
-        in the same transaction, only if ``owner`` still holds it: False when the lease was
-        lost (someone else records the effect, once)."""
+        and its messages (``outbox`` rows) in the same transaction, only if ``owner`` still
+        holds it: False when the lease was lost (someone else records the effect, once)."""
         with self.tx(count=False) as conn:
             res = conn.execute(
                 update(t.timers)
@@ -178,12 +180,14 @@ class TimersMixin(EventsMixin):
             )
             if res.rowcount != 1:  # nothing written: the transaction commits nothing
                 return False
-            if not events:
+            if not events and not outbox:
                 return True
             deploy_id, key = conn.execute(
                 select(t.timers.c.deploy_id, t.timers.c.key).where(t.timers.c.id == timer_id)
             ).one()
-            for etype, message, data in events:
+            if outbox:
+                insert_outbox(conn, deploy_id, outbox)
+            for etype, message, data in events or []:
                 self._event(conn, deploy_id, etype, key, message, data)
         return True
 
