@@ -131,7 +131,7 @@ KNOWN: dict[str, dict[str, str]] = {}
 DOC_OMITS = frozenset({"__main__", "tminus"})
 
 #: Plug-in families: ``base`` is the interface; a registry maps kinds to modules.
-FAMILIES = ("backups", "flags", "hosts", "routers", "sources", "steps")
+FAMILIES = ("backups", "flags", "hosts", "notifiers", "routers", "sources", "steps")
 
 
 @dataclass(frozen=True)
