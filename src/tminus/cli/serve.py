@@ -9,18 +9,9 @@ from typing import Any
 import click
 
 from tminus.cli._util import EXIT_BAD_INPUT, echo_json, fail, handle_errors, state_option
+from tminus.cli.deploy import _as_opt, _operator
 
 __all__ = ["COMMANDS"]
-
-_as_opt = click.option(
-    "--as", "operator", default=None, help="Who you are (default: $TMINUS_OPERATOR or your login)."
-)
-
-
-def _operator(value: str | None) -> str:
-    from tminus.engine.runner import default_operator
-
-    return value or default_operator()
 
 
 @click.command()

@@ -323,7 +323,7 @@ class Server:
             return f"due:{d['due_at'].isoformat()}", ["resume", d["id"]]
         if state in _GATES and d["gate_at"] is not None and d["gate_at"] > d["updated_at"]:
             return f"gate:{d['gate_at'].isoformat()}", ["resume", d["id"]]
-        if state == DeployState.PAUSED and (d["reason"] or "").startswith(HANDOVER_REASON[:11]):
+        if state == DeployState.PAUSED and d["reason"] == HANDOVER_REASON:
             return f"handover:{d['updated_at'].isoformat()}", ["resume", d["id"]]
         if state in _ACTIVE and not runner_liveness(d).alive and self._driven(d["id"]):
             hb = d["heartbeat_at"] or d["updated_at"]
@@ -359,7 +359,7 @@ class Server:
             return  # another server has it
         if args[0] == "resume":
             args = [*args, "--handover-on-sigterm"]
-        w = await self.workers.start(deploy_id, key, args)
+        w = await self.workers.start(deploy_id, args)
         _log(f"{deploy_id}: worker pid {w.proc.pid if w.proc else '?'}: tminus {args[0]} ({why})")
         asyncio.get_running_loop().create_task(self._watch_worker(deploy_id, key, w))
 

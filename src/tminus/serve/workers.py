@@ -47,7 +47,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 @dataclass
 class Worker:
     deploy_id: str
-    claim: str
     argv: list[str]
     log: Path
     proc: asyncio.subprocess.Process | None = None
@@ -84,13 +83,13 @@ class Workers:
     def _env(self) -> dict[str, str]:
         return {**os.environ, "TMINUS_OPERATOR": "tminus-serve"}
 
-    async def start(self, deploy_id: str, claim: str, args: list[str]) -> Worker:
+    async def start(self, deploy_id: str, args: list[str]) -> Worker:
         """Run ``tminus ARGS --state URL --as tminus-serve`` for ``deploy_id``: in the warm
         worker when one is ready (then warm the next), else in a new process."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{deploy_id}.log"
         cli_args = [*args, "--state", self.state_url, "--as", "tminus-serve"]
-        w = Worker(deploy_id, claim, [*WORKER_ARGV, *cli_args], log)
+        w = Worker(deploy_id, [*WORKER_ARGV, *cli_args], log)
         with open(log, "ab") as fh:
             fh.write(f"--- {' '.join(args)}\n".encode())
         warm, self._warm = self._warm, None

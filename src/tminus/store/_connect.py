@@ -162,6 +162,13 @@ class StoreBase:
         if count:
             self._after_commit()
 
+    def _exists(self, q: Any) -> bool:
+        """Does select ``q`` find a row? A read: a claim is a write transaction (on SQLite,
+        BEGIN IMMEDIATE), which an idle server or runner should not take several times a
+        second for nothing."""
+        with self._read() as conn:
+            return conn.execute(q.limit(1)).first() is not None
+
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A short read transaction: ended at once, so the next read sees other processes'

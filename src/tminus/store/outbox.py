@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from tminus.clock import now
 from tminus.store import schema as t
@@ -96,12 +96,13 @@ class OutboxMixin(EventsMixin):
             )
             .order_by(t.outbox.c.next_at, t.outbox.c.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
         if deploy_id is not None:
             pick = pick.where(t.outbox.c.deploy_id == deploy_id)
+        if not self._exists(pick):  # a runner asks twice a second: no write for nothing
+            return []
         with self.tx(count=False) as conn:
-            ids = list(conn.execute(pick).scalars())
+            ids = list(conn.execute(pick.with_for_update(skip_locked=True)).scalars())
             if not ids:
                 return []
             conn.execute(
@@ -207,17 +208,3 @@ class OutboxMixin(EventsMixin):
                 .where(t.outbox.c.id == row_id)
                 .values(state="pending", next_at=now(), lease_owner=None, lease_until=None)
             )
-
-    def outbox_counts(self, deploy_id: str) -> dict[str, int]:
-        q = (
-            select(t.outbox.c.state, func.count())
-            .where(t.outbox.c.deploy_id == deploy_id)
-            .group_by(t.outbox.c.state)
-        )
-        with self._read() as conn:
-            return {str(s): int(n) for s, n in conn.execute(q)}
-
-    def pending_outbox(self) -> int:
-        q = select(func.count()).where(t.outbox.c.state == "pending")
-        with self._read() as conn:
-            return int(conn.execute(q).scalar_one())

@@ -23,7 +23,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tminus.clock import now
@@ -117,10 +117,11 @@ class TimersMixin(EventsMixin):
             )
             .order_by(t.timers.c.due_at, t.timers.c.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
+        if not self._exists(pick):  # most ticks: no write transaction when nothing is due
+            return []
         with self.tx(count=False) as conn:
-            ids = list(conn.execute(pick).scalars())
+            ids = list(conn.execute(pick.with_for_update(skip_locked=True)).scalars())
             if not ids:
                 return []
             conn.execute(
@@ -330,14 +331,6 @@ class TimersMixin(EventsMixin):
             ).scalar_one()
         return {"pending": int(pending), "late": int(late)}
 
-    def next_timer_due(self) -> datetime | None:
-        q = select(func.min(t.timers.c.due_at)).where(
-            t.timers.c.state == "pending", t.timers.c.kind != DRIVE
-        )
-        with self._read() as conn:
-            value = conn.execute(q).scalar()
-        return _row({"v": value})["v"] if value is not None else None
-
     # --- servers ------------------------------------------------------------------------------
     def server_beat(self, server_id: str, pid: int, bind: str | None) -> None:
         """Record (or refresh) a serve process of this store."""
@@ -373,7 +366,3 @@ class TimersMixin(EventsMixin):
         )
         with self._read() as conn:
             return [_row(r) for r in conn.execute(q.order_by(t.servers.c.started_at)).mappings()]
-
-    def forget_servers(self, older_than: timedelta) -> None:
-        with self.tx(count=False) as conn:
-            conn.execute(delete(t.servers).where(t.servers.c.heartbeat_at < now() - older_than))
