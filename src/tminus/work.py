@@ -356,5 +356,15 @@ async def reap(
             return None
         return f"killed process group {rec.pid} on localhost" + (f" ({what})" if what else "")
 
-    lines = await asyncio.gather(*(one(r) for r in records))
-    return [line for line in lines if line]
+    # Records of one group (a pid recorded twice, with different tokens) go one after the
+    # other: run side by side, a check of the second could find the leader just killed by
+    # the first, its token no longer readable, the group still ending, and claim it too.
+    by_group: dict[tuple[str, int], list[ProcRecord]] = {}
+    for r in records:
+        by_group.setdefault((r.host, r.pid), []).append(r)
+
+    async def in_turn(recs: list[ProcRecord]) -> list[str]:
+        return [line for r in recs if (line := await one(r))]
+
+    lines = await asyncio.gather(*(in_turn(g) for g in by_group.values()))
+    return [line for group in lines for line in group]

@@ -99,7 +99,9 @@ def test_timeout_kills_the_remote_group_gracefully(
 
 def test_kill_group_for_reap_checks_the_token(fleet: SshdFleet) -> None:
     """Mutation: the kill script's ``ours`` check returning true always: the wrong-token call
-    kills the sleep (and returns True)."""
+    kills the sleep (and returns True). ``reap`` checks two records of one group in turn: side
+    by side, the wrong one could find the leader just killed and the group still ending, and
+    claim it too (a line twice; seen once in CI)."""
     tag = _tag()
     seen: list[work.ProcRecord] = []
 
