@@ -20,6 +20,7 @@ declare -A NEED=(
   [/usr/sbin/haproxy]=haproxy      # router tests start their own HAProxy on loopback
   [/usr/bin/prometheus]=prometheus # analysis tests start their own Prometheus
   [redis-server]=redis-server      # flag store tests (the machine's Redis, or their own)
+  [/usr/bin/chromium]=chromium     # dashboard and status page tests (Playwright drives it)
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
