@@ -115,7 +115,18 @@ CONTRACTS: dict[str, frozenset[str]] = {
         }
     ),
     "serve": frozenset(
-        {"clock", "engine", "errors", "plan", "procfs", "sources.base", "states", "store"}
+        {
+            "clock",
+            "engine",
+            "errors",
+            "plan",
+            "procfs",
+            "report",  # the API serves the after-action report and the watch's section
+            "security",
+            "sources.base",
+            "states",
+            "store",
+        }
     ),
     "report": frozenset({"clock", "errors", "plan", "states", "store"}),
     "testing": frozenset({"clock", "cli", "faults", "plan", "routers", "serve.workers", "states"}),

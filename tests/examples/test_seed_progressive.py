@@ -335,8 +335,9 @@ def svetu_switch_plan(fail_after_switch: bool) -> dict[str, Any]:
     """The seed with its phase 5 as this machine can run it: the targets, go/no-go,
     blue_green step and rollback as written, except (see the module docstring): the green
     deploy over SSH becomes a check that the green processes answer, the probes measure 5 s
-    instead of 2 minutes, the flag rollout with its 65 minutes of waits is left out, a 2 s
-    wait is added, and the phase's verify is CUT from 4 checks to 1 (error_rate, latency_p95
+    instead of 2 minutes (green_latency's thresholds x10), the flag rollout with its 65
+    minutes of waits is left out, a 2 s wait is added, and the phase's verify is CUT from 4
+    checks to 1 (error_rate, latency_p95
     and replication_lag need the plan's Prometheus and replica, which this test does not
     start). ``fail_after_switch``: a later step fails, so the phase's rollback runs: the
     seed's instant rollback."""
@@ -359,6 +360,10 @@ def svetu_switch_plan(fail_after_switch: bool) -> dict[str, Any]:
     ]
     for name in switch["preview"]:
         data["checks"][name]["duration"] = "5s"
+    # p95 of a loopback probe on a shared 2-core CI machine running the suite on both cores:
+    # 154 ms was seen once against the seed's 100 ms CRITICAL (the latency is the machine's,
+    # not green's): thresholds x10 here, said in the docstring.
+    data["checks"]["green_latency"].update(expect="< 500ms", warn="> 750ms", critical="> 1s")
     phase["steps"] = [go, switch, {"kind": "wait", "name": "Green serves", "duration": "2s"}]
     if fail_after_switch:
         phase["steps"].append(
@@ -411,8 +416,10 @@ def test_svetu_green_switch(tm: Tm, svetu_env: NginxServer, fail_after_switch: b
     the blue_green step's deploy (`release` of the build to green and `systemctl restart` over
     SSH) is replaced by three `http` checks that the already running green processes answer
     "green"; the preview checks `green_preview` and `green_latency` probe for 5 s instead of
-    2 minutes; the four flag steps (10%, 25%, 50%, 100%) and their four waits (65 minutes) are
-    removed; a 2 s `wait` "Green serves" is added; the phase's `verify` is cut from 4 checks to
+    2 minutes, and `green_latency`'s thresholds are ten times the seed's (expect < 500 ms,
+    WARN > 750 ms, CRITICAL > 1 s: a loaded CI machine's loopback p95 reached 154 ms); the
+    four flag steps (10%, 25%, 50%, 100%) and their four waits (65 minutes) are removed; a
+    2 s `wait` "Green serves" is added; the phase's `verify` is cut from 4 checks to
     1: `error_rate` ("Green environment stable"), `latency_p95` ("Performance metrics good")
     and `replication_lag` are removed, only `blue_ready_for_rollback` stays; with
     `fail_after_switch`, a `run` step `false` is appended to make the phase fail. Also

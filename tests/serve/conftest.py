@@ -65,11 +65,15 @@ class Serve:
         self.wait_for("the server to tick at the new time", ticked, timeout=15, every=0.05)
 
     # --- servers ----------------------------------------------------------------------------
-    def start(self, name: str = "serve") -> tuple[subprocess.Popen[bytes], int]:
+    def start(self, name: str = "serve", *extra: str) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
         log = open(self.cwd / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tminus.testing.seam", "serve", "--bind", f"127.0.0.1:{port}"],
+            [
+                sys.executable,
+                *("-m", "tminus.testing.seam", "serve", "--bind", f"127.0.0.1:{port}"),
+                *extra,
+            ],
             cwd=self.cwd,
             env=self.tm.env,
             stdout=log,

@@ -18,9 +18,13 @@ Two servers on PostgreSQL: test_serve_pg.py.
 from __future__ import annotations
 
 import signal
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.serve.conftest import Serve, write
 
@@ -288,7 +292,15 @@ def test_healthz_and_metrics(serve_env: Serve) -> None:
     assert status == 200 and '"status":"ok"' in body
     s.travel_to(T0 - timedelta(hours=48))
     s.wait_for("a notice", lambda: _notices(s, d))
-    _status, text = s.get(port, "/metrics")
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        s.get(port, "/metrics")
+    assert anonymous.value.code == 401  # nothing but /status and /healthz is anonymous
+    token = s.tm("tokens", "create", "--person", "prometheus").stdout.strip().splitlines()[-1]
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        text = resp.read().decode()
     assert 'tminus_deploys{state="scheduled"} 1.0' in text
     assert 'tminus_timers{state="pending"}' in text
     assert 'tminus_timers_fired_total{kind="notice"} 1.0' in text
@@ -346,6 +358,15 @@ def _op_plan() -> str:
         "operations:\n  restart:\n    description: Restart the importer.\n    steps:\n"
         "      - kind: run\n        name: restart\n        command: touch restarted.txt\n"
         "phases:\n",
+        1,
+    )
+    # a phase verify can report a WARN: without one, `tminus check` rejects the watch_warn
+    # rule of a watch told to ignore WARNs (it would never fire)
+    plan = plan.replace(
+        "        command: echo 2 > version.txt\n",
+        "        command: echo 2 > version.txt\n    verify:\n      - source: command\n"
+        "        name: version written\n        command: cat version.txt\n"
+        '        expect: "== 2"\n',
         1,
     )
     return plan.replace(

@@ -168,6 +168,7 @@ async def run_analysis(
     duration: float | None,
     stop: asyncio.Event | None = None,
     on_warn: Callable[[CheckResult], Awaitable[None]] | None = None,
+    on_measure: Callable[[dict[str, Any]], None] | None = None,
 ) -> AnalysisResult:
     """Measure ``checks`` concurrently and decide; returns as soon as a limit is exceeded.
 
@@ -176,6 +177,11 @@ async def run_analysis(
     is measured once). Setting ``stop`` ends the analysis at once: in-flight measurements are
     cancelled and the measurements so far decide (successful only if every check has passed
     at least once and no limit was exceeded).
+
+    ``on_measure`` is told of each measurement (the dict kept in ``measurements``) that did
+    not end the analysis; the one that did (a limit exceeded) is marked ``"decided": True``
+    in ``measurements`` and left for the caller to tell after it has acted on the verdict
+    (recording an event must not stand between a failing canary and its rollback).
     """
     if not checks:
         return AnalysisResult("inconclusive", "warn", "no checks to measure", time.time(), [])
@@ -208,16 +214,15 @@ async def run_analysis(
             # start to start; a measurement longer than the interval delays the next one
             due = max(due + t.interval, loop.time())
             outcome = _outcome(result)
-            log.append(
-                {
-                    "check": t.name,
-                    "status": outcome,
-                    "level": result.level,
-                    "value": result.value,
-                    "message": result.message,
-                    "at": time.time(),
-                }
-            )
+            entry = {
+                "check": t.name,
+                "status": outcome,
+                "level": result.level,
+                "value": result.value,
+                "message": result.message,
+                "at": time.time(),
+            }
+            log.append(entry)
             if outcome == "passed" and result.level == "warn":
                 t.warned = True
                 if on_warn is not None:
@@ -225,9 +230,12 @@ async def run_analysis(
             t.record(outcome, result.message, slot)
             exceeded = t.exceeded()
             if exceeded is not None:
+                entry["decided"] = True
                 if not verdict.done():
                     verdict.set_result((exceeded[0], exceeded[1], time.time()))
                 return
+            if on_measure is not None:
+                on_measure(entry)
 
     tasks = [asyncio.create_task(one(t), name=f"analysis:{t.name}") for t in tallies]
     all_done: asyncio.Future[list[Any]] = asyncio.gather(*tasks, return_exceptions=True)

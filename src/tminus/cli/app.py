@@ -15,6 +15,7 @@ from tminus.cli import plan as plan_cmds
 from tminus.cli import report as report_cmds
 from tminus.cli import serve as serve_cmds
 from tminus.cli import status as status_cmds
+from tminus.cli import tokens as tokens_cmds
 
 __all__ = ["cli", "main"]
 
@@ -40,6 +41,7 @@ for _cmd in [
     *report_cmds.COMMANDS,
     *serve_cmds.COMMANDS,
     *notify_cmds.COMMANDS,
+    *tokens_cmds.COMMANDS,
 ]:
     cli.add_command(_cmd)
 

@@ -99,6 +99,7 @@ def notify_test(plan: str, channels: tuple[str, ...], variables: tuple[str, ...]
     from tminus.cli.deploy import _parse_vars
     from tminus.clock import now
     from tminus.engine.launch import _load
+    from tminus.engine.notify import role_recipients
     from tminus.engine.prepare import default_operator, make_resolver
     from tminus.errors import PlanError
     from tminus.notifiers.base import Delivery, Message, SendContext, get_notifier
@@ -116,7 +117,6 @@ def notify_test(plan: str, channels: tuple[str, ...], variables: tuple[str, ...]
             )
     who = default_operator()
     resolver = make_resolver(loaded, plan, "test", who, _parse_vars(variables), Path(".tminus"))
-    ctx = SendContext(resolve=resolver.resolve, mask=resolver.mask)
     message = Message(
         key=f"test/{uuid.uuid4().hex[:12]}",
         deploy_id="test",
@@ -135,6 +135,12 @@ def notify_test(plan: str, channels: tuple[str, ...], variables: tuple[str, ...]
             except Unknown:
                 kind = declared[name].kind
                 return name, Delivery(False, f"no notifier sends to '{kind}' channels yet")
+            # email: the channel's to_roles' contacts too
+            ctx = SendContext(
+                resolve=resolver.resolve,
+                mask=resolver.mask,
+                recipients=role_recipients(loaded, declared[name]),
+            )
             return name, await notifier.send(declared[name], message, ctx)
 
         return list(await asyncio.gather(*(one(n) for n in names)))

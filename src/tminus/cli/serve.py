@@ -19,7 +19,7 @@ __all__ = ["COMMANDS"]
     "--bind",
     default="127.0.0.1:8470",
     show_default=True,
-    help="HOST:PORT of /healthz and /metrics; 'off' for none.",
+    help="HOST:PORT of the dashboard, the API, /status, /healthz and /metrics; 'off' for none.",
 )
 @click.option(
     "--grace",
@@ -27,16 +27,41 @@ __all__ = ["COMMANDS"]
     show_default=True,
     help="On SIGTERM, seconds the deploys' steps in flight get to finish (then they pause).",
 )
+@click.option(
+    "--trusted-header",
+    default=None,
+    metavar="NAME",
+    help="Take the person from this request header, set by an authenticating proxy in front "
+    "(oauth2-proxy: X-Forwarded-User); off by default. Only behind such a proxy.",
+)
 @state_option
 @handle_errors
-def serve(bind: str, grace: float, state_url: str | None) -> None:
+def serve(bind: str, grace: float, trusted_header: str | None, state_url: str | None) -> None:
     """Run the always-on part: start scheduled deploys at T-0, run delayed phases and success
     metrics when due, record notices, run the watch, and continue a deploy as soon as its
-    approval or confirmation is recorded. Stops cleanly on SIGTERM (docs/serve.md)."""
+    approval or confirmation is recorded; serve the dashboard and the API. Stops cleanly on
+    SIGTERM (docs/serve.md)."""
+    import re
+
     from tminus.serve.server import serve as run_server
 
+    if trusted_header is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,100}", trusted_header):
+        fail(
+            f"--trusted-header: not an HTTP header name: {trusted_header!r}",
+            EXIT_BAD_INPUT,
+            hint="letters, digits and '-', e.g. X-Forwarded-User",
+        )
+    if trusted_header is not None and bind != "off" and not bind.startswith(("127.", "[::1]")):
+        click.echo(
+            f"warning: --trusted-header {trusted_header} with --bind {bind}: anyone who can "
+            "reach this address can name themselves in that header; bind to 127.0.0.1 behind "
+            "the proxy",
+            err=True,
+        )
     try:
-        code = run_server(state_url, None if bind == "off" else bind, grace)
+        code = run_server(
+            state_url, None if bind == "off" else bind, grace, trusted_header=trusted_header
+        )
     except OSError as exc:
         fail(str(exc), EXIT_BAD_INPUT, hint="choose another --bind HOST:PORT, or --bind off")
     sys.exit(code)

@@ -32,8 +32,8 @@ from tminus.engine.checking import run_check
 from tminus.engine.gates import approvals, checklist, phase_start
 from tminus.engine.liveness import HEARTBEAT_S
 from tminus.engine.maintenance import maintenance_off_for
+from tminus.engine.notify import answer_required, notify_rules, required_gate, step_notifier
 from tminus.engine.notify import flush as notify_flush
-from tminus.engine.notify import notify_rules, step_notifier
 from tminus.engine.notify import pump as notify_pump
 from tminus.engine.phase import phase_end, step_node, summary, verify
 from tminus.engine.program import Node, build_program
@@ -281,6 +281,7 @@ class Engine:
             return await run_rollback(
                 self, reason=d["reason"] or "operator asked for rollback", final=rollback_final(d)
             )
+        action = answer_required(self, action)  # a pause for a required channel's message
         rows = self.store.step_rows(self.deploy_id)
         if action in ("retry", "skip"):
             apply_resume_action(self, action, rows)
@@ -309,6 +310,9 @@ class Engine:
             row = rows.get(node.key)
             if row is not None and row["state"] in DONE_STEP_STATES:
                 continue
+            blocked = await required_gate(self, node)  # required channels' messages first
+            if blocked is not None:
+                return blocked
             if node.phase >= 0:
                 self._phase_now = node.phase
             if node.phase >= 0 and node.phase not in announced and node.kind != "phase_start":

@@ -264,10 +264,17 @@ def _measure_due_metrics(
         reporter.close()
 
 
-def _confirm(store: Store, plan: Plan, deploy_id: str, item: str, person: str) -> None:
+def _confirm(
+    store: Store,
+    plan: Plan,
+    deploy_id: str,
+    item: str,
+    person: str,
+    audit: dict[str, Any] | None = None,
+) -> None:
     for entry in plan.checklist:
         if item in (entry.item, entry.id) and entry.check is None:
-            store.add_confirmation(deploy_id, entry.item, person)
+            store.add_confirmation(deploy_id, entry.item, person, audit=audit)
             return
     manual = [e.item for e in plan.checklist if e.check is None]
     from tminus.plan.problems import did_you_mean

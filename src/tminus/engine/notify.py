@@ -18,31 +18,39 @@ delivered by whichever comes next.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tminus.clock import now
+from tminus.engine.messages import engine_context, text_for, variables
 from tminus.notifiers.base import Delivery, Message, SendContext, describe, get_notifier
-from tminus.plan.model import NotificationChannel, Plan
+from tminus.plan.model import NotificationChannel, Plan, RateLimit
 from tminus.registry import Unknown
 
 if TYPE_CHECKING:
     from tminus.engine.engine import Engine
+    from tminus.engine.program import Node
     from tminus.plan.interpolate import Resolver
+    from tminus.states import DeployState
     from tminus.store.store import Store
 
 __all__ = [
     "BACKOFF",
     "FLUSH_S",
+    "HELD",
     "MAX_ATTEMPTS",
+    "REQUIRED_WITHIN_S",
     "Sent",
+    "answer_required",
     "deliver_due",
     "deliver_for",
     "flush",
     "notify_rules",
     "pump",
+    "required_gate",
+    "role_recipients",
     "rule_rows",
     "step_notifier",
 ]
@@ -54,6 +62,8 @@ MAX_ATTEMPTS = len(BACKOFF) + 1
 LEASE = timedelta(seconds=60)
 #: How long one attempt may take.
 SEND_TIMEOUT_S = 10.0
+#: How a message held by its channel's rate limit is shown (``tminus notifications``).
+HELD = "held: rate limit "
 #: How long a runner keeps delivering after its run ended.
 FLUSH_S = 5.0
 _LOG = NotificationChannel(kind="log")
@@ -73,18 +83,32 @@ def rule_rows(
     phase: str | None = None,
     facts: dict[str, str] | None = None,
     rules: list[int] | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The outbox rows for ``when`` (every rule of the plan for it, or those in ``rules``)."""
+    """The outbox rows for ``when`` (every rule of the plan for it, or those in ``rules``).
+
+    Each rule's text is its ``message`` template, or the default for ``when``
+    (:mod:`tminus.engine.messages`), rendered with the message's variables; ``text`` is the
+    caller's account of the event (its ``reason``), ``context`` the values only the runner
+    knows (ETA, downtime so far, the failed step, who started the deploy)."""
     out: list[dict[str, Any]] = []
+    values: dict[str, Any] | None = None
     for i, rule in enumerate(plan.notifications.rules):
         if rule.when != when or (rules is not None and i not in rules):
             continue
-        body = text
-        if rule.message:
-            try:
-                body = resolver.resolve(rule.message)
-            except Exception:  # shown as written when it cannot be resolved
-                body = rule.message
+        if values is None:
+            values = variables(
+                plan,
+                deploy_id,
+                when,
+                occurrence=occurrence,
+                resolver=resolver,
+                text=text,
+                state=state,
+                phase=phase,
+                facts=facts,
+                context=context,
+            )
         message = Message(
             key=f"{when}/{i}/{occurrence}",
             deploy_id=deploy_id,
@@ -92,7 +116,7 @@ def rule_rows(
             environment=plan.environment,
             when=when,
             title=resolver.mask(title or f"{plan.name}: {when.replace('_', ' ')}"),
-            text=resolver.mask(body),
+            text=text_for(rule.message, when, values, resolver),
             severity=severity,
             audience=rule.audience,
             state=state,
@@ -119,7 +143,7 @@ class Sent:
     """One delivery attempt's outcome, for the console."""
 
     channel: str
-    state: str  # sent | pending | failed
+    state: str  # sent | pending | failed | held
     detail: str
     title: str
 
@@ -170,7 +194,12 @@ async def _send_one(
                 thread = store.thread_ref(row["deploy_id"], row["channel"])
                 if thread is not None:
                     message.facts["thread_ref"] = thread
-            ctx = SendContext(resolve=resolver.resolve, mask=resolver.mask, timeout=SEND_TIMEOUT_S)
+            ctx = SendContext(
+                resolve=resolver.resolve,
+                mask=resolver.mask,
+                timeout=SEND_TIMEOUT_S,
+                recipients=role_recipients(plan, channel),
+            )
             try:
                 delivery = await asyncio.wait_for(
                     notifier.send(channel, message, ctx), SEND_TIMEOUT_S + 5
@@ -204,6 +233,27 @@ async def _send_one(
     return Sent(row["channel"], state, detail, message.title)
 
 
+def role_recipients(plan: Plan, channel: NotificationChannel) -> list[str]:
+    """The email addresses of the channel's ``to_roles`` (their ``contact``; ``tminus check``
+    rejects a role without one)."""
+    out: list[str] = []
+    for name in channel.to_roles:
+        role = plan.roles.get(name)
+        if role is not None and role.contact and "@" in role.contact:
+            out.append(role.contact.strip())
+    return out
+
+
+def _limit_of(
+    context: Callable[[str], tuple[Plan, Resolver] | None], deploy_id: str, channel: str
+) -> RateLimit | None:
+    got = context(deploy_id)
+    if got is None:
+        return None
+    declared = got[0].notifications.channels.get(channel)
+    return declared.effective_rate_limit() if declared is not None else None
+
+
 async def deliver_due(
     store: Store,
     owner: str,
@@ -212,7 +262,8 @@ async def deliver_due(
     deploy_id: str | None = None,
     limit: int = 20,
 ) -> list[Sent]:
-    """Send the due messages (of one deploy, or all), side by side; their outcomes."""
+    """Send the due messages (of one deploy, or all), side by side; their outcomes. A
+    channel's rate limit holds what is beyond it (sent later, in order, never dropped)."""
     rows = store.claim_outbox(owner, LEASE, deploy_id=deploy_id, limit=limit)
     if not rows:
         return []
@@ -223,7 +274,32 @@ async def deliver_due(
         lanes.setdefault((r["deploy_id"], r["channel"]), []).append(r)
 
     async def lane(items: list[dict[str, Any]]) -> list[Sent]:
-        return [await _send_one(store, owner, r, context) for r in items]
+        out: list[Sent] = []
+        d, ch = items[0]["deploy_id"], items[0]["channel"]
+        rate = _limit_of(context, d, ch)
+        window = store.sent_since(d, ch, now() - rate.per) if rate is not None else []
+        for k, r in enumerate(items):
+            if rate is not None:
+                at = now()
+                window = [w for w in window if w > at - rate.per]
+                if len(window) >= rate.count:
+                    free = window[len(window) - rate.count] + rate.per
+                    shown = f"{free.astimezone(UTC):%H:%M:%S} UTC"
+                    for held in items[k:]:  # the rest of the lane waits too, in order
+                        store.hold(
+                            int(held["id"]),
+                            owner,
+                            next_at=free,
+                            detail=f"{HELD}{rate} of channel '{ch}'; next attempt at {shown}",
+                        )
+                        title = str(held["message"].get("title") or "")
+                        out.append(Sent(ch, "held", f"rate limit {rate}: until {shown}", title))
+                    break
+            sent = await _send_one(store, owner, r, context)
+            if rate is not None and sent.state == "sent":
+                window.append(now())
+            out.append(sent)
+        return out
 
     done = await asyncio.gather(*(lane(items) for items in lanes.values()))
     return [s for group in done for s in group]
@@ -242,6 +318,13 @@ def notify_rules(engine: Engine, when: str, text: str, occurrence: str | None = 
     if not any(r.when == when for r in engine.plan.notifications.rules):
         return
     phase = engine.plan.phases[engine._phase_now].name if engine._phase_now >= 0 else None
+    d = engine.store.deploy(engine.deploy_id)
+    context = engine_context(
+        engine.plan,
+        engine.store.phase_rows(engine.deploy_id),
+        engine.store.step_rows(engine.deploy_id),
+        str(d.get("started_by") or ""),
+    )
     rows = rule_rows(
         engine.plan,
         engine.deploy_id,
@@ -250,8 +333,9 @@ def notify_rules(engine: Engine, when: str, text: str, occurrence: str | None = 
         occurrence=occurrence or _occurrence(engine, when),
         resolver=engine.resolver,
         severity="critical" if when in ("failure", "rollback", "watch_critical") else "info",
-        state=engine.store.deploy(engine.deploy_id)["state"],
+        state=d["state"],
         phase=phase,
+        context=context,
     )
     _enqueue(engine, rows, when, text)
 
@@ -350,11 +434,27 @@ async def flush(
     """After the run: stop the pump (its pass under way finishes), then deliver what is due,
     all within ``seconds``; what is left stays pending for a server or the next run."""
 
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+
     async def until_done() -> None:
         stop.set()
         await pumping
-        while await deliver_for(engine):
-            pass
+        while True:
+            if await deliver_for(engine):
+                continue
+            # Messages a rate limit holds are sent when their turn comes, if it comes in time
+            held = [
+                r["next_at"]
+                for r in engine.store.outbox(engine.deploy_id)
+                if r["state"] == "pending" and str(r["detail"] or "").startswith(HELD)
+            ]
+            if not held:
+                return
+            wait = (min(held) - now()).total_seconds()
+            if loop.time() + wait >= deadline:
+                return
+            await asyncio.sleep(max(wait, 0.05))
 
     try:
         await asyncio.wait_for(until_done(), seconds)
@@ -368,3 +468,110 @@ async def flush(
             f"notifications: still sending after {seconds:g} s; left to tminus serve or the "
             "next run of this deploy"
         )
+
+
+# --- required channels ----------------------------------------------------------------------
+#: How long a run waits for a message to a ``required: true`` channel before it pauses
+#: (a channel's ``required_within`` says otherwise).
+REQUIRED_WITHIN_S = 60.0
+
+
+def _required(plan: Plan) -> dict[str, float]:
+    """The required channels and how long a run waits for each (seconds)."""
+    return {
+        name: ch.required_within.total_seconds() if ch.required_within else REQUIRED_WITHIN_S
+        for name, ch in plan.notifications.channels.items()
+        if ch.required
+    }
+
+
+def _undelivered(engine: Engine, required: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The deploy's messages to required channels not delivered yet, except those the
+    operator let go (``tminus resume --skip-step``)."""
+    rows = [
+        r
+        for r in engine.store.outbox(engine.deploy_id)
+        if r["channel"] in required and r["state"] != "sent"
+    ]
+    if not rows:
+        return []
+    waived = {
+        str(k)
+        for e in engine.store.events(engine.deploy_id, types=("notify.waived",))
+        for k in (e["data"] or {}).get("keys", [])
+    }
+    return [r for r in rows if r["key"] not in waived]
+
+
+async def required_gate(engine: Engine, node: Node) -> DeployState | None:
+    """Before the run goes past a point: every message recorded for a ``required: true``
+    channel must be delivered. Waits (sending them) up to the channel's bound; if one failed
+    for good or is still not delivered, the deploy pauses (``notify.blocked``), its reason
+    naming the channel and the receiver's answer. None: go on."""
+    required = _required(engine.plan)
+    if not required:
+        return None
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        rows = _undelivered(engine, required)
+        if not rows:
+            return None
+        waited = loop.time() - start
+        failed = next((r for r in rows if r["state"] == "failed"), None)
+        late = next((r for r in rows if waited >= required[r["channel"]]), None)
+        blocked = failed or late
+        if blocked is not None:
+            title = str(blocked["message"].get("title") or blocked["key"])
+            answer = blocked["detail"] or "no answer yet"
+            if failed is not None:
+                reason = (
+                    f"required channel '{blocked['channel']}' could not be sent '{title}': {answer}"
+                )
+            else:
+                reason = (
+                    f"required channel '{blocked['channel']}' did not get '{title}' within "
+                    f"{required[blocked['channel']]:g} s: {answer}"
+                )
+            reason += (
+                f" (fix the channel, then `tminus resume {engine.deploy_id}` sends it again; "
+                "`--skip-step` goes on without it)"
+            )
+            engine._event(
+                "notify.blocked",
+                reason,
+                {"channel": blocked["channel"], "keys": [r["key"] for r in rows]},
+                key=node.key,
+            )
+            return engine._pause(node, reason)
+        await deliver_for(engine)
+        await asyncio.sleep(0.2)
+
+
+def answer_required(engine: Engine, action: str) -> str:
+    """On resume: the messages to required channels that failed are queued again (the
+    operator fixed the channel); if the deploy paused for one of them, ``--skip-step`` lets
+    them go (``notify.waived``: the run no longer waits for them; they are still sent) and
+    ``--retry-step`` is that plain resume. Returns the action left for the steps."""
+    required = _required(engine.plan)
+    if not required:
+        return action
+    rows = _undelivered(engine, required)
+    seen = engine.store.events(engine.deploy_id, types=("notify.blocked", "deploy.running"))
+    ours = bool(seen) and seen[-1]["type"] == "notify.blocked"
+    if ours and action == "skip":
+        keys = [r["key"] for r in rows]
+        engine._event(
+            "notify.waived",
+            f"{engine.operator} let {len(keys)} message(s) to required channels go",
+            {"keys": keys},
+        )
+        engine.reporter.line(f"going on without {len(keys)} message(s) to required channels")
+        return ""
+    for r in rows:
+        if r["state"] == "failed":
+            engine.store.resend(int(r["id"]))
+            engine._event(
+                "notify.resend", f"message {r['id']} to required channel {r['channel']} again"
+            )
+    return "" if ours and action == "retry" else action

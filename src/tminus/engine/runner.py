@@ -242,9 +242,18 @@ def _check_exclusions(plan: Plan, d: dict[str, Any], opts: RunOptions, store: St
 
 
 def approve(
-    deploy_id: str, role: str, person: str, comment: str | None, state_url: str | None
+    deploy_id: str,
+    role: str,
+    person: str,
+    comment: str | None,
+    state_url: str | None,
+    *,
+    store: Store | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> str:
-    store = Store(state_url)
+    """Record ROLE's approval by PERSON (the CLI's ``tminus approve``, the API's approve and
+    promote: ``store`` is the server's own, ``audit`` where the request came from)."""
+    store = store or Store(state_url)
     d, plan = _load_deploy(store, deploy_id)
     if DeployState(d["state"]) in TERMINAL:
         raise NotResumable(f"deploy {deploy_id} has ended ({d['state']})")
@@ -258,8 +267,23 @@ def approve(
     waiting = [k for k, r in rows.items() if r["state"] == "waiting"]
     if waiting:
         gate = waiting[0]
-    store.add_approval(deploy_id, gate, role, person, comment)
+    store.add_approval(deploy_id, gate, role, person, comment, audit=audit)
     return f"{role} approved {deploy_id} as {person}; " + _who_continues(store, deploy_id)
+
+
+def confirm(
+    store: Store, deploy_id: str, items: list[str], person: str, audit: dict[str, Any] | None
+) -> str:
+    """Confirm manual checklist items of a deploy that has not ended (the API's confirm; the
+    CLI confirms with ``--confirm`` on run, schedule and resume)."""
+    d, plan = _load_deploy(store, deploy_id)
+    if DeployState(d["state"]) in TERMINAL:
+        raise NotResumable(f"deploy {deploy_id} has ended ({d['state']})")
+    for item in items:
+        _confirm(store, plan, deploy_id, item, person, audit=audit)
+    return f"{len(items)} item(s) of {deploy_id} confirmed by {person}; " + _who_continues(
+        store, deploy_id
+    )
 
 
 def _who_continues(store: Store, deploy_id: str) -> str:
@@ -274,9 +298,7 @@ def _who_continues(store: Store, deploy_id: str) -> str:
     return f"continue with: tminus resume {deploy_id}"
 
 
-def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:
-    store = Store(opts.state_url)
-    d, plan = _load_deploy(store, deploy_id)
+def _abortable(d: dict[str, Any], deploy_id: str) -> None:
     if d["state"] == DeployState.SUCCEEDED:
         raise NotResumable(
             f"deploy {deploy_id}: the abort arrived after the deploy succeeded; "
@@ -285,27 +307,53 @@ def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:
         )
     if DeployState(d["state"]) in TERMINAL:
         raise NotResumable(f"deploy {deploy_id} has ended ({d['state']}); nothing to abort")
+
+
+def _request_abort(
+    store: Store, deploy_id: str, rollback: bool, person: str, audit: dict[str, Any] | None
+) -> None:
+    store.set_deploy(
+        deploy_id,
+        abort_requested=person,
+        event="deploy.abort_requested",
+        message=f"abort requested by {person}" + (" (rollback)" if rollback else ""),
+        event_data={"rollback": rollback, "by": person} | (audit or {}),
+    )
+
+
+def request_abort_of_live(
+    store: Store, deploy_id: str, rollback: bool, person: str, audit: dict[str, Any] | None
+) -> str | None:
+    """The API's abort: when a live runner drives the deploy, record the request (the runner
+    stops its current step and rolls back if asked) and say so; None when no runner is alive
+    (then ``tminus abort`` must run: the server starts it in a worker)."""
+    d = store.deploy(deploy_id)
+    _abortable(d, deploy_id)
+    if not runner_liveness(d).alive:
+        return None
+    _request_abort(store, deploy_id, rollback, person, audit)
+    return _abort_requested_text(d, rollback)
+
+
+def _abort_requested_text(d: dict[str, Any], rollback: bool) -> str:
+    where = "" if d["host"] == socket.gethostname() else f" on {d['host']}"
+    return (
+        f"abort requested; the runner (pid {d['runner_pid']}{where}) stops its current step "
+        "within a second" + (" and rolls back" if rollback else "")
+    )
+
+
+def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:
+    store = Store(opts.state_url)
+    d, plan = _load_deploy(store, deploy_id)
+    _abortable(d, deploy_id)
     live = runner_liveness(d)
-
-    def request() -> None:
-        store.set_deploy(
-            deploy_id,
-            abort_requested=opts.operator,
-            event="deploy.abort_requested",
-            message=f"abort requested by {opts.operator}" + (" (rollback)" if rollback else ""),
-            event_data={"rollback": rollback, "by": opts.operator},
-        )
-
     if live.alive:
-        request()
-        where = "" if d["host"] == socket.gethostname() else f" on {d['host']}"
-        return 0, (
-            f"abort requested; the runner (pid {d['runner_pid']}{where}) stops its current step "
-            "within a second" + (" and rolls back" if rollback else "")
-        )
+        _request_abort(store, deploy_id, rollback, opts.operator, None)
+        return 0, _abort_requested_text(d, rollback)
     # No live runner: kill what a dead one left running, then stop the deploy here.
     _kill_orphans(store, d, live, opts.operator)
-    request()
+    _request_abort(store, deploy_id, rollback, opts.operator, None)
     overrides, selection = split_overrides(d["overrides"])
     reporter = make_reporter(opts.quiet)
     engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, overrides, selection)

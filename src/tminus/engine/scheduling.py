@@ -71,16 +71,29 @@ def _window_start(plan: Plan) -> datetime | None:
     return w.start
 
 
-def schedule(plan_path: str, at_text: str | None, opts: RunOptions) -> tuple[str, str]:
-    """``tminus schedule PLAN [--at TIME]``: register the deploy; returns (id, message)."""
+def schedule(
+    plan_path: str,
+    at_text: str | None,
+    opts: RunOptions,
+    *,
+    start_now: bool = False,
+    audit: dict[str, Any] | None = None,
+    store: Store | None = None,
+) -> tuple[str, str]:
+    """``tminus schedule PLAN [--at TIME]``: register the deploy; returns (id, message).
+    ``start_now``: due at once (the API's start: ``tminus serve`` runs it at its next tick,
+    as it runs any deploy that is due); ``audit``: where the request came from."""
     plan, text = _load(plan_path)
-    at = parse_at(at_text, plan) if at_text else _window_start(plan)
+    if start_now:
+        at: datetime | None = now()
+    else:
+        at = parse_at(at_text, plan) if at_text else _window_start(plan)
     if at is None:
         raise PlanError(
             f"plan '{plan.name}' has no window.start: say when",
             hint="tminus schedule PLAN --at 2026-12-08T02:00 (or --at +2h)",
         )
-    if at <= now():
+    if at <= now() and not start_now:
         raise PlanError(f"T-0 ({at:%Y-%m-%d %H:%M %Z}) has passed", hint="use tminus run")
     outside = window_problem(plan, at)
     if outside and not opts.outside_window:
@@ -93,7 +106,7 @@ def schedule(plan_path: str, at_text: str | None, opts: RunOptions) -> tuple[str
     _preflight(plan)
     overrides = dict(opts.overrides or {})
     make_resolver(plan, plan_path, "dry", opts.operator, overrides, Path(".tminus"))
-    store = Store(opts.state_url)
+    store = store or Store(opts.state_url)
     deploy_id = store.create_deploy(
         plan_name=plan.name,
         environment=plan.environment,
@@ -113,14 +126,14 @@ def schedule(plan_path: str, at_text: str | None, opts: RunOptions) -> tuple[str
         runner_pid=None,
         event="deploy.scheduled",
         message=f"scheduled by {opts.operator} to start at {shown}",
-        event_data={"at": at.isoformat(), "by": opts.operator, "cwd": os.getcwd()},
+        event_data={"at": at.isoformat(), "by": opts.operator, "cwd": os.getcwd()} | (audit or {}),
     )
     if outside:
         record_outside_window(store, deploy_id, opts, outside, "scheduled it")
     from tminus.engine.launch import _confirm
 
     for item in opts.confirms:
-        _confirm(store, plan, deploy_id, item, opts.operator)
+        _confirm(store, plan, deploy_id, item, opts.operator, audit)
     d = store.deploy(deploy_id)
     return deploy_id, f"deploy {deploy_id} scheduled: {countdown(d, plan, store)}"
 

@@ -23,7 +23,7 @@ from tminus.plan.steps import (
     UploadStep,
 )
 from tminus.plan.targets import FlagsRouter, HaproxyRouter
-from tminus.plan.walk import StepSite, iter_check_sites, iter_steps, resolve_check
+from tminus.plan.walk import StepSite, iter_check_sites, resolve_check
 
 
 def _names(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
@@ -252,26 +252,6 @@ def _checks(plan: Plan, c: _Collector) -> None:
                     f"check '{site.check.use}' refers to itself",
                     site.path,
                     "a named check must end in a check with a 'source'",
-                )
-
-
-def _notifications(plan: Plan, c: _Collector) -> None:
-    channels = set(plan.notifications.channels)
-    for i, rule in enumerate(plan.notifications.rules):
-        for k, ch in enumerate(rule.channels):
-            if ch not in channels:
-                c.undefined(
-                    "channel",
-                    ch,
-                    ("notifications", "rules", i, "channels", k),
-                    channels,
-                    "notifications.channels",
-                )
-    for site in iter_steps(plan):
-        for k, ch in enumerate(getattr(site.step, "channels", []) or []):
-            if ch not in channels:
-                c.undefined(
-                    "channel", ch, (*site.path, "channels", k), channels, "notifications.channels"
                 )
 
 

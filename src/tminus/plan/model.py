@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ __all__ = [
     "OperationParam",
     "Phase",
     "Plan",
+    "RateLimit",
     "Risk",
     "RiskLevel",
     "Role",
@@ -202,6 +204,35 @@ class Watch(PlanModel):
         return self
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """``N/DURATION``: at most ``count`` messages per ``per``."""
+
+    count: int
+    per: timedelta
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit | None:
+        """``20/1m`` → 20 per minute; ``none`` → None (no limit). ValueError if malformed."""
+        from tminus.plan.values import parse_duration
+
+        text = text.strip()
+        if text.lower() == "none":
+            return None
+        n, sep, per = text.partition("/")
+        if not sep or not n.strip().isdigit() or int(n) < 1:
+            raise ValueError(f"rate_limit '{text}': write N/DURATION, e.g. 20/1m or 1/1s, or none")
+        span = parse_duration(per.strip())
+        if span.total_seconds() <= 0:
+            raise ValueError(f"rate_limit '{text}': the duration must be more than 0")
+        return cls(count=int(n), per=span)
+
+    def __str__(self) -> str:
+        from tminus.plan.values import format_duration
+
+        return f"{self.count}/{format_duration(self.per)}"
+
+
 class NotificationChannel(PlanModel):
     """A channel: slack (webhook), email (SMTP), webhook, statuspage or log."""
 
@@ -230,6 +261,41 @@ class NotificationChannel(PlanModel):
     channel: str | None = Field(
         None, description="slack with a bot token: the channel ID messages are posted to."
     )
+    to_roles: list[Name] = Field(
+        default_factory=new_list,
+        description="email: roles of the plan whose `contact` (an email address) is added to "
+        "the recipients.",
+    )
+    required: bool = Field(
+        False,
+        description="A message a run records for this channel must be delivered (within "
+        "`required_within`) before the run goes on; if it cannot be, the deploy pauses.",
+    )
+    required_within: DurationStr | None = Field(
+        None,
+        description="required: how long the run waits for a message to be delivered before "
+        "it pauses (default 60s).",
+    )
+    rate_limit: str | None = Field(
+        None,
+        description="At most N messages per duration, e.g. '20/1m'; more are held and sent "
+        "later, in order (default: '1/1s' for slack, none for the others; 'none': no limit).",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            RateLimit.parse(value)
+        return value
+
+    def effective_rate_limit(self) -> RateLimit | None:
+        """The channel's limit: its own, or its kind's default (slack: 1 per second)."""
+        if self.rate_limit is not None:
+            return RateLimit.parse(self.rate_limit)
+        if self.kind == "slack":
+            return RateLimit(1, timedelta(seconds=1))
+        return None
 
     @model_validator(mode="after")
     def _needs(self) -> NotificationChannel:
@@ -239,8 +305,12 @@ class NotificationChannel(PlanModel):
             raise ValueError(f"a {self.kind} channel needs 'url'")
         if self.kind == "statuspage" and not self.token:
             raise ValueError("a statuspage channel needs 'token' (its API key; use a secret)")
-        if self.kind == "email" and not self.to:
-            raise ValueError("an email channel needs 'to'")
+        if self.kind == "email" and not (self.to or self.to_roles):
+            raise ValueError("an email channel needs 'to' or 'to_roles'")
+        if self.required_within is not None and not self.required:
+            raise ValueError("'required_within' bounds the wait of 'required: true'; set both")
+        if self.to_roles and self.kind != "email":
+            raise ValueError("'to_roles' adds email recipients: only an email channel takes it")
         if self.kind == "email" and not self.smtp:
             raise ValueError("an email channel needs 'smtp' (host:port of the SMTP server)")
         return self

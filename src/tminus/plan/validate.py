@@ -14,11 +14,11 @@ from typing import Any
 from tminus.plan._validate_artifacts import _artifacts
 from tminus.plan._validate_base import _Collector
 from tminus.plan._validate_fleet import _fleet, _fleet_scopes
+from tminus.plan._validate_notify import _notifications
 from tminus.plan._validate_phases import _maintenance, _triggers, _warnings, _window
 from tminus.plan._validate_refs import (
     _checks,
     _names,
-    _notifications,
     _operations,
     _roles,
     _targets,

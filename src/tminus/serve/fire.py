@@ -145,6 +145,7 @@ def _notice(
         rules=[int(data["rule"])],
         title=f"{data.get('shown', '')}: {plan.name} ({plan.environment})",
         facts=_window_facts(plan, t0) | {"due": timer["due_at"].isoformat()},
+        context={"started_by": d["started_by"]},
     )
     shown = rows[0]["message"]["text"] if rows else resolver.mask(text)
     record = {

@@ -106,24 +106,43 @@ class _StoreCollector:
 
 
 def make_app(server: Server) -> Any:
-    from fastapi import FastAPI
+    from fastapi import Depends, FastAPI
     from fastapi.responses import JSONResponse, Response
 
-    app = FastAPI(title="tminus serve", version="1")
+    # No /docs nor /redoc: FastAPI loads their scripts from a CDN (nothing here does). The
+    # OpenAPI document is served below, to a caller: nothing but /status and /healthz is
+    # anonymous.
+    app = FastAPI(
+        title="tminus serve", version="1", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.server = server
     metrics = server.metrics
+    from tminus.serve import api, auth, dashboard, status_page
+
+    auth.configure(app, server.store, trusted_header=server.trusted_header)
+    app.include_router(auth.router)
+    app.include_router(api.router)
+    app.include_router(dashboard.router)
+    app.include_router(status_page.router)  # public: no caller required
 
     # Handlers are coroutines: they run on the server's loop thread, the only thread that
     # uses its store (a plain ``def`` would run in a thread pool, sharing the connection).
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=None)
     async def healthz() -> JSONResponse:
         body = server.health()
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
+    @app.get("/metrics", response_model=None, include_in_schema=False)
+    async def prometheus(who: auth.Caller = Depends(auth.caller)) -> Response:
+        """Any authenticated person (Prometheus: ``authorization: credentials: TOKEN`` in its
+        scrape config)."""
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", response_model=None, include_in_schema=False)
+    async def openapi(who: auth.Caller = Depends(auth.caller)) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     return app
 

@@ -76,10 +76,13 @@ class Server:
         bind: str | None = "127.0.0.1:8470",
         grace: float = 60.0,
         tick: float = TICK_S,
+        trusted_header: str | None = None,
     ) -> None:
         self.store = Store(state_url)
         self.state_url = self.store.url
         self.bind = bind
+        #: The request header an authenticating proxy names the person in (None: not trusted).
+        self.trusted_header = trusted_header
         self.grace = grace
         self.tick = tick
         pid = os.getpid()
@@ -98,6 +101,9 @@ class Server:
         self.started_at = now()
         self.last_tick: datetime | None = None
         self.metrics: Any = None
+        from tminus.serve.hub import EventHub
+
+        self.hub = EventHub(self.store)
 
     # --- plans ------------------------------------------------------------------------------
     def plan_of(self, d: dict[str, Any]) -> Plan | None:
@@ -135,6 +141,7 @@ class Server:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.tick)
         finally:
+            self.hub.close()  # open event streams end, so the HTTP server can stop
             await self._shutdown()
             if http is not None:
                 await http.stop()
@@ -352,16 +359,27 @@ class Server:
             key, args = need
             await self._start_worker(d["id"], key, args, key.split(":", 1)[0])
 
-    async def _start_worker(self, deploy_id: str, key: str, args: list[str], why: str) -> None:
+    async def _start_worker(
+        self, deploy_id: str, key: str, args: list[str], why: str, operator: str = "tminus-serve"
+    ) -> Any:
+        """Start ``tminus ARGS`` for the deploy in a worker; the Worker, or None when this
+        server is stopping, already runs the deploy, or another server claimed ``key``."""
         if self.workers.busy(deploy_id) or self.stopping.is_set():
-            return
+            return None
         if not self.store.claim_drive(deploy_id, key, self.id, DRIVE_LEASE):
-            return  # another server has it
+            return None  # another server has it
         if args[0] == "resume":
             args = [*args, "--handover-on-sigterm"]
-        w = await self.workers.start(deploy_id, args)
+        w = await self.workers.start(deploy_id, args, operator)
         _log(f"{deploy_id}: worker pid {w.proc.pid if w.proc else '?'}: tminus {args[0]} ({why})")
         asyncio.get_running_loop().create_task(self._watch_worker(deploy_id, key, w))
+        return w
+
+    async def run_for(self, deploy_id: str, args: list[str], person: str) -> Any:
+        """An API request's run (``tminus resume``, ``rollback``, ``abort``) of a deploy, as
+        ``person``, in a worker: the Worker, or None if one already runs this deploy."""
+        key = f"api:{now().isoformat()}:{os.urandom(4).hex()}"
+        return await self._start_worker(deploy_id, key, args, f"asked by {person}", person)
 
     async def _watch_worker(self, deploy_id: str, key: str, w: Any) -> None:
         renew = DRIVE_LEASE.total_seconds() / 3
@@ -443,9 +461,11 @@ class Server:
         }
 
 
-def serve(state_url: str | None, bind: str | None, grace: float) -> int:
+def serve(
+    state_url: str | None, bind: str | None, grace: float, *, trusted_header: str | None = None
+) -> int:
     """``tminus serve``: run until SIGTERM or SIGINT."""
-    server = Server(state_url, bind=bind, grace=grace)
+    server = Server(state_url, bind=bind, grace=grace, trusted_header=trusted_header)
     try:
         return asyncio.run(server.run())
     finally:

@@ -83,12 +83,15 @@ class Workers:
     def _env(self) -> dict[str, str]:
         return {**os.environ, "TMINUS_OPERATOR": "tminus-serve"}
 
-    async def start(self, deploy_id: str, args: list[str]) -> Worker:
-        """Run ``tminus ARGS --state URL --as tminus-serve`` for ``deploy_id``: in the warm
-        worker when one is ready (then warm the next), else in a new process."""
+    async def start(
+        self, deploy_id: str, args: list[str], operator: str = "tminus-serve"
+    ) -> Worker:
+        """Run ``tminus ARGS --state URL --as OPERATOR`` for ``deploy_id`` (the server's own
+        runs as ``tminus-serve``, an API request's as its person): in the warm worker when
+        one is ready (then warm the next), else in a new process."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{deploy_id}.log"
-        cli_args = [*args, "--state", self.state_url, "--as", "tminus-serve"]
+        cli_args = [*args, "--state", self.state_url, "--as", operator]
         w = Worker(deploy_id, [*WORKER_ARGV, *cli_args], log)
         with open(log, "ab") as fh:
             fh.write(f"--- {' '.join(args)}\n".encode())

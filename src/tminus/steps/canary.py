@@ -140,6 +140,7 @@ async def hold(
     checks: Sequence[CheckBase],
     pause: timedelta | Literal["manual"] | None,
     promotions: Promotions | None,
+    weight: int | None = None,
 ) -> Hold:
     """Hold for ``pause`` (a duration, ``manual``: until promoted, None: one round of the
     checks) while ``checks`` are analysed. A promotion or an abort ends the hold early."""
@@ -178,7 +179,10 @@ async def hold(
                 duration=duration,
                 stop=stop,
                 on_warn=lambda r: _warn(ctx, r),
+                on_measure=lambda m: _measured(ctx, m, weight),
             )
+            if out.result.status != "failed":  # a failed one is told after the restore
+                _tell_decided(ctx, out.result, weight)
         # The weight is held for the whole pause even when every check is done early, and
         # a manual hold always waits for its promotion.
         if out.result is None or out.result.status == "successful":
@@ -191,6 +195,33 @@ async def hold(
         await watcher
     out.ended = time.time()
     return out
+
+
+def _measured(ctx: StepContext, m: dict[str, Any], weight: int | None) -> None:
+    """One analysis measurement, as an event (``analysis.measurement``): the dashboard draws
+    the canary's measurements live from these. Masked like every event."""
+    value = m.get("value")
+    data = {
+        "check": m["check"],
+        "status": m["status"],
+        "level": m["level"],
+        "value": value if isinstance(value, int | float) else _jsonable(value),
+        "weight": weight,
+        "at": m["at"],
+    }
+    shown = f" = {value:g}" if isinstance(value, int | float) else ""
+    ctx.emit(
+        "analysis.measurement",
+        ctx.resolver.mask(f"{m['check']}{shown}: {m['status']} ({m['level']}) {m['message']}"),
+        ctx.resolver.masker.mask_data(data),
+    )
+
+
+def _tell_decided(ctx: StepContext, result: AnalysisResult, weight: int | None) -> None:
+    """The measurement that ended the analysis (``run_analysis`` leaves it to us)."""
+    for m in result.measurements:
+        if m.get("decided"):
+            _measured(ctx, m, weight)
 
 
 def _jsonable(value: Any) -> Any:
@@ -254,7 +285,7 @@ class CanaryKind(StepKindBase):
                     else ""
                 )
             )
-            h = await hold(ctx, ro.checks, ramp.pause, promotions)
+            h = await hold(ctx, ro.checks, ramp.pause, promotions, w)
             if h.result is not None:
                 artifacts.setdefault("analysis", []).append(
                     {
@@ -321,6 +352,7 @@ class CanaryKind(StepKindBase):
         except Exception as exc:  # still record what happened; the compensation retries
             error = f"{type(exc).__name__}: {exc}"
         restored = time.time()
+        _tell_decided(ctx, result, weight)
         if ro.cookie and error is None:
             with contextlib.suppress(Exception):
                 await ro.router.set_cookie_route(None)

@@ -144,6 +144,30 @@ class DeploysMixin(EventsMixin):
             ).mappings()
             return [_row(r) for r in rows]
 
+    def deploy_page(
+        self,
+        *,
+        state: str | None = None,
+        plan: str | None = None,
+        environment: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Deploys newest first, filtered, without their plan text (the API's and the
+        dashboard's list: a store of ten thousand deploys reads one page)."""
+        d = t.deploys.c
+        cols = [c for c in t.deploys.c if c.name not in ("plan_text", "rollback_plan")]
+        q = select(*cols)
+        if state:
+            q = q.where(d.state == state)
+        if plan:
+            q = q.where(d.plan_name == plan)
+        if environment:
+            q = q.where(d.environment == environment)
+        q = q.order_by(d.created_at.desc(), d.id.desc()).offset(offset).limit(limit)
+        with self._read() as conn:
+            return [_row(r) for r in conn.execute(q).mappings()]
+
     def set_deploy(
         self,
         deploy_id: str,
@@ -169,8 +193,17 @@ class DeploysMixin(EventsMixin):
 
     # --- approvals and confirmations ------------------------------------------------------
     def add_approval(
-        self, deploy_id: str, gate: str, role: str, person: str, comment: str | None
+        self,
+        deploy_id: str,
+        gate: str,
+        role: str,
+        person: str,
+        comment: str | None,
+        *,
+        audit: dict[str, Any] | None = None,
     ) -> None:
+        """Record an approval; ``audit`` (where an API request came from: ``via``,
+        ``address``, ``user_agent``) goes into its event."""
         with self.tx() as conn:
             conn.execute(
                 insert(t.approvals).values(
@@ -188,7 +221,7 @@ class DeploysMixin(EventsMixin):
                 "approval.given",
                 gate,
                 f"{role} approved by {person}",
-                {"role": role, "person": person, "comment": comment},
+                {"role": role, "person": person, "comment": comment} | (audit or {}),
             )
 
     def approvals(self, deploy_id: str) -> list[dict[str, Any]]:
@@ -198,7 +231,9 @@ class DeploysMixin(EventsMixin):
             ).mappings()
             return [_row(r) for r in rows]
 
-    def add_confirmation(self, deploy_id: str, item: str, person: str) -> None:
+    def add_confirmation(
+        self, deploy_id: str, item: str, person: str, *, audit: dict[str, Any] | None = None
+    ) -> None:
         with self.tx() as conn:
             exists = conn.execute(
                 select(t.confirmations.c.item).where(
@@ -218,7 +253,7 @@ class DeploysMixin(EventsMixin):
                 "checklist.confirmed",
                 None,
                 f"{item} — by {person}",
-                {"item": item, "person": person},
+                {"item": item, "person": person} | (audit or {}),
             )
 
     def confirmations(self, deploy_id: str) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from tminus.clock import now
 from tminus.store import schema as t
@@ -65,6 +65,25 @@ class EventsMixin(StoreBase):
         with self._read() as conn:
             rows = conn.execute(q.order_by(t.events.c.seq)).mappings()
             return [_row(r) for r in rows]
+
+    def events_after(
+        self, deploy_id: str, after: int = 0, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        """A page of the deploy's events: those after sequence number ``after``, oldest first."""
+        q = (
+            select(t.events)
+            .where(t.events.c.deploy_id == deploy_id, t.events.c.seq > after)
+            .order_by(t.events.c.seq)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_row(r) for r in conn.execute(q).mappings()]
+
+    def last_event_seq(self) -> int:
+        """The newest event's sequence number in the whole store (0 when there is none): what
+        the server's event streams poll, one cheap query for every open stream."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.max(t.events.c.seq))).scalar() or 0)
 
 
 def metric_records(

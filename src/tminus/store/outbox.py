@@ -25,6 +25,11 @@ from tminus.store.events import EventsMixin
 __all__ = ["OutboxMixin", "insert_outbox"]
 
 
+def _aware(at: datetime) -> datetime:
+    """SQLite gives back naive times (stored in UTC)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def insert_outbox(conn: Connection, deploy_id: str, rows: list[dict[str, Any]]) -> int:
     """Insert the rows (``key``, ``channel``, ``kind``, ``message``) whose key the deploy has
     not recorded yet, in the caller's transaction; how many were new."""
@@ -160,6 +165,42 @@ class OutboxMixin(EventsMixin):
                 etype, message, data = event
                 self._event(conn, deploy_id, etype, None, message, data)
         return True
+
+    def hold(self, row_id: int, owner: str, *, next_at: datetime, detail: str) -> bool:
+        """Put a claimed message back, unsent and without counting an attempt, until
+        ``next_at`` (a channel's rate limit holds it), with why in ``detail``."""
+        with self.tx(count=False) as conn:
+            res = conn.execute(
+                update(t.outbox)
+                .where(
+                    t.outbox.c.id == row_id,
+                    t.outbox.c.lease_owner == owner,
+                    t.outbox.c.state == "pending",
+                )
+                .values(
+                    next_at=next_at.astimezone(UTC),
+                    detail=detail,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+            return bool(res.rowcount == 1)
+
+    def sent_since(self, deploy_id: str, channel: str, since: datetime) -> list[datetime]:
+        """When the messages of the deploy's ``channel`` sent after ``since`` were sent,
+        oldest first (a rate limit's window)."""
+        q = (
+            select(t.outbox.c.sent_at)
+            .where(
+                t.outbox.c.deploy_id == deploy_id,
+                t.outbox.c.channel == channel,
+                t.outbox.c.state == "sent",
+                t.outbox.c.sent_at > since,
+            )
+            .order_by(t.outbox.c.sent_at)
+        )
+        with self._read() as conn:
+            return [_aware(at) for at in conn.execute(q).scalars()]
 
     def release_outbox(self, owner: str) -> None:
         """A sender stopping hands back the messages it claimed and did not settle."""

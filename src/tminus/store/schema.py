@@ -19,10 +19,12 @@ from sqlalchemy import (
 
 __all__ = [
     "approvals",
+    "auth_keys",
     "compensations",
     "confirmations",
     "deploys",
     "events",
+    "grants",
     "locks",
     "maintenance",
     "metadata",
@@ -32,6 +34,7 @@ __all__ = [
     "servers",
     "steps",
     "timers",
+    "tokens",
 ]
 
 metadata = MetaData()
@@ -236,3 +239,46 @@ outbox = Table(
     UniqueConstraint("deploy_id", "key", name="uq_outbox_deploy_key"),
 )
 Index("ix_outbox_state_next", outbox.c.state, outbox.c.next_at)
+
+# 0005 (who may do what, tminus serve): API tokens, stored as their hash only (a token is
+# shown once, by `tminus tokens create`); ``revoked_at`` set ends it and every session made
+# from it. ``last_used_at`` is written at most once a minute.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person", String(200), nullable=False, index=True),
+    Column("hash", String(80), nullable=False, unique=True),
+    Column("label", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("revoked_by", String(200)),
+    Column("last_used_at", DateTime(timezone=True)),
+)
+
+# 0005: what a person may do: ``permission`` viewer | operator | approver, on ``plan`` and
+# ``environment`` (``*`` = all). One row per (person, permission, plan, environment).
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person", String(200), nullable=False, index=True),
+    Column("permission", String(20), nullable=False),
+    Column("plan", String(120), nullable=False),
+    Column("environment", String(120), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    UniqueConstraint("person", "permission", "plan", "environment", name="uq_grants"),
+)
+
+# 0005: keys of the store's servers, one row each (``session``: the HMAC key of the session
+# cookies and CSRF tokens of `tminus serve`, made on first use; every server of the store
+# reads the same row, so each accepts the others' cookies).
+auth_keys = Table(
+    "auth_keys",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -19,17 +19,20 @@ its upgrade, the ``tx`` transactions and commit counting), :mod:`.events` (the e
 :mod:`.deploys` (deploy rows, approvals, checklist confirmations, maintenance windows),
 :mod:`.steps` (steps, phases, compensations), :mod:`.runners` (the runner, its heartbeat,
 process records), :mod:`.locks` (plan locks and takeovers), :mod:`.timers` (the durable timers and
-servers of ``tminus serve``) and :mod:`.outbox` (notifications recorded before they are
-sent). :class:`Store` joins them.
+servers of ``tminus serve``), :mod:`.outbox` (notifications recorded before they are
+sent), :mod:`.access` (the API's tokens and grants, the session key) and :mod:`.status` (the
+reads of the public status page). :class:`Store` joins them.
 """
 
 from __future__ import annotations
 
 from tminus.files import default_state_url
 from tminus.store._connect import HEAD_REVISION
+from tminus.store.access import AccessMixin
 from tminus.store.locks import TERMINAL_STATES, HolderCheck, LocksMixin
 from tminus.store.outbox import OutboxMixin
 from tminus.store.runners import RunnersMixin
+from tminus.store.status import StatusMixin
 from tminus.store.steps import StepsMixin
 from tminus.store.timers import TimersMixin
 
@@ -42,5 +45,7 @@ __all__ = [
 ]
 
 
-class Store(LocksMixin, StepsMixin, RunnersMixin, TimersMixin, OutboxMixin):
+class Store(
+    LocksMixin, StepsMixin, RunnersMixin, TimersMixin, OutboxMixin, AccessMixin, StatusMixin
+):
     """All reads and writes of tminus state."""

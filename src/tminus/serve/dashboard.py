@@ -1,0 +1,263 @@
+"""The dashboard of ``tminus serve``: server-rendered pages (Jinja2, ``templates/dash_*``)
+with a small script (``static/dash.js``, no framework, no CDN) that keeps a deploy's page live
+from its event stream (``/api/v1/deploys/{id}/stream``) and sends the operator's actions to
+the API (:mod:`tminus.serve.api`) with the session's CSRF token.
+
+- ``/``: the deploys, newest first, with filters (state, plan, environment), the countdown of
+  scheduled ones, and (for operators) a form that starts a deploy of a plan file.
+- ``/deploys/{id}``: one deploy, live: state, phases against their estimates, steps, the
+  hosts × steps grid of fleet steps, the canary's weight and each analysis measurement,
+  maintenance downtime running, the ETA against the window's end, the event log; buttons for
+  every action the person may take (a destructive one asks first), and who may press them.
+- ``/deploys/{id}/panel``: the live part of that page alone (what the script re-fetches when
+  an event arrives).
+
+The report and the runbook are the API's (``/api/v1/deploys/{id}/report``, ``…/runbook``),
+which a logged-in browser reads with its session.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+
+from tminus.serve.auth import Caller, allowed, csrf_token, page_caller
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+    from tminus.serve.server import Server
+    from tminus.store import Store
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+_ENV: Environment | None = None
+_STATIC = {"dash.js": "text/javascript", "dash.css": "text/css"}
+#: Actions and the permission each needs (shown on the page as "who may press").
+_ACTIONS = {
+    "approve": "approver",
+    "promote": "approver",
+    "confirm": "operator",
+    "resume": "operator",
+    "abort": "operator",
+    "rollback": "operator",
+}
+
+
+def _env() -> Environment:
+    global _ENV
+    if _ENV is None:
+        from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+        folder = resources.files("tminus.serve") / "templates"
+        _ENV = Environment(
+            loader=FileSystemLoader(str(folder)),
+            autoescape=select_autoescape(["html"]),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        _ENV.filters["dur"] = _duration
+        _ENV.filters["ts"] = _ts
+    return _ENV
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _ts(value: Any) -> str:
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return str(value or "–")
+
+
+def _server(request: Request) -> Server:
+    return request.app.state.server  # type: ignore[no-any-return]
+
+
+def _page(request: Request, name: str, who: Caller, **context: Any) -> HTMLResponse:
+    html = (
+        _env()
+        .get_template(name)
+        .render(person=who.person, csrf=csrf_token(request), request=request, **context)
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    if name not in _STATIC:
+        raise HTTPException(404, "no such file")
+    body = (resources.files("tminus.serve") / "static" / name).read_bytes()
+    return Response(body, media_type=_STATIC[name], headers={"Cache-Control": "max-age=300"})
+
+
+@router.get("/", response_class=HTMLResponse)
+async def deploys(
+    request: Request,
+    state: str | None = None,
+    plan: str | None = None,
+    environment: str | None = None,
+    page: int = 0,
+    who: Caller = Depends(page_caller),
+) -> HTMLResponse:
+    from tminus.engine.liveness import shown_state
+
+    store = _server(request).store
+    rows = store.deploy_page(
+        state=state or None,
+        plan=plan or None,
+        environment=environment or None,
+        offset=max(0, page) * 50,
+        limit=50,
+    )
+    seen: dict[tuple[str, str], bool] = {}
+    shown = []
+    for r in rows:
+        key = (str(r["plan_name"]), str(r["environment"]))
+        if key not in seen:
+            seen[key] = allowed(store, who, "viewer", *key)
+        if seen[key]:
+            shown.append(r | {"shown": shown_state(r), "countdown": _countdown(r)})
+    return _page(
+        request,
+        "dash_list.html",
+        who,
+        deploys=shown,
+        filters={"state": state or "", "plan": plan or "", "environment": environment or ""},
+        page=page,
+        more=len(rows) == 50,
+        may_start=_may_start(store, who),
+    )
+
+
+def _countdown(r: dict[str, Any]) -> str | None:
+    from tminus.clock import now
+
+    if r["state"] != "scheduled" or r.get("due_at") is None:
+        return None
+    left = (r["due_at"] - now()).total_seconds()
+    return f"T-{_duration(left)}" if left > 0 else "due now"
+
+
+def _may_start(store: Store, who: Caller) -> bool:
+    from tminus.serve.auth import access
+
+    return any(g["permission"] == "operator" for g in access(store, who).grants)
+
+
+def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
+    """Everything the deploy page shows (and what the person may do on it)."""
+    from tminus.engine.status import deploy_status
+    from tminus.plan.loader import load_plan_text
+    from tminus.serve.auth import access
+
+    d = store.deploy(deploy_id)
+    plan_env = (str(d["plan_name"]), str(d["environment"]))
+    info = deploy_status(store, deploy_id)
+    plan = load_plan_text(d["plan_text"], d["plan_path"], semantic=False).plan
+    mine_access = access(store, who)
+    may = {a: mine_access.allows(p, *plan_env) for a, p in _ACTIONS.items()}
+    roles = {n: list(r.people) for n, r in (plan.roles if plan else {}).items()}
+    mine = [n for n, people in roles.items() if not people or who.person in people]
+    confirmed = set(store.confirmations(deploy_id))
+    manual = [
+        e.item
+        for e in (plan.checklist if plan else [])
+        if e.check is None and e.item not in confirmed
+    ]
+    events = store.events(deploy_id)
+    weights = [
+        {"at": e["ts"], "weight": (e["data"] or {}).get("weight")}
+        for e in events
+        if e["type"] == "canary.weight"
+    ]
+    points = [e["data"] or {} for e in events if e["type"] == "analysis.measurement"]
+    eta = _eta(plan, info)
+    # the steps in the order they ran (then those not started), without the phases' own
+    # start and end records (the phases table shows those)
+    far = datetime.max.replace(tzinfo=UTC)
+    steps = sorted(
+        (x for x in info["steps"] if not str(x["key"]).endswith(("/start", "/end"))),
+        key=lambda x: (x["started_at"] or far, str(x["key"])),
+    )
+    ended = info["state"] in ("succeeded", "failed", "rolled_back", "aborted", "cancelled")
+    return {
+        "d": d,
+        "info": info,
+        "steps": steps,
+        "plan": plan,
+        "may": may,
+        "who_may": {a: p for a, p in _ACTIONS.items()},
+        "roles": roles,
+        "my_roles": mine,
+        "manual": manual,
+        "events": events[-200:],
+        "last_seq": events[-1]["seq"] if events else 0,
+        "weights": weights,
+        "measurements": points[-200:],
+        "eta": eta,
+        "ended": ended,
+        "waiting": info["state"] in ("awaiting_approval", "awaiting_confirmation"),
+        "paused": info["state"] in ("paused", "crashed"),
+    }
+
+
+def _eta(plan: Any, info: dict[str, Any]) -> dict[str, Any] | None:
+    """When the deploy should end at this pace (the estimates of the phases not done yet),
+    against the window's end."""
+    from tminus.clock import now
+
+    if plan is None or info["state"] not in ("running", "paused", "awaiting_approval"):
+        return None
+    left = 0.0
+    for ph in info["phases"]:
+        if ph["state"] in ("succeeded", "skipped", "not selected"):
+            continue
+        est = ph["estimate_s"] or 0.0
+        left += max(0.0, est - (ph["actual_s"] or 0.0))
+    at = now() + timedelta(seconds=left)
+    end = None
+    window = plan.window
+    if window is not None and window.start is not None and window.duration is not None:
+        end = window.start + window.duration
+    return {"at": at, "left_s": left, "window_end": end, "late": end is not None and at > end}
+
+
+@router.get("/deploys/{deploy_id}", response_class=HTMLResponse)
+async def deploy_page(
+    request: Request, deploy_id: str, who: Caller = Depends(page_caller)
+) -> HTMLResponse:
+    return _page(request, "dash_deploy.html", who, **_view(request, deploy_id, who))
+
+
+@router.get("/deploys/{deploy_id}/panel", response_class=HTMLResponse)
+async def deploy_panel(
+    request: Request, deploy_id: str, who: Caller = Depends(page_caller)
+) -> HTMLResponse:
+    return _page(request, "dash_panel.html", who, **_view(request, deploy_id, who))
+
+
+def _view(request: Request, deploy_id: str, who: Caller) -> dict[str, Any]:
+    from tminus.errors import NotFound
+    from tminus.serve.auth import require
+
+    store = _server(request).store
+    try:
+        d = store.deploy(deploy_id)
+    except NotFound:
+        raise HTTPException(404, f"no deploy '{deploy_id}'") from None
+    require(store, who, "viewer", str(d["plan_name"]), str(d["environment"]))
+    return view(store, deploy_id, who)

@@ -1,0 +1,171 @@
+"""The dashboard of ``tminus serve`` in a real headless Chromium (Debian's ``chromium``,
+driven by Playwright through ``executable_path``), against a real server, store and workers.
+
+What a release manager does from a browser: log in with a token, start a deploy, watch it
+wait for its approval live, a second person approves in another browser context and the
+first page shows the deploy succeed without a reload; the abort button rolls a running
+deploy back; a viewer sees no action buttons and gets 403 when posting anyway; a post
+without the CSRF token is refused.
+
+Mutations tried (each makes a test here fail):
+- ``liveDeploy()`` not called in ``dash.js``: the first page never shows "succeeded";
+- the template's ``{% if may.abort %}`` removed: the viewer sees the abort button;
+- ``_check_unsafe`` skipped for sessions in ``serve/auth.py``: the CSRF-less post succeeds.
+
+``TMINUS_SCREENSHOTS=1`` saves the pages to ``docs/img/`` (the README links them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.serve.conftest import Serve, write
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+PLAN = """
+name: dash
+environment: prod
+roles:
+  operator: {people: [alice]}
+  release_manager: {people: [bob]}
+approvals:
+  required: [release_manager]
+  separation_of_duties: true
+checklist:
+  - item: Release notes reviewed
+phases:
+  - name: prepare
+    estimate: 10s
+    steps:
+      - kind: run
+        command: "echo prepared >> effects.log"
+        undo: [{kind: run, command: "echo unprepared >> effects.log"}]
+  - name: release
+    estimate: 1m
+    steps:
+      - kind: run
+        command: "{release}"
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium is not installed ({CHROMIUM}): run scripts/test-services.sh")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _token(s: Serve, person: str) -> str:
+    return s.tm("tokens", "create", "--person", person).stdout.strip().splitlines()[-1]
+
+
+def _login(browser: Browser, port: int, token: str) -> Page:
+    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = ctx.new_page()
+    page.goto(f"http://127.0.0.1:{port}/")
+    assert "/login" in page.url  # no anonymous access
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"http://127.0.0.1:{port}/")
+    return page
+
+
+def _shot(page: Page, name: str) -> None:
+    if os.environ.get("TMINUS_SCREENSHOTS"):
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def _setup(s: Serve, release: str) -> dict[str, Any]:
+    write(s.cwd / "plan.yaml", PLAN.replace("{release}", release))
+    tokens = {p: _token(s, p) for p in ("alice", "bob", "carol")}
+    s.tm("access", "grant", "alice", "operator")
+    s.tm("access", "grant", "bob", "approver")
+    s.tm("access", "grant", "carol", "viewer")
+    return tokens
+
+
+def test_start_watch_approve_live(serve_env: Serve, browser: Browser) -> None:
+    s = serve_env
+    tokens = _setup(s, "echo released >> effects.log")
+    _, port = s.start()
+    alice = _login(browser, port, tokens["alice"])
+    alice.fill("#start-form input[name=plan]", "plan.yaml")
+    alice.once("dialog", lambda d: d.accept())
+    alice.click("#start-form button[type=submit]")
+    alice.wait_for_url("**/deploys/dash-1")
+    # the checklist item is not confirmed yet: the deploy waits for it, then for bob
+    expect(alice.locator("#state")).to_have_text("awaiting_confirmation", timeout=20_000)
+    alice.select_option("select[name=items]", "Release notes reviewed")
+    alice.click("#btn-confirm")
+    expect(alice.locator("#state")).to_have_text("awaiting_approval", timeout=20_000)
+    _shot(alice, "dashboard-deploy-waiting.png")
+    assert alice.locator("#btn-abort-rollback").count() == 1
+
+    bob = _login(browser, port, tokens["bob"])
+    bob.goto(f"http://127.0.0.1:{port}/deploys/dash-1")
+    bob.select_option("select[name=role]", "release_manager")
+    bob.click("#btn-approve")
+    expect(bob.locator("#action-result")).to_contain_text("approved dash-1 as bob")
+    # alice's page was not reloaded: the stream brings the end
+    expect(alice.locator("#state")).to_have_text("succeeded", timeout=20_000)
+    expect(alice.locator("#log")).to_contain_text("approval.given")
+    _shot(alice, "dashboard-deploy-succeeded.png")
+    assert (s.cwd / "effects.log").read_text() == "prepared\nreleased\n"
+    alice.goto(f"http://127.0.0.1:{port}/")
+    expect(alice.locator("table.deploys")).to_contain_text("dash-1")
+    _shot(alice, "dashboard-list.png")
+
+
+def test_abort_button_rolls_back_and_viewer_cannot_act(serve_env: Serve, browser: Browser) -> None:
+    s = serve_env
+    tokens = _setup(s, "touch sleeping && sleep 60")
+    _, port = s.start()
+    s.tm("schedule", "plan.yaml", "--at", "+2s", "--confirm", "Release notes reviewed")
+    s.wait_for("the deploy to wait for bob", lambda: s.status("dash-1")["state"] != "scheduled")
+    s.tm("approve", "dash-1", "--role", "release_manager", "--as", "bob")
+    s.wait_for("the sleep to start", lambda: (s.cwd / "sleeping").exists())
+
+    carol = _login(browser, port, tokens["carol"])
+    carol.goto(f"http://127.0.0.1:{port}/deploys/dash-1")
+    expect(carol.locator("#state")).to_have_text("running")
+    expect(carol.locator("#no-actions")).to_be_visible()
+    assert carol.locator("button.danger").count() == 0
+    status = carol.evaluate(
+        """async () => (await fetch('/api/v1/deploys/dash-1/abort', {method: 'POST',
+            headers: {'Content-Type': 'application/json',
+                      'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content},
+            body: JSON.stringify({rollback: true})})).status"""
+    )
+    assert status == 403
+
+    alice = _login(browser, port, tokens["alice"])
+    no_csrf = alice.evaluate(
+        """async () => (await fetch('/api/v1/deploys/dash-1/abort', {method: 'POST',
+            headers: {'Content-Type': 'application/json'},
+            body: JSON.stringify({rollback: true})})).status"""
+    )
+    assert no_csrf == 403
+    assert s.status("dash-1")["state"] == "running"
+    alice.goto(f"http://127.0.0.1:{port}/deploys/dash-1")
+    alice.once("dialog", lambda d: d.accept())
+    alice.click("#btn-abort-rollback")
+    expect(alice.locator("#action-result")).to_contain_text("abort requested")
+    expect(alice.locator("#state")).to_have_text("aborted", timeout=30_000)
+    assert (s.cwd / "effects.log").read_text() == "prepared\nunprepared\n"
+    # carol's page followed it live too
+    expect(carol.locator("#state")).to_have_text("aborted", timeout=10_000)
