@@ -110,7 +110,7 @@ def test_quickstart_has_each_section() -> None:
     md = render_markdown(plan)
     headings = re.findall(r"^##+ (.+)$", md, flags=re.MULTILINE)
     for title in (
-        "Summary",
+        "On one page",
         "Pre-deployment checklist",
         "Roles",
         "Timeline",
@@ -132,13 +132,13 @@ def test_quickstart_has_each_section() -> None:
         "Alert thresholds",
     ):
         assert title not in headings
-    summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
-    assert "**Total estimated duration:** 1m10s" in summary
-    assert "**Total downtime:** 30s" in summary
-    assert "**Window:** TBD (UTC)" in summary
-    assert "**Allowed downtime:** 1m" in summary
+    summary = md.split("## On one page", 1)[1].split("\n## ", 1)[0]
+    assert "**Duration:** 1m10s of estimates" in summary
+    assert "**Downtime:** planned 30s, allowed 1m" in summary
+    assert "**Window:** not scheduled yet (TBD, UTC)" in summary
     checklist = md.split("## Pre-deployment checklist", 1)[1].split("\n## ", 1)[0]
-    assert "- [ ] Release notes reviewed — owner: **reviewer** (a colleague) — manual" in checklist
+    row = "| ☐ | Release notes reviewed | **reviewer** (a colleague) | confirm by hand |"
+    assert row in checklist
     assert "automated" in checklist and 'contains "Python 3"' in checklist
 
 
@@ -554,7 +554,7 @@ def test_optional_sections_when_present() -> None:
     assert "batches 1 → 25%" in text
     assert "Deploy green" in text  # a nested blue/green deploy step
     assert "dangerous, asks: “Really stop?”" in text
-    assert "| Errors spike | command check | CRITICAL > 5% | rollback |" in md
+    assert "| Errors spike | output of errs | exit 0; output > 5% is CRITICAL | rollback |" in md
     # Sign-off: one row per approval role, blank Name / Signature / Date.
     sign = md.split("## Approval sign-off", 1)[1]
     assert "| **lead** |  |  |  |" in sign and "**ops**" not in sign
@@ -576,8 +576,8 @@ def test_minimal_plan_omits_empty_sections() -> None:
     md = render_markdown(plan)
     headings = re.findall(r"^##+ (.+)$", md, flags=re.MULTILINE)
     assert headings == [
+        "On one page",
         "Overview",
-        "Summary",
         "Quick reference",
         "Timeline",
         "Deployment phases",
@@ -601,7 +601,8 @@ def test_cli_render_markdown_to_stdout() -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_cli_render_writes_file(fmt: str, tmp_path: Path) -> None:
     out = tmp_path / f"runbook.{fmt}"
-    result = CliRunner().invoke(cli, ["render", str(QUICKSTART), "--format", fmt, "-o", str(out)])
+    args = ["render", str(QUICKSTART), "--format", fmt, "-o", str(out), "--unresolved"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     text = out.read_text(encoding="utf-8")
     plan = _load(QUICKSTART)

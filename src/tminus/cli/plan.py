@@ -174,21 +174,98 @@ def schema() -> None:
 
 @click.command()
 @click.argument("plan", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["md", "html", "pdf"]), default="md", show_default=True
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE.")
+@click.option(
+    "--unresolved",
+    is_flag=True,
+    help="Print ${...} references as written instead of resolving them like a dry run.",
+)
+@click.option("--var", "variables", multiple=True, help="NAME=VALUE for this rendering.")
+@click.option(
+    "--start",
+    metavar="ISO",
+    help="The window's start for this rendering (e.g. 2026-03-01T02:00), when the plan "
+    "says TBD or another time: every T-mark gets its wall-clock time.",
+)
+@click.option("--tz", metavar="ZONE", help="A second time zone shown beside the window's.")
+@click.option("--compact", is_flag=True, help="About a third of the length: for the bridge.")
 @handle_errors
-def render(plan: str, fmt: str, output: str | None) -> None:
-    """Render PLAN as the runbook (Markdown or self-contained HTML)."""
+def render(
+    plan: str,
+    fmt: str,
+    output: str | None,
+    unresolved: bool,
+    variables: tuple[str, ...],
+    start: str | None,
+    tz: str | None,
+    compact: bool,
+) -> None:
+    """Render PLAN as the runbook (Markdown, self-contained HTML, or PDF).
+
+    \b
+    Values are resolved as `tminus run --dry-run` resolves them (--var NAME=VALUE used),
+    secrets shown as ***; a value that only exists during a deploy shows as <name>.
+    --format pdf prints the HTML with headless Chromium (needs -o FILE).
+    """
+    from datetime import datetime
+
+    from tminus.cli.deploy import _parse_vars
     from tminus.plan.loader import load_plan
     from tminus.plan.problems import format_problems
-    from tminus.plan.render import render_html, render_markdown
+    from tminus.plan.render import RenderOptions, build_runbook
 
+    if fmt == "pdf" and not output:
+        fail("--format pdf writes a file", hint="tminus render PLAN --format pdf -o runbook.pdf")
+    if unresolved and variables:
+        fail("--var has no effect with --unresolved", hint="drop one of them")
+    when = None
+    if start:
+        try:
+            when = datetime.fromisoformat(start)
+        except ValueError:
+            fail(f"--start {start!r} is not an ISO time", hint="e.g. --start 2026-03-01T02:00")
     result = load_plan(plan)
     if not result.ok or result.plan is None:
         click.echo(format_problems(result.problems), err=True)
         sys.exit(EXIT_BAD_INPUT)
-    text = render_markdown(result.plan, plan) if fmt == "md" else render_html(result.plan, plan)
-    if output:
+    values = None
+    if not unresolved:
+        from tminus.engine.prepare import default_operator
+        from tminus.plan._runbook_values import RunbookValues
+
+        try:
+            values = RunbookValues(
+                result.plan, plan, _parse_vars(variables), operator=default_operator()
+            )
+        except ValueError as exc:
+            fail(str(exc), hint="declare it under 'variables:' in the plan")
+    options = RenderOptions(values=values, start=when, tz=tz, compact=compact)
+    try:
+        runbook = build_runbook(result.plan, plan, options)
+    except ValueError as exc:
+        fail(str(exc), hint="a zone name such as Europe/Paris or America/New_York")
+    if fmt == "md":
+        from tminus.plan._render_md import to_markdown
+
+        text = to_markdown(runbook)
+    else:
+        from tminus.plan._render_html import to_html
+
+        text = to_html(runbook)
+    if fmt == "pdf":
+        from tminus.plan._render_pdf import PdfError, html_to_pdf
+
+        assert output is not None
+        try:
+            data = html_to_pdf(text)
+        except PdfError as exc:
+            fail(str(exc))
+        Path(output).write_bytes(data)
+        click.echo(f"wrote {output}", err=True)
+    elif output:
         Path(output).write_text(text, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)
     else:

@@ -55,15 +55,17 @@ def _items(items: list[Item], ordered: bool) -> str:
     tag = "ol" if ordered else "ul"
     out = [f"<{tag}>"]
     for item in items:
-        box = "☐ " if item.checkbox else ""
+        box = '<span class="box">☐</span> ' if item.checkbox else ""
         children = _items(item.children, False) if item.children else ""
-        out.append(f"<li>{box}{inline(item.text)}{children}</li>")
+        cls = ' class="check"' if item.checkbox else ""
+        out.append(f"<li{cls}>{box}{inline(item.text)}{children}</li>")
     out.append(f"</{tag}>")
     return "\n".join(out)
 
 
 def _table(table: Table) -> str:
-    cls = ' class="sign-off"' if "Signature" in table.headers else ""
+    kind = "sign-off" if "Signature" in table.headers else table.kind
+    cls = f' class="{_e(kind)}"' if kind else ""
     head = "".join(f"<th>{_e(h)}</th>" for h in table.headers)
     rows = "\n".join(
         "<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in table.rows
@@ -89,7 +91,12 @@ def _block(block: Block) -> str:
 
 
 def _section(section: Section, level: int) -> str:
-    cls = ' class="page-break"' if section.page_break else ""
+    classes = [
+        c
+        for c, on in (("page-break", section.page_break), ("page-after", section.page_after))
+        if on
+    ]
+    cls = f' class="{" ".join(classes)}"' if classes else ""
     out = [f'<section id="{_e(section.id)}"{cls}>', f"<h{level}>{_e(section.title)}</h{level}>"]
     out += [_block(b) for b in section.blocks]
     out += [_section(c, min(level + 1, 6)) for c in section.children]
@@ -109,7 +116,7 @@ def _toc(runbook: Runbook) -> str:
 def to_html(runbook: Runbook) -> str:
     body = "\n".join(_section(s, 2) for s in runbook.sections)
     return f"""<!doctype html>
-<html lang="en">
+<html lang="en"{' class="compact"' if runbook.kind == "compact" else ""}>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -128,7 +135,7 @@ def to_html(runbook: Runbook) -> str:
 <main>
 {body}
 </main>
-<footer><p>Rendered by tminus from the plan; nothing in it was resolved.</p></footer>
+<footer><p>{_e(runbook.footer)}</p></footer>
 </body>
 </html>
 """

@@ -116,5 +116,5 @@ def to_markdown(runbook: Runbook) -> str:
     for section in runbook.sections:
         out += ["---", ""]
         out += _section(section, 2)
-    out += ["---", "", "_Rendered by tminus from the plan; nothing in it was resolved._"]
+    out += ["---", "", f"_{runbook.footer}_"]
     return "\n".join(out).rstrip() + "\n"

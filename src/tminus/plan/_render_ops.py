@@ -3,7 +3,7 @@ procedures, troubleshooting, risk register, contacts, maintenance windows, healt
 
 from __future__ import annotations
 
-from tminus.plan._render_parts import CHECK_HEADERS, check_rows, step_item, who
+from tminus.plan._render_parts import CHECK_HEADERS, check_rows, step_item, step_label, who
 from tminus.plan._runbook import (
     Code,
     Fields,
@@ -18,6 +18,7 @@ from tminus.plan._runbook import (
     slug,
     txt,
 )
+from tminus.plan._runbook_fallback import fallback
 from tminus.plan.model import Operation, Plan
 
 __all__ = [
@@ -105,6 +106,16 @@ def _operation(plan: Plan, name: str, op: Operation, plan_file: str) -> Section:
             blocks += [
                 Para(txt(Strong("Checks:"))),
                 Table(CHECK_HEADERS, check_rows(plan, op.checks)),
+            ]
+        manual: list[str] = []
+        for n, step in enumerate(op.steps, 1):
+            cmds = fallback(plan, step)
+            if cmds:
+                manual += [f"# {n}. {step_label(step)}", *cmds]
+        if manual:
+            blocks += [
+                Para(txt(Strong("Manual fallback"), " (if tminus is unavailable):")),
+                Pre("\n".join(manual), kind="fallback"),
             ]
         params_cli = " ".join(f"--param {p}=…" for p, spec in op.params.items() if spec.required)
         confirm = " --yes" if (op.confirm or op.dangerous) else ""

@@ -10,7 +10,6 @@ from tminus.plan._runbook import (
     Strong,
     Text,
     check_source,
-    levels,
     nested_steps,
     one_line,
     plain,
@@ -18,6 +17,7 @@ from tminus.plan._runbook import (
     summarize_step,
     txt,
 )
+from tminus.plan._runbook_checks import check_label, expectation, threshold
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.model import Plan
 from tminus.plan.steps import StepBase
@@ -54,17 +54,29 @@ def dur(td: timedelta | None) -> str:
 
 
 def named_check(plan: Plan, ref: CheckBase | CheckUse) -> tuple[str, CheckBase | None]:
+    """The check ``ref`` stands for, and its label: its name, the name it is used under, or
+    one derived from what it does (:func:`~tminus.plan._runbook_checks.check_label`)."""
     resolved = resolve_check(plan, ref)
-    name = resolved.name if resolved is not None and resolved.name else ref_name_hint(ref)
-    return name, resolved
+    if resolved is not None and resolved.name:
+        return resolved.name, resolved
+    if isinstance(ref, CheckUse):
+        return ref_name_hint(ref), resolved
+    return check_label(resolved, ref), resolved
 
 
 def check_rows(plan: Plan, refs: Iterable[CheckBase | CheckUse]) -> list[list[Text]]:
     rows: list[list[Text]] = []
     for ref in refs:
         name, check = named_check(plan, ref)
-        expect, warn, critical = levels(check)
-        rows.append([txt(name), check_source(check), txt(expect), txt(warn), txt(critical)])
+        rows.append(
+            [
+                txt(name),
+                check_source(check),
+                txt(expectation(check)),
+                txt(threshold(check, "warn")),
+                txt(threshold(check, "critical")),
+            ]
+        )
     return rows
 
 

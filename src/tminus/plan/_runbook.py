@@ -89,6 +89,8 @@ class Fields:
 class Table:
     headers: list[str]
     rows: list[list[Text]]
+    #: "tasks": the first column holds tick boxes, the last two are filled in on paper.
+    kind: str = ""
 
 
 @dataclass
@@ -127,6 +129,8 @@ class Section:
     blocks: list[Block] = field(default_factory=list)
     children: list[Section] = field(default_factory=list)
     page_break: bool = False
+    #: Printed alone: what follows starts on a new page (the one-page summary).
+    page_after: bool = False
 
 
 @dataclass
@@ -134,3 +138,7 @@ class Runbook:
     title: str
     subtitle: str
     sections: list[Section]
+    #: "compact": the bridge copy (printed smaller).
+    kind: str = ""
+    #: The closing line: whether values were resolved.
+    footer: str = "Rendered by tminus from the plan; nothing in it was resolved."

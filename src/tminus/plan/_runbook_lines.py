@@ -60,9 +60,11 @@ def nested_steps(step: StepBase) -> list[tuple[str, StepBase]]:
 
 
 def automatic_compensation(step: StepBase) -> Text | None:
-    """What the engine runs on rollback for this step on its own (besides its ``undo:``)."""
+    """What the engine runs on rollback for this step on its own (besides its ``undo:``).
+    Where the engine's undo is a step of the same kind (maintenance off, a release rolled
+    back), it is described by that kind's one description, as the engine's log says it."""
     if isinstance(step, MaintenanceStep) and step.action == "on":
-        return txt("Maintenance mode OFF")
+        return describe_step(step.model_copy(update={"action": "off"}), AS_WRITTEN)
     if isinstance(step, MigrateStep):
         if step.on_rollback == "restore":
             return txt("Restore ", Code(step.database), " from backup ", Code(step.backup or ""))
@@ -70,10 +72,10 @@ def automatic_compensation(step: StepBase) -> Text | None:
             down = txt(" (", Code(command_text(step.down)), ")") if step.down else None
             return txt("Migrate ", Code(step.database), " back down to its previous version", down)
         return None
-    if isinstance(step, ReleaseStep):
-        return txt(
-            "Switch ", Code(f"{step.on}:{step.path}/current"), " back to the previous release"
-        )
+    if isinstance(step, ReleaseStep) and step.action == "deploy":
+        rid = step.release_id or "<this release>"  # default: the UTC time stamp it gets
+        undo = step.model_copy(update={"action": "rollback", "release_id": rid})
+        return describe_step(undo, AS_WRITTEN)
     if isinstance(step, TrafficStep):
         return txt("Router ", Code(step.router), ": traffic back to the weights before this step")
     if isinstance(step, CanaryStep):
@@ -129,7 +131,8 @@ def levels(check: CheckBase | None) -> tuple[str, str, str]:
 
 
 def condition_text(check: CheckBase | None) -> str:
-    expect, warn, critical = levels(check)
-    parts = [f"expect {expect}" if expect else "", f"WARN {warn}" if warn else ""]
-    parts.append(f"CRITICAL {critical}" if critical else "")
+    """Expected value, WARN and CRITICAL in words (:mod:`tminus.plan._runbook_checks`)."""
+    from tminus.plan._runbook_checks import expectation, threshold
+
+    parts = [expectation(check), threshold(check, "warn"), threshold(check, "critical")]
     return "; ".join(p for p in parts if p)

@@ -15,6 +15,10 @@ from tminus.plan.values import format_duration
 class TimelineRow:
     mark: str
     text: str
+    #: From T-0 (the first phase's start) to the row's wall-clock time, as the engine runs
+    #: the phases: a delayed phase starts ``after`` the end of the phase before it (so
+    #: ``T+30d`` after a 35-minute window is 30 days and 35 minutes after T-0).
+    at: timedelta = timedelta()
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ def build_timeline(phases: list[object]) -> Timeline:
     delay = timedelta()
     offset = timedelta()
     segment = 0
+    clock = timedelta()  # from T-0, as the engine runs it: a delay counts from the end before
     for number, phase in enumerate(phases, 1):
         name = phase_name(number, str(getattr(phase, "name", "")))
         estimate: timedelta | None = getattr(phase, "estimate", None)
@@ -84,6 +89,7 @@ def build_timeline(phases: list[object]) -> Timeline:
             segment += 1
             delay += after
             offset = timedelta()
+            clock += after
         start_mark = _mark(delay, offset, seconds, first)
         notes = [name]
         if _maintenance(phase, "on"):
@@ -93,8 +99,11 @@ def build_timeline(phases: list[object]) -> Timeline:
         if delayed:
             notes.append(f"{format_duration(after)} after phase {number - 1}")
         if first or delayed or len(notes) > 1:
-            rows.append(TimelineRow(start_mark, f"Phase {number} Start ({'; '.join(notes)})"))
+            rows.append(
+                TimelineRow(start_mark, f"Phase {number} Start ({'; '.join(notes)})", clock)
+            )
         offset += estimate or timedelta()
+        clock += estimate or timedelta()
         end_mark = _mark(delay, offset, seconds, False)
         notes = [name]
         if _maintenance(phase, "off"):
@@ -103,7 +112,7 @@ def build_timeline(phases: list[object]) -> Timeline:
             notes.append("downtime ends")
         if estimate is None:
             notes.append("no estimate")
-        rows.append(TimelineRow(end_mark, f"Phase {number} Complete ({'; '.join(notes)})"))
+        rows.append(TimelineRow(end_mark, f"Phase {number} Complete ({'; '.join(notes)})", clock))
         bars.append(
             TimelineBar(
                 number=number,

@@ -1,11 +1,19 @@
-"""Render a plan as the runbook a team would otherwise write by hand (Markdown or HTML).
+"""Render a plan as the runbook a team would otherwise write by hand (Markdown, HTML, PDF).
 
-:func:`build_runbook` assembles the neutral document (see :mod:`tminus.plan._runbook`); the two
-renderers only lay it out. Sections the plan leaves empty are omitted. Nothing is resolved:
-``${...}`` references are printed as written, and secret-bearing fields are never printed.
+:func:`build_runbook` assembles the neutral document (see :mod:`tminus.plan._runbook`); the
+renderers only lay it out. Sections the plan leaves empty are omitted. With
+:attr:`RenderOptions.values` (``tminus render`` sets it unless ``--unresolved``) every ``${…}``
+is resolved as the dry run resolves it (:mod:`tminus.plan._runbook_values`), secrets shown as
+``***``; without it, references are printed as written. Secret-bearing fields (database and
+channel URLs, headers, tokens, env values) are never printed either way, and the password
+of a URL is masked either way.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from tminus.plan import _render_ops as ops
 from tminus.plan._render_parts import (
@@ -14,12 +22,11 @@ from tminus.plan._render_parts import (
     dur,
     named_check,
     risk_label,
-    step_item,
     step_label,
-    step_line,
     who,
 )
 from tminus.plan._runbook import (
+    Block,
     Chart,
     Code,
     Fields,
@@ -36,32 +43,73 @@ from tminus.plan._runbook import (
     build_timeline,
     check_source,
     condition_text,
-    levels,
     one_line,
     phase_title,
     summarize_step,
     txt,
 )
+from tminus.plan._runbook_bridge import (
+    BOX,
+    DONE,
+    bridge_summary,
+    checklist_table,
+    partial_rollback,
+    phase_fallback,
+    tasks_table,
+    timeline_table,
+)
+from tminus.plan._runbook_checks import expectation, threshold
+from tminus.plan._runbook_times import Clock, clock_for
+from tminus.plan._runbook_values import resolve_runbook
+from tminus.plan.interpolate import mask_url_passwords
 from tminus.plan.model import NotificationRule, Phase, Plan
 from tminus.plan.steps import ApproveStep, MaintenanceStep
 from tminus.plan.values import format_duration
 from tminus.plan.walk import iter_check_sites
 
-__all__ = ["build_runbook", "render_html", "render_markdown"]
+__all__ = ["RenderOptions", "build_runbook", "render_html", "render_markdown", "render_pdf"]
 
 
-def render_markdown(plan: Plan, plan_file: str | None = None) -> str:
+@dataclass(frozen=True)
+class RenderOptions:
+    """How a runbook is rendered (``tminus render``'s options)."""
+
+    #: Resolves ``${…}`` in every text (secrets as ``***``); None: printed as written.
+    values: Callable[[str], str] | None = None
+    #: The window's start for this rendering (else ``window.start``): wall-clock times.
+    start: datetime | None = None
+    #: A second time zone shown beside the window's (``--tz``).
+    tz: str | None = None
+    #: About a third of the length: the summary, checklist, timeline, tasks with their
+    #: checks and partial rollbacks, communication and sign-off; no reference sections.
+    compact: bool = False
+
+
+def render_markdown(
+    plan: Plan, plan_file: str | None = None, options: RenderOptions | None = None
+) -> str:
     """The runbook as GitHub-flavoured Markdown."""
     from tminus.plan._render_md import to_markdown
 
-    return to_markdown(build_runbook(plan, plan_file))
+    return to_markdown(build_runbook(plan, plan_file, options))
 
 
-def render_html(plan: Plan, plan_file: str | None = None) -> str:
+def render_html(
+    plan: Plan, plan_file: str | None = None, options: RenderOptions | None = None
+) -> str:
     """The runbook as one self-contained HTML file (inline CSS and SVG, prints well)."""
     from tminus.plan._render_html import to_html
 
-    return to_html(build_runbook(plan, plan_file))
+    return to_html(build_runbook(plan, plan_file, options))
+
+
+def render_pdf(
+    plan: Plan, plan_file: str | None = None, options: RenderOptions | None = None
+) -> bytes:
+    """The HTML runbook printed to PDF by headless Chromium (:mod:`tminus.plan._render_pdf`)."""
+    from tminus.plan._render_pdf import html_to_pdf
+
+    return html_to_pdf(render_html(plan, plan_file, options))
 
 
 def _compensations(phase: Phase) -> list[tuple[Text, Text, str]]:
@@ -97,80 +145,45 @@ def _overview(plan: Plan) -> Section:
             else txt("on ", Code(m.enable or ""))
         )
         fields.append(("Maintenance mode", how))
+    if plan.window.notes:
+        fields.append(("Window notes", txt(one_line(plan.window.notes, 600))))
     blocks: list[Para | Fields] = [Fields(fields)]
     if plan.description:
         blocks.insert(0, Para(txt(plan.description.strip())))
     return Section("overview", "Overview", list(blocks))
 
 
-def _summary(plan: Plan) -> Section:
-    w = plan.window
-    if w.start is not None:
-        start = w.start.strftime("%Y-%m-%d %H:%M") + f" {w.timezone}"
-        if w.duration:
-            end = w.start + w.duration
-            start += " – " + end.strftime(
-                "%H:%M" if end.date() == w.start.date() else "%Y-%m-%d %H:%M"
-            )
-    else:
-        start = f"TBD ({w.timezone})"
-    inside = plan.in_window_phases()
-    delayed = len(plan.phases) - len(inside)
-    steps = sum(len(p.steps) for p in plan.phases)
-    phases = f"{len(plan.phases)}" + (
-        f" ({len(inside)} in the window, {delayed} later)" if delayed else ""
-    )
-    fields: list[tuple[str, Text]] = [
-        ("Risk", txt(risk_label(plan.risk))),
-        ("Window", txt(start)),
-        ("Window duration", txt(dur(w.duration))),
-        ("Allowed downtime", txt(dur(w.max_downtime))),
-        ("Total estimated duration", txt(format_duration(plan.total_estimate()))),
-        ("Total downtime", txt(format_duration(plan.downtime_estimate()))),
-        ("Phases", txt(phases)),
-        ("Steps", txt(str(steps))),
-    ]
-    if w.notes:
-        fields.append(("Window notes", txt(one_line(w.notes, 400))))
-    return Section("summary", "Summary", [Fields(fields)])
-
-
 def _checklist(plan: Plan) -> Section | None:
-    if not plan.checklist:
+    table = checklist_table(plan)
+    if table is None:
         return None
-    groups: dict[str, list[Item]] = {}
-    for entry in plan.checklist:
-        parts: list[Text] = [txt(entry.item)]
-        if entry.owner:
-            parts.append(txt(" — owner: ", who(plan, entry.owner)))
-        if entry.check is None:
-            parts.append(txt(" — manual"))
-        else:
-            name, check = named_check(plan, entry.check)
-            cond = condition_text(check)
-            parts.append(txt(" — automated: ", Strong(name), " (", check_source(check), ")"))
-            parts.append(txt(f" {cond}") if cond else ())
-        groups.setdefault(entry.section or "", []).append(Item(txt(*parts), checkbox=True))
-    blocks: list[Para | Items] = []
-    for title, items in groups.items():
-        if title:
-            blocks.append(Para(txt(Strong(title))))
-        blocks.append(Items(items))
-    return Section("checklist", "Pre-deployment checklist", list(blocks))
+    return Section("checklist", "Pre-deployment checklist", [table])
 
 
-def _timeline(plan: Plan) -> Section:
+def _timeline(plan: Plan, clock: Clock | None, compact: bool) -> Section:
     tl = build_timeline(list(plan.phases))
+    when = (
+        f"T-0:00 is the window's start, {clock.at(timedelta())} {clock.zone.key}"
+        if clock is not None
+        else "T-0:00 is the start of the first phase (the window has no start yet: "
+        "`tminus render --start` gives wall-clock times)"
+    )
     note = Para(
         txt(
-            "Planned times from the phase estimates; T-0:00 is the start of the first phase. ",
+            f"Planned times from the phase estimates; {when}. ",
             f"Total {format_duration(plan.total_estimate())}, ",
             f"downtime {format_duration(plan.downtime_estimate())}.",
         )
     )
-    return Section(
-        "timeline", "Timeline", [Pre("\n".join(tl.lines()), kind="t-timeline"), Chart(tl), note]
-    )
+    blocks: list[Block] = [note, timeline_table(plan, tl, clock)]
+    if not compact:
+        width = max((len(r.mark) for r in tl.rows), default=0)
+        lines = [
+            f"{r.mark:<{width}}  " + (f"{clock.at(r.at)}  " if clock else "") + r.text
+            for r in tl.rows
+        ]
+        blocks += [Pre("\n".join(lines), kind="t-timeline"), Chart(tl)]
+    return Section("timeline", "Timeline", blocks)
 
 
 _ON_FAILURE = {
@@ -180,7 +193,7 @@ _ON_FAILURE = {
 }
 
 
-def _phase(plan: Plan, number: int, phase: Phase) -> Section:
+def _phase(plan: Plan, number: int, phase: Phase, clock: Clock | None, compact: bool) -> Section:
     fields: list[tuple[str, Text]] = [
         ("Estimate", txt(dur(phase.estimate))),
         ("Downtime", txt("yes" if phase.downtime else "no")),
@@ -191,34 +204,48 @@ def _phase(plan: Plan, number: int, phase: Phase) -> Section:
     if phase.after is not None:
         prev = f"phase {number - 1}" if number > 1 else "the deploy starts"
         fields.append(("Starts", txt(f"{format_duration(phase.after)} after {prev}")))
-    if phase.script:
+    if clock is not None:
+        rows = [
+            r
+            for r in build_timeline(list(plan.phases)).rows
+            if r.text.startswith(f"Phase {number} ")
+        ]
+        if rows:
+            fields.append(("Planned", txt(" → ".join(f"{r.mark} {clock.at(r.at)}" for r in rows))))
+    if phase.script and not compact:
         fields.append(("Replaces script", txt(Code(phase.script))))
-    blocks: list[Para | Fields | Items | Table] = []
-    if phase.description:
+    blocks: list[Block] = []
+    if phase.description and not compact:
         blocks.append(Para(txt(phase.description.strip())))
     blocks.append(Fields(fields))
     if phase.steps:
-        blocks.append(Para(txt(Strong("Tasks:"))))
-        blocks.append(Items([step_item(plan, s) for s in phase.steps], ordered=True))
+        blocks.append(tasks_table(plan, list(phase.steps), compact))
     if phase.verify:
         blocks.append(Para(txt(Strong("Verify:"))))
-        blocks.append(Table(CHECK_HEADERS, check_rows(plan, phase.verify)))
-    if phase.rollback:
-        blocks.append(Para(txt(Strong("Rollback:"))))
-        blocks.append(Items([step_item(plan, s) for s in phase.rollback], ordered=True))
-    undo: list[Item] = []
-    for s in reversed(phase.steps):
-        undo += [Item(txt(step_line(plan, u), f" (undoes “{step_label(s)}”)")) for u in s.undo]
-        auto = automatic_compensation(s)
-        if auto is not None:
-            undo.append(Item(txt(auto, f" (automatic, compensates “{step_label(s)}”)")))
-    if undo:
-        blocks.append(Para(txt(Strong("Undo (compensations, newest first):"))))
-        blocks.append(Items(undo, ordered=True))
-    if phase.notes:
+        table = Table(CHECK_HEADERS, check_rows(plan, phase.verify))
+        if compact:  # the check and what passes; where it is measured is in the full runbook
+            table = Table(
+                [h for i, h in enumerate(table.headers) if i != 1],
+                [[c for i, c in enumerate(r) if i != 1] for r in table.rows],
+            )
+        blocks.append(table)
+    if not compact:
+        fb = phase_fallback(plan, phase)
+        if fb is not None:
+            blocks.append(
+                Para(
+                    txt(
+                        Strong("Manual fallback"),
+                        " (if tminus is unavailable; not what tminus runs):",
+                    )
+                )
+            )
+            blocks.append(fb)
+    blocks += partial_rollback(plan, number, phase, compact)
+    if phase.notes and not compact:
         blocks.append(Para(txt(Strong("Notes:"), " ", phase.notes.strip())))
     title = phase_title(number, phase.name)
-    return Section(f"phase-{number}", title, list(blocks), page_break=True)
+    return Section(f"phase-{number}", title, list(blocks), page_break=not compact)
 
 
 def _rollback(plan: Plan) -> Section | None:
@@ -311,16 +338,20 @@ def _watch(plan: Plan) -> Section | None:
         names = ", ".join(named_check(plan, c)[0] for c in p.checks) or "-"
         rows.append(
             [
+                txt(BOX),
                 txt(p.label or f"Period {i + 1}"),
                 txt(start),
                 txt(f"every {format_duration(p.every)}"),
                 txt(f"for {format_duration(p.for_)}"),
                 txt(names),
+                txt(),
+                txt(),
             ]
         )
     blocks: list[Table | Fields | Items] = []
     if rows:
-        blocks.append(Table(["Period", "Starts", "Every", "For", "Checks"], rows))
+        headers = ["", "Period", "Starts", "Every", "For", "Checks", *DONE]
+        blocks.append(Table(headers, rows, kind="tasks"))
     action = {
         "rollback": "roll back",
         "operation": f"run the operation {watch.operation}",
@@ -338,8 +369,13 @@ def _alerts(plan: Plan) -> Section | None:
         name, check = named_check(plan, site.check)
         if name in seen or check is None or (check.warn is None and check.critical is None):
             continue
-        expect, warn, critical = levels(check)
-        seen[name] = [txt(name), check_source(check), txt(expect), txt(warn), txt(critical)]
+        seen[name] = [
+            txt(name),
+            check_source(check),
+            txt(expectation(check)),
+            txt(threshold(check, "warn")),
+            txt(threshold(check, "critical")),
+        ]
     if not seen:
         return None
     table = Table(CHECK_HEADERS, list(seen.values()))
@@ -379,12 +415,22 @@ def _communication(plan: Plan) -> Section | None:
         audiences = (
             [rule.audience] if rule.audience else [chans[n].audience for n in names if n in chans]
         )
-        audience = ", ".join(a for a in audiences if a) or "-"
+        audience = ", ".join(dict.fromkeys(a for a in audiences if a)) or "-"
         message = one_line(rule.message, 300) if rule.message else "(standard message)"
-        rows.append([txt(_when(rule)), txt(channels or "-"), txt(audience), txt(message)])
+        rows.append(
+            [
+                txt(BOX),
+                txt(_when(rule)),
+                txt(channels or "-"),
+                txt(audience),
+                txt(message),
+                txt(),
+                txt(),
+            ]
+        )
     if not rows:
         return None
-    table = Table(["When", "Channels", "Audience", "Message"], rows)
+    table = Table(["", "When", "Channels", "Audience", "Message", *DONE], rows, kind="tasks")
     return Section("communication", "Communication plan", [table])
 
 
@@ -444,39 +490,76 @@ def _sign_off(plan: Plan) -> Section | None:
     )
 
 
-def build_runbook(plan: Plan, plan_file: str | None = None) -> Runbook:
+def build_runbook(
+    plan: Plan, plan_file: str | None = None, options: RenderOptions | None = None
+) -> Runbook:
     """The whole runbook as a neutral document, sections in reading order. ``plan_file`` is
-    how commands in the quick reference name the plan (default ``<name>.yaml``)."""
+    how commands in the quick reference name the plan (default ``<name>.yaml``). Raises
+    ValueError for an unknown ``options.tz``."""
+    opts = options or RenderOptions()
     plan_file = plan_file or f"{plan.name}.yaml"
-    phases = [_phase(plan, i, p) for i, p in enumerate(plan.phases, 1)]
+    try:
+        clock = clock_for(plan, opts.start, opts.tz)
+    except Exception as exc:  # ZoneInfoNotFoundError and the like
+        raise ValueError(f"unknown time zone {opts.tz!r}: {exc}") from None
+    compact = opts.compact
+    phases = [_phase(plan, i, p, clock, compact) for i, p in enumerate(plan.phases, 1)]
     deploy = Section(
         "phases", "Deployment phases", [Para(txt(f"{len(phases)} phases, run in order."))], phases
     )
-    candidates = [
-        _overview(plan),
-        _summary(plan),
-        ops.quick_reference(plan, plan_file),
-        _checklist(plan),
-        _approvals(plan),
-        _roles(plan),
-        _timeline(plan),
-        deploy,
-        _rollback(plan),
-        _rollback_triggers(plan),
-        _success_metrics(plan),
-        _watch(plan),
-        _alerts(plan),
-        _communication(plan),
-        ops.risks(plan),
-        ops.contacts(plan),
-        ops.health(plan),
-        ops.common_operations(plan, plan_file),
-        ops.emergency_procedures(plan, plan_file),
-        ops.troubleshooting(plan),
-        ops.maintenance_windows(plan),
-        _sign_off(plan),
-    ]
+    summary = bridge_summary(plan, build_timeline(list(plan.phases)), clock)
+    if compact:
+        candidates = [
+            summary,
+            _checklist(plan),
+            _timeline(plan, clock, compact),
+            deploy,
+            _success_metrics(plan),
+            _communication(plan),
+            ops.quick_reference(plan, plan_file),
+            _sign_off(plan),
+        ]
+    else:
+        candidates = [
+            summary,
+            _overview(plan),
+            ops.quick_reference(plan, plan_file),
+            _checklist(plan),
+            _approvals(plan),
+            _roles(plan),
+            _timeline(plan, clock, compact),
+            deploy,
+            _rollback(plan),
+            _rollback_triggers(plan),
+            _success_metrics(plan),
+            _watch(plan),
+            _alerts(plan),
+            _communication(plan),
+            ops.risks(plan),
+            ops.contacts(plan),
+            ops.health(plan),
+            ops.common_operations(plan, plan_file),
+            ops.emergency_procedures(plan, plan_file),
+            ops.troubleshooting(plan),
+            ops.maintenance_windows(plan),
+            _sign_off(plan),
+        ]
     subtitle = f"Production deployment plan — {plan.environment}"
     if plan.version:
         subtitle += f", version {plan.version}"
-    return Runbook(plan.name, subtitle, [s for s in candidates if s is not None])
+    if compact:
+        subtitle += " (compact)"
+    runbook = Runbook(
+        plan.name,
+        subtitle,
+        [s for s in candidates if s is not None],
+        kind="compact" if compact else "",
+    )
+    if opts.values is None:  # as written; a password written in a URL is still masked
+        return resolve_runbook(runbook, mask_url_passwords)
+    resolved = resolve_runbook(runbook, opts.values)
+    return replace(
+        resolved,
+        footer="Rendered by tminus from the plan; values resolved as in a dry run, "
+        "secrets shown as ***.",
+    )
