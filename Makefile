@@ -32,7 +32,7 @@ test: deps
 	$(UV) run --frozen ruff check src tests bench
 	$(UV) run --frozen ruff format --check src tests bench
 	$(UV) run --frozen mypy src
-	$(UV) run --frozen pytest -n auto
+	$(UV) run --frozen pytest -n auto --dist worksteal
 
 check-examples: deps
 	$(TM) check examples/quickstart/*.yaml examples/seeds/*.yaml

@@ -119,6 +119,7 @@ CONTRACTS: dict[str, frozenset[str]] = {
             "clock",
             "engine",
             "errors",
+            "files",  # an uploaded plan is kept as a private file
             "plan",
             "procfs",
             "report",  # the API serves the after-action report and the watch's section

@@ -194,3 +194,53 @@ def test_a_slow_receiver_does_not_hold_the_deploy(tmp_path: Path, receiver: Rece
     assert tm.json("status", "outbox-1")["state"] == "succeeded"
     hook = [r for r in tm.json("notifications", "outbox-1") if r["channel"] == "hook"]
     assert hook and all(r["state"] == "pending" for r in hook)
+
+
+def test_a_row_whose_lease_ran_out_in_a_slow_lane_is_not_sent_by_its_first_claimer(
+    tmp_path: Path,
+) -> None:
+    """A sender claims two messages of one channel; its lane is slow (sends before the second
+    take longer than the lease), so another sender claims the second. The first sender must not send
+    the second too: ``take`` renews its lease just before a send only if it still holds it.
+    Mutation: ``take`` without its ``lease_owner``/``lease_until`` condition: a's take of the
+    second succeeds, and both senders would send it (before ``take``, the rehearsal of seed
+    002 saw updates arrive 2 or 3 times). What this does not test: that ``deliver_due``'s
+    lane calls ``take`` (one line before ``_send_one``)."""
+    from datetime import timedelta
+
+    from tminus import clock
+    from tminus.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        d = store.create_deploy(
+            plan_name="p",
+            environment="e",
+            plan_path="p.yaml",
+            plan_text="",
+            plan_hash="0" * 64,
+            started_by="t",
+            overrides={},
+        )
+        rows = [
+            {"key": f"k/{i}", "channel": "hook", "kind": "webhook", "message": {"key": f"k/{i}"}}
+            for i in range(2)
+        ]
+        store.enqueue(d, rows)
+        lease = timedelta(seconds=60)
+        first = store.claim_outbox("a", lease)
+        assert [r["key"] for r in first] == ["k/0", "k/1"]
+        assert store.take(int(first[0]["id"]), "a", lease)
+        # the first send is answered (a send is bounded: 15 s) ...
+        assert store.settle(int(first[0]["id"]), "a", state="sent", detail="HTTP 200")
+        # ... but the lane was slow: the second comes up 61 s after the claim
+        before = clock.install(clock.OffsetClock(timedelta(seconds=61)))
+        try:
+            second = store.claim_outbox("b", lease)
+            assert [r["key"] for r in second] == ["k/1"]  # its lease had run out: b has it
+            assert not store.take(int(first[1]["id"]), "a", lease)  # a must not send it
+            assert store.take(int(second[0]["id"]), "b", lease)
+        finally:
+            clock.install(before)
+    finally:
+        store.close()

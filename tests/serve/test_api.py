@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,6 +70,15 @@ def _client(port: int, token: str | None) -> httpx.Client:
     return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=15)
 
 
+def _start(c: httpx.Client, path: str) -> httpx.Response:
+    """Register the plan at ``path`` (the server checks it) and start a deploy of it."""
+    reg = c.post("/api/v1/plans", json={"path": path})
+    if reg.status_code != 201:
+        return reg
+    name, env = reg.json()["name"], reg.json()["environment"]
+    return c.post(f"/api/v1/plans/{name}/{env}/deploys", json={})
+
+
 def _state(c: httpx.Client, deploy: str) -> str:
     return str(c.get(f"/api/v1/deploys/{deploy}").json()["state"])
 
@@ -110,7 +120,7 @@ def test_start_approve_and_stream(serve_env: Serve) -> None:
     _grant(s, "bob", "approver")
     _, port = s.start()
     with _client(port, alice) as a, _client(port, bob) as b:
-        r = a.post("/api/v1/plans/deploys", json={"plan": "p.yaml"})
+        r = _start(a, str(s.cwd / "p.yaml"))
         assert r.status_code == 201, r.text
         deploy = r.json()["deploy"]
         s.wait_for("awaiting approval", lambda: _state(a, deploy) == "awaiting_approval")
@@ -179,8 +189,8 @@ def test_who_may_do_what(serve_env: Serve) -> None:
         assert wrong.get("/api/v1/deploys").status_code == 401
         assert anon.get("/healthz").status_code == 200
     with _client(port, admin) as a, _client(port, carol) as c:
-        ra = a.post("/api/v1/plans/deploys", json={"plan": "a.yaml"})
-        rb = a.post("/api/v1/plans/deploys", json={"plan": "b.yaml"})
+        ra = _start(a, str(s.cwd / "a.yaml"))
+        rb = _start(a, str(s.cwd / "b.yaml"))
         assert ra.status_code == rb.status_code == 201, ra.text + rb.text
         da, db = ra.json()["deploy"], rb.json()["deploy"]
         ids = [d["id"] for d in c.get("/api/v1/deploys").json()["deploys"]]
@@ -190,10 +200,11 @@ def test_who_may_do_what(serve_env: Serve) -> None:
         r = c.post(f"/api/v1/deploys/{da}/abort", json={"rollback": True})
         assert r.status_code == 403 and "carol may not act as operator" in r.json()["detail"]
         assert c.get("/api/v1/deploys/nope-1").status_code == 404
-        r = c.post("/api/v1/plans/deploys", json={"plan": "a.yaml"})
+        r = c.post("/api/v1/plans/apia/prod/deploys", json={})
         assert r.status_code == 403
-        r = a.post("/api/v1/plans/deploys", json={"plan": "missing.yaml"})
-        assert r.status_code == 422
+        r = c.post("/api/v1/plans", json={"path": str(s.cwd / "a.yaml")})
+        assert r.status_code == 403  # registering needs operator too
+        assert [p["name"] for p in c.get("/api/v1/plans").json()["plans"]] == ["apia"]
 
 
 @pytest.mark.timeout(120)
@@ -206,7 +217,7 @@ def test_abort_with_rollback_of_a_running_deploy(serve_env: Serve) -> None:
     _grant(s, "alice", "operator")
     _, port = s.start()
     with _client(port, alice) as a:
-        deploy = a.post("/api/v1/plans/deploys", json={"plan": "slow.yaml"}).json()["deploy"]
+        deploy = _start(a, str(s.cwd / "slow.yaml")).json()["deploy"]
         s.wait_for("the sleep to start", lambda: (s.cwd / "sleeping").exists())
         t0 = time.monotonic()
         r = a.post(f"/api/v1/deploys/{deploy}/abort", json={"rollback": True})
@@ -242,7 +253,8 @@ def test_openapi_document_lists_the_api(serve_env: Serve) -> None:
         "/api/v1/deploys/{deploy_id}/approve",
         "/api/v1/deploys/{deploy_id}/abort",
         "/api/v1/deploys/{deploy_id}/rollback",
-        "/api/v1/plans/deploys",
+        "/api/v1/plans",
+        "/api/v1/plans/{plan}/{environment}/deploys",
     ):
         assert p in paths, p
     assert "/login" not in paths and "/" not in paths
@@ -264,3 +276,119 @@ def test_trusted_header_only_when_the_server_is_told(serve_env: Serve) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{port2}", timeout=15) as c:
         r = c.get("/api/v1/deploys", headers={"X-Forwarded-User": "dave"})
         assert r.status_code == 401
+
+
+def test_plans_are_checked_when_registered_and_uploaded(serve_env: Serve) -> None:
+    """A plan with errors is not registered: its problems (file:line:column) are the 400; an
+    uploaded plan is kept as a private file under the state directory and can be started;
+    an unknown plan is a 404; a registered file that changed into errors is a 400 at start.
+    Mutation: ``register_path`` without ``load_checked``: the broken plan is registered."""
+    s = serve_env
+    admin = _token(s, "admin")
+    _grant(s, "admin", "operator")
+    write(s.cwd / "bad.yaml", "name: bad\nenvironment: prod\nphases:\n  - name: x\n    steps: 3\n")
+    _, port = s.start()
+    with _client(port, admin) as a:
+        r = a.post("/api/v1/plans", json={"path": str(s.cwd / "bad.yaml")})
+        assert r.status_code == 400 and "bad.yaml:5:" in r.json()["detail"], r.text
+        assert a.get("/api/v1/plans").json()["plans"] == []
+        r = a.post(
+            "/api/v1/plans/upload", json={"filename": "up.yaml", "text": PLAN.format(name="upl")}
+        )
+        assert r.status_code == 201, r.text
+        path = Path(r.json()["path"])
+        assert path.is_file() and (path.stat().st_mode & 0o077) == 0
+        assert path.read_text() == PLAN.format(name="upl")
+        r = a.post("/api/v1/plans/upl/prod/deploys", json={})
+        assert r.status_code == 201, r.text
+        s.wait_for(
+            "awaiting approval", lambda: _state(a, r.json()["deploy"]) == "awaiting_approval"
+        )
+        assert a.post("/api/v1/plans/nope/prod/deploys", json={}).status_code == 404
+        write(s.cwd / "p.yaml", PLAN.format(name="chg"))
+        assert a.post("/api/v1/plans", json={"path": str(s.cwd / "p.yaml")}).status_code == 201
+        write(s.cwd / "p.yaml", "name: chg\nenvironment: prod\nphases: 7\n")
+        r = a.post("/api/v1/plans/chg/prod/deploys", json={})
+        assert r.status_code == 400, r.text
+    listed = s.tm("plans", "list", "--output", "json")
+    assert sorted(p["name"] for p in json.loads(listed.stdout)) == ["chg", "upl"]
+
+
+def test_notifications_link_to_the_deploy_page(serve_env: Serve) -> None:
+    """``tminus serve --url``: a message recorded by the deploy's runner links to its page on
+    the dashboard. Mutation: ``notify.deploy_link`` returning None: no link."""
+    s = serve_env
+    write(
+        s.cwd / "n.yaml",
+        """
+name: linked
+environment: prod
+notifications:
+  channels:
+    console: {kind: log}
+  rules:
+    - when: success
+      channels: [console]
+phases:
+  - name: one
+    steps:
+      - kind: run
+        command: "true"
+""",
+    )
+    admin = _token(s, "admin")
+    _grant(s, "admin", "operator")
+    _, port = s.start("linked", "--url", "https://deploy.example.com/")
+    with _client(port, admin) as a:
+        deploy = _start(a, str(s.cwd / "n.yaml")).json()["deploy"]
+        s.wait_for("the deploy to succeed", lambda: _state(a, deploy) == "succeeded")
+        rows = a.get(f"/api/v1/deploys/{deploy}/notifications").json()["notifications"]
+    assert [r["when"] for r in rows] == ["success"]
+    from tminus.store import Store
+
+    store = Store(f"sqlite:///{s.cwd / '.tminus' / 'state.db'}")
+    try:
+        (row,) = store.outbox(deploy)
+        assert row["message"]["link"] == f"https://deploy.example.com/deploys/{deploy}"
+    finally:
+        store.close()
+
+
+def test_pause_lets_the_step_finish_then_pauses_and_resume_goes_on(serve_env: Serve) -> None:
+    """The API's pause: the step in flight finishes, the deploy is *paused* before the next
+    one (its effect not there), and resume goes on from there. Mutation: the engine not
+    reading ``pause_requested`` (``_forward`` without the check): the deploy runs to the end
+    and the state is never paused."""
+    s = serve_env
+    write(
+        s.cwd / "p.yaml",
+        """
+name: pausable
+environment: prod
+phases:
+  - name: one
+    steps:
+      - kind: run
+        command: "touch first && while [ ! -e go ]; do sleep 0.05; done"
+      - kind: run
+        command: "touch second"
+""",
+    )
+    alice = _token(s, "alice")
+    _grant(s, "alice", "operator")
+    _, port = s.start()
+    with _client(port, alice) as a:
+        deploy = _start(a, str(s.cwd / "p.yaml")).json()["deploy"]
+        s.wait_for("the first step", lambda: (s.cwd / "first").exists())
+        r = a.post(f"/api/v1/deploys/{deploy}/pause")
+        assert r.status_code == 200, r.text
+        (s.cwd / "go").touch()  # the step in flight finishes
+        s.wait_for("the pause", lambda: _state(a, deploy) == "paused")
+        assert not (s.cwd / "second").exists()
+        assert "paused by alice" in a.get(f"/api/v1/deploys/{deploy}").json()["reason"]
+        r = a.post(f"/api/v1/deploys/{deploy}/pause")
+        assert r.status_code == 409  # nothing runs now
+        r = a.post(f"/api/v1/deploys/{deploy}/resume", json={"action": "continue"})
+        assert r.status_code in (200, 202), r.text
+        s.wait_for("the end", lambda: _state(a, deploy) == "succeeded")
+    assert (s.cwd / "second").exists()

@@ -73,8 +73,11 @@ def _token(s: Serve, person: str) -> str:
     return s.tm("tokens", "create", "--person", person).stdout.strip().splitlines()[-1]
 
 
-def _login(browser: Browser, port: int, token: str) -> Page:
-    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+def _login(browser: Browser, port: int, token: str, *, phone: bool = False) -> Page:
+    if phone:
+        ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    else:
+        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
     page = ctx.new_page()
     page.goto(f"http://127.0.0.1:{port}/")
     assert "/login" in page.url  # no anonymous access
@@ -104,7 +107,11 @@ def test_start_watch_approve_live(serve_env: Serve, browser: Browser) -> None:
     tokens = _setup(s, "echo released >> effects.log")
     _, port = s.start()
     alice = _login(browser, port, tokens["alice"])
-    alice.fill("#start-form input[name=plan]", "plan.yaml")
+    alice.fill("#register-form input[name=path]", str(s.cwd / "plan.yaml"))
+    alice.click("#register-form button[type=submit]")
+    expect(alice.locator("#start-result")).to_contain_text("registered dash (prod)")
+    alice.wait_for_selector("#start-plan")  # the page reloads with the plan to start
+    alice.select_option("#start-plan", "dash/prod")
     alice.once("dialog", lambda d: d.accept())
     alice.click("#start-form button[type=submit]")
     alice.wait_for_url("**/deploys/dash-1")
@@ -129,6 +136,19 @@ def test_start_watch_approve_live(serve_env: Serve, browser: Browser) -> None:
     alice.goto(f"http://127.0.0.1:{port}/")
     expect(alice.locator("table.deploys")).to_contain_text("dash-1")
     _shot(alice, "dashboard-list.png")
+
+    # readable on a phone (no page-wide sideways scroll: wide tables scroll inside
+    # themselves), and printable (no buttons, the whole log)
+    page = _login(browser, port, tokens["alice"], phone=True)
+    page.goto(f"http://127.0.0.1:{port}/deploys/dash-1", wait_until="load")
+    expect(page.locator("#state")).to_have_text("succeeded")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, width
+    _shot(page, "dashboard-phone.png")
+    page.emulate_media(media="print")
+    expect(page.locator("#actions")).to_be_hidden()
+    expect(page.locator("#log")).to_be_visible()
+    page.context.close()
 
 
 def test_abort_button_rolls_back_and_viewer_cannot_act(serve_env: Serve, browser: Browser) -> None:

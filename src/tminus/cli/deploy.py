@@ -21,9 +21,17 @@ _as_opt = click.option(
 
 
 def _operator(value: str | None) -> str:
-    from tminus.engine.runner import default_operator
+    from tminus.engine.prepare import default_operator  # light: abort and rollback start fast
 
     return value or default_operator()
+
+
+_no_server_opt = click.option(
+    "--no-server",
+    is_flag=True,
+    help="Run it in this process even when a tminus serve of the store runs here (by default "
+    "it is handed to that server, whose engine is loaded already, and followed from here).",
+)
 
 
 def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
@@ -285,20 +293,36 @@ def approve(
 @click.command()
 @click.argument("deploy")
 @click.option("--rollback", is_flag=True, help="Roll back before stopping.")
+@_no_server_opt
 @_output_opt
 @_as_opt
 @state_option
 @handle_errors
 def abort(
-    deploy: str, rollback: bool, output: str, operator: str | None, state_url: str | None
+    deploy: str,
+    rollback: bool,
+    no_server: bool,
+    output: str,
+    operator: str | None,
+    state_url: str | None,
 ) -> None:
-    """Stop DEPLOY; it is recorded as aborted, not failed."""
-    from tminus.engine import runner
+    """Stop DEPLOY; it is recorded as aborted, not failed. A live runner is asked (on this
+    host it is woken and stops its step at once); with none, a tminus serve running here
+    stops it, else this process does."""
+    person = _operator(operator)
 
-    opts = runner.RunOptions(state_url=state_url, operator=_operator(operator))
-    _drive_and_finish(
-        output, state_url, deploy, lambda: (deploy, *runner.abort(deploy, rollback, opts))
-    )
+    def go() -> tuple[str | None, int, str]:
+        from tminus.engine.emergency import quick_abort
+
+        quick = quick_abort(state_url, deploy, rollback, person, use_server=not no_server)
+        if quick is not None:
+            return deploy, *quick
+        from tminus.engine import runner
+
+        opts = runner.RunOptions(state_url=state_url, operator=person)
+        return deploy, *runner.abort(deploy, rollback, opts)
+
+    _drive_and_finish(output, state_url, deploy, go)
 
 
 @click.command()
@@ -316,6 +340,7 @@ def abort(
     help="Roll back although the rollback window closed or a later deploy succeeded (recorded).",
 )
 @click.option("--quiet", "-q", is_flag=True)
+@_no_server_opt
 @_output_opt
 @_as_opt
 @state_option
@@ -326,21 +351,55 @@ def rollback(
     reason: str | None,
     force: bool,
     quiet: bool,
+    no_server: bool,
     output: str,
     operator: str | None,
     state_url: str | None,
 ) -> None:
     """Roll back DEPLOY after it succeeded (or is scheduled, or was partly rolled back):
-    the recorded undo and rollback steps of its phases, newest first."""
-    from tminus.engine import runner
+    the recorded undo and rollback steps of its phases, newest first. A tminus serve of the
+    store running here (same directory) runs it and this command follows it to its end."""
+    person = _operator(operator)
 
-    opts = runner.RunOptions(state_url=state_url, operator=_operator(operator), quiet=quiet)
-    _drive_and_finish(
-        output,
-        state_url,
-        deploy,
-        lambda: (deploy, *runner.rollback(deploy, phases, reason, force, opts)),
-    )
+    def go() -> tuple[str | None, int, str]:
+        if not no_server:
+            handed = _hand_off(
+                state_url, deploy, _rollback_argv(deploy, phases, reason, force, quiet), person
+            )
+            if handed is not None:
+                return deploy, *handed
+        from tminus.engine import runner
+
+        opts = runner.RunOptions(state_url=state_url, operator=person, quiet=quiet)
+        return deploy, *runner.rollback(deploy, phases, reason, force, opts)
+
+    _drive_and_finish(output, state_url, deploy, go)
+
+
+def _rollback_argv(
+    deploy: str, phases: tuple[str, ...], reason: str | None, force: bool, quiet: bool
+) -> list[str]:
+    argv = ["rollback", deploy]
+    for ph in phases:
+        argv += ["--phase", ph]
+    if reason is not None:
+        argv += ["--reason", reason]
+    return argv + (["--force"] if force else []) + (["--quiet"] if quiet else [])
+
+
+def _hand_off(
+    state_url: str | None, deploy: str, argv: list[str], person: str
+) -> tuple[int, str] | None:
+    """Hand ``tminus ARGV`` to a live tminus serve here and follow it (its exit code and
+    final line); None when there is none, or it did not take the run (run it here)."""
+    from tminus.engine.emergency import hand_off
+    from tminus.store.store import Store
+
+    store = Store(state_url)
+    try:
+        return hand_off(store, deploy, argv, person, echo=click.echo)
+    finally:
+        store.close()
 
 
 COMMANDS: list[click.Command] = [run, resume, approve, abort, rollback]

@@ -34,9 +34,18 @@ __all__ = ["COMMANDS"]
     help="Take the person from this request header, set by an authenticating proxy in front "
     "(oauth2-proxy: X-Forwarded-User); off by default. Only behind such a proxy.",
 )
+@click.option(
+    "--url",
+    default=None,
+    metavar="URL",
+    help="The dashboard's address as its users reach it (https://deploy.example.com): "
+    "notifications link to the deploy's page there.",
+)
 @state_option
 @handle_errors
-def serve(bind: str, grace: float, trusted_header: str | None, state_url: str | None) -> None:
+def serve(
+    bind: str, grace: float, trusted_header: str | None, url: str | None, state_url: str | None
+) -> None:
     """Run the always-on part: start scheduled deploys at T-0, run delayed phases and success
     metrics when due, record notices, run the watch, and continue a deploy as soon as its
     approval or confirmation is recorded; serve the dashboard and the API. Stops cleanly on
@@ -51,6 +60,8 @@ def serve(bind: str, grace: float, trusted_header: str | None, state_url: str | 
             EXIT_BAD_INPUT,
             hint="letters, digits and '-', e.g. X-Forwarded-User",
         )
+    if url is not None and not url.startswith(("http://", "https://")):
+        fail(f"--url: not an http(s) address: {url}", EXIT_BAD_INPUT, hint="--url https://…")
     if trusted_header is not None and bind != "off" and not bind.startswith(("127.", "[::1]")):
         click.echo(
             f"warning: --trusted-header {trusted_header} with --bind {bind}: anyone who can "
@@ -60,7 +71,11 @@ def serve(bind: str, grace: float, trusted_header: str | None, state_url: str | 
         )
     try:
         code = run_server(
-            state_url, None if bind == "off" else bind, grace, trusted_header=trusted_header
+            state_url,
+            None if bind == "off" else bind,
+            grace,
+            trusted_header=trusted_header,
+            url=url,
         )
     except OSError as exc:
         fail(str(exc), EXIT_BAD_INPUT, hint="choose another --bind HOST:PORT, or --bind off")
@@ -226,4 +241,44 @@ def watch(
         time.sleep(2)
 
 
-COMMANDS = [serve, schedule, cancel, reschedule, watch]
+@click.group()
+def plans() -> None:
+    """The plans `tminus serve` knows: its API and dashboard start deploys of these."""
+
+
+@plans.command(name="register")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@_as_opt
+@state_option
+@handle_errors
+def plans_register(plan: str, operator: str | None, state_url: str | None) -> None:
+    """Check PLAN and register it (by its absolute path) under its name and environment."""
+    from tminus.serve.plans import register_path
+    from tminus.store import Store
+
+    reg = register_path(Store(state_url), plan, _operator(operator))
+    click.echo(f"plan {reg.name} ({reg.environment}) registered: {reg.path}")
+
+
+@plans.command(name="list")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@state_option
+@handle_errors
+def plans_list(output: str, state_url: str | None) -> None:
+    """The registered plans."""
+    from tminus.store import Store
+
+    rows = Store(state_url).registered_plans()
+    if output == "json":
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no plans registered (tminus plans register PLAN)")
+    for r in rows:
+        click.echo(
+            f"{r['name']:<24} {r['environment']:<12} {r['path']}  "
+            f"(by {r['registered_by']}, {r['registered_at']:%Y-%m-%d %H:%M})"
+        )
+
+
+COMMANDS = [serve, schedule, cancel, reschedule, watch, plans]

@@ -19,12 +19,26 @@ from collections.abc import Callable
 __all__ = ["serve_one"]
 
 
+#: A plan that validates (never run): it builds the plan validator in the warm worker.
+_WARM_PLAN = (
+    "name: warm\nenvironment: warm\nphases:\n"
+    "  - name: a\n    steps:\n      - {kind: wait, duration: 1s}\n"
+)
+
+
 def _preload() -> None:
     """Import what a resume or a rollback needs, before the run is known."""
     import tminus.cli.app
     import tminus.engine.after_run
     import tminus.engine.runner
     import tminus.steps.registry  # noqa: F401
+    from tminus.engine.specs import _step_adapter
+    from tminus.plan.loader import load_plan_text
+
+    # The validators built on first use (plan models are defer_build): the run's plan, and
+    # the recorded steps of a rollback. Built now, they cost the run nothing.
+    load_plan_text(_WARM_PLAN, "warm.yaml")
+    _step_adapter()
 
 
 def serve_one(entry: Callable[[], None]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Coroutine
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -176,6 +177,10 @@ async def supervise(
     commands (see :mod:`tminus.work`), and the engine waits, at most the kill grace plus
     STOP_EXTRA_S, until it has stopped. Only then does anything else (a rollback) run.
 
+    A wake (``SIGUSR1``, sent by whoever recorded an abort request; see
+    :func:`tminus.engine.triggers.catch_wake`) ends the wait for the next poll at once, so a
+    runner on this host stops its step within milliseconds of the request.
+
     Sets ``engine._interrupted``: None (finished, or timed out and stopped: an ordinary
     failure), "abort" (aborted, the work stopped) or "unconfirmed" (the work could not be
     confirmed stopped: the deploy must pause, not roll back over it).
@@ -184,27 +189,41 @@ async def supervise(
     task: asyncio.Future[StepOutcome] = asyncio.ensure_future(job)
     deadline = None if limit is None else time.monotonic() + limit.total_seconds()
     why = ""
-    while True:
-        wait: float | None = ABORT_POLL_S if watch_abort else None
-        if deadline is not None:
-            left = max(0.0, deadline - time.monotonic())
-            wait = left if wait is None else min(wait, left)
-        done, _ = await asyncio.wait({task}, timeout=wait)
-        if done:
-            return _outcome_of(engine, task)
-        if deadline is not None and time.monotonic() >= deadline:
-            assert limit is not None
-            why = f"timed out after {format_duration(limit)}"
-            break
-        if watch_abort and engine.store.abort_requested(engine.deploy_id):
-            who = engine.store.deploy(engine.deploy_id)["abort_requested"] or "an operator"
-            why = f"aborted by {who}"
-            engine._interrupted = "abort"
-            break
-        if watch_abort and engine._fired is not None and engine._fired[0].action == "rollback":
-            why = f"rollback trigger '{engine._fired[0].name}' fired"
-            engine._interrupted = "trigger"
-            break
+    # The wake (SIGUSR1 after an abort request) ends a wait at once: no poll to wait for.
+    wake = engine.wake if watch_abort else None
+    woken: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            wait: float | None = ABORT_POLL_S if watch_abort else None
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            if wake is not None and woken is None:
+                woken = asyncio.ensure_future(wake.wait())
+            waits: set[asyncio.Future[Any]] = {task} if woken is None else {task, woken}
+            done, _ = await asyncio.wait(waits, timeout=wait, return_when=FIRST_COMPLETED)
+            if task in done:
+                return _outcome_of(engine, task)
+            if woken is not None and woken.done():
+                assert wake is not None
+                wake.clear()
+                woken = None
+            if deadline is not None and time.monotonic() >= deadline:
+                assert limit is not None
+                why = f"timed out after {format_duration(limit)}"
+                break
+            if watch_abort and engine.store.abort_requested(engine.deploy_id):
+                who = engine.store.deploy(engine.deploy_id)["abort_requested"] or "an operator"
+                why = f"aborted by {who}"
+                engine._interrupted = "abort"
+                break
+            if watch_abort and engine._fired is not None and engine._fired[0].action == "rollback":
+                why = f"rollback trigger '{engine._fired[0].name}' fired"
+                engine._interrupted = "trigger"
+                break
+    finally:
+        if woken is not None:
+            woken.cancel()
     engine.reporter.line(f"{why}: stopping the step's work")
     task.cancel()
     bound = work.grace_s() + STOP_EXTRA_S

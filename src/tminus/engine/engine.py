@@ -44,7 +44,10 @@ from tminus.engine.specs import step_from_spec, step_spec
 from tminus.engine.triggers import (
     abort_requested,
     abort_wants_rollback,
+    catch_wake,
     on_trigger,
+    pause_requested,
+    release_wake,
     watch_triggers,
 )
 from tminus.plan.checks import CheckBase, CheckUse
@@ -81,6 +84,11 @@ class Engine:
         self.resolver.artifacts = self._artifact
         self._artifacts_cache: dict[str, dict[str, Any]] | None = None
         self._abort_checked = float("-inf")
+        self._pause_checked = float("-inf")
+        #: Set by the wake (SIGUSR1 after an abort request, :func:`triggers.catch_wake`): the
+        #: step supervisor waits on it beside the step, so an abort needs no poll to be seen.
+        #: Made in the runner's loop (:meth:`_as_runner`); None outside a run.
+        self.wake: asyncio.Event | None = None
         #: Set by :func:`~tminus.engine.attempt.supervise` when it stopped a step: "abort" (an
         #: operator's abort, the work stopped) or "unconfirmed" (the work could not be confirmed
         #: stopped).
@@ -207,6 +215,8 @@ class Engine:
         self._loop_thread = threading.get_ident()
         if self.handover_on_sigterm:
             self._loop.add_signal_handler(signal.SIGTERM, self._request_handover)
+        self.wake = asyncio.Event()
+        woken = catch_wake(self, self._loop)
         beat = asyncio.ensure_future(self._heartbeat())
         stop_sending = asyncio.Event()
         sender = asyncio.ensure_future(notify_pump(self, stop_sending))
@@ -218,6 +228,8 @@ class Engine:
             work.set_sink(None)
             if self.handover_on_sigterm:
                 self._loop.remove_signal_handler(signal.SIGTERM)
+            if woken:
+                release_wake(self._loop)
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             await self._fleet.close()
@@ -304,6 +316,11 @@ class Engine:
                 row = rows.get(node.key)
                 if row is None or row["state"] not in DONE_STEP_STATES:
                     return self._hand_over(node)
+            if node.kind in ("step", "phase_start"):
+                row = rows.get(node.key)
+                paused_by = pause_requested(self)
+                if paused_by and (row is None or row["state"] not in DONE_STEP_STATES):
+                    return self._pause_on_request(node, paused_by)
             fired = await on_trigger(self, node)
             if fired is not None:
                 return fired
@@ -369,6 +386,16 @@ class Engine:
         self.reporter.line(f"SIGTERM: pausing before {node.key}; a tminus serve resumes it")
         self._set_state(DeployState.PAUSED, HANDOVER_REASON)
         self._event("deploy.handed_over", HANDOVER_REASON, {"before": node.key}, key=node.key)
+        return DeployState.PAUSED
+
+    def _pause_on_request(self, node: Node, who: str) -> DeployState:
+        """Pause before ``node`` because a person asked (the API's pause): the step before it
+        finished; ``tminus resume`` (or the dashboard) goes on from here."""
+        reason = f"paused by {who} (requested); continue with: tminus resume {self.deploy_id}"
+        self.reporter.line(f"pause requested by {who}: pausing before {node.key}")
+        self.store.set_deploy(self.deploy_id, pause_requested=None)
+        self._set_state(DeployState.PAUSED, reason)
+        self._event("deploy.pause_honoured", reason, {"before": node.key, "by": who}, key=node.key)
         return DeployState.PAUSED
 
     def _finish_failed(self, reason: str) -> DeployState:

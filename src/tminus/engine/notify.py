@@ -123,6 +123,7 @@ def rule_rows(
             phase=phase,
             facts={k: resolver.mask(v) for k, v in (facts or {}).items()},
             at=now().isoformat(),
+            link=str(values["deploy"].get("link") or "") or None,
         )
         channels = rule.channels or list(plan.notifications.channels) or ["log"]
         for ch in channels:
@@ -295,6 +296,8 @@ async def deliver_due(
                         title = str(held["message"].get("title") or "")
                         out.append(Sent(ch, "held", f"rate limit {rate}: until {shown}", title))
                     break
+            if not store.take(int(r["id"]), owner, LEASE):
+                continue  # its lease ran out while the lane was busy: not ours to send now
             sent = await _send_one(store, owner, r, context)
             if rate is not None and sent.state == "sent":
                 window.append(now())
@@ -306,6 +309,16 @@ async def deliver_due(
 
 
 # --- the engine's side --------------------------------------------------------------------
+def deploy_link(store: Any, deploy_id: str) -> str | None:
+    """The deploy's page on the dashboard of a live ``tminus serve --url`` of the store."""
+    from datetime import timedelta
+
+    from tminus.engine.emergency import SERVER_ALIVE_S
+
+    url = store.dashboard_url(timedelta(seconds=SERVER_ALIVE_S))
+    return f"{url}/deploys/{deploy_id}" if url else None
+
+
 def _occurrence(engine: Engine, when: str) -> str:
     """How many times ``when`` was notified for this deploy, plus one (its occurrence)."""
     seen = engine.store.events(engine.deploy_id, types=("notify",))
@@ -325,6 +338,9 @@ def notify_rules(engine: Engine, when: str, text: str, occurrence: str | None = 
         engine.store.step_rows(engine.deploy_id),
         str(d.get("started_by") or ""),
     )
+    link = deploy_link(engine.store, engine.deploy_id)
+    if link:
+        context["deploy"] = {"link": link}
     rows = rule_rows(
         engine.plan,
         engine.deploy_id,
@@ -377,6 +393,7 @@ def step_notifier(engine: Engine, key: str) -> Callable[[str, str, list[str]], A
             text=engine._mask(text),
             severity=severity,
             at=now().isoformat(),
+            link=deploy_link(engine.store, engine.deploy_id),
         )
         rows = []
         for ch in channels:

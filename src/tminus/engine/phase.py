@@ -60,8 +60,8 @@ async def step_node(engine: Engine, node: Node, row: dict[str, Any] | None) -> D
         engine._notify_rules("approval_needed", f"{engine.deploy_id}: {outcome.waiting}")
         return DeployState.AWAITING_APPROVAL
     if outcome.pause:  # no verdict (missing data): pause, whatever on_failure says
-        if engine.store.abort_requested(engine.deploy_id):
-            return await engine.abort(rollback=False)
+        if engine.store.abort_requested(engine.deploy_id):  # a canary's hold saw it first
+            return await engine.abort(rollback=abort_wants_rollback(engine))
         return engine._pause(node, f"{engine._text(node.title)}: {outcome.pause}")
     if outcome.ok:
         return None

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from pathlib import Path
 from typing import Any
 
+from tminus.engine import emergency
 from tminus.engine.after_run import DEFAULT_ROLLBACK_WINDOW, retry_failed_hosts, rollback
+from tminus.engine.emergency import SERVER_ALIVE_S
 from tminus.engine.launch import (
     RunOptions,
     _confirm,
@@ -44,9 +45,6 @@ from tminus.plan.model import Plan
 from tminus.states import TERMINAL, DeployState, exit_code_for
 from tminus.steps.registry import implemented_kinds, kind_of
 from tminus.store.store import Store
-
-#: A serve process that beat within this many seconds is alive (it beats every second).
-SERVER_ALIVE_S = 10.0
 
 __all__ = [
     "DEFAULT_ROLLBACK_WINDOW",
@@ -298,62 +296,30 @@ def _who_continues(store: Store, deploy_id: str) -> str:
     return f"continue with: tminus resume {deploy_id}"
 
 
-def _abortable(d: dict[str, Any], deploy_id: str) -> None:
-    if d["state"] == DeployState.SUCCEEDED:
-        raise NotResumable(
-            f"deploy {deploy_id}: the abort arrived after the deploy succeeded; "
-            "nothing was stopped",
-            hint=f"to undo it, run a new deploy (see tminus log {deploy_id})",
-        )
-    if DeployState(d["state"]) in TERMINAL:
-        raise NotResumable(f"deploy {deploy_id} has ended ({d['state']}); nothing to abort")
-
-
-def _request_abort(
-    store: Store, deploy_id: str, rollback: bool, person: str, audit: dict[str, Any] | None
-) -> None:
-    store.set_deploy(
-        deploy_id,
-        abort_requested=person,
-        event="deploy.abort_requested",
-        message=f"abort requested by {person}" + (" (rollback)" if rollback else ""),
-        event_data={"rollback": rollback, "by": person} | (audit or {}),
-    )
-
-
 def request_abort_of_live(
     store: Store, deploy_id: str, rollback: bool, person: str, audit: dict[str, Any] | None
 ) -> str | None:
-    """The API's abort: when a live runner drives the deploy, record the request (the runner
-    stops its current step and rolls back if asked) and say so; None when no runner is alive
-    (then ``tminus abort`` must run: the server starts it in a worker)."""
-    d = store.deploy(deploy_id)
-    _abortable(d, deploy_id)
-    if not runner_liveness(d).alive:
-        return None
-    _request_abort(store, deploy_id, rollback, person, audit)
-    return _abort_requested_text(d, rollback)
-
-
-def _abort_requested_text(d: dict[str, Any], rollback: bool) -> str:
-    where = "" if d["host"] == socket.gethostname() else f" on {d['host']}"
-    return (
-        f"abort requested; the runner (pid {d['runner_pid']}{where}) stops its current step "
-        "within a second" + (" and rolls back" if rollback else "")
-    )
+    """The API's abort: when a live runner drives the deploy, record the request and wake
+    the runner (it stops its current step at once when it runs on this host, and rolls back
+    if asked) and say so; None when no runner is alive (then ``tminus abort`` must run: the
+    server starts it in a worker). See :mod:`tminus.engine.emergency`."""
+    return emergency.request_abort_of_live(store, deploy_id, rollback, person, audit)
 
 
 def abort(deploy_id: str, rollback: bool, opts: RunOptions) -> tuple[int, str]:
+    """``tminus abort`` in this process: a live runner is asked (and woken); with none, what
+    a dead one left running is killed and the deploy is stopped here (rolled back first
+    with ``rollback``). The CLI first tries :func:`tminus.engine.emergency.quick_abort`."""
     store = Store(opts.state_url)
     d, plan = _load_deploy(store, deploy_id)
-    _abortable(d, deploy_id)
+    emergency.abortable(d, deploy_id)
     live = runner_liveness(d)
     if live.alive:
-        _request_abort(store, deploy_id, rollback, opts.operator, None)
-        return 0, _abort_requested_text(d, rollback)
+        woken = emergency.record_abort(store, d, rollback, opts.operator, None)
+        return 0, emergency.abort_requested_text(d, rollback, woken)
     # No live runner: kill what a dead one left running, then stop the deploy here.
     _kill_orphans(store, d, live, opts.operator)
-    _request_abort(store, deploy_id, rollback, opts.operator, None)
+    emergency.record_abort(store, d, rollback, opts.operator, None)
     overrides, selection = split_overrides(d["overrides"])
     reporter = make_reporter(opts.quiet)
     engine = _engine(store, plan, d["plan_path"], deploy_id, opts, reporter, overrides, selection)

@@ -9,6 +9,7 @@ from tminus.engine.liveness import runner_liveness, shown_state
 from tminus.engine.program import split_overrides
 from tminus.engine.success import metric_states
 from tminus.plan.loader import load_plan_text
+from tminus.plan.model import Plan
 from tminus.steps.registry import is_fleet_kind
 from tminus.store.store import Store
 
@@ -32,7 +33,7 @@ def host_table(store: Store, deploy_id: str, steps: dict[str, dict[str, Any]]) -
             for h, rec in hosts.items():
                 table.setdefault(h, {})[key] = str((rec or {}).get("status", "?"))
     excluded: dict[str, str] = {}
-    for e in store.events(deploy_id):
+    for e in store.events(deploy_id, types=("host.excluded", "host.result")):
         data = e["data"] or {}
         if e["type"] == "host.excluded" and data.get("host"):
             excluded[str(data["host"])] = str(data.get("by") or "")
@@ -68,9 +69,16 @@ def tolerated_failures(steps: dict[str, dict[str, Any]]) -> list[dict[str, str]]
     return out
 
 
-def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
-    d = store.deploy(deploy_id)
-    plan = load_plan_text(d["plan_text"], d["plan_path"], semantic=False).plan
+def deploy_status(
+    store: Store, deploy_id: str, *, loaded: tuple[dict[str, Any], Plan | None] | None = None
+) -> dict[str, Any]:
+    """What ``tminus status`` shows of a deploy. ``loaded``: its row and plan, when the caller
+    has read them already (the dashboard), so they are not read and parsed twice."""
+    if loaded is not None:
+        d, plan = loaded
+    else:
+        d = store.deploy(deploy_id)
+        plan = load_plan_text(d["plan_text"], d["plan_path"], semantic=False).plan
     _, selection = split_overrides(d["overrides"])
     phase_rows = store.phase_rows(deploy_id)
     steps = store.step_rows(deploy_id)
@@ -160,13 +168,22 @@ def deploy_status(store: Store, deploy_id: str) -> dict[str, Any]:
         # hosts a fleet step's max_fail tolerated: the step succeeded, these hosts did not
         "failed_hosts": tolerated_failures(steps),
         # per success metric: measured (result), pending (due_at), cancelled, not yet, no check
-        "success_metrics": metric_states(plan, store.events(deploy_id), str(d["state"])),
+        "success_metrics": metric_states(
+            plan, _metric_events(store, deploy_id, plan), str(d["state"])
+        ),
         "maintenance": {
             "total_s": total,
             "on_now": any(w["off_at"] is None for w in windows),
             "windows": [{"on_at": w["on_at"], "off_at": w["off_at"]} for w in windows],
         },
     }
+
+
+def _metric_events(store: Store, deploy_id: str, plan: Plan | None) -> list[dict[str, Any]]:
+    """The events that record success metrics (none to read when the plan has none)."""
+    if plan is None or not plan.success_metrics:
+        return []
+    return store.events(deploy_id, types=("metric.scheduled", "metric.measured", "summary"))
 
 
 def _notifications(store: Store, deploy_id: str) -> dict[str, Any]:

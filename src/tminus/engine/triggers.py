@@ -1,5 +1,7 @@
 """What interrupts a forward run from outside: the plan's rollback triggers, watched while
-the phases they cover run, and the operator's abort request, read at step boundaries."""
+the phases they cover run, and the operator's abort request, read at step boundaries and by
+the step supervisor; the wake (``SIGUSR1``, :mod:`tminus.engine.wake`) that makes the runner
+read an abort request at once instead of at its next poll."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tminus.clock import now
+from tminus.engine import wake
 from tminus.engine.attempt import ABORT_POLL_S
 from tminus.engine.rollback import run_rollback
 from tminus.engine.specs import _jsonable
@@ -17,7 +20,14 @@ if TYPE_CHECKING:
     from tminus.engine.engine import Engine
     from tminus.engine.program import Node
 
-__all__ = ["abort_requested", "abort_wants_rollback", "on_trigger", "watch_triggers"]
+__all__ = [
+    "abort_requested",
+    "abort_wants_rollback",
+    "catch_wake",
+    "on_trigger",
+    "release_wake",
+    "watch_triggers",
+]
 
 
 async def watch_triggers(engine: Engine) -> None:
@@ -87,7 +97,8 @@ async def on_trigger(engine: Engine, node: Node) -> DeployState | None:
 def abort_requested(engine: Engine) -> bool:
     """Has an operator asked to abort? Read at most every ABORT_POLL_S seconds, so a plan
     of many short steps does not pay a query per step; a step boundary after that reads
-    it, so an abort takes effect within ABORT_POLL_S plus the running step."""
+    it, so an abort takes effect within ABORT_POLL_S plus the running step. A wake
+    (:func:`catch_wake`) makes the next call read it at once."""
     t = time.monotonic()
     if t - engine._abort_checked < ABORT_POLL_S:
         return False
@@ -95,9 +106,45 @@ def abort_requested(engine: Engine) -> bool:
     return engine.store.abort_requested(engine.deploy_id)
 
 
+def pause_requested(engine: Engine) -> str | None:
+    """Who asked to pause before the next step (the API's pause), read at most every
+    ABORT_POLL_S seconds like the abort, and at once after a wake (the API wakes the runner
+    after recording the request; the supervisor does not stop the step for it: the running
+    step finishes first); None if nobody did."""
+    t = time.monotonic()
+    if t - engine._pause_checked < ABORT_POLL_S:
+        return None
+    engine._pause_checked = t
+    return engine.store.pause_requested(engine.deploy_id)
+
+
 def abort_wants_rollback(engine: Engine) -> bool:
     """Did the newest abort request ask for a rollback (``tminus abort --rollback``)?"""
-    for e in reversed(engine.store.events(engine.deploy_id)):
-        if e["type"] == "deploy.abort_requested":
-            return bool((e.get("data") or {}).get("rollback"))
-    return False
+    found = engine.store.events(engine.deploy_id, types=("deploy.abort_requested",))
+    return bool(found and (found[-1].get("data") or {}).get("rollback"))
+
+
+# --- the wake ---------------------------------------------------------------------------------
+
+
+def catch_wake(engine: Engine, loop: asyncio.AbstractEventLoop) -> bool:
+    """While the engine runs as the deploy's runner, SIGUSR1 (sent by ``tminus abort`` or the
+    API right after they recorded an abort request, :func:`tminus.engine.wake.wake_runner`)
+    makes the next :func:`abort_requested` read the store and wakes the step supervisor
+    (:func:`tminus.engine.attempt.supervise`), which stops the running step at once: a
+    ``wait``, a canary's hold, a command. False when no handler could be installed (not
+    the main thread): then nobody sends the signal (it is sent only to a process that
+    catches it) and the abort is noticed at the next poll, as on another host."""
+    return wake.catch(loop, lambda: _on_wake(engine))
+
+
+def _on_wake(engine: Engine) -> None:
+    engine._abort_checked = float("-inf")
+    engine._pause_checked = float("-inf")  # a pause request wakes too (the step goes on)
+    if engine.wake is not None:
+        engine.wake.set()
+
+
+def release_wake(loop: asyncio.AbstractEventLoop) -> None:
+    """The run is over: :func:`tminus.engine.wake.release`."""
+    wake.release(loop)

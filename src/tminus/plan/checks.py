@@ -39,6 +39,7 @@ __all__ = [
     "CheckRef",
     "CheckUse",
     "CommandCheck",
+    "DbHealthCheck",
     "FileCountCheck",
     "HaproxyCheck",
     "HttpCheck",
@@ -120,6 +121,40 @@ class SqlCheck(CheckBase):
     query: str
     params: SqlParams = Field(
         default_factory=new_dict, description="Values bound to the query's :name placeholders."
+    )
+
+
+#: ``db_health`` metrics (docs/checking.md, "Database health").
+DbHealthMetric = Literal[
+    "replication_lag",
+    "replication_lag_bytes",
+    "connections",
+    "lock_waits",
+    "longest_lock_wait",
+    "oldest_transaction",
+]
+
+
+class DbHealthCheck(CheckBase):
+    """A health metric of a PostgreSQL or MariaDB/MySQL database target: replication lag,
+    connection use, lock waits or the oldest open transaction (docs/checking.md)."""
+
+    source: Literal["db_health"]
+    database: Name
+    metric: DbHealthMetric = Field(
+        description="replication_lag (s), replication_lag_bytes, connections (fraction of "
+        "max_connections), lock_waits (sessions), longest_lock_wait (s), "
+        "oldest_transaction (s)."
+    )
+    measured_on: Literal["primary", "replica"] | None = Field(
+        None,
+        description="Replication metrics: whether the database target is the primary "
+        "(worst connected replica) or a replica (its own replay). Required for them.",
+    )
+    no_replica: Literal["inconclusive", "failed"] = Field(
+        "inconclusive",
+        description="Replication metrics: the result when no replica is connected (on a "
+        "primary) or the server is not a replica; never 0 s of lag.",
     )
 
 
@@ -240,6 +275,7 @@ BUILTIN_CHECK_MODELS: dict[str, type[CheckBase]] = {
     "probe": ProbeCheck,
     "no_data_loss": NoDataLossCheck,
     "verify_backup": BackupCheck,
+    "db_health": DbHealthCheck,
 }
 CHECK_SOURCES: tuple[str, ...] = tuple(BUILTIN_CHECK_MODELS)
 
@@ -274,6 +310,7 @@ Check = Annotated[
     | Annotated[ProbeCheck, Tag("probe")]
     | Annotated[NoDataLossCheck, Tag("no_data_loss")]
     | Annotated[BackupCheck, Tag("verify_backup")]
+    | Annotated[DbHealthCheck, Tag("db_health")]
     | _PLUGIN,
     Field(discriminator=Discriminator(PLUGINS.tag)),
 ]

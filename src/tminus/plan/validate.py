@@ -24,6 +24,7 @@ from tminus.plan._validate_refs import (
     _targets,
 )
 from tminus.plan._validate_vars import _deferred_durations, _variables
+from tminus.plan.lint_db_health import db_health_problems
 from tminus.plan.lint_secrets import secret_problems
 from tminus.plan.lint_shell import shell_problems
 from tminus.plan.lint_sql import sql_problems
@@ -54,5 +55,6 @@ def validate_plan(plan: Plan, data: Any = None) -> list[Problem]:
     _warnings(plan, steps, c)
     c.problems.extend(shell_problems(plan))
     c.problems.extend(sql_problems(plan))
+    c.problems.extend(db_health_problems(plan))
     c.problems.extend(secret_problems(plan, data))
     return c.problems

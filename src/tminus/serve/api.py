@@ -6,8 +6,9 @@ operations as the CLI, through the same engine functions.
   ``limit``), ``/deploys/{id}`` (what ``tminus status`` shows), ``/deploys/{id}/events``
   (``after``, ``limit``), ``/deploys/{id}/stream`` (SSE; ``Last-Event-ID`` resumes),
   ``/measurements``, ``/watch``, ``/artifacts``, ``/notifications``, ``/report``.
-- Actions (``POST``): ``approve``, ``promote``, ``confirm``, ``resume``, ``abort``,
-  ``rollback``; and ``POST /api/v1/plans/deploys`` starts a deploy of a plan file.
+- Actions (``POST``): ``approve``, ``promote``, ``confirm``, ``pause``, ``resume``, ``abort``,
+  ``rollback``; ``GET/POST /api/v1/plans`` lists and registers plans (by path or uploaded,
+  checked first), ``POST /api/v1/plans/{plan}/{environment}/deploys`` starts one.
 
 Who may do what is :mod:`tminus.serve.auth`'s business: every route here needs a caller, reads
 need *viewer* on the deploy's plan and environment, actions *operator*, approvals *approver*
@@ -28,7 +29,9 @@ store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -51,7 +54,22 @@ MAX_PAGE = 500
 #: SSE: a comment line when nothing happened for this long (proxies close idle streams).
 KEEPALIVE_S = 15.0
 
-router = APIRouter(prefix="/api/v1", tags=["deploys"])
+
+class Problem(BaseModel):
+    """Why a request was refused: the CLI's message (and hint, in the text)."""
+
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "A plan with errors (its problems), a bad request."},
+    401: {"model": Problem, "description": "No valid credentials."},
+    403: {"model": Problem, "description": "No grant covers this, or a CSRF check failed."},
+    404: {"model": Problem, "description": "No such deploy or plan."},
+    409: {"model": Problem, "description": "Refused by the engine (the CLI's message)."},
+}
+
+router = APIRouter(prefix="/api/v1", tags=["deploys"], responses=_ERRORS)
 
 
 def _server(request: Request) -> Server:
@@ -104,6 +122,78 @@ class ActionResult(BaseModel):
     running: bool = False
 
 
+class DeployBrief(BaseModel):
+    id: str
+    plan_name: str
+    environment: str
+    state: str
+    stored_state: str
+    reason: str | None
+    started_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    due_at: datetime | None
+
+
+class DeployList(BaseModel):
+    deploys: list[DeployBrief]
+    offset: int
+    limit: int
+
+
+class Event(BaseModel):
+    seq: int
+    ts: datetime
+    type: str
+    key: str | None
+    message: str | None
+    data: Any = None
+
+
+class EventPage(BaseModel):
+    events: list[Event]
+    next: int = Field(description="The `after` of the next page.")
+
+
+class PlanRow(BaseModel):
+    name: str
+    environment: str
+    path: str
+    description: str | None
+    registered_at: datetime
+    registered_by: str
+    may_start: bool
+
+
+class PlanList(BaseModel):
+    plans: list[PlanRow]
+
+
+class Registered(BaseModel):
+    name: str
+    environment: str
+    path: str
+
+
+class Notification(BaseModel):
+    id: int
+    key: str
+    channel: str
+    kind: str
+    state: str
+    attempts: int
+    detail: str | None
+    ref: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    title: str | None
+    when: str | None
+
+
+class NotificationList(BaseModel):
+    notifications: list[Notification]
+
+
 class ApproveBody(BaseModel):
     role: str = Field(description="The plan's role the person signs as.")
     comment: str | None = None
@@ -136,8 +226,16 @@ class RollbackBody(BaseModel):
     force: bool = False
 
 
+class RegisterBody(BaseModel):
+    path: str = Field(min_length=1, description="The plan file's path on the server.")
+
+
+class UploadBody(BaseModel):
+    filename: str = Field("plan.yaml", description="The plan's file name (for its problems).")
+    text: str = Field(min_length=1, description="The plan's text (YAML).")
+
+
 class StartBody(BaseModel):
-    plan: str = Field(description="The plan file's path, as the server sees it.")
     vars: dict[str, str] = Field(default_factory=dict)
     confirm: list[str] = Field(default_factory=list)
     reason: str | None = None
@@ -146,7 +244,7 @@ class StartBody(BaseModel):
 # --------------------------------------------------------------------------------- reads
 
 
-@router.get("/deploys")
+@router.get("/deploys", response_model=DeployList)
 async def list_deploys(
     request: Request,
     state: str | None = None,
@@ -158,18 +256,19 @@ async def list_deploys(
 ) -> JSONResponse:
     """Deploys newest first (those the caller may view), with their shown state."""
     from tminus.engine.liveness import shown_state
-    from tminus.serve.auth import allowed
+    from tminus.serve.auth import access
 
     store = _server(request).store
     rows = store.deploy_page(
         state=state, plan=plan, environment=environment, offset=offset, limit=limit
     )
+    mine = access(store, who)  # the grants read once, not once per plan on the page
     seen: dict[tuple[str, str], bool] = {}
     out = []
     for r in rows:
         key = (str(r["plan_name"]), str(r["environment"]))
         if key not in seen:
-            seen[key] = allowed(store, who, "viewer", *key)
+            seen[key] = mine.allows("viewer", *key)
         if seen[key]:
             out.append(_brief(r) | {"state": shown_state(r), "stored_state": r["state"]})
     return _json({"deploys": out, "offset": offset, "limit": limit})
@@ -183,7 +282,7 @@ def _brief(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/deploys/{deploy_id}")
+@router.get("/deploys/{deploy_id}", response_model=dict[str, Any])
 async def get_deploy(
     request: Request, deploy_id: str, who: Caller = Depends(caller)
 ) -> JSONResponse:
@@ -195,7 +294,7 @@ async def get_deploy(
     return _json(deploy_status(store, deploy_id))
 
 
-@router.get("/deploys/{deploy_id}/events")
+@router.get("/deploys/{deploy_id}/events", response_model=EventPage)
 async def get_events(
     request: Request,
     deploy_id: str,
@@ -214,7 +313,11 @@ def _event(e: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in e.items() if k != "deploy_id"}
 
 
-@router.get("/deploys/{deploy_id}/stream")
+@router.get(
+    "/deploys/{deploy_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The events, live."}},
+)
 async def stream(request: Request, deploy_id: str, who: Caller = Depends(caller)) -> Response:
     """The deploy's events as Server-Sent Events (``id`` = sequence number, ``data`` = the
     event as JSON, its ``type`` included; unnamed, so that one ``onmessage`` gets them all),
@@ -250,7 +353,7 @@ async def stream(request: Request, deploy_id: str, who: Caller = Depends(caller)
     )
 
 
-@router.get("/deploys/{deploy_id}/measurements")
+@router.get("/deploys/{deploy_id}/measurements", response_model=dict[str, Any])
 async def measurements(
     request: Request, deploy_id: str, who: Caller = Depends(caller)
 ) -> JSONResponse:
@@ -287,7 +390,7 @@ async def measurements(
     return _json({"weights": weights, "measurements": points, "events": marks})
 
 
-@router.get("/deploys/{deploy_id}/watch")
+@router.get("/deploys/{deploy_id}/watch", response_model=dict[str, Any])
 async def watch(request: Request, deploy_id: str, who: Caller = Depends(caller)) -> JSONResponse:
     """The post-deployment watch: its measurements and how it ended (the report's section)."""
     from tminus.report import sections
@@ -299,7 +402,7 @@ async def watch(request: Request, deploy_id: str, who: Caller = Depends(caller))
     return _json(sections.watch(plan, store.events(deploy_id)))
 
 
-@router.get("/deploys/{deploy_id}/artifacts")
+@router.get("/deploys/{deploy_id}/artifacts", response_model=dict[str, Any])
 async def artifacts(
     request: Request, deploy_id: str, who: Caller = Depends(caller)
 ) -> JSONResponse:
@@ -321,7 +424,7 @@ async def artifacts(
     return _json({"steps": out})
 
 
-@router.get("/deploys/{deploy_id}/notifications")
+@router.get("/deploys/{deploy_id}/notifications", response_model=NotificationList)
 async def notifications(
     request: Request, deploy_id: str, who: Caller = Depends(caller)
 ) -> JSONResponse:
@@ -348,7 +451,16 @@ async def notifications(
     return _json({"notifications": rows})
 
 
-@router.get("/deploys/{deploy_id}/report")
+@router.get(
+    "/deploys/{deploy_id}/report",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/html": {}, "text/markdown": {}, "application/json": {}},
+            "description": "The after-action report.",
+        }
+    },
+)
 async def report(
     request: Request,
     deploy_id: str,
@@ -366,7 +478,13 @@ async def report(
     return Response(text, media_type=f"{media}; charset=utf-8")
 
 
-@router.get("/deploys/{deploy_id}/runbook")
+@router.get(
+    "/deploys/{deploy_id}/runbook",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/html": {}, "text/markdown": {}}, "description": "The runbook."}
+    },
+)
 async def runbook(
     request: Request,
     deploy_id: str,
@@ -404,6 +522,12 @@ async def _run(request: Request, deploy_id: str, args: list[str], who: Caller) -
     after EARLY_S (202)."""
     server = _server(request)
     w = await server.run_for(deploy_id, args, who.person)
+    busy = server.workers.running.get(deploy_id)
+    if w is None and busy is not None:
+        # a run that just paused or ended may still be exiting: wait for it a little
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(busy.done), EARLY_S)
+        w = await server.run_for(deploy_id, args, who.person)
     if w is None:
         raise HTTPException(
             409,
@@ -517,6 +641,41 @@ async def resume(
     return await _run(request, deploy_id, args, who)
 
 
+@router.post("/deploys/{deploy_id}/pause", response_model=ActionResult)
+async def pause(request: Request, deploy_id: str, who: Caller = Depends(caller)) -> JSONResponse:
+    """Pause a running deploy before its next step: the step in flight finishes, the deploy
+    is *paused* (``tminus resume`` or the dashboard's resume goes on). Only a deploy whose
+    runner is alive can be asked (409 otherwise: nothing runs)."""
+    from tminus.engine.liveness import runner_liveness
+
+    store = _server(request).store
+    d = _deploy_row(store, deploy_id)
+    _may(store, who, "operator", d)
+    if d["state"] != "running" or not runner_liveness(d).alive:
+        raise HTTPException(
+            409,
+            f"deploy {deploy_id} is {d['state']}"
+            + ("" if d["state"] != "running" else " but its runner is not alive")
+            + ": only a running deploy is paused (a rollback is not paused half way)",
+        )
+    store.set_deploy(
+        deploy_id,
+        pause_requested=who.person,
+        event="deploy.pause_requested",
+        message=f"pause requested by {who.person}",
+        event_data=who.audit(),
+    )
+    _audit(store, deploy_id, who, "pause", {})
+    from tminus.engine import wake
+
+    wake.wake_runner(d)  # its next step boundary reads the request at once
+    return _result(
+        store,
+        deploy_id,
+        f"pause requested; the runner (pid {d['runner_pid']}) pauses before its next step",
+    )
+
+
 @router.post("/deploys/{deploy_id}/abort", response_model=ActionResult)
 async def abort(
     request: Request, deploy_id: str, body: AbortBody, who: Caller = Depends(caller)
@@ -563,23 +722,101 @@ async def rollback(
     return await _run(request, deploy_id, args, who)
 
 
-@router.post("/plans/deploys", response_model=ActionResult, status_code=201)
-async def start(request: Request, body: StartBody, who: Caller = Depends(caller)) -> JSONResponse:
-    """Start a deploy of a plan file: checked first (a plan with problems is a 422 with
-    them), registered due now, and run by the server at its next tick as the caller."""
+@router.get("/plans", response_model=PlanList)
+async def list_plans(request: Request, who: Caller = Depends(caller)) -> JSONResponse:
+    """The plans this server knows (those the caller may view)."""
+    from tminus.serve.auth import access
+
+    store = _server(request).store
+    mine = access(store, who)
+    rows = [
+        {
+            k: r[k]
+            for k in (
+                "name",
+                "environment",
+                "path",
+                "description",
+                "registered_at",
+                "registered_by",
+            )
+        }
+        | {"may_start": mine.allows("operator", r["name"], r["environment"])}
+        for r in store.registered_plans()
+        if mine.allows("viewer", r["name"], r["environment"])
+    ]
+    return _json({"plans": rows})
+
+
+@router.post("/plans", status_code=201, response_model=Registered)
+async def register_plan(
+    request: Request, body: RegisterBody, who: Caller = Depends(caller)
+) -> JSONResponse:
+    """Register a plan by its path on the server: checked first (a plan with errors is a 400
+    listing its problems, and is not registered); needs *operator* on the plan's name and
+    environment."""
+    from tminus.errors import PlanError
+    from tminus.serve.plans import load_checked, register_path
+
+    store = _server(request).store
+    try:
+        plan, _ = load_checked(body.path)
+        require(store, who, "operator", plan.name, plan.environment)
+        reg = register_path(store, body.path, who.person)
+    except PlanError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return _json({"name": reg.name, "environment": reg.environment, "path": reg.path}, 201)
+
+
+@router.post("/plans/upload", status_code=201, response_model=Registered)
+async def upload_plan(
+    request: Request, body: UploadBody, who: Caller = Depends(caller)
+) -> JSONResponse:
+    """Upload a plan's text: checked, kept as a private file under the state directory
+    (``serve/plans/``) and registered; needs *operator* on its name and environment."""
+    from tminus.errors import PlanError
+    from tminus.plan.loader import load_plan_text
+    from tminus.serve.plans import register_upload
+
+    server = _server(request)
+    loaded = load_plan_text(body.text, body.filename)
+    if loaded.plan is not None:
+        require(server.store, who, "operator", loaded.plan.name, loaded.plan.environment)
+    try:
+        reg = register_upload(server.store, server.state_dir, body.filename, body.text, who.person)
+    except PlanError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return _json({"name": reg.name, "environment": reg.environment, "path": reg.path}, 201)
+
+
+@router.post("/plans/{plan}/{environment}/deploys", response_model=ActionResult, status_code=201)
+async def start(
+    request: Request, plan: str, environment: str, body: StartBody, who: Caller = Depends(caller)
+) -> JSONResponse:
+    """Start a deploy of a registered plan: its file is read and checked again (a plan with
+    errors now is a 400), registered due now, and run by the server at its next tick, started
+    by the caller."""
     from tminus.engine.launch import RunOptions
     from tminus.engine.scheduling import schedule
     from tminus.errors import PlanError, TminusError
-    from tminus.plan.loader import load_plan
+    from tminus.serve.plans import load_checked
 
     server = _server(request)
     store = server.store
-    result = load_plan(body.plan)
-    if result.plan is None:
-        from tminus.plan.problems import format_problems
-
-        raise HTTPException(422, format_problems(result.problems))
-    require(store, who, "operator", result.plan.name, result.plan.environment)
+    require(store, who, "operator", plan, environment)
+    reg = store.registered_plan(plan, environment)
+    if reg is None:
+        raise HTTPException(404, f"no registered plan '{plan}' for environment '{environment}'")
+    try:
+        loaded, _ = load_checked(reg["path"])
+    except PlanError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if (loaded.name, loaded.environment) != (plan, environment):
+        raise HTTPException(
+            409,
+            f"{reg['path']} is now plan '{loaded.name}' for '{loaded.environment}': "
+            "register it again",
+        )
     opts = RunOptions(
         state_url=server.state_url,
         operator=who.person,
@@ -589,17 +826,18 @@ async def start(request: Request, body: StartBody, who: Caller = Depends(caller)
     )
     try:
         deploy_id, _ = schedule(
-            body.plan, None, opts, start_now=True, audit=who.audit(), store=store
+            reg["path"], None, opts, start_now=True, audit=who.audit(), store=store
         )
     except PlanError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
     except TminusError as exc:
         raise _refused(exc) from None
-    _audit(store, deploy_id, who, "start", {"plan": body.plan})
+    _audit(store, deploy_id, who, "start", {"plan": plan, "environment": environment})
     return _json(
         ActionResult(
             deploy=deploy_id,
-            message=f"deploy {deploy_id} of {body.plan} starts at the server's next tick",
+            message=f"deploy {deploy_id} of {plan} ({environment}) starts at the server's "
+            "next tick",
             state="scheduled",
         ).model_dump(),
         201,

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
-from tminus.serve.auth import Caller, allowed, csrf_token, page_caller
+from tminus.serve.auth import Caller, access, csrf_token, page_caller
 
 if TYPE_CHECKING:
     from jinja2 import Environment
+    from markupsafe import Markup
 
     from tminus.serve.server import Server
     from tminus.store import Store
@@ -43,6 +44,7 @@ _ACTIONS = {
     "approve": "approver",
     "promote": "approver",
     "confirm": "operator",
+    "pause": "operator",
     "resume": "operator",
     "abort": "operator",
     "rollback": "operator",
@@ -123,12 +125,13 @@ async def deploys(
         offset=max(0, page) * 50,
         limit=50,
     )
+    mine = access(store, who)  # the grants read once, not once per plan on the page
     seen: dict[tuple[str, str], bool] = {}
     shown = []
     for r in rows:
         key = (str(r["plan_name"]), str(r["environment"]))
         if key not in seen:
-            seen[key] = allowed(store, who, "viewer", *key)
+            seen[key] = mine.allows("viewer", *key)
         if seen[key]:
             shown.append(r | {"shown": shown_state(r), "countdown": _countdown(r)})
     return _page(
@@ -140,6 +143,7 @@ async def deploys(
         page=page,
         more=len(rows) == 50,
         may_start=_may_start(store, who),
+        plans=_startable(store, who),
     )
 
 
@@ -150,6 +154,18 @@ def _countdown(r: dict[str, Any]) -> str | None:
         return None
     left = (r["due_at"] - now()).total_seconds()
     return f"T-{_duration(left)}" if left > 0 else "due now"
+
+
+def _startable(store: Store, who: Caller) -> list[dict[str, Any]]:
+    """The registered plans the person may start."""
+    from tminus.serve.auth import access
+
+    mine = access(store, who)
+    return [
+        r
+        for r in store.registered_plans()
+        if mine.allows("operator", str(r["name"]), str(r["environment"]))
+    ]
 
 
 def _may_start(store: Store, who: Caller) -> bool:
@@ -166,8 +182,8 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
 
     d = store.deploy(deploy_id)
     plan_env = (str(d["plan_name"]), str(d["environment"]))
-    info = deploy_status(store, deploy_id)
     plan = load_plan_text(d["plan_text"], d["plan_path"], semantic=False).plan
+    info = deploy_status(store, deploy_id, loaded=(d, plan))
     mine_access = access(store, who)
     may = {a: mine_access.allows(p, *plan_env) for a, p in _ACTIONS.items()}
     roles = {n: list(r.people) for n, r in (plan.roles if plan else {}).items()}
@@ -178,13 +194,18 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
         for e in (plan.checklist if plan else [])
         if e.check is None and e.item not in confirmed
     ]
-    events = store.events(deploy_id)
+    # the log shows the newest events; the charts read only their own (a long watch's log
+    # is thousands of events: the page does not read them all)
+    events = store.events_tail(deploy_id, 200)
+    series = store.events(
+        deploy_id, types=("canary.weight", "analysis.measurement", "watch.measurement")
+    )
     weights = [
         {"at": e["ts"], "weight": (e["data"] or {}).get("weight")}
-        for e in events
+        for e in series
         if e["type"] == "canary.weight"
     ]
-    points = [e["data"] or {} for e in events if e["type"] == "analysis.measurement"]
+    points = [e["data"] or {} for e in series if e["type"] == "analysis.measurement"]
     eta = _eta(plan, info)
     # the steps in the order they ran (then those not started), without the phases' own
     # start and end records (the phases table shows those)
@@ -195,6 +216,8 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
     )
     ended = info["state"] in ("succeeded", "failed", "rolled_back", "aborted", "cancelled")
     return {
+        "timeline": _timeline(store, plan, d),
+        "watch": _watch(plan, series),
         "d": d,
         "info": info,
         "steps": steps,
@@ -204,7 +227,7 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
         "roles": roles,
         "my_roles": mine,
         "manual": manual,
-        "events": events[-200:],
+        "events": events,
         "last_seq": events[-1]["seq"] if events else 0,
         "weights": weights,
         "measurements": points[-200:],
@@ -213,6 +236,43 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
         "waiting": info["state"] in ("awaiting_approval", "awaiting_confirmation"),
         "paused": info["state"] in ("paused", "crashed"),
     }
+
+
+def _timeline(store: Store, plan: Any, d: dict[str, Any]) -> list[Markup]:
+    """The planned-versus-actual charts of the report (one per group of phases), drawn by
+    the report's own code (its text escaped there)."""
+    from markupsafe import Markup
+
+    from tminus.report import svg, timeline
+
+    phase_rows = store.phase_rows(str(d["id"]))
+    if not phase_rows:
+        return []
+    tl = timeline.build_timeline(plan, d, phase_rows, store.step_rows(str(d["id"])))
+    by_index = {p["index"]: p for p in tl["phases"]}
+    out = []
+    for n, group in enumerate(tl["groups"]):
+        phases = [by_index[i] for i in group]
+        title = "Phases of the window" if n == 0 else f"Delayed from phase {phases[0]['number']}"
+        out.append(Markup(svg.gantt(phases, title)))
+    return out
+
+
+def _watch(plan: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The watch's checks with their charts (the report's section)."""
+    from markupsafe import Markup
+
+    from tminus.report import sections, svg
+
+    w = sections.watch(plan, events)
+    return [
+        {
+            "check": c["check"],
+            "counts": ", ".join(f"{k}: {v}" for k, v in sorted(c["counts"].items())),
+            "chart": Markup(svg.watch_chart(c)),
+        }
+        for c in w["checks"]
+    ]
 
 
 def _eta(plan: Any, info: dict[str, Any]) -> dict[str, Any] | None:

@@ -109,7 +109,13 @@ def _default_text(plan: Plan, d: dict[str, Any], timer: dict[str, Any], t0: date
 
 
 def _notice(
-    plan: Plan, d: dict[str, Any], timer: dict[str, Any], at: datetime, events: list[Any]
+    plan: Plan,
+    d: dict[str, Any],
+    timer: dict[str, Any],
+    at: datetime,
+    events: list[Any],
+    link: str | None = None,
+    phase_rows: dict[int, dict[str, Any]] | None = None,
 ) -> Firing:
     data = timer.get("data") or {}
     rule = plan.notifications.rules[int(data["rule"])]
@@ -134,6 +140,17 @@ def _notice(
         return Firing("skipped", skip, [("notify.skipped", f"{data.get('shown')}: {skip}", None)])
     resolver = _resolver(plan, d)
     text = _default_text(plan, d, timer, t0)
+    context: dict[str, Any] = {"started_by": d["started_by"]}
+    phase = None
+    if kind == "during" and phase_rows is not None:
+        # An update during the deploy says where it is: its phase, ETA and downtime so far.
+        from tminus.engine.messages import engine_context
+
+        context |= engine_context(plan, phase_rows, {}, "")
+        running = [r for _, r in sorted(phase_rows.items()) if r.get("state") == "running"]
+        phase = str(running[-1]["name"]) if running else None
+    if link:
+        context["deploy"] = {"link": link}
     rows = rule_rows(
         plan,
         d["id"],
@@ -142,10 +159,11 @@ def _notice(
         occurrence=timer["key"],
         resolver=resolver,
         state=d["state"],
+        phase=phase,
         rules=[int(data["rule"])],
         title=f"{data.get('shown', '')}: {plan.name} ({plan.environment})",
         facts=_window_facts(plan, t0) | {"due": timer["due_at"].isoformat()},
-        context={"started_by": d["started_by"]},
+        context=context,
     )
     shown = rows[0]["message"]["text"] if rows else resolver.mask(text)
     record = {
@@ -258,13 +276,17 @@ async def fire(
     base: datetime | None,
     events: list[dict[str, Any]],
     state_dir: Path,
+    link: str | None = None,
+    phase_rows: dict[int, dict[str, Any]] | None = None,
 ) -> Firing:
-    """Fire ``timer`` of deploy row ``d`` (its plan loaded) at ``at``."""
+    """Fire ``timer`` of deploy row ``d`` (its plan loaded) at ``at``; ``link``: the deploy's
+    page on the dashboard, for notices; ``phase_rows``: its phases' records (a ``during``
+    update tells the phase, ETA and downtime so far from them)."""
     kind = timer["kind"]
     if kind in ("notice", "window_start", "during", "after_success"):
         if d["state"] in _ENDED and kind != "after_success":
             return Firing("skipped", f"the deploy is {d['state']}")
-        return _notice(plan, d, timer, at, events)
+        return _notice(plan, d, timer, at, events, link, phase_rows)
     if kind == "watch":
         return await _watch(plan, d, timer, at, base, state_dir, events)
     if kind == "metric":

@@ -161,8 +161,15 @@ class HttpServer:
 async def start_http(server: Server) -> HttpServer:
     """Serve the app on ``server.bind`` (HOST:PORT) in the running loop; the server's own
     signal handlers stay in place (uvicorn's are not installed)."""
+    import signal
+
     import uvicorn
 
+    # A client that leaves before its answer (a closed tab, a probe's timeout) makes a write
+    # fail: that must be an error of that connection, not SIGPIPE, whose default action (the
+    # CLI restores it, for `tminus log | head`) would kill the server. Workers get the default
+    # back (subprocess restores signals in the child).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     server.metrics = ServeMetrics(server)
     host, _, port = (server.bind or "").rpartition(":")
     config = uvicorn.Config(
@@ -176,7 +183,10 @@ async def start_http(server: Server) -> HttpServer:
 
     # The socket is bound here, so that a port in use is an OSError of ours (uvicorn would
     # exit the process from inside its task).
-    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
+    # TCP, and without it a keep-alive request waited ~40 ms (Nagle, the client's delayed ACK).
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((config.host, config.port))

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from tminus.clock import now
+from tminus.engine import wake
+from tminus.engine.emergency import CLI_KEY
 from tminus.plan.model import Plan
 from tminus.procfs import pid_token
 from tminus.serve.fire import LATE_S, fire
@@ -77,12 +79,15 @@ class Server:
         grace: float = 60.0,
         tick: float = TICK_S,
         trusted_header: str | None = None,
+        url: str | None = None,
     ) -> None:
         self.store = Store(state_url)
         self.state_url = self.store.url
         self.bind = bind
         #: The request header an authenticating proxy names the person in (None: not trusted).
         self.trusted_header = trusted_header
+        #: The dashboard's address as its users reach it (the link in notifications).
+        self.url = url.rstrip("/") if url else None
         self.grace = grace
         self.tick = tick
         pid = os.getpid()
@@ -92,6 +97,8 @@ class Server:
         self.state_dir = state_dir_of(self.store.url)
         self.workers = Workers(self.state_url, self.state_dir / "serve" / "logs")
         self.stopping = asyncio.Event()
+        #: Set by SIGUSR1 (a run handed over by the CLI): the loop ticks at once.
+        self.woken = asyncio.Event()
         self._plans: dict[str, Plan] = {}
         self._seen: dict[str, Any] = {}
         self._server_runs: set[str] = set()
@@ -123,35 +130,51 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        woken = wake.catch(loop, self.woken.set)  # SIGUSR1: a run was handed over, tick now
         http = None
         if self.bind:
             from tminus.serve.http import start_http
 
             http = await start_http(self)
-        self.store.server_beat(self.id, os.getpid(), self.bind)
+        self.store.server_beat(self.id, os.getpid(), self.bind, self.url)
         await self.workers.warm_up()
         _log(f"tminus serve {self.id}: store {self.store.safe_url}, http {self.bind or 'off'}")
         last_beat = now()
         try:
             while not self.stopping.is_set():
                 if abs((now() - last_beat).total_seconds()) >= 1.0:  # each second, or a jump
-                    self.store.server_beat(self.id, os.getpid(), self.bind)
+                    self.store.server_beat(self.id, os.getpid(), self.bind, self.url)
                     last_beat = now()
                 await self.tick_once()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.tick)
+                await self._wait_tick()
         finally:
+            if woken:
+                wake.release(loop)
             self.hub.close()  # open event streams end, so the HTTP server can stop
             await self._shutdown()
             if http is not None:
                 await http.stop()
         return 0
 
+    async def _wait_tick(self) -> None:
+        """Until the next tick, or sooner: the server stops, or is woken (SIGUSR1)."""
+        waits = {
+            asyncio.ensure_future(self.stopping.wait()),
+            asyncio.ensure_future(self.woken.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=self.tick, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        self.woken.clear()
+
     async def tick_once(self) -> None:
-        """One pass: plan, fire, drive, and deliver notifications (in the background).
-        Errors are logged, never fatal to the server."""
+        """One pass: runs handed over by the CLI, plan, fire, drive, and deliver notifications
+        (in the background). Errors are logged, never fatal to the server."""
         self.last_tick = now()
         try:
+            await self._take_requests()
             deploys = self.store.serve_deploys(now() - WATCH_HORIZON)
             self._plan(deploys)
             await self._fire()
@@ -282,6 +305,8 @@ class Server:
                 base=base_time_of(plan, phase_rows),
                 events=events,
                 state_dir=self.state_dir,
+                link=f"{self.url}/deploys/{d['id']}" if self.url else None,
+                phase_rows=phase_rows,
             )
         except Exception as exc:
             firing = None
@@ -375,6 +400,26 @@ class Server:
         asyncio.get_running_loop().create_task(self._watch_worker(deploy_id, key, w))
         return w
 
+    async def _take_requests(self) -> None:
+        """Runs the CLI handed to this server (``tminus rollback``/``abort`` from its host and
+        directory: :func:`tminus.engine.emergency.hand_off`), each in a worker as its person;
+        a request that is not one of those is refused (recorded on its row)."""
+        from tminus.engine.emergency import valid_request
+
+        for r in self.store.drive_requests(CLI_KEY):
+            data = r["data"] or {}
+            if data.get("server") != self.id:  # handed to another server (its directory)
+                continue
+            argv, person = data.get("argv"), str(data.get("person") or "tminus-serve")
+            if not isinstance(argv, list) or not valid_request(r["deploy_id"], argv):
+                self.store.withdraw_drive(
+                    r["deploy_id"], r["key"], "refused: not a run to hand over"
+                )
+                continue
+            await self._start_worker(
+                r["deploy_id"], r["key"], argv, f"handed over by {person}", person
+            )
+
     async def run_for(self, deploy_id: str, args: list[str], person: str) -> Any:
         """An API request's run (``tminus resume``, ``rollback``, ``abort``) of a deploy, as
         ``person``, in a worker: the Worker, or None if one already runs this deploy."""
@@ -391,7 +436,9 @@ class Server:
         code = w.done.result()
         last = self.workers.last_line(w)
         _log(f"{deploy_id}: worker exit {code}: {last}")
-        if code == 4:  # the plan's lock is held by another deploy: try again later
+        # the plan's lock is held: the server's own runs try again later (a run a person
+        # asked for, through the CLI or the API, is not retried behind their back)
+        if code == 4 and not key.startswith((CLI_KEY, "api:")):
             self.store.renew_drive(deploy_id, key, self.id, LOCKED_RETRY)
             self.store.event(
                 deploy_id,
@@ -462,10 +509,15 @@ class Server:
 
 
 def serve(
-    state_url: str | None, bind: str | None, grace: float, *, trusted_header: str | None = None
+    state_url: str | None,
+    bind: str | None,
+    grace: float,
+    *,
+    trusted_header: str | None = None,
+    url: str | None = None,
 ) -> int:
     """``tminus serve``: run until SIGTERM or SIGINT."""
-    server = Server(state_url, bind=bind, grace=grace, trusted_header=trusted_header)
+    server = Server(state_url, bind=bind, grace=grace, trusted_header=trusted_header, url=url)
     try:
         return asyncio.run(server.run())
     finally:

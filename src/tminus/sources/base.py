@@ -90,6 +90,7 @@ BUILTIN_SOURCES: dict[str, str] = {
     "prometheus": "tminus.sources.prometheus",
     "haproxy": "tminus.sources.haproxy",
     "probe": "tminus.sources.probe",
+    "db_health": "tminus.sources.db_health",
 }
 
 

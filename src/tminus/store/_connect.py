@@ -31,7 +31,7 @@ from tminus.files import default_state_url
 __all__ = ["HEAD_REVISION", "StoreBase"]
 
 #: The newest Alembic revision of the schema; a test pins it to the migrations directory.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 #: The key of the PostgreSQL advisory lock held while the schema is created or upgraded
 #: ("tminus" in ASCII). Advisory locks are per database, so stores never wait on each other.

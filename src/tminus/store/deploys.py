@@ -128,6 +128,13 @@ class DeploysMixin(EventsMixin):
         with self._read() as conn:
             return bool(conn.execute(_ABORT_REQUESTED, {"d": deploy_id}).scalar())
 
+    def pause_requested(self, deploy_id: str) -> str | None:
+        """Who asked the deploy's runner to pause before its next step, or None."""
+        with self._read() as conn:
+            return conn.execute(
+                select(t.deploys.c.pause_requested).where(t.deploys.c.id == deploy_id)
+            ).scalar()
+
     def latest_deploy(self) -> dict[str, Any] | None:
         with self._read() as conn:
             row = (

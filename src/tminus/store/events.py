@@ -79,6 +79,20 @@ class EventsMixin(StoreBase):
         with self._read() as conn:
             return [_row(r) for r in conn.execute(q).mappings()]
 
+    def events_tail(self, deploy_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The deploy's newest ``limit`` events, oldest first (a page's log: one index range,
+        not the whole log of a deploy with a long watch)."""
+        q = (
+            select(t.events)
+            .where(t.events.c.deploy_id == deploy_id)
+            .order_by(t.events.c.seq.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            rows = [_row(r) for r in conn.execute(q).mappings()]
+        rows.reverse()
+        return rows
+
     def last_event_seq(self) -> int:
         """The newest event's sequence number in the whole store (0 when there is none): what
         the server's event streams poll, one cheap query for every open stream."""

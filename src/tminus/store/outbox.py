@@ -120,6 +120,25 @@ class OutboxMixin(EventsMixin):
             ).mappings()
             return [_row(r) for r in rows]
 
+    def take(self, row_id: int, owner: str, lease: timedelta) -> bool:
+        """Just before sending a claimed row: renew ``owner``'s lease from now, only if it still
+        holds it (its lease not run out, the row still pending). False: another sender may
+        have it now, so this one must not send it (a message late in a slow lane would
+        otherwise be sent by two senders)."""
+        at = now()
+        with self.tx(count=False) as conn:
+            res = conn.execute(
+                update(t.outbox)
+                .where(
+                    t.outbox.c.id == row_id,
+                    t.outbox.c.lease_owner == owner,
+                    t.outbox.c.lease_until >= at,
+                    t.outbox.c.state == "pending",
+                )
+                .values(lease_until=at + lease)
+            )
+            return bool(res.rowcount)
+
     def settle(
         self,
         row_id: int,

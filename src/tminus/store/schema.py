@@ -61,11 +61,15 @@ deploys = Table(
     Column("overrides", JSON, nullable=False, default=dict),
     Column("rollback_plan", JSON),
     Column("abort_requested", String(200)),
+    # 0006: who asked the runner to pause before its next step (the API's pause)
+    Column("pause_requested", String(200)),
     Column("fault_at", DateTime(timezone=True)),
     # 0002: the runner's liveness (see tminus.engine.liveness)
     Column("heartbeat_at", DateTime(timezone=True)),
     Column("runner_token", String(40)),
     UniqueConstraint("plan_name", "seq", name="uq_deploys_plan_seq"),
+    # 0006: the deploy list (newest first, a page at a time: the API and the dashboard)
+    Index("ix_deploys_created", "created_at", "id"),
 )
 
 steps = Table(
@@ -211,6 +215,9 @@ servers = Table(
     Column("host", String(200), nullable=False),
     Column("pid", Integer, nullable=False),
     Column("bind", String(200)),
+    # 0006: the dashboard's address as its users reach it (`tminus serve --url`): the link
+    # in notifications
+    Column("url", Text),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
     Column("stopped_at", DateTime(timezone=True)),
@@ -281,4 +288,19 @@ auth_keys = Table(
     Column("name", String(40), primary_key=True),
     Column("value", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# 0006: the plans a `tminus serve` knows (registered by path or uploaded; checked when
+# registered): one row per (name, environment), the newest registration wins. A deploy started
+# from the API or the dashboard reads the file at ``path`` again (checked again).
+plans = Table(
+    "plans",
+    metadata,
+    Column("name", String(120), primary_key=True),
+    Column("environment", String(120), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("plan_hash", String(64), nullable=False),
+    Column("description", Text),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("registered_by", String(200), nullable=False),
 )

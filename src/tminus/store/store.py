@@ -20,7 +20,8 @@ its upgrade, the ``tx`` transactions and commit counting), :mod:`.events` (the e
 :mod:`.steps` (steps, phases, compensations), :mod:`.runners` (the runner, its heartbeat,
 process records), :mod:`.locks` (plan locks and takeovers), :mod:`.timers` (the durable timers and
 servers of ``tminus serve``), :mod:`.outbox` (notifications recorded before they are
-sent), :mod:`.access` (the API's tokens and grants, the session key) and :mod:`.status` (the
+sent), :mod:`.access` (the API's tokens and grants, the session key), :mod:`.plans` (the plans a
+server knows) and :mod:`.status` (the
 reads of the public status page). :class:`Store` joins them.
 """
 
@@ -31,6 +32,7 @@ from tminus.store._connect import HEAD_REVISION
 from tminus.store.access import AccessMixin
 from tminus.store.locks import TERMINAL_STATES, HolderCheck, LocksMixin
 from tminus.store.outbox import OutboxMixin
+from tminus.store.plans import PlansMixin
 from tminus.store.runners import RunnersMixin
 from tminus.store.status import StatusMixin
 from tminus.store.steps import StepsMixin
@@ -46,6 +48,13 @@ __all__ = [
 
 
 class Store(
-    LocksMixin, StepsMixin, RunnersMixin, TimersMixin, OutboxMixin, AccessMixin, StatusMixin
+    LocksMixin,
+    StepsMixin,
+    RunnersMixin,
+    TimersMixin,
+    OutboxMixin,
+    AccessMixin,
+    StatusMixin,
+    PlansMixin,
 ):
     """All reads and writes of tminus state."""

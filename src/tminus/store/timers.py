@@ -227,6 +227,35 @@ class TimersMixin(EventsMixin):
             )
             return res.rowcount == 1
 
+    def drive_requests(self, prefix: str) -> list[dict[str, Any]]:
+        """Runs asked of any server (``drive`` rows whose key starts with ``prefix``, pending
+        and never claimed: ``tminus rollback``/``abort`` handed over by the CLI), oldest
+        first. A server takes one with :meth:`claim_drive` under its key."""
+        q = select(t.timers).where(
+            t.timers.c.state == "pending",
+            t.timers.c.kind == DRIVE,
+            t.timers.c.attempts == 0,  # never claimed (a claim released stays claimed once)
+            t.timers.c.key.startswith(prefix, autoescape=True),
+        )
+        with self._read() as conn:
+            rows = conn.execute(q.order_by(t.timers.c.due_at, t.timers.c.id)).mappings()
+            return [_row(r) for r in rows]
+
+    def withdraw_drive(self, deploy_id: str, key: str, reason: str = "withdrawn") -> bool:
+        """Cancel a run asked of the servers that none has claimed yet; False once one has."""
+        with self.tx(count=False) as conn:
+            res = conn.execute(
+                update(t.timers)
+                .where(
+                    t.timers.c.deploy_id == deploy_id,
+                    t.timers.c.key == key,
+                    t.timers.c.state == "pending",
+                    t.timers.c.attempts == 0,
+                )
+                .values(state="cancelled", outcome=reason, fired_at=now())
+            )
+            return res.rowcount == 1
+
     def renew_drive(self, deploy_id: str, key: str, owner: str, lease: timedelta) -> bool:
         """Extend ``owner``'s claim while its worker runs; False if it lost the claim."""
         with self.tx(count=False) as conn:
@@ -332,14 +361,17 @@ class TimersMixin(EventsMixin):
         return {"pending": int(pending), "late": int(late)}
 
     # --- servers ------------------------------------------------------------------------------
-    def server_beat(self, server_id: str, pid: int, bind: str | None) -> None:
-        """Record (or refresh) a serve process of this store."""
+    def server_beat(
+        self, server_id: str, pid: int, bind: str | None, url: str | None = None
+    ) -> None:
+        """Record (or refresh) a serve process of this store (``url``: its dashboard's
+        address as its users reach it, for the links in notifications)."""
         at = now()
         with self.tx(count=False) as conn:
             res = conn.execute(
                 update(t.servers)
                 .where(t.servers.c.id == server_id)
-                .values(heartbeat_at=at, stopped_at=None)
+                .values(heartbeat_at=at, stopped_at=None, url=url)
             )
             if res.rowcount == 0:
                 conn.execute(
@@ -348,6 +380,7 @@ class TimersMixin(EventsMixin):
                         host=socket.gethostname(),
                         pid=pid,
                         bind=bind,
+                        url=url,
                         started_at=at,
                         heartbeat_at=at,
                     )
@@ -358,6 +391,14 @@ class TimersMixin(EventsMixin):
             conn.execute(
                 update(t.servers).where(t.servers.c.id == server_id).values(stopped_at=now())
             )
+
+    def dashboard_url(self, max_age: timedelta) -> str | None:
+        """The address of the dashboard of a live server of this store that was told one
+        (``tminus serve --url``), without a trailing slash; None if none was."""
+        for s in self.live_servers(max_age):
+            if s.get("url"):
+                return str(s["url"]).rstrip("/")
+        return None
 
     def live_servers(self, max_age: timedelta) -> list[dict[str, Any]]:
         """Serve processes that beat within ``max_age`` and did not stop."""

@@ -32,11 +32,17 @@ async function send(form, resultEl) {
   resultEl.className = "result";
   let res, data;
   try {
-    res = await fetch(form.dataset.action, {
+    const body = bodyOf(form);
+    let action = form.dataset.action;
+    if (action.includes("{plan}")) {  // the start form: the plan chosen is in the path
+      action = action.replace("{plan}", body.plan.split("/").map(encodeURIComponent).join("/"));
+      delete body.plan;
+    }
+    res = await fetch(action, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-      body: JSON.stringify(bodyOf(form)),
+      body: JSON.stringify(body),
     });
     data = await res.json().catch(() => ({}));
   } catch (err) {
@@ -50,11 +56,16 @@ async function send(form, resultEl) {
   if (res.ok && data.deploy && form.id === "start-form") {
     window.location.href = "/deploys/" + encodeURIComponent(data.deploy);
   }
+  if (res.ok && form.id === "register-form") {
+    resultEl.textContent = "registered " + data.name + " (" + data.environment + ")";
+    window.setTimeout(() => window.location.reload(), 600);
+  }
 }
 
 function wireForms() {
   for (const form of document.querySelectorAll("form[data-action]")) {
-    const resultEl = document.getElementById(form.id === "start-form" ? "start-result" : "action-result");
+    const resultEl = document.getElementById(
+      form.id === "start-form" || form.id === "register-form" ? "start-result" : "action-result");
     form.addEventListener("submit", (ev) => { ev.preventDefault(); send(form, resultEl); });
   }
 }
