@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,36 @@ def test_server_weights_fit_haproxy_range() -> None:
     assert max(w.values()) <= 256 and min(w.values()) >= 1
     share = sum(w[s] for s in big["b"]) / sum(w.values())
     assert 0.005 < share < 0.02
+
+
+def test_an_urgent_split_moves_traffic_before_the_config_check(
+    hap: HaproxyServer, tmp_path: Path
+) -> None:
+    """``urgent`` (a rollback's restore): the runtime change comes first and ``haproxy -c``
+    after; a normal change checks first. The router's ``haproxy`` is a wrapper that takes 1.5 s
+    for each check, so the order shows in the weights read while ``set_weights`` still runs.
+    Mutation: ``urgent`` ignored (the check before the runtime call in both cases): the urgent
+    restore is not seen until the check is over, and this fails."""
+    slow = tmp_path / "slow-haproxy"
+    slow.write_text(f'#!/bin/sh\nsleep 1.5\nexec {hap.binary} "$@"\n')
+    slow.chmod(0o755)
+    r = router(hap.router_config(haproxy=str(slow)), "lb")
+
+    async def seen_during(weights: dict[str, int], urgent: bool) -> dict[str, int]:
+        task = asyncio.ensure_future(r.set_weights(weights, urgent=urgent))
+        await asyncio.sleep(0.6)  # the runtime call takes milliseconds; the check 1.5 s
+        assert not task.done()
+        mid = await r.get_weights()
+        await task
+        return dict(mid)
+
+    async def go() -> tuple[dict[str, int], dict[str, int]]:
+        forward = await seen_during({"stable": 50, "canary": 50}, urgent=False)
+        back = await seen_during({"stable": 100, "canary": 0}, urgent=True)
+        return forward, back
+
+    forward, back = asyncio.run(go())
+    assert forward == {"stable": 100, "canary": 0}  # checked first: nothing changed yet
+    assert back == {"stable": 100, "canary": 0}  # urgent: already back
+    assert asyncio.run(r.get_weights()) == {"stable": 100, "canary": 0}
+    assert "weight 0  # pool canary" in hap.config.read_text()  # persisted after the check

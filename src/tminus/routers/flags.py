@@ -37,8 +37,8 @@ class FlagRouter:
     def pools(self) -> list[str]:
         return [self.off_pool, self.on_pool]
 
-    async def set_weights(self, weights: Mapping[str, int]) -> None:
-        split = check_weights(weights, self.pools())
+    async def set_weights(self, weights: Mapping[str, int], *, urgent: bool = False) -> None:
+        split = check_weights(weights, self.pools())  # one write, nothing to check first
         try:
             await self.store.update(self.flag, percentage=split[self.on_pool], enabled=True)
         except FlagStoreError as exc:

@@ -15,7 +15,8 @@ kept in step with the config file so that a restart keeps them.
   (``weight N``; a drained pool is written as ``weight 0``, HAProxy's config form of "no
   load-balanced traffic"; ``disabled`` is removed from servers made ready). Every other byte of
   the file stays as it was. The rewrite is checked with ``haproxy -c`` first when the current
-  file passes that check.
+  file passes that check; for an ``urgent`` change (traffic back to safety) after the runtime
+  call, so that the check is not on the rollback's critical path.
 - Cookie routing: ``cookie_map`` is a map file the config's ``use_backend`` rule reads (see
   docs/routers.md); its ``route`` entry names the backend that serves requests carrying the
   cookie. tminus sets it with ``set map``/``add map``/``del map`` and writes the file too.
@@ -227,7 +228,11 @@ class Haproxy:
         }
         return split_percent(amounts)
 
-    async def set_weights(self, weights: Mapping[str, int]) -> None:
+    async def set_weights(self, weights: Mapping[str, int], *, urgent: bool = False) -> None:
+        """The split in one runtime call, the config file rewritten to match. The rewrite is
+        checked with ``haproxy -c`` (~30 ms) before the runtime call, or, ``urgent`` (traffic
+        back to safety), after it: the traffic moves first, and a rewrite that fails the
+        check is not written (a RouterError says the split is live, the file not)."""
         split = check_weights(weights, self.pools())
         per_server = server_weights(split, self.pool_servers)
         ready = {srv: split[p] > 0 for p, srvs in self.pool_servers.items() for srv in srvs}
@@ -236,7 +241,7 @@ class Haproxy:
             for servers in self.pool_servers.values():
                 for srv in servers:
                     self._state(before, srv)  # every server must exist
-            new_config = await self._checked_config(per_server, ready)
+            new_config = None if urgent else await self._checked_config(per_server, ready)
             commands: list[str] = []
             for srv, w in per_server.items():
                 if ready[srv]:
@@ -252,6 +257,14 @@ class Haproxy:
                     f"HAProxy refused the change ({'; '.join(errors)}); the previous weights "
                     "and states are back"
                 )
+            if urgent:
+                try:
+                    new_config = await self._checked_config(per_server, ready)
+                except RouterError as exc:
+                    raise RouterError(
+                        f"the new split is live, but {self.config} was not rewritten: {exc}",
+                        hint="a restart of HAProxy would bring back the old weights",
+                    ) from None
             if new_config is not None and self.config is not None:
                 try:
                     _atomic_write(self.config, new_config)

@@ -233,7 +233,9 @@ class Nginx:
         weights, _route = self._read_state()
         return weights
 
-    async def set_weights(self, weights: Mapping[str, int]) -> None:
+    async def set_weights(self, weights: Mapping[str, int], *, urgent: bool = False) -> None:
+        # ``urgent`` changes nothing here: nginx takes a new split only through a reload of a
+        # config that passes its own check.
         split = check_weights(weights, self.pools())
         async with self._locked():
             await self._apply(split, self._current_route())

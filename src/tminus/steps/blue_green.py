@@ -137,7 +137,7 @@ class BlueGreenKind(StepKindBase):
             await ro.router.set_cookie_route(None)
         after = await ro.router.get_weights()
         if after.get(step.idle) != 100:
-            await ro.router.set_weights(before)
+            await ro.router.set_weights(before, urgent=True)
             err = f"the router reports {after} after the switch, not 100% on {step.idle}"
             return StepOutcome(False, ro.output, err, artifacts)
         window = step.rollback_window

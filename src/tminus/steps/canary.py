@@ -348,7 +348,7 @@ class CanaryKind(StepKindBase):
         detected = result.detected_at or time.time()
         error: str | None = None
         try:
-            await ro.router.set_weights({step.stable: 100, step.canary: 0})
+            await ro.router.set_weights({step.stable: 100, step.canary: 0}, urgent=True)
         except Exception as exc:  # still record what happened; the compensation retries
             error = f"{type(exc).__name__}: {exc}"
         restored = time.time()

@@ -187,7 +187,7 @@ class TrafficKind(StepKindBase):
         if "snapshot" in record and restore is not None:
             await restore(record["snapshot"])  # exactly as it was (a flags router)
         else:
-            await router.set_weights(weights)
+            await router.set_weights(weights, urgent=True)
         after = await router.get_weights()
         if after != weights:
             return StepOutcome(
