@@ -282,7 +282,8 @@ def test_plans_are_checked_when_registered_and_uploaded(serve_env: Serve) -> Non
     """A plan with errors is not registered: its problems (file:line:column) are the 400; an
     uploaded plan is kept as a private file under the state directory and can be started;
     an unknown plan is a 404; a registered file that changed into errors is a 400 at start.
-    Mutation: ``register_path`` without ``load_checked``: the broken plan is registered."""
+    Mutation: ``_passed`` in serve/plans.py not refusing a plan with errors: no 400 with the
+    problems (the broken plan reaches the registration, a 500)."""
     s = serve_env
     admin = _token(s, "admin")
     _grant(s, "admin", "operator")

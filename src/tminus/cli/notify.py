@@ -41,31 +41,10 @@ def notifications(deploy: str, resend: int | None, output: str, state_url: str |
         store.event(deploy, "notify.resend", f"message {resend} to {row['channel']} queued again")
         click.echo(f"message {resend} to {row['channel']} queued again")
         return
-    rows = store.outbox(deploy)
     if output == "json":
-        echo_json(
-            [
-                {
-                    k: r[k]
-                    for k in (
-                        "id",
-                        "key",
-                        "channel",
-                        "kind",
-                        "state",
-                        "attempts",
-                        "detail",
-                        "ref",
-                        "created_at",
-                        "sent_at",
-                        "next_at",
-                    )
-                }
-                | {"title": r["message"].get("title"), "when": r["message"].get("when")}
-                for r in rows
-            ]
-        )
+        echo_json(store.outbox_listing(deploy))
         return
+    rows = store.outbox(deploy)
     if not rows:
         click.echo(f"deploy {deploy}: no notifications")
         return

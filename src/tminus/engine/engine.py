@@ -312,15 +312,14 @@ class Engine:
         for node in self.program:
             if node.kind in ("step", "phase_start") and abort_requested(self):
                 return await self.abort(rollback=abort_wants_rollback(self))
-            if node.kind in ("step", "phase_start") and self.handover_requested:
-                row = rows.get(node.key)
-                if row is None or row["state"] not in DONE_STEP_STATES:
-                    return self._hand_over(node)
             if node.kind in ("step", "phase_start"):
                 row = rows.get(node.key)
-                paused_by = pause_requested(self)
-                if paused_by and (row is None or row["state"] not in DONE_STEP_STATES):
-                    return self._pause_on_request(node, paused_by)
+                if row is None or row["state"] not in DONE_STEP_STATES:
+                    if self.handover_requested:
+                        return self._hand_over(node)
+                    paused_by = pause_requested(self)
+                    if paused_by:
+                        return self._pause_on_request(node, paused_by)
             fired = await on_trigger(self, node)
             if fired is not None:
                 return fired

@@ -31,14 +31,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
 
+from tminus.serve.api_models import (
+    AbortBody,
+    ActionResult,
+    ApproveBody,
+    ConfirmBody,
+    DeployList,
+    EventPage,
+    NotificationList,
+    PlanList,
+    Problem,
+    PromoteBody,
+    RegisterBody,
+    Registered,
+    ResumeBody,
+    RollbackBody,
+    StartBody,
+    UploadBody,
+)
 from tminus.serve.auth import Caller, caller, require
 
 if TYPE_CHECKING:
@@ -51,14 +67,11 @@ __all__ = ["EARLY_S", "router"]
 EARLY_S = 2.0
 #: The longest page of deploys or events.
 MAX_PAGE = 500
+#: The largest offset or sequence number a request may give (a 64-bit column's range;
+#: schemathesis found that a larger one reached SQLite as an OverflowError, a 500).
+MAX_INT = 2**62
 #: SSE: a comment line when nothing happened for this long (proxies close idle streams).
 KEEPALIVE_S = 15.0
-
-
-class Problem(BaseModel):
-    """Why a request was refused: the CLI's message (and hint, in the text)."""
-
-    detail: str
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -108,139 +121,6 @@ def _audit(store: Store, deploy_id: str, who: Caller, action: str, detail: dict[
     )
 
 
-# --------------------------------------------------------------------------------- models
-
-
-class ActionResult(BaseModel):
-    """What an action did: its message (the CLI's), and for a run in a worker its exit code
-    (None while it still runs: follow ``/deploys/{id}/stream``)."""
-
-    deploy: str
-    message: str
-    state: str
-    exit_code: int | None = None
-    running: bool = False
-
-
-class DeployBrief(BaseModel):
-    id: str
-    plan_name: str
-    environment: str
-    state: str
-    stored_state: str
-    reason: str | None
-    started_by: str
-    created_at: datetime
-    finished_at: datetime | None
-    due_at: datetime | None
-
-
-class DeployList(BaseModel):
-    deploys: list[DeployBrief]
-    offset: int
-    limit: int
-
-
-class Event(BaseModel):
-    seq: int
-    ts: datetime
-    type: str
-    key: str | None
-    message: str | None
-    data: Any = None
-
-
-class EventPage(BaseModel):
-    events: list[Event]
-    next: int = Field(description="The `after` of the next page.")
-
-
-class PlanRow(BaseModel):
-    name: str
-    environment: str
-    path: str
-    description: str | None
-    registered_at: datetime
-    registered_by: str
-    may_start: bool
-
-
-class PlanList(BaseModel):
-    plans: list[PlanRow]
-
-
-class Registered(BaseModel):
-    name: str
-    environment: str
-    path: str
-
-
-class Notification(BaseModel):
-    id: int
-    key: str
-    channel: str
-    kind: str
-    state: str
-    attempts: int
-    detail: str | None
-    ref: str | None
-    created_at: datetime
-    sent_at: datetime | None
-    title: str | None
-    when: str | None
-
-
-class NotificationList(BaseModel):
-    notifications: list[Notification]
-
-
-class ApproveBody(BaseModel):
-    role: str = Field(description="The plan's role the person signs as.")
-    comment: str | None = None
-
-
-class PromoteBody(BaseModel):
-    role: str | None = Field(
-        None,
-        description="The role to sign as; default: the first role of the plan the person is in.",
-    )
-    comment: str | None = None
-
-
-class ConfirmBody(BaseModel):
-    items: list[str] = Field(min_length=1, description="Manual checklist items (text or id).")
-
-
-class ResumeBody(BaseModel):
-    action: Literal["continue", "retry", "skip", "rollback"] = "continue"
-    exclude_hosts: list[str] = Field(default_factory=list)
-
-
-class AbortBody(BaseModel):
-    rollback: bool = False
-
-
-class RollbackBody(BaseModel):
-    phases: list[str] = Field(default_factory=list)
-    reason: str | None = None
-    force: bool = False
-
-
-class RegisterBody(BaseModel):
-    path: str = Field(min_length=1, description="The plan file's path on the server.")
-
-
-class UploadBody(BaseModel):
-    filename: str = Field("plan.yaml", description="The plan's file name (for its problems).")
-    text: str = Field(min_length=1, description="The plan's text (YAML).")
-
-
-class StartBody(BaseModel):
-    vars: dict[str, str] = Field(default_factory=dict)
-    confirm: list[str] = Field(default_factory=list)
-    reason: str | None = None
-
-
 # --------------------------------------------------------------------------------- reads
 
 
@@ -250,7 +130,7 @@ async def list_deploys(
     state: str | None = None,
     plan: str | None = None,
     environment: str | None = None,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     who: Caller = Depends(caller),
 ) -> JSONResponse:
@@ -298,7 +178,7 @@ async def get_deploy(
 async def get_events(
     request: Request,
     deploy_id: str,
-    after: int = Query(0, ge=0, description="Events after this sequence number."),
+    after: int = Query(0, ge=0, le=MAX_INT, description="Events after this sequence number."),
     limit: int = Query(200, ge=1, le=MAX_PAGE),
     who: Caller = Depends(caller),
 ) -> JSONResponse:
@@ -327,7 +207,7 @@ async def stream(request: Request, deploy_id: str, who: Caller = Depends(caller)
     _may(store, who, "viewer", _deploy_row(store, deploy_id))
     start = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     try:
-        after = max(0, int(start))
+        after = min(max(0, int(start)), MAX_INT)
     except ValueError:
         raise HTTPException(400, "Last-Event-ID must be an event's sequence number") from None
     hub = server.hub
@@ -431,23 +311,7 @@ async def notifications(
     """Every message of the deploy: channel, state, attempts, the receiver's last answer."""
     store = _server(request).store
     _may(store, who, "viewer", _deploy_row(store, deploy_id))
-    keys = (
-        "id",
-        "key",
-        "channel",
-        "kind",
-        "state",
-        "attempts",
-        "detail",
-        "ref",
-        "created_at",
-        "sent_at",
-    )
-    rows = [
-        {k: r.get(k) for k in keys}
-        | {"title": r["message"].get("title"), "when": r["message"].get("when")}
-        for r in store.outbox(deploy_id)
-    ]
+    rows = store.outbox_listing(deploy_id)
     return _json({"notifications": rows})
 
 
@@ -552,26 +416,43 @@ async def _run(request: Request, deploy_id: str, args: list[str], who: Caller) -
     return _result(server.store, deploy_id, last, exit_code=code)
 
 
-@router.post("/deploys/{deploy_id}/approve", response_model=ActionResult)
-async def approve(
-    request: Request, deploy_id: str, body: ApproveBody, who: Caller = Depends(caller)
+def _sign(
+    request: Request, deploy_id: str, who: Caller, role: str | None, comment: str | None, act: str
 ) -> JSONResponse:
-    """Sign off as ``role``: the plan's rule (the person in the role's people; separation of
-    duties) applies as on the CLI. A canary holding its weight takes it as a promotion."""
+    """An approval as ``role`` (for a promotion without one: the first role of the plan the
+    person is in), through ``runner.approve``: the plan's signer rule and separation of
+    duties apply as on the CLI."""
     from tminus.engine import runner
     from tminus.errors import TminusError
 
     store = _server(request).store
     d = _deploy_row(store, deploy_id)
     _may(store, who, "approver", d)
+    if role is None:
+        from tminus.plan.loader import load_plan_text
+
+        plan = load_plan_text(d["plan_text"], d["plan_path"], semantic=False).plan
+        mine = [n for n, r in (plan.roles if plan else {}).items() if who.person in r.people]
+        if not mine:
+            raise HTTPException(403, f"{who.person} is in no role of the plan: say which role")
+        role = mine[0]
     try:
         message = runner.approve(
-            deploy_id, body.role, who.person, body.comment, None, store=store, audit=who.audit()
+            deploy_id, role, who.person, comment, None, store=store, audit=who.audit()
         )
     except TminusError as exc:
         raise _refused(exc) from None
-    _audit(store, deploy_id, who, "approve", {"role": body.role})
+    _audit(store, deploy_id, who, act, {"role": role})
     return _result(store, deploy_id, message)
+
+
+@router.post("/deploys/{deploy_id}/approve", response_model=ActionResult)
+async def approve(
+    request: Request, deploy_id: str, body: ApproveBody, who: Caller = Depends(caller)
+) -> JSONResponse:
+    """Sign off as ``role``: the plan's rule (the person in the role's people; separation of
+    duties) applies as on the CLI. A canary holding its weight takes it as a promotion."""
+    return _sign(request, deploy_id, who, body.role, body.comment, "approve")
 
 
 @router.post("/deploys/{deploy_id}/promote", response_model=ActionResult)
@@ -579,28 +460,7 @@ async def promote(
     request: Request, deploy_id: str, body: PromoteBody, who: Caller = Depends(caller)
 ) -> JSONResponse:
     """Promote a canary holding its weight (an approval given while it holds)."""
-    from tminus.engine import runner
-    from tminus.errors import TminusError
-    from tminus.report.data import load_deploy
-
-    store = _server(request).store
-    d = _deploy_row(store, deploy_id)
-    _may(store, who, "approver", d)
-    role = body.role
-    if role is None:
-        _, plan = load_deploy(store, deploy_id)
-        mine = [n for n, r in (plan.roles if plan else {}).items() if who.person in r.people]
-        if not mine:
-            raise HTTPException(403, f"{who.person} is in no role of the plan: say which role")
-        role = mine[0]
-    try:
-        message = runner.approve(
-            deploy_id, role, who.person, body.comment, None, store=store, audit=who.audit()
-        )
-    except TminusError as exc:
-        raise _refused(exc) from None
-    _audit(store, deploy_id, who, "promote", {"role": role})
-    return _result(store, deploy_id, message)
+    return _sign(request, deploy_id, who, body.role, body.comment, "promote")
 
 
 @router.post("/deploys/{deploy_id}/confirm", response_model=ActionResult)
@@ -756,15 +616,15 @@ async def register_plan(
     listing its problems, and is not registered); needs *operator* on the plan's name and
     environment."""
     from tminus.errors import PlanError
-    from tminus.serve.plans import load_checked, register_path
+    from tminus.serve.plans import check_path, record
 
-    store = _server(request).store
+    server = _server(request)
     try:
-        plan, _ = load_checked(body.path)
-        require(store, who, "operator", plan.name, plan.environment)
-        reg = register_path(store, body.path, who.person)
+        checked = check_path(body.path)
     except PlanError as exc:
         raise HTTPException(400, str(exc)) from None
+    require(server.store, who, "operator", checked.plan.name, checked.plan.environment)
+    reg = record(server.store, server.state_dir, checked, who.person)
     return _json({"name": reg.name, "environment": reg.environment, "path": reg.path}, 201)
 
 
@@ -775,17 +635,15 @@ async def upload_plan(
     """Upload a plan's text: checked, kept as a private file under the state directory
     (``serve/plans/``) and registered; needs *operator* on its name and environment."""
     from tminus.errors import PlanError
-    from tminus.plan.loader import load_plan_text
-    from tminus.serve.plans import register_upload
+    from tminus.serve.plans import check_upload, record
 
     server = _server(request)
-    loaded = load_plan_text(body.text, body.filename)
-    if loaded.plan is not None:
-        require(server.store, who, "operator", loaded.plan.name, loaded.plan.environment)
     try:
-        reg = register_upload(server.store, server.state_dir, body.filename, body.text, who.person)
+        checked = check_upload(body.filename, body.text)
     except PlanError as exc:
         raise HTTPException(400, str(exc)) from None
+    require(server.store, who, "operator", checked.plan.name, checked.plan.environment)
+    reg = record(server.store, server.state_dir, checked, who.person)
     return _json({"name": reg.name, "environment": reg.environment, "path": reg.path}, 201)
 
 

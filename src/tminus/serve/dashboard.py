@@ -122,7 +122,7 @@ async def deploys(
         state=state or None,
         plan=plan or None,
         environment=environment or None,
-        offset=max(0, page) * 50,
+        offset=min(max(0, page), 10**9) * 50,
         limit=50,
     )
     mine = access(store, who)  # the grants read once, not once per plan on the page

@@ -3,8 +3,11 @@ datetimes, and dicts to JSON-ready data for event payloads."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import Connection, Table, select
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -23,3 +26,10 @@ def _row(row: Any) -> dict[str, Any]:
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
+
+
+def keys_present(conn: Connection, table: Table, deploy_id: str, keys: Iterable[str]) -> set[str]:
+    """Which of ``keys`` the deploy has rows for in ``table`` (its ``key`` column is the
+    idempotency key of the timers and of the outbox: a key recorded again inserts nothing)."""
+    q = select(table.c.key).where(table.c.deploy_id == deploy_id, table.c.key.in_(list(keys)))
+    return set(conn.execute(q).scalars())

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, insert, or_, select, update
 
 from tminus.clock import now
 from tminus.store import schema as t
-from tminus.store._rows import _row
+from tminus.store._rows import _row, keys_present
 from tminus.store.events import EventsMixin
 
 __all__ = ["OutboxMixin", "insert_outbox"]
@@ -36,14 +36,7 @@ def insert_outbox(conn: Connection, deploy_id: str, rows: list[dict[str, Any]]) 
     if not rows:
         return 0
     at = now()
-    have = set(
-        conn.execute(
-            select(t.outbox.c.key).where(
-                t.outbox.c.deploy_id == deploy_id,
-                t.outbox.c.key.in_([r["key"] for r in rows]),
-            )
-        ).scalars()
-    )
+    have = keys_present(conn, t.outbox, deploy_id, (r["key"] for r in rows))
     new = [r for r in rows if r["key"] not in have]
     if new:
         conn.execute(
@@ -236,6 +229,17 @@ class OutboxMixin(EventsMixin):
                 select(t.outbox).where(t.outbox.c.deploy_id == deploy_id).order_by(t.outbox.c.id)
             ).mappings()
             return [_row(r) for r in rows]
+
+    def outbox_listing(self, deploy_id: str) -> list[dict[str, Any]]:
+        """The deploy's messages as ``tminus notifications --output json`` and the API list
+        them: each row's delivery state and the message's title and ``when``."""
+        keys = ("id", "key", "channel", "kind", "state", "attempts", "detail", "ref")
+        times = ("created_at", "sent_at", "next_at")
+        return [
+            {k: r[k] for k in (*keys, *times)}
+            | {"title": r["message"].get("title"), "when": r["message"].get("when")}
+            for r in self.outbox(deploy_id)
+        ]
 
     def thread_ref(self, deploy_id: str, channel: str) -> str | None:
         """The receiver's reference of the first message delivered to ``channel`` for the

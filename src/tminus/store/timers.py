@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tminus.clock import now
 from tminus.store import schema as t
-from tminus.store._rows import _row
+from tminus.store._rows import _row, keys_present
 from tminus.store.events import EventsMixin
 from tminus.store.outbox import insert_outbox
 
@@ -48,14 +48,7 @@ class TimersMixin(EventsMixin):
         if not specs:
             return 0
         with self.tx(count=False) as conn:
-            have = set(
-                conn.execute(
-                    select(t.timers.c.key).where(
-                        t.timers.c.deploy_id == deploy_id,
-                        t.timers.c.key.in_([s["key"] for s in specs]),
-                    )
-                ).scalars()
-            )
+            have = keys_present(conn, t.timers, deploy_id, (s["key"] for s in specs))
             new = [s for s in specs if s["key"] not in have]
             if new:
                 conn.execute(
