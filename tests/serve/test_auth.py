@@ -47,6 +47,7 @@ from tests.serve.conftest import free_port
 from tminus import clock
 from tminus.security import hash_token, new_token
 from tminus.serve import auth
+from tminus.serve import login as login_page
 from tminus.serve.auth import CSRF_COOKIE, SESSION_COOKIE, Caller
 from tminus.store.store import Store
 
@@ -66,7 +67,7 @@ def make_app(store: Store, trusted_header: str | None = None) -> FastAPI:
     """A tiny app protected the way the API and the dashboard are."""
     app = FastAPI()
     auth.configure(app, store, trusted_header=trusted_header)
-    app.include_router(auth.router)
+    app.include_router(login_page.router)
 
     @app.get("/deploys/{plan}/{env}")
     async def view(

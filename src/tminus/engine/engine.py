@@ -32,9 +32,10 @@ from tminus.engine.checking import run_check
 from tminus.engine.gates import approvals, checklist, phase_start
 from tminus.engine.liveness import HEARTBEAT_S
 from tminus.engine.maintenance import maintenance_off_for
-from tminus.engine.notify import answer_required, notify_rules, required_gate, step_notifier
-from tminus.engine.notify import flush as notify_flush
-from tminus.engine.notify import pump as notify_pump
+from tminus.engine.delivery import flush as notify_flush
+from tminus.engine.delivery import pump as notify_pump
+from tminus.engine.notify import notify_rules, step_notifier
+from tminus.engine.required import answer_required, required_gate
 from tminus.engine.phase import phase_end, step_node, summary, verify
 from tminus.engine.program import Node, build_program
 from tminus.engine.reporter import Reporter

@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import importlib.util
 import json
 import re
@@ -44,8 +43,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import HTTPException, Request
 
 from tminus.clock import now
 from tminus.security import MIN_TOKEN_BYTES, hash_token, verify_token
@@ -65,11 +63,15 @@ __all__ = [
     "access",
     "allowed",
     "caller",
+    "config_of",
     "configure",
     "csrf_token",
+    "form_field",
+    "live_token",
+    "new_session",
     "page_caller",
     "require",
-    "router",
+    "same_origin",
 ]
 
 SESSION_COOKIE = "tminus_session"
@@ -120,7 +122,7 @@ def configure(app: Any, store: Store, *, trusted_header: str | None = None) -> N
     app.state.tminus_auth = _Config(store, trusted_header)
 
 
-def _config(request: Request) -> _Config:
+def config_of(request: Request) -> _Config:
     cfg = getattr(request.app.state, "tminus_auth", None)
     if not isinstance(cfg, _Config):
         raise RuntimeError("tminus.serve.auth.configure(app, store) was not called")
@@ -168,13 +170,13 @@ def _caller(request: Request, person: str, via: str) -> Caller:
 async def caller(request: Request) -> Caller:
     """The person making the request (a FastAPI dependency): 401 without valid credentials,
     403 for an unsafe request of a browser session that fails the CSRF checks."""
-    cfg = _config(request)
+    cfg = config_of(request)
     authorization = request.headers.get("authorization")
     if authorization is not None:
         scheme, _, presented = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise _unauthorized("the Authorization header must be 'Bearer TOKEN'")
-        row = _live_token(cfg.store, presented.strip())
+        row = live_token(cfg.store, presented.strip())
         if row is None:
             raise _unauthorized("the token is not valid (unknown or revoked)")
         return _caller(request, row["person"], "token")
@@ -212,7 +214,7 @@ async def page_caller(request: Request) -> Caller:
         ) from None
 
 
-def _live_token(store: Store, presented: str) -> dict[str, Any] | None:
+def live_token(store: Store, presented: str) -> dict[str, Any] | None:
     """The token row ``presented`` stands for, if it exists and is not revoked; its use is
     recorded (at most once a minute)."""
     if not MIN_TOKEN_BYTES <= len(presented) <= _MAX_TOKEN:
@@ -233,7 +235,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _new_session(cfg: _Config, token: dict[str, Any]) -> tuple[str, str]:
+def new_session(cfg: _Config, token: dict[str, Any]) -> tuple[str, str]:
     """A session cookie for ``token``'s person, and its CSRF token."""
     nonce = secrets.token_urlsafe(16)
     expires = int((now() + SESSION_TTL).timestamp())
@@ -278,7 +280,7 @@ def csrf_token(request: Request) -> str:
     """The CSRF token a page of this request puts in its forms (field ``csrf_token``) or
     sends as ``X-CSRF-Token``; empty when the request has no session nor trusted header (a
     Bearer client needs none)."""
-    cfg = _config(request)
+    cfg = config_of(request)
     if cfg.trusted_header is not None:
         person = valid_person(request.headers.get(cfg.trusted_header) or "")
         if person is not None and request.headers.get("authorization") is None:
@@ -290,7 +292,7 @@ def csrf_token(request: Request) -> str:
     return cfg.sign("csrf", f"session|{data['n']}")
 
 
-async def _form_field(request: Request, name: str) -> str | None:
+async def form_field(request: Request, name: str) -> str | None:
     """A field of a form body (urlencoded; multipart too when python-multipart is there)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
@@ -312,7 +314,7 @@ def _netloc(url_or_host: str, scheme: str) -> str:
     return host[: -len(default)] if default and host.endswith(default) else host
 
 
-def _same_origin(request: Request) -> str | None:
+def same_origin(request: Request) -> str | None:
     """Why the request is not from a page of this server, or None if it is: its Origin (or
     else its Referer) must name the Host it was sent to."""
     host = request.headers.get("host")
@@ -339,10 +341,10 @@ async def _check_unsafe(
     """CSRF checks of an unsafe request authenticated by the browser (session or header)."""
     if request.method in _SAFE_METHODS:
         return
-    why = _same_origin(request)
+    why = same_origin(request)
     if why is not None:
         raise _forbidden(f"cross-site request refused: {why}")
-    presented = request.headers.get(CSRF_HEADER) or await _form_field(request, CSRF_FIELD)
+    presented = request.headers.get(CSRF_HEADER) or await form_field(request, CSRF_FIELD)
     if not presented:
         raise _forbidden(
             f"CSRF token missing: send it as the {CSRF_HEADER} header or the {CSRF_FIELD} field"
@@ -404,99 +406,3 @@ def require(store: Store, caller: Caller, permission: str, plan: str, environmen
     held = access(store, caller)
     if not held.allows(permission, plan, environment):
         raise _forbidden(held.why_not(permission, plan, environment))
-
-
-# --- the login page -----------------------------------------------------------------------------
-router = APIRouter()
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>tminus: log in</title>
-<style>
-body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}
-input[type=password]{{width:100%;padding:.5rem;box-sizing:border-box;font-family:monospace}}
-button{{margin-top:1rem;padding:.5rem 1.5rem}} .error{{color:#b00020}}
-</style></head><body>
-<h1>tminus</h1>
-<p>Paste your API token (made with <code>tminus tokens create --person NAME</code>).</p>
-{error}
-<form method="post" action="/login">
-<label for="token">Token</label>
-<input type="password" id="token" name="token" autocomplete="off" required autofocus>
-<input type="hidden" name="next" value="{next}">
-<button type="submit">Log in</button>
-</form>
-</body></html>
-"""
-
-_PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "Referrer-Policy": "same-origin",
-}
-
-
-def _local_next(value: str | None) -> str:
-    """Where to go after logging in: a path of this server, never another site."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    if any(ord(c) < 0x20 for c in value):
-        return "/"
-    return value
-
-
-def _login_page(next_path: str, error: str | None = None, status: int = 200) -> HTMLResponse:
-    shown = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    body = _PAGE.format(error=shown, next=html.escape(_local_next(next_path), quote=True))
-    return HTMLResponse(body, status_code=status, headers=_PAGE_HEADERS)
-
-
-@router.get("/login", include_in_schema=False)
-async def login_form(request: Request) -> HTMLResponse:
-    return _login_page(request.query_params.get("next") or "/")
-
-
-@router.post("/login", include_in_schema=False)
-async def login(request: Request) -> Response:
-    """Exchange a token pasted in the form for a session cookie (and its CSRF cookie)."""
-    cfg = _config(request)
-    next_path = _local_next(await _form_field(request, "next"))
-    why = _same_origin(request)
-    if why is not None:  # a login forced on a victim from another site (login CSRF)
-        return _login_page(next_path, f"cross-site login refused: {why}", 403)
-    presented = (await _form_field(request, "token") or "").strip()
-    row = _live_token(cfg.store, presented) if presented else None
-    if row is None:
-        return _login_page(next_path, "That token is not valid (unknown or revoked).", 401)
-    cookie, csrf = _new_session(cfg, row)
-    response = RedirectResponse(next_path, status_code=303)
-    secure = request.url.scheme == "https"
-    age = int(SESSION_TTL.total_seconds())
-    response.set_cookie(
-        SESSION_COOKIE, cookie, max_age=age, httponly=True, samesite="strict", secure=secure
-    )
-    # Readable by the page's script (double submit: it sends it back as X-CSRF-Token).
-    response.set_cookie(
-        CSRF_COOKIE, csrf, max_age=age, httponly=False, samesite="strict", secure=secure
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-@router.post("/logout", include_in_schema=False)
-async def logout(request: Request) -> Response:
-    """End the browser's session (CSRF-checked): its cookies are cleared. A copy of the
-    cookie stays valid until it expires or its token is revoked (sessions are not stored)."""
-    try:
-        await caller(request)
-    except HTTPException as exc:
-        if exc.status_code != 401:
-            raise
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
-    response.delete_cookie(CSRF_COOKIE, samesite="strict")
-    return response

@@ -16,7 +16,7 @@ no server ran) is per kind, and always said in the outcome and the event:
 
 A notice's messages are recorded in the outbox (one per channel of its rule), with a
 ``notify`` event; they are then delivered by the server's outbox pass
-(:func:`tminus.engine.notify.deliver_due`), which records what each receiver answered.
+(:func:`tminus.engine.delivery.deliver_due`), which records what each receiver answered.
 """
 
 from __future__ import annotations

@@ -117,10 +117,10 @@ def make_app(server: Server) -> Any:
     )
     app.state.server = server
     metrics = server.metrics
-    from tminus.serve import api, auth, dashboard, status_page
+    from tminus.serve import api, auth, dashboard, login, status_page
 
     auth.configure(app, server.store, trusted_header=server.trusted_header)
-    app.include_router(auth.router)
+    app.include_router(login.router)
     app.include_router(api.router)
     app.include_router(dashboard.router)
     app.include_router(status_page.router)  # public: no caller required
