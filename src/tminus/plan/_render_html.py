@@ -77,6 +77,12 @@ def _block(block: Block) -> str:
     if isinstance(block, Para):
         return f"<p>{inline(block.text)}</p>"
     if isinstance(block, Fields):
+        if block.inline:
+            facts = " · ".join(
+                f'<span class="fact"><strong>{_e(k)}:</strong> {inline(v)}</span>'
+                for k, v in block.items
+            )
+            return f'<p class="fields-inline">{facts}</p>'
         pairs = "".join(f"<dt>{_e(k)}</dt><dd>{inline(v)}</dd>" for k, v in block.items)
         return f'<dl class="fields">{pairs}</dl>'
     if isinstance(block, Items):

@@ -84,6 +84,8 @@ def _block(block: Block) -> list[str]:
     if isinstance(block, Para):
         return [inline(block.text).strip()]
     if isinstance(block, Fields):
+        if block.inline:
+            return [" · ".join(f"**{label}:** {_line(value)}" for label, value in block.items)]
         return [f"- **{label}:** {_line(value)}" for label, value in block.items]
     if isinstance(block, Items):
         return _items(block.items, block.ordered)

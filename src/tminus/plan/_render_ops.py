@@ -3,7 +3,7 @@ procedures, troubleshooting, risk register, contacts, maintenance windows, healt
 
 from __future__ import annotations
 
-from tminus.plan._render_parts import CHECK_HEADERS, check_rows, step_item, step_label, who
+from tminus.plan._render_parts import CHECK_HEADERS, check_rows, dur, step_item, who
 from tminus.plan._runbook import (
     Code,
     Fields,
@@ -15,10 +15,12 @@ from tminus.plan._runbook import (
     Strong,
     Table,
     Text,
+    plain,
     slug,
+    summarize_step,
     txt,
 )
-from tminus.plan._runbook_fallback import fallback
+from tminus.plan._runbook_fallback import fallback, numbered
 from tminus.plan.model import Operation, Plan
 
 __all__ = [
@@ -89,12 +91,20 @@ def _operation(plan: Plan, name: str, op: Operation, plan_file: str) -> Section:
                 f"asks: “{op.confirm}”" if isinstance(op.confirm, str) else "asks to confirm"
             )
         fields: list[tuple[str, Text]] = [("Safety", txt(", ".join(safety) or "none"))]
+        if op.estimate is not None:
+            fields.append(("Estimate", txt(dur(op.estimate))))
+        fields.append(
+            (
+                "On failure",
+                txt("roll back its steps" if op.on_failure == "rollback" else "pause"),
+            )
+        )
         if op.roles:
             fields.append(("Roles", txt(", ".join(op.roles))))
         blocks: list[Para | Fields | Items | Table | Pre] = []
         if op.description:
             blocks.append(Para(txt(op.description.strip())))
-        blocks.append(Fields(fields))
+        blocks.append(Fields(fields, inline=True))
         if params:
             blocks += [Para(txt(Strong("Parameters:"))), Items([Item(p) for p in params])]
         if op.steps:
@@ -107,15 +117,19 @@ def _operation(plan: Plan, name: str, op: Operation, plan_file: str) -> Section:
                 Para(txt(Strong("Checks:"))),
                 Table(CHECK_HEADERS, check_rows(plan, op.checks)),
             ]
-        manual: list[str] = []
-        for n, step in enumerate(op.steps, 1):
-            cmds = fallback(plan, step)
-            if cmds:
-                manual += [f"# {n}. {step_label(step)}", *cmds]
-        if manual:
+        manual = [
+            (n, fallback(plan, s, all_kinds=False, shown=plain(summarize_step(s))))
+            for n, s in enumerate(op.steps, 1)
+        ]
+        if any(cmds for _, cmds in manual):
             blocks += [
-                Para(txt(Strong("Manual fallback"), " (if tminus is unavailable):")),
-                Pre("\n".join(manual), kind="fallback"),
+                Para(
+                    txt(
+                        Strong("Manual fallback"),
+                        " (if tminus is unavailable; each command after its step's number):",
+                    )
+                ),
+                Pre(numbered(manual), kind="fallback"),
             ]
         params_cli = " ".join(f"--param {p}=…" for p, spec in op.params.items() if spec.required)
         confirm = " --yes" if (op.confirm or op.dangerous) else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import timedelta
 
 from tminus.plan._runbook import (
@@ -26,10 +27,12 @@ from tminus.plan.walk import resolve_check
 
 __all__ = [
     "CHECK_HEADERS",
+    "SOURCES",
     "check_rows",
     "dur",
     "named_check",
     "risk_label",
+    "source_cell",
     "step_item",
     "step_label",
     "step_line",
@@ -64,14 +67,39 @@ def named_check(plan: Plan, ref: CheckBase | CheckUse) -> tuple[str, CheckBase |
     return check_label(resolved, ref), resolved
 
 
-def check_rows(plan: Plan, refs: Iterable[CheckBase | CheckUse]) -> list[list[Text]]:
+#: In the runbook being built (``build_runbook`` sets it): where each check's source was first
+#: printed, by the check's name and source (``"phase 2"``). A later table prints "as in
+#: phase 2" instead of the same query or command again.
+SOURCES: ContextVar[dict[tuple[str, str], str] | None] = ContextVar("SOURCES", default=None)
+
+
+def source_cell(name: str, check: CheckBase | None, where: str | None = None) -> Text:
+    """The check's source, or where it was printed already; ``where`` records this place as
+    the first (a phase's verify table)."""
+    source = check_source(check)
+    seen = SOURCES.get()
+    if seen is None or check is None:
+        return source
+    key = (name, plain(source))
+    if key in seen:
+        return txt(f"as in {seen[key]}")
+    if where is not None:
+        seen[key] = where
+    return source
+
+
+def check_rows(
+    plan: Plan, refs: Iterable[CheckBase | CheckUse], where: str | None = None
+) -> list[list[Text]]:
+    """One row per check (:data:`CHECK_HEADERS`); ``where`` names this table for
+    :func:`source_cell`."""
     rows: list[list[Text]] = []
     for ref in refs:
         name, check = named_check(plan, ref)
         rows.append(
             [
                 txt(name),
-                check_source(check),
+                source_cell(name, check, where),
                 txt(expectation(check)),
                 txt(threshold(check, "warn")),
                 txt(threshold(check, "critical")),

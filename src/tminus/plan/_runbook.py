@@ -80,9 +80,11 @@ class Para:
 
 @dataclass
 class Fields:
-    """Label → value pairs (metadata, a phase's facts)."""
+    """Label → value pairs (metadata, a phase's facts); ``inline``: on one line, as a
+    paragraph (a phase's or an operation's facts), instead of one line each."""
 
     items: list[tuple[str, Text]]
+    inline: bool = False
 
 
 @dataclass

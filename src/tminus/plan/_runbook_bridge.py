@@ -27,7 +27,7 @@ from tminus.plan._runbook import (
     summarize_step,
     txt,
 )
-from tminus.plan._runbook_fallback import fallback, undo_fallback
+from tminus.plan._runbook_fallback import auto_undo_fallback, fallback, numbered
 from tminus.plan._runbook_timeline import Timeline
 from tminus.plan._runbook_times import Clock, moments
 from tminus.plan.model import Phase, Plan
@@ -85,47 +85,57 @@ def tasks_table(plan: Plan, steps: list[StepBase], compact: bool) -> Table:
 
 
 def phase_fallback(plan: Plan, phase: Phase) -> Pre | None:
-    """Each task's commands by hand (the fallback), numbered like the tasks."""
-    lines: list[str] = []
-    for n, step in enumerate(phase.steps, 1):
-        cmds = fallback(plan, step)
-        if cmds:
-            lines.append(f"# {n}. {step_label(step)}")
-            lines += cmds
-    if not lines:
+    """Each task's commands by hand (the fallback), after the task's number; tasks whose row
+    already says what to do by hand (wait for a check, sign off, notify, a command printed
+    whole) are left out."""
+    entries = [
+        (n, fallback(plan, s, all_kinds=False, shown=plain(summarize_step(s))))
+        for n, s in enumerate(phase.steps, 1)
+    ]
+    if not any(cmds for _, cmds in entries):
         return None
-    return Pre("\n".join(lines), kind="fallback")
+    return Pre(numbered(entries), kind="fallback")
 
 
 def partial_rollback(plan: Plan, number: int, phase: Phase, compact: bool = False) -> list[Block]:
-    """The phase's partial rollback: the tminus command and its manual equivalent (not in
-    the compact runbook)."""
-    manual: list[str] = []
-    for step in phase.rollback:
-        cmds = fallback(plan, step)
-        if cmds:
-            manual += [f"# {step_label(step)}", *cmds]
+    """The phase's partial rollback: the tminus command, its actions in the engine's order and
+    their manual equivalent after each action's number (not in the compact runbook)."""
+    actions: list[tuple[Text, list[str]]] = [
+        (txt(step.title()), fallback(plan, step, all_kinds=False)) for step in phase.rollback
+    ]
     for step in reversed(phase.steps):
-        cmds = undo_fallback(plan, step)
-        if cmds:
-            manual += [f"# undo “{step_label(step)}”", *cmds]
-    actions: list[Text] = [txt(step.title()) for step in phase.rollback]
-    for step in reversed(phase.steps):
-        actions += [txt(u.title(), f" (undoes “{step_label(step)}”)") for u in step.undo]
+        actions += [
+            (txt(u.title(), f" (undoes “{step_label(step)}”)"), fallback(plan, u, all_kinds=False))
+            for u in step.undo
+        ]
         auto = automatic_compensation(step)
         if auto is not None:
-            actions.append(txt(auto, f" (automatic, for “{step_label(step)}”)"))
-    if not actions and not manual:
+            actions.append(
+                (
+                    txt(auto, f" (automatic, for “{step_label(step)}”)"),
+                    auto_undo_fallback(plan, step),
+                )
+            )
+        elif manual := auto_undo_fallback(plan, step):  # an undo by hand only
+            actions.append((txt(f"undo “{step_label(step)}” by hand"), manual))
+    if not actions:
         return [Para(txt(Strong("Partial rollback: "), "nothing to undo in this phase."))]
     blocks: list[Block] = [
         Para(txt(Strong("Partial rollback of this phase only:"))),
         Pre(f'tminus rollback DEPLOY --phase {number}   # "{phase.name}"'),
+        Items([Item(a) for a, _ in actions], ordered=True),
     ]
-    if actions:
-        blocks.append(Items([Item(a) for a in actions], ordered=True))
-    if manual and not compact:
-        blocks.append(Para(txt(Strong("Manual fallback"), " (if tminus is unavailable):")))
-        blocks.append(Pre("\n".join(manual), kind="fallback"))
+    entries = [(n, cmds) for n, (_, cmds) in enumerate(actions, 1)]
+    if not compact and any(cmds for _, cmds in entries):
+        blocks.append(
+            Para(
+                txt(
+                    Strong("Manual fallback"),
+                    " (if tminus is unavailable; each command after its action's number):",
+                )
+            )
+        )
+        blocks.append(Pre(numbered(entries), kind="fallback"))
     return blocks
 
 

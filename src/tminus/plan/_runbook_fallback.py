@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
+from tminus.plan import _runbook_backups as backups
 from tminus.plan.describe import one_line
 from tminus.plan.model import Plan
 from tminus.plan.steps import (
@@ -41,9 +43,7 @@ from tminus.plan.steps import (
 from tminus.plan.targets import HaproxyRouter, NginxRouter
 from tminus.plan.values import format_duration
 
-__all__ = ["FALLBACKS", "fallback", "undo_fallback"]
-
-STAMP = "<YYYYMMDDTHHMMSSZ>"
+__all__ = ["FALLBACKS", "RESOLVE", "auto_undo_fallback", "fallback", "numbered", "undo_fallback"]
 
 
 def _cmd(command: str | list[str]) -> str:
@@ -95,12 +95,36 @@ def _db(plan: Plan, name: str | None) -> tuple[str, str]:
     return db.kind, url
 
 
+#: Resolves ``${…}`` as the runbook being built does (``build_runbook`` sets it), so that a
+#: backup's label is taken from the resolved URL or path, as the driver takes it.
+RESOLVE: ContextVar[Callable[[str], str] | None] = ContextVar("RESOLVE", default=None)
+
+
+def _resolved(text: str) -> str:
+    resolve = RESOLVE.get()
+    return resolve(text) if resolve is not None and "${" in text else text
+
+
+def _db_name(plan: Plan, name: str | None) -> str:
+    """The database's name in its target's URL (the backup's label, the schema a MariaDB
+    client opens), or a placeholder saying where to read it."""
+    db = plan.targets.databases.get(name or "")
+    if db is None:
+        return f"<database of {name}>"
+    label = backups.database_label(db.kind, _resolved(db.url))
+    if label is not None:
+        return label
+    _, conn = _db(plan, name)  # one word, so that the command still splits as it should
+    where = conn.strip('"') if conn.startswith('"$') else f"url-of-{name}"
+    return f"<dbname-from-{where}>"
+
+
 def _client(plan: Plan, name: str | None) -> str:
     kind, conn = _db(plan, name)
     if kind == "postgres":
         return f"psql {conn}"
     if kind in ("mysql", "mariadb"):
-        return f"mariadb {name}  # connect as {conn} says"
+        return f"mariadb {_db_name(plan, name)}  # connect as {conn} says"
     if kind == "sqlite":
         return f"sqlite3 {conn.removeprefix('sqlite:///')}"
     return f"<client of {name}> {conn}"
@@ -116,47 +140,66 @@ def _backup_step(plan: Plan, ref: str | BackupRef | None) -> BackupStep | None:
     return None
 
 
+def _path(plan: Plan, path: str) -> str:
+    return plan.targets.paths[path].path if path in plan.targets.paths else path
+
+
 def _backup_dir(plan: Plan, b: BackupStep | None) -> str:
+    """``<dest>/<stamp>-<label>``, the directory the step's driver writes (see
+    :mod:`tminus.plan._runbook_backups`)."""
     if b is None:
-        return f"<backup dir>/{STAMP}-<name>"
+        return f"<backup dir>/{backups.STAMP}-<label>"
     dest = b.dest or "${state_dir}/backups"
     if b.path is not None:  # a files backup is labelled by its directory's name
-        path = plan.targets.paths[b.path].path if b.path in plan.targets.paths else b.path
-        return f"{dest}/{STAMP}-{path.rstrip('/').rsplit('/', 1)[-1]}"
-    return f"{dest}/{STAMP}-{b.database}"
+        path = _path(plan, b.path)
+        label = backups.path_label(_resolved(path))
+        name = (
+            backups.dir_name(label)
+            if label is not None
+            else f"{backups.STAMP}-<last-part-of-{path}>"
+        )
+        return f"{dest}/{name}"
+    db_name = _db_name(plan, b.database)
+    name = (
+        backups.dir_name(db_name) if not db_name.startswith("<") else f"{backups.STAMP}-{db_name}"
+    )
+    return f"{dest}/{name}"
+
+
+def _dump_file(plan: Plan, b: BackupStep | None) -> str:
+    kind = "files" if b is None or b.path is not None else _db(plan, b.database)[0]
+    return f"{_backup_dir(plan, b)}/{backups.DUMP_FILES.get(kind, 'dump')}"
 
 
 def _dump(plan: Plan, b: BackupStep) -> list[str]:
     where = _backup_dir(plan, b)
+    file = _dump_file(plan, b)
     if b.path is not None:
-        path = plan.targets.paths[b.path].path if b.path in plan.targets.paths else b.path
-        return [f"mkdir -p {where} && tar -czf {where}/files.tar.gz -C {path} ."]
+        return [f"mkdir -p {where} && tar -czf {file} -C {_path(plan, b.path)} ."]
     kind, conn = _db(plan, b.database)
     if kind == "postgres":
-        return [f"pg_dump -Fd -j {b.jobs} -f {where}/dump {conn}"]
+        return [f"pg_dump -Fd -j {b.jobs} -f {file} {conn}"]
     if kind in ("mysql", "mariadb"):
         return [
             f"mkdir -p {where} && mariadb-dump --single-transaction --routines --triggers "
-            f"{b.database} | gzip > {where}/dump.sql.gz  # connect as {conn} says"
+            f"{_db_name(plan, b.database)} | gzip > {file}  # connect as {conn} says"
         ]
-    return [f"sqlite3 {conn.removeprefix('sqlite:///')} '.backup {where}/db.sqlite'"]
+    return [f"mkdir -p {where} && sqlite3 {conn.removeprefix('sqlite:///')} '.backup {file}'"]
 
 
 def _load(plan: Plan, target_db: str | None, target_path: str | None, b: BackupStep | None) -> str:
-    where = _backup_dir(plan, b)
+    file = _dump_file(plan, b)
     path = target_path or (b.path if b is not None else None)
     if path is not None:
-        p = plan.targets.paths[path].path if path in plan.targets.paths else path
-        return (
-            f"rm -rf {p}.old && mv {p} {p}.old && mkdir {p} && tar -xzf {where}/files.tar.gz -C {p}"
-        )
+        p = _path(plan, path)
+        return f"rm -rf {p}.old && mv {p} {p}.old && mkdir {p} && tar -xzf {file} -C {p}"
     db = target_db or (b.database if b is not None else None)
     kind, conn = _db(plan, db)
     if kind == "postgres":
-        return f"pg_restore --clean --if-exists --exit-on-error -j 2 -d {conn} {where}/dump"
+        return f"pg_restore --clean --if-exists --exit-on-error -j 2 -d {conn} {file}"
     if kind in ("mysql", "mariadb"):
-        return f"gunzip -c {where}/dump.sql.gz | mariadb {db}  # connect as {conn} says"
-    return f"cp {where}/db.sqlite {conn.removeprefix('sqlite:///')}"
+        return f"gunzip -c {file} | mariadb {_db_name(plan, db)}  # connect as {conn} says"
+    return f"cp {file} {conn.removeprefix('sqlite:///')}"
 
 
 def _router_set(plan: Plan, router: str, weights: dict[str, int]) -> list[str]:
@@ -301,7 +344,7 @@ def _release(plan: Plan, s: ReleaseStep) -> list[str]:
     root = s.path
     if s.action == "rollback":  # back from release_id to the release before it
         return _on_each(plan, s.on, _switch(root, "<release before>"))
-    rid = s.release_id or STAMP
+    rid = s.release_id or backups.STAMP
     copy = f"mkdir -p {root}/releases/{rid} && cp -a {s.source}/. {root}/releases/{rid}/"
     return _on_each(plan, s.on, f"{copy} && {_switch(root, rid)}")
 
@@ -391,10 +434,43 @@ UNDO_FALLBACKS: dict[type[StepBase], Callable[[Plan, Any], list[str]]] = {
 }
 
 
-def fallback(plan: Plan, step: StepBase) -> list[str]:
-    """The commands that do what ``step`` does, by hand; [] when the kind has none."""
+#: Kinds whose manual equivalent is only a comment that repeats the task's own row ("repeat
+#: the check until it passes", "sign-off by", "tell the channels"): left out of the blocks.
+_SAID_IN_THE_TASK = (WaitStep, ApproveStep, NotifyStep)
+
+
+def fallback(
+    plan: Plan, step: StepBase, *, all_kinds: bool = True, shown: str | None = None
+) -> list[str]:
+    """The commands that do what ``step`` does, by hand; [] when the kind has none. With
+    ``all_kinds=False``, also [] for the kinds whose task row already says what to do by hand
+    (a wait for a check, a sign-off, a notification), and for a ``run`` step whose whole
+    command (and directory) the task's row, ``shown``, already prints."""
+    if not all_kinds and isinstance(step, _SAID_IN_THE_TASK):
+        return []
+    if not all_kinds and shown is not None and isinstance(step, RunStep):
+        where = step.cwd or ""
+        if _cmd(step.command) in shown and where in shown:  # the row prints it whole
+            return []
     fn = FALLBACKS.get(type(step))
     return fn(plan, step) if fn is not None else []
+
+
+def auto_undo_fallback(plan: Plan, step: StepBase) -> list[str]:
+    """The commands that undo by hand what the engine undoes on its own for ``step``."""
+    fn = UNDO_FALLBACKS.get(type(step))
+    return fn(plan, step) if fn is not None else []
+
+
+def numbered(entries: list[tuple[int, list[str]]]) -> str:
+    """The lines of a fallback block, each command after the number of its task (or of its
+    rollback action) instead of a comment repeating the task's name: ``2  mkdir …``."""
+    width = max((len(str(n)) for n, cmds in entries if cmds), default=1)
+    lines: list[str] = []
+    for n, cmds in entries:
+        for i, cmd in enumerate(cmds):
+            lines.append(f"{str(n) if i == 0 else '':>{width}}  {cmd}")
+    return "\n".join(lines)
 
 
 def undo_fallback(plan: Plan, step: StepBase) -> list[str]:
@@ -403,5 +479,4 @@ def undo_fallback(plan: Plan, step: StepBase) -> list[str]:
     out: list[str] = []
     for u in step.undo:
         out += fallback(plan, u)
-    fn = UNDO_FALLBACKS.get(type(step))
-    return out + (fn(plan, step) if fn is not None else [])
+    return out + auto_undo_fallback(plan, step)

@@ -16,11 +16,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from tminus.plan import _render_ops as ops
+from tminus.plan import _render_sections as sec
 from tminus.plan._render_parts import (
     CHECK_HEADERS,
+    SOURCES,
     check_rows,
     dur,
-    named_check,
     risk_label,
     step_label,
     who,
@@ -30,8 +31,6 @@ from tminus.plan._runbook import (
     Chart,
     Code,
     Fields,
-    Item,
-    Items,
     Para,
     Pre,
     Runbook,
@@ -41,16 +40,12 @@ from tminus.plan._runbook import (
     Text,
     automatic_compensation,
     build_timeline,
-    check_source,
-    condition_text,
     one_line,
     phase_title,
     summarize_step,
     txt,
 )
 from tminus.plan._runbook_bridge import (
-    BOX,
-    DONE,
     bridge_summary,
     checklist_table,
     partial_rollback,
@@ -58,14 +53,13 @@ from tminus.plan._runbook_bridge import (
     tasks_table,
     timeline_table,
 )
-from tminus.plan._runbook_checks import expectation, threshold
+from tminus.plan._runbook_fallback import RESOLVE
 from tminus.plan._runbook_times import Clock, clock_for
 from tminus.plan._runbook_values import resolve_runbook
 from tminus.plan.interpolate import mask_url_passwords
-from tminus.plan.model import NotificationRule, Phase, Plan
-from tminus.plan.steps import ApproveStep, MaintenanceStep
+from tminus.plan.model import Phase, Plan
+from tminus.plan.steps import MaintenanceStep
 from tminus.plan.values import format_duration
-from tminus.plan.walk import iter_check_sites
 
 __all__ = ["RenderOptions", "build_runbook", "render_html", "render_markdown", "render_pdf"]
 
@@ -217,12 +211,12 @@ def _phase(plan: Plan, number: int, phase: Phase, clock: Clock | None, compact: 
     blocks: list[Block] = []
     if phase.description and not compact:
         blocks.append(Para(txt(phase.description.strip())))
-    blocks.append(Fields(fields))
+    blocks.append(Fields(fields, inline=True))
     if phase.steps:
         blocks.append(tasks_table(plan, list(phase.steps), compact))
     if phase.verify:
         blocks.append(Para(txt(Strong("Verify:"))))
-        table = Table(CHECK_HEADERS, check_rows(plan, phase.verify))
+        table = Table(CHECK_HEADERS, check_rows(plan, phase.verify, where=f"phase {number}"))
         if compact:  # the check and what passes; where it is measured is in the full runbook
             table = Table(
                 [h for i, h in enumerate(table.headers) if i != 1],
@@ -236,7 +230,8 @@ def _phase(plan: Plan, number: int, phase: Phase, clock: Clock | None, compact: 
                 Para(
                     txt(
                         Strong("Manual fallback"),
-                        " (if tminus is unavailable; not what tminus runs):",
+                        " (if tminus is unavailable; not what tminus runs; each command "
+                        "after its task's number):",
                     )
                 )
             )
@@ -280,216 +275,6 @@ def _rollback(plan: Plan) -> Section | None:
     return Section("rollback", "Full rollback procedure", [intro, table], page_break=True)
 
 
-def _rollback_triggers(plan: Plan) -> Section | None:
-    rows: list[list[Text]] = []
-    for t in plan.rollback_triggers:
-        if t.check is None:
-            rows.append(
-                [txt(t.name), txt("-"), txt("(judged by a person)"), txt(t.action), txt("-")]
-            )
-            continue
-        name, check = named_check(plan, t.check)
-        where = ", ".join(str(p) for p in t.phases) if t.phases else "every phase"
-        when = f"{where}, every {format_duration(t.interval)}"
-        rows.append([txt(t.name), txt(name), txt(condition_text(check)), txt(t.action), txt(when)])
-    if not rows:
-        return None
-    return Section(
-        "rollback-triggers",
-        "Rollback triggers",
-        [Table(["Trigger", "Check", "Condition", "Action", "Evaluated"], rows)],
-    )
-
-
-def _success_metrics(plan: Plan) -> Section | None:
-    rows: list[list[Text]] = []
-    for m in plan.success_metrics:
-        name, check = (named_check(plan, m.check)) if m.check is not None else ("-", None)
-        monitoring = (
-            txt(m.monitoring) if m.monitoring else check_source(check) if check else txt("-")
-        )
-        rows.append(
-            [
-                txt(m.name),
-                txt(m.target or "-"),
-                txt(name),
-                txt(condition_text(check) or "-"),
-                monitoring,
-            ]
-        )
-    if not rows:
-        return None
-    table = Table(["Metric", "Target", "Check", "Condition", "Monitoring"], rows)
-    return Section("success-metrics", "Success metrics", [table])
-
-
-def _watch(plan: Plan) -> Section | None:
-    watch = plan.watch
-    if watch is None or not (watch.schedule or watch.notes):
-        return None
-    rows: list[list[Text]] = []
-    for i, p in enumerate(watch.schedule):
-        if p.start:
-            start = f"{format_duration(p.start)} after the deploy"
-        elif p.start is not None:
-            start = "end of the deploy"
-        else:
-            start = "end of the deploy" if i == 0 else "after the previous period"
-        names = ", ".join(named_check(plan, c)[0] for c in p.checks) or "-"
-        rows.append(
-            [
-                txt(BOX),
-                txt(p.label or f"Period {i + 1}"),
-                txt(start),
-                txt(f"every {format_duration(p.every)}"),
-                txt(f"for {format_duration(p.for_)}"),
-                txt(names),
-                txt(),
-                txt(),
-            ]
-        )
-    blocks: list[Table | Fields | Items] = []
-    if rows:
-        headers = ["", "Period", "Starts", "Every", "For", "Checks", *DONE]
-        blocks.append(Table(headers, rows, kind="tasks"))
-    action = {
-        "rollback": "roll back",
-        "operation": f"run the operation {watch.operation}",
-    }.get(watch.on_critical, "notify")
-    on_warn = "notify" if watch.on_warn == "notify" else "nothing (ignored)"
-    blocks.append(Fields([("On CRITICAL", txt(action)), ("On WARN", txt(on_warn))]))
-    if watch.notes:
-        blocks.append(Items([Item(txt(n)) for n in watch.notes]))
-    return Section("watch", "Watch schedule", list(blocks))
-
-
-def _alerts(plan: Plan) -> Section | None:
-    seen: dict[str, list[Text]] = {}
-    for site in iter_check_sites(plan):
-        name, check = named_check(plan, site.check)
-        if name in seen or check is None or (check.warn is None and check.critical is None):
-            continue
-        seen[name] = [
-            txt(name),
-            check_source(check),
-            txt(expectation(check)),
-            txt(threshold(check, "warn")),
-            txt(threshold(check, "critical")),
-        ]
-    if not seen:
-        return None
-    table = Table(CHECK_HEADERS, list(seen.values()))
-    return Section("alerts", "Alert thresholds", [table])
-
-
-_WHEN = {
-    "window_start": "At the start of the window",
-    "phase_start": "At each phase start",
-    "phase_end": "At each phase end",
-    "success": "On success",
-    "failure": "On failure",
-    "rollback": "On rollback",
-    "approval_needed": "When an approval is needed",
-    "paused": "When the deploy pauses",
-    "watch_warn": "On a watch WARN",
-    "watch_critical": "On a watch CRITICAL",
-}
-
-
-def _when(rule: NotificationRule) -> str:
-    if rule.when == "before_window":
-        return f"{dur(rule.before)} before the window"
-    if rule.when == "during":
-        return f"Every {dur(rule.every)} during the window"
-    if rule.when == "after_success":
-        return f"{dur(rule.after)} after success"
-    return _WHEN.get(rule.when, rule.when)
-
-
-def _communication(plan: Plan) -> Section | None:
-    chans = plan.notifications.channels
-    rows: list[list[Text]] = []
-    for rule in plan.notifications.rules:
-        names = rule.channels or list(chans)
-        channels = ", ".join(f"{n} ({chans[n].kind})" if n in chans else n for n in names)
-        audiences = (
-            [rule.audience] if rule.audience else [chans[n].audience for n in names if n in chans]
-        )
-        audience = ", ".join(dict.fromkeys(a for a in audiences if a)) or "-"
-        message = one_line(rule.message, 300) if rule.message else "(standard message)"
-        rows.append(
-            [
-                txt(BOX),
-                txt(_when(rule)),
-                txt(channels or "-"),
-                txt(audience),
-                txt(message),
-                txt(),
-                txt(),
-            ]
-        )
-    if not rows:
-        return None
-    table = Table(["", "When", "Channels", "Audience", "Message", *DONE], rows, kind="tasks")
-    return Section("communication", "Communication plan", [table])
-
-
-def _roles(plan: Plan) -> Section | None:
-    rows = [
-        [
-            txt(Strong(name)),
-            txt(", ".join(r.people) or "-"),
-            txt(r.contact or "-"),
-            txt("; ".join(r.responsibilities) or "-"),
-            txt("yes" if r.on_call else ""),
-        ]
-        for name, r in plan.roles.items()
-    ]
-    if not rows:
-        return None
-    table = Table(["Role", "People", "Contact", "Responsibilities", "On call"], rows)
-    return Section("roles", "Roles", [table])
-
-
-def _approvals(plan: Plan) -> Section | None:
-    a = plan.approvals
-    gates = [
-        Item(
-            txt(f"Phase {i}, step {j}: ", Strong(s.title()), " — approval by ", ", ".join(s.roles))
-        )
-        for i, p in enumerate(plan.phases, 1)
-        for j, s in enumerate(p.steps, 1)
-        if isinstance(s, ApproveStep)
-    ]
-    if not a.required and not gates:
-        return None
-    blocks: list[Fields | Para | Items] = []
-    if a.required:
-        required: list[Text] = [who(plan, r) for r in a.required]
-        joined = txt(*[txt(", " if i else "", r) for i, r in enumerate(required)])
-        sod = (
-            "yes — the person who starts the deploy cannot approve it"
-            if a.separation_of_duties
-            else "no"
-        )
-        blocks.append(
-            Fields([("Required before phase 1", joined), ("Separation of duties", txt(sod))])
-        )
-    if gates:
-        blocks += [Para(txt(Strong("Approval gates during the deploy:"))), Items(gates)]
-    return Section("approvals", "Approvals", list(blocks))
-
-
-def _sign_off(plan: Plan) -> Section | None:
-    roles = list(plan.approvals.required) or list(plan.roles)
-    if not roles:
-        return None
-    rows = [[txt(Strong(r)), txt(), txt(), txt()] for r in roles]
-    return Section(
-        "sign-off", "Approval sign-off", [Table(["Role", "Name", "Signature", "Date"], rows)]
-    )
-
-
 def build_runbook(
     plan: Plan, plan_file: str | None = None, options: RenderOptions | None = None
 ) -> Runbook:
@@ -502,6 +287,24 @@ def build_runbook(
         clock = clock_for(plan, opts.start, opts.tz)
     except Exception as exc:  # ZoneInfoNotFoundError and the like
         raise ValueError(f"unknown time zone {opts.tz!r}: {exc}") from None
+    token = RESOLVE.set(opts.values)  # backup labels from resolved URLs, as the drivers do
+    printed = SOURCES.set({})  # a check's source printed once, then "as in phase N"
+    try:
+        runbook = _build(plan, plan_file, opts, clock)
+    finally:
+        RESOLVE.reset(token)
+        SOURCES.reset(printed)
+    if opts.values is None:  # as written; a password written in a URL is still masked
+        return resolve_runbook(runbook, mask_url_passwords)
+    resolved = resolve_runbook(runbook, opts.values)
+    return replace(
+        resolved,
+        footer="Rendered by tminus from the plan; values resolved as in a dry run, "
+        "secrets shown as ***.",
+    )
+
+
+def _build(plan: Plan, plan_file: str, opts: RenderOptions, clock: Clock | None) -> Runbook:
     compact = opts.compact
     phases = [_phase(plan, i, p, clock, compact) for i, p in enumerate(plan.phases, 1)]
     deploy = Section(
@@ -514,10 +317,10 @@ def build_runbook(
             _checklist(plan),
             _timeline(plan, clock, compact),
             deploy,
-            _success_metrics(plan),
-            _communication(plan),
+            sec.success_metrics(plan),
+            sec.communication(plan),
             ops.quick_reference(plan, plan_file),
-            _sign_off(plan),
+            sec.sign_off(plan),
         ]
     else:
         candidates = [
@@ -525,16 +328,16 @@ def build_runbook(
             _overview(plan),
             ops.quick_reference(plan, plan_file),
             _checklist(plan),
-            _approvals(plan),
-            _roles(plan),
+            sec.approvals(plan),
+            sec.roles(plan),
             _timeline(plan, clock, compact),
             deploy,
             _rollback(plan),
-            _rollback_triggers(plan),
-            _success_metrics(plan),
-            _watch(plan),
-            _alerts(plan),
-            _communication(plan),
+            sec.rollback_triggers(plan),
+            sec.success_metrics(plan),
+            sec.watch(plan),
+            sec.alerts(plan),
+            sec.communication(plan),
             ops.risks(plan),
             ops.contacts(plan),
             ops.health(plan),
@@ -542,24 +345,16 @@ def build_runbook(
             ops.emergency_procedures(plan, plan_file),
             ops.troubleshooting(plan),
             ops.maintenance_windows(plan),
-            _sign_off(plan),
+            sec.sign_off(plan),
         ]
     subtitle = f"Production deployment plan — {plan.environment}"
     if plan.version:
         subtitle += f", version {plan.version}"
     if compact:
         subtitle += " (compact)"
-    runbook = Runbook(
+    return Runbook(
         plan.name,
         subtitle,
         [s for s in candidates if s is not None],
         kind="compact" if compact else "",
-    )
-    if opts.values is None:  # as written; a password written in a URL is still masked
-        return resolve_runbook(runbook, mask_url_passwords)
-    resolved = resolve_runbook(runbook, opts.values)
-    return replace(
-        resolved,
-        footer="Rendered by tminus from the plan; values resolved as in a dry run, "
-        "secrets shown as ***.",
     )
