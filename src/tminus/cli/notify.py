@@ -77,8 +77,8 @@ def notify_test(plan: str, channels: tuple[str, ...], variables: tuple[str, ...]
 
     from tminus.cli.deploy import _parse_vars
     from tminus.clock import now
-    from tminus.engine.launch import _load
     from tminus.engine.delivery import role_recipients
+    from tminus.engine.launch import _load
     from tminus.engine.prepare import default_operator, make_resolver
     from tminus.errors import PlanError
     from tminus.notifiers.base import Delivery, Message, SendContext, get_notifier

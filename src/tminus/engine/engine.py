@@ -29,16 +29,16 @@ from tminus import faults, work
 from tminus.clock import now
 from tminus.engine.attempt import supervise
 from tminus.engine.checking import run_check
+from tminus.engine.delivery import flush as notify_flush
+from tminus.engine.delivery import pump as notify_pump
 from tminus.engine.gates import approvals, checklist, phase_start
 from tminus.engine.liveness import HEARTBEAT_S
 from tminus.engine.maintenance import maintenance_off_for
-from tminus.engine.delivery import flush as notify_flush
-from tminus.engine.delivery import pump as notify_pump
 from tminus.engine.notify import notify_rules, step_notifier
-from tminus.engine.required import answer_required, required_gate
 from tminus.engine.phase import phase_end, step_node, summary, verify
 from tminus.engine.program import Node, build_program
 from tminus.engine.reporter import Reporter
+from tminus.engine.required import answer_required, required_gate
 from tminus.engine.resume_actions import apply_resume_action, apply_rollback_action
 from tminus.engine.rollback import rollback_after, rollback_final, rollback_reason, run_rollback
 from tminus.engine.specs import step_from_spec, step_spec
