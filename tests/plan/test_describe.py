@@ -52,6 +52,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 #: One step of each built-in kind, with the fields whose words the merge must keep.
 SAMPLES: dict[str, dict[str, Any]] = {
+    "kubernetes": {
+        "target": "k8s",
+        "deployment": "api",
+        "action": "set_env",
+        "container": "api",
+        "env": {"GREETING": "hello ${name}"},
+    },
     "run": {"command": "echo ${name}", "cwd": "${dir}"},
     "ssh": {
         "on": "web",

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from tminus.plan import _runbook_backups as backups
+from tminus.plan._steps_kube import kubectl_fallback
 from tminus.plan.describe import one_line
 from tminus.plan.model import Plan
 from tminus.plan.steps import (
@@ -26,6 +27,7 @@ from tminus.plan.steps import (
     CanaryStep,
     FlagStep,
     HttpStep,
+    KubernetesStep,
     MaintenanceStep,
     MigrateStep,
     NotifyStep,
@@ -421,6 +423,7 @@ FALLBACKS: dict[type[StepBase], Callable[[Plan, Any], list[str]]] = {
     FlagStep: _flag,
     CanaryStep: _canary,
     BlueGreenStep: _blue_green,
+    KubernetesStep: kubectl_fallback,
 }
 
 #: The manual equivalent of what the engine undoes on its own for a step of these kinds.

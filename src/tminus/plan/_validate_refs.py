@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from tminus.plan._validate_base import _Collector
-from tminus.plan.checks import CheckBase, CheckUse, HaproxyCheck, PrometheusCheck, SqlCheck
+from tminus.plan.checks import (
+    CheckBase,
+    CheckUse,
+    HaproxyCheck,
+    KubernetesCheck,
+    PrometheusCheck,
+    SqlCheck,
+)
 from tminus.plan.model import Plan
 from tminus.plan.problems import Loc
 from tminus.plan.steps import (
@@ -15,6 +22,7 @@ from tminus.plan.steps import (
     BlueGreenStep,
     CanaryStep,
     FlagStep,
+    KubernetesStep,
     ReleaseStep,
     RestoreStep,
     SnapshotStep,
@@ -84,6 +92,7 @@ def _data_at(data: Any, path: Loc) -> Any:
 def _targets(plan: Plan, steps: list[StepSite], c: _Collector, data: Any = None) -> None:
     t = plan.targets
     dbs, paths, routers = set(t.databases), set(t.paths), t.routers
+    kube = set(t.kubernetes)
     hosts = _host_names(plan)
     lenient_hosts = t.inventory is not None
 
@@ -150,6 +159,8 @@ def _targets(plan: Plan, steps: list[StepSite], c: _Collector, data: Any = None)
                 need("database", d, (*p, "databases", k), dbs, "targets.databases")
             for k, pname in enumerate(s.paths):
                 need("path target", pname, (*p, "paths", k), paths, "targets.paths")
+        if isinstance(s, KubernetesStep):
+            need("kubernetes target", s.target, (*p, "target"), kube, "targets.kubernetes")
         if isinstance(s, FlagStep):
             need("flag store", s.store, (*p, "store"), set(t.flag_stores), "targets.flag_stores")
         if isinstance(s, TrafficStep | CanaryStep | BlueGreenStep):
@@ -189,6 +200,10 @@ def _targets(plan: Plan, steps: list[StepSite], c: _Collector, data: Any = None)
                 (*csite.path, "target"),
                 set(t.metrics),
                 "targets.metrics",
+            )
+        if isinstance(chk, KubernetesCheck):
+            need(
+                "kubernetes target", chk.target, (*csite.path, "target"), kube, "targets.kubernetes"
             )
         if isinstance(chk, HaproxyCheck):
             r = routers.get(chk.router)

@@ -43,6 +43,7 @@ __all__ = [
     "FileCountCheck",
     "HaproxyCheck",
     "HttpCheck",
+    "KubernetesCheck",
     "NoDataLossCheck",
     "ProbeCheck",
     "PrometheusCheck",
@@ -156,6 +157,32 @@ class DbHealthCheck(CheckBase):
         description="Replication metrics: the result when no replica is connected (on a "
         "primary) or the server is not a replica; never 0 s of lag.",
     )
+
+
+class KubernetesCheck(CheckBase):
+    """A Deployment of a ``targets.kubernetes`` cluster: its ready replicas, whether its
+    rollout is complete and available, or its pods' container restarts (docs/kubernetes.md)."""
+
+    source: Literal["kubernetes"]
+    target: Name = Field(description="A `targets.kubernetes` entry.")
+    deployment: str = Field(description="The Deployment's name (``${…}`` allowed).")
+    metric: Literal["ready_replicas", "available", "pod_restarts"] = Field(
+        description="ready_replicas (status.readyReplicas), available (1 when the rollout is "
+        "complete and the Available condition is True, else 0), pod_restarts (container "
+        "restarts of the Deployment's pods)."
+    )
+    since: str | None = Field(
+        None,
+        description="pod_restarts only: `rollout` (the pods of the newest ReplicaSet), a "
+        "duration (`30m`: restarts in the last 30 minutes) or an ISO 8601 time; ``${…}`` "
+        "allowed. Default: every restart of the current pods.",
+    )
+
+    @model_validator(mode="after")
+    def _since_for_restarts(self) -> KubernetesCheck:
+        if self.since is not None and self.metric != "pod_restarts":
+            raise ValueError("'since' is for metric pod_restarts (it would have no effect)")
+        return self
 
 
 class FileCountCheck(CheckBase):
@@ -276,6 +303,7 @@ BUILTIN_CHECK_MODELS: dict[str, type[CheckBase]] = {
     "no_data_loss": NoDataLossCheck,
     "verify_backup": BackupCheck,
     "db_health": DbHealthCheck,
+    "kubernetes": KubernetesCheck,
 }
 CHECK_SOURCES: tuple[str, ...] = tuple(BUILTIN_CHECK_MODELS)
 
@@ -311,6 +339,7 @@ Check = Annotated[
     | Annotated[NoDataLossCheck, Tag("no_data_loss")]
     | Annotated[BackupCheck, Tag("verify_backup")]
     | Annotated[DbHealthCheck, Tag("db_health")]
+    | Annotated[KubernetesCheck, Tag("kubernetes")]
     | _PLUGIN,
     Field(discriminator=Discriminator(PLUGINS.tag)),
 ]

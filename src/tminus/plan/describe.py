@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from tminus.plan._runbook_text import Code, Inline, Strong, Text, plain, txt
+from tminus.plan._steps_kube import KubernetesStep, describe_kubernetes
 from tminus.plan.checks import CheckBase, CheckUse
 from tminus.plan.steps import (
     ApproveStep,
@@ -467,6 +468,7 @@ DESCRIBERS: dict[type[StepBase], Callable[[Any, Show], Text]] = {
     FlagStep: _flag,
     CanaryStep: _canary,
     BlueGreenStep: _blue_green,
+    KubernetesStep: describe_kubernetes,  # its patch is the plan's (plan._steps_kube)
 }
 
 

@@ -2,10 +2,10 @@
 
 The built-in kinds are declared in ``_steps_basic`` (run, http, sql, wait, approve,
 maintenance, notify), ``_steps_fleet`` (ssh, upload, release), ``_steps_data`` (backup,
-restore, verify_backup, migrate, snapshot) and ``_steps_traffic`` (traffic, flag, canary,
-blue_green); fields shared by all kinds live on :class:`StepBase`. This module makes the union
-:data:`Step` and re-exports every model, so ``from tminus.plan.steps import X`` is the one
-import.
+restore, verify_backup, migrate, snapshot), ``_steps_traffic`` (traffic, flag, canary,
+blue_green) and ``_steps_kube`` (kubernetes); fields shared by all kinds live on
+:class:`StepBase`. This module makes the union :data:`Step` and re-exports every model, so
+``from tminus.plan.steps import X`` is the one import.
 
 **Third-party kinds.** A package adds a kind with two entry points: its pydantic model (a
 :class:`StepBase` subclass with ``kind: Literal["<name>"]``) in the group
@@ -30,7 +30,14 @@ from pydantic import (
 )
 from typing_extensions import TypeAliasType
 
-from tminus.plan import _step_base, _steps_basic, _steps_data, _steps_fleet, _steps_traffic
+from tminus.plan import (
+    _step_base,
+    _steps_basic,
+    _steps_data,
+    _steps_fleet,
+    _steps_kube,
+    _steps_traffic,
+)
 from tminus.plan._plugins import PluginModels
 from tminus.plan._step_base import Retry, StepBase
 from tminus.plan._steps_basic import (
@@ -66,6 +73,7 @@ from tminus.plan._steps_fleet import (
     max_fail_problem,
     tolerated_failures,
 )
+from tminus.plan._steps_kube import KubernetesStep
 from tminus.plan._steps_traffic import (
     BlueGreenStep,
     CanaryStep,
@@ -94,6 +102,7 @@ __all__ = [
     "FleetOn",
     "HttpExpect",
     "HttpStep",
+    "KubernetesStep",
     "MaintenanceStep",
     "MigrateStep",
     "NotifyStep",
@@ -139,6 +148,7 @@ BUILTIN_STEP_MODELS: dict[str, type[StepBase]] = {
     "canary": CanaryStep,
     "blue_green": BlueGreenStep,
     "notify": NotifyStep,
+    "kubernetes": KubernetesStep,
 }
 STEP_KINDS: tuple[str, ...] = tuple(BUILTIN_STEP_MODELS)
 
@@ -194,6 +204,7 @@ Step = TypeAliasType(
         | Annotated[CanaryStep, Tag("canary")]
         | Annotated[BlueGreenStep, Tag("blue_green")]
         | Annotated[NotifyStep, Tag("notify")]
+        | Annotated[KubernetesStep, Tag("kubernetes")]
         | _PLUGIN,
         Field(discriminator=Discriminator(PLUGINS.tag)),
     ],
@@ -201,5 +212,5 @@ Step = TypeAliasType(
 
 # The models are built on first use (``defer_build``), each resolving ``Step`` in the module
 # that defines it (the inherited ``undo: list[Step]`` too): hand the union to those modules.
-for _module in (_step_base, _steps_basic, _steps_data, _steps_fleet, _steps_traffic):
+for _module in (_step_base, _steps_basic, _steps_data, _steps_fleet, _steps_traffic, _steps_kube):
     _module.Step = Step  # type: ignore[attr-defined]

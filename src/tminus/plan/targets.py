@@ -1,5 +1,6 @@
-"""Targets: what a plan acts on. Hosts and groups, databases, paths, routers, flag stores and
-metric sources, each declared once by name and referred to by that name from steps and checks.
+"""Targets: what a plan acts on. Hosts and groups, databases, paths, routers, flag stores,
+metric sources and Kubernetes clusters, each declared once by name and referred to by that
+name from steps and checks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "Group",
     "HaproxyRouter",
     "Host",
+    "KubernetesTarget",
     "MetricSource",
     "NginxRouter",
     "PathTarget",
@@ -124,6 +126,15 @@ class NginxRouter(PlanModel):
         description="nginx's pid file, to confirm a reload started new workers; default: the "
         "config's `pid` directive, else /run/nginx.pid.",
     )
+    keepalive: int = Field(
+        32,
+        ge=0,
+        le=10000,
+        description="Idle keep-alive connections to the upstream servers kept by each nginx "
+        "worker (`keepalive` in the upstream blocks tminus writes); 0: a new connection per "
+        'request. Needs `proxy_http_version 1.1;` and `proxy_set_header Connection "";` '
+        "where nginx proxies (docs/routers.md).",
+    )
     upstream: str = Field(
         "backend",
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
@@ -217,6 +228,34 @@ class PrometheusSource(PlanModel):
 MetricSource = Annotated[PrometheusSource, Field(discriminator="kind")]
 
 
+class KubernetesTarget(PlanModel):
+    """A Kubernetes cluster and namespace, reached through a kubeconfig file (its context) or
+    the pod's own service account (``in_cluster: true``); docs/kubernetes.md."""
+
+    kubeconfig: str | None = Field(
+        None, description="Path of the kubeconfig file (``${…}`` allowed); or in_cluster."
+    )
+    in_cluster: bool = Field(
+        False, description="Use the service account of the pod tminus runs in."
+    )
+    context: str | None = Field(
+        None, description="The kubeconfig context; default: its current-context."
+    )
+    namespace: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace of the Deployments; default: the context's, else `default`.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> KubernetesTarget:
+        if (self.kubeconfig is None) == (not self.in_cluster):
+            raise ValueError("a kubernetes target needs 'kubeconfig' or 'in_cluster: true' (one)")
+        if self.in_cluster and self.context is not None:
+            raise ValueError("'context' names a kubeconfig context; in_cluster has none")
+        return self
+
+
 class SshDefaults(PlanModel):
     """Connection settings shared by every SSH host of the plan."""
 
@@ -243,6 +282,7 @@ class Targets(PlanModel):
     routers: dict[Name, Router] = Field(default_factory=new_dict)
     flag_stores: dict[Name, FlagStore] = Field(default_factory=new_dict)
     metrics: dict[Name, MetricSource] = Field(default_factory=new_dict)
+    kubernetes: dict[Name, KubernetesTarget] = Field(default_factory=new_dict)
 
     def host_or_group_names(self) -> set[str]:
         return set(self.hosts) | set(self.groups) | {"localhost", "all"}

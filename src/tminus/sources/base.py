@@ -91,6 +91,7 @@ BUILTIN_SOURCES: dict[str, str] = {
     "haproxy": "tminus.sources.haproxy",
     "probe": "tminus.sources.probe",
     "db_health": "tminus.sources.db_health",
+    "kubernetes": "tminus.sources.kubernetes",
 }
 
 

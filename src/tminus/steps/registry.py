@@ -57,6 +57,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "flag": "tminus.steps.flag",
     "canary": "tminus.steps.canary",
     "blue_green": "tminus.steps.blue_green",
+    "kubernetes": "tminus.steps.kubernetes",
 }
 
 #: Built-in kinds, then third-party ones (entry-point group ``tminus.steps``; their plan models
