@@ -3,6 +3,7 @@ against the machine's PostgreSQL. Prints the outcome table; exit 1 if any point 
 
     uv run python bench/crash_campaign.py                 # every point (about 10 minutes)
     uv run python bench/crash_campaign.py --per-kind 10   # a spread sample
+    uv run python bench/crash_campaign.py --store postgres   # tminus's state on PostgreSQL
 
 See tminus/testing/crash_campaign.py for the plan, the crash points and the judge.
 """
@@ -16,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tminus.testing.crash_campaign import KINDS, VARIANTS, Campaign, format_table, sample
+from tminus.testing.crash_campaign import KINDS, STORES, VARIANTS, Campaign, format_table, sample
 
 PG_ADMIN = os.environ.get("TMINUS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -26,10 +27,14 @@ def main() -> int:
     ap.add_argument("--per-kind", type=int, default=0, help="points per variant and kind (0: all)")
     ap.add_argument("--variant", action="append", choices=VARIANTS)
     ap.add_argument("--kind", action="append", choices=KINDS, help="crash point kinds to run")
+    ap.add_argument(
+        "--store", choices=STORES, default="sqlite", help="where tminus keeps its state"
+    )
     args = ap.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="tminus-campaign-") as tmp:
-        campaign = Campaign(Path(tmp), PG_ADMIN)
+        campaign = Campaign(Path(tmp), PG_ADMIN, store=args.store)
+        print(f"state store: {args.store}", flush=True)
         counts = {v: campaign.count(v) for v in (args.variant or VARIANTS)}
         if args.kind:
             counts = {v: {k: n for k, n in c.items() if k in args.kind} for v, c in counts.items()}

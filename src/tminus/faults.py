@@ -19,11 +19,13 @@ Heartbeats and process-group records are not counted as commits (they are writte
 or by the work itself, so counting them would make the points depend on timing).
 
 ``report=PATH``: before killing itself the process appends one JSON line to PATH,
-``{"point": …, "n": N, "inflight": KEY|null, "effect_done": bool, "effect_ok": bool|null}``:
-what the crash test knows about the crash it caused: which action was in flight, whether its
-effect had finished, and whether it had succeeded. It plays the part of the operator who
-looked at the system, so the test never has to read the evidence it later checks (the ledger
-of effects) to decide how to answer a pause.
+``{"point": …, "n": N, "inflight": KEY|null, "effect_done": bool, "effect_ok": bool|null,
+"counts": {"commits": …, "spawns": …, "effects": …}}``: what the crash test knows about the
+crash it caused: which action was in flight, whether its effect had finished, whether it had
+succeeded, and how many points of each kind the process had passed (a test finds the commit
+right after an effect from a crash at that effect: the next counted commit is its record).
+It plays the part of the operator who looked at the system, so the test never has to read
+the evidence it later checks (the ledger of effects) to decide how to answer a pause.
 
 ``counts=PATH``: at exit, write how many points of each kind the process passed
 (``{"commits": …, "spawns": …, "effects": …}``), so a campaign knows its range.
@@ -89,6 +91,7 @@ def _crash(point: str, n: int) -> None:
             "inflight": _state["inflight"],
             "effect_done": bool(_state["done"]),
             "effect_ok": _state["ok"],
+            "counts": counts(),
         }
         with open(path, "a") as fh:
             fh.write(json.dumps(line) + "\n")

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from tminus import faults, work
-from tminus.engine.specs import _span_of, step_spec
+from tminus.engine.specs import _rerun_safe, _span_of, step_spec
 from tminus.plan.steps import StepBase
 from tminus.plan.values import format_duration
 from tminus.states import StepState
@@ -69,6 +69,12 @@ async def execute(
     total = retries.attempts if retries else 1
     delay = retries.delay.total_seconds() if retries else 0.0
     outcome = StepOutcome(False, error="not run")
+    # What must be on disk when (docs/architecture.md, "What is durable when"): the start of
+    # an action that may not run twice is flushed before its effect; the start of one that
+    # may, and every action's end, are committed without waiting for the flush (PostgreSQL):
+    # kept if the runner dies, and a database crash that loses them leaves the action in
+    # flight, which a resume already handles (re-run if it may, else pause).
+    flush_start = not _rerun_safe(step)
     for attempt in range(1, total + 1):
         engine.store.step_started(
             engine.deploy_id,
@@ -78,6 +84,7 @@ async def execute(
             step_id=None if rolling_back else step.id,
             attempts=attempts_before + attempt,
             new=row is None and attempt == 1,
+            flush=flush_start,
         )
         # Some kinds apply their own timeout (to their command, to each host).
         own_timeout = kind.own_timeout or kind.per_host
@@ -100,17 +107,22 @@ async def execute(
             state="running",
             error=outcome.error,
             output=engine._mask(outcome.output)[-20000:],
+            flush=False,
         )
         await asyncio.sleep(delay)
         if retries is not None:
             delay = min(delay * retries.backoff, retries.max_delay.total_seconds())
     if engine._interrupted == "unconfirmed":
         # The work may still be running: the step stays in flight, and the operator decides.
-        engine.store.step_finished(engine.deploy_id, key, state="running", error=outcome.error)
+        engine.store.step_finished(
+            engine.deploy_id, key, state="running", error=outcome.error, flush=False
+        )
         engine.reporter.result(False, outcome.error or "")
         return outcome
     if outcome.waiting:
-        engine.store.step_finished(engine.deploy_id, key, state="waiting", error=outcome.waiting)
+        engine.store.step_finished(
+            engine.deploy_id, key, state="waiting", error=outcome.waiting, flush=False
+        )
         faults.recorded(key)
         return outcome
     if outcome.pause:  # "waiting" so that a plain `tminus resume` runs the step again
@@ -121,6 +133,7 @@ async def execute(
             error=outcome.pause,
             output=engine._mask(outcome.output)[-20000:],
             artifacts=engine.resolver.masker.mask_data(outcome.artifacts),
+            flush=False,
         )
         faults.recorded(key)
         engine.reporter.result(False, outcome.pause)
@@ -138,6 +151,7 @@ async def execute(
         error=outcome.error,
         artifacts=engine.resolver.masker.mask_data(outcome.artifacts),
         compensation=comp_state,
+        flush=False,
     )
     faults.recorded(key)
     if outcome.ok and step.id:

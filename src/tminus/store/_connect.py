@@ -33,6 +33,9 @@ __all__ = ["HEAD_REVISION", "StoreBase"]
 #: The newest Alembic revision of the schema; a test pins it to the migrations directory.
 HEAD_REVISION = "0006"
 
+#: A PostgreSQL transaction whose commit need not wait for its WAL flush (Store.tx).
+_NO_FLUSH = "SET LOCAL synchronous_commit TO OFF"
+
 #: The key of the PostgreSQL advisory lock held while the schema is created or upgraded
 #: ("tminus" in ASCII). Advisory locks are per database, so stores never wait on each other.
 _PG_SCHEMA_LOCK = 0x746D696E7573
@@ -145,15 +148,27 @@ class StoreBase:
         return conn
 
     @contextmanager
-    def tx(self, *, count: bool = True) -> Iterator[Connection]:
+    def tx(self, *, count: bool = True, flush: bool = True) -> Iterator[Connection]:
         """A write transaction, committed on exit. On SQLite it begins IMMEDIATE (it takes
         the write lock at once, waiting up to the busy timeout), so a transaction that reads
         then writes never fails on another writer's commit in between.
 
-        ``count``: the commit counts as a fault point (:func:`tminus.faults.after_commit`)."""
+        ``count``: the commit counts as a fault point (:func:`tminus.faults.after_commit`).
+
+        ``flush=False`` (PostgreSQL): the commit returns before the server has flushed it to
+        disk (``synchronous_commit = off`` for this transaction only). It is committed all the
+        same: visible at once, and kept if the runner dies (kill -9: the crash campaign);
+        only a crash of the database server itself within about 3 × ``wal_writer_delay``
+        can lose it, and the next flushed commit flushes it too (the WAL is written in
+        order). Only for records whose loss the engine already handles as a runner crash
+        just before them (see docs/architecture.md, "What is durable when"); the engine
+        writes a flushed record before any effect. On SQLite every commit is the same (WAL,
+        ``synchronous=NORMAL``)."""
         conn = self._connection()
         try:
             with _write_begin(conn):
+                if not flush and conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(_NO_FLUSH)
                 yield conn
         except DBAPIError as exc:
             if exc.connection_invalidated:

@@ -9,7 +9,7 @@ import os
 import socket
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from tminus.clock import now
 from tminus.procfs import pid_token
@@ -18,6 +18,11 @@ from tminus.store._connect import StoreBase, _write_begin
 from tminus.store._rows import _row
 
 __all__ = ["RunnersMixin"]
+
+# Statements of the per-step hot path, built once (SQLAlchemy then reuses their compiled form).
+_INSERT_PROCESS = insert(t.processes)
+_DELETE_DEPLOY_PROCESSES = t.processes.delete().where(t.processes.c.deploy_id == bindparam("d"))
+_DELETE_STEP_PROCESSES = _DELETE_DEPLOY_PROCESSES.where(t.processes.c.key == bindparam("k"))
 
 
 class RunnersMixin(StoreBase):
@@ -59,17 +64,19 @@ class RunnersMixin(StoreBase):
     def add_process(self, deploy_id: str, key: str, rec_host: str, pid: int, token: str) -> None:
         """Record a process group the step ``key`` started (``pid`` == its pgid) on
         ``rec_host``, so that it can be killed if the runner dies. One commit, not counted
-        towards the fault points."""
-        with self.tx(count=False) as conn:
+        towards the fault points, not waiting for its flush on PostgreSQL: it is kept if the
+        runner dies, which is what it is for (see :meth:`tx`)."""
+        with self.tx(count=False, flush=False) as conn:
             conn.execute(
-                insert(t.processes).values(
-                    deploy_id=deploy_id,
-                    key=key,
-                    host=rec_host,
-                    pid=pid,
-                    token=token,
-                    started_at=now(),
-                )
+                _INSERT_PROCESS,
+                {
+                    "deploy_id": deploy_id,
+                    "key": key,
+                    "host": rec_host,
+                    "pid": pid,
+                    "token": token,
+                    "started_at": now(),
+                },
             )
 
     def processes(self, deploy_id: str) -> list[dict[str, Any]]:
@@ -98,7 +105,7 @@ class RunnersMixin(StoreBase):
 
 
 def _delete_processes(conn: Connection, deploy_id: str, key: str | None) -> None:
-    where = [t.processes.c.deploy_id == deploy_id]
-    if key is not None:
-        where.append(t.processes.c.key == key)
-    conn.execute(t.processes.delete().where(*where))
+    if key is None:
+        conn.execute(_DELETE_DEPLOY_PROCESSES, {"d": deploy_id})
+    else:
+        conn.execute(_DELETE_STEP_PROCESSES, {"d": deploy_id, "k": key})

@@ -60,10 +60,14 @@ class StepsMixin(EventsMixin):
         step_id: str | None,
         attempts: int,
         new: bool | None = None,
+        flush: bool = True,
     ) -> None:
-        """Record that a step starts (``new``: no row for it yet, if the caller knows)."""
+        """Record that a step starts (``new``: no row for it yet, if the caller knows).
+        ``flush=False`` only for an action that may run again after a crash (its kind is
+        rerun-safe, or the plan says idempotent): losing this record in a database crash
+        makes it run again, which is safe for it (see :meth:`tx`)."""
         ts = now()
-        with self.tx() as conn:
+        with self.tx(flush=flush) as conn:
             updated = 0
             if new is not True:
                 updated = conn.execute(
@@ -96,10 +100,14 @@ class StepsMixin(EventsMixin):
         artifacts: dict[str, Any] | None = None,
         compensation: dict[str, Any] | None = None,
         event_data: dict[str, Any] | None = None,
+        flush: bool = True,
     ) -> None:
         """Record a step's end; in the same transaction, update its compensation's state and
-        forget the process groups it started (they have ended with it)."""
-        with self.tx() as conn:
+        forget the process groups it started (they have ended with it). ``flush=False``:
+        the engine's end of an action whose start was flushed; losing it in a database
+        crash leaves the action in flight, as a runner crash just before it would (see
+        :meth:`tx`)."""
+        with self.tx(flush=flush) as conn:
             conn.execute(
                 _FINISH_STEP,
                 {

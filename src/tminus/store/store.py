@@ -2,7 +2,10 @@
 
 Every state change is committed before the engine takes its next action. SQLite runs in WAL
 mode with ``synchronous=NORMAL``: a commit survives a crash of the tminus process (kill -9);
-only a power loss can lose the newest commits.
+only a power loss can lose the newest commits. On PostgreSQL a commit waits for its WAL flush,
+except those of ``tx(flush=False)``: a step's end, the start of a step that may run again, the
+process records; a runner crash keeps them, and only a crash of the database server before
+the next flushed commit can lose them (docs/architecture.md, "What is durable when").
 
 Every counted commit passes the fault point :func:`tminus.faults.after_commit`: when a test has
 installed a fault plan (through :mod:`tminus.testing.seam`) the process kills itself right after

@@ -39,6 +39,7 @@ from tminus.testing.seam import VARIABLES
 
 __all__ = [
     "KINDS",
+    "STORES",
     "VARIANTS",
     "Campaign",
     "Outcome",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 VARIANTS = ("success", "rollback", "operation")
+STORES = ("sqlite", "postgres")
 KINDS = ("commit", "spawn", "effect")
 _ENV = {
     "commit": "TMINUS_CRASH_AFTER_COMMITS",
@@ -187,12 +189,21 @@ class Outcome:
 
 class Campaign:
     """One working directory and one PostgreSQL cluster (``pg_admin``: a URL of a database
-    the campaign may create other databases from)."""
+    the campaign may create other databases from). ``store``: where tminus keeps its state,
+    ``sqlite`` (the default store, a file in each point's work directory) or ``postgres``
+    (a fresh database of that cluster per point, beside the plan's target database)."""
 
-    def __init__(self, workdir: Path, pg_admin: str, python: str = sys.executable) -> None:
+    def __init__(
+        self, workdir: Path, pg_admin: str, python: str = sys.executable, store: str = "sqlite"
+    ) -> None:
+        if store not in STORES:
+            raise ValueError(f"store must be one of {STORES}, not {store!r}")
         self.root = workdir
         self.pg_admin = pg_admin
         self.python = python
+        self.store = store
+        #: The state database of each point (PostgreSQL store), by its work directory.
+        self._state: dict[Path, str] = {}
         self.env = {**os.environ, "TMINUS_OPERATOR": "alice", "TMINUS_KILL_GRACE_S": "2"}
         self.env.pop("TMINUS_STATE", None)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -233,11 +244,20 @@ class Campaign:
         (work / "config.new").write_text("version = 2\n")
         (work / "app.conf").write_text("version = 1\n")
         (work / "plan.yaml").write_text(PLAN.format(work=work, url=url, rows=ROWS, slow=SLOW))
+        if self.store == "postgres":
+            state_db = f"tminus_campaign_state_{uuid.uuid4().hex[:10]}"
+            self._admin(f'CREATE DATABASE "{state_db}"')
+            self._state[work] = self.pg_admin.rsplit("/", 1)[0] + f"/{state_db}"
         return work, url
 
-    def drop(self, url: str) -> None:
-        db = url.rsplit("/", 1)[1]
-        self._admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    def drop(self, url: str, work: Path | None = None) -> None:
+        """Drop a point's target database (and its state database, if it had one)."""
+        dbs = [url.rsplit("/", 1)[1]]
+        state = self._state.pop(work, None) if work is not None else None
+        if state is not None:
+            dbs.append(state.rsplit("/", 1)[1])
+        for db in dbs:
+            self._admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
     def evidence(self, work: Path, url: str) -> dict[str, Any]:
         cols = [
@@ -260,10 +280,11 @@ class Campaign:
 
     # --- tminus ---------------------------------------------------------------------------
     def tm(self, work: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+        state = {"TMINUS_STATE": self._state[work]} if work in self._state else {}
         return subprocess.run(
             [self.python, "-m", "tminus.testing.seam", *args],
             cwd=work,
-            env={**self.env, **(env or {})},
+            env={**self.env, **state, **(env or {})},
             capture_output=True,
             text=True,
             timeout=300,
@@ -288,7 +309,7 @@ class Campaign:
             data = json.loads(counts.read_text())
             return {k: int(data[k + "s"]) for k in KINDS}
         finally:
-            self.drop(url)
+            self.drop(url, work)
 
     def run_point(self, point: Point) -> Outcome:
         t0 = time.monotonic()
@@ -318,7 +339,7 @@ class Campaign:
         except Exception as exc:  # the campaign reports; it does not stop at one point
             out.problems.append(f"{type(exc).__name__}: {exc}")
         finally:
-            self.drop(url)
+            self.drop(url, work)
             out.seconds = time.monotonic() - t0
         return out
 
