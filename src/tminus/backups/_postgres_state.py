@@ -170,10 +170,13 @@ def _state(
     url: str | None = None,
     snapshot: str | None = None,
     jobs: int = 1,
+    known: dict[tuple[str, str], TableEntry] | None = None,
 ) -> DbState:
     """Catalog, exact counts and checksums as seen by ``conn``'s current snapshot (shared with
     ``jobs - 1`` more sessions on ``url`` when ``snapshot`` names it, see
-    :func:`_table_entries`)."""
+    :func:`_table_entries`). ``known``: entries of ``(schema, table)`` already computed (a
+    restore checksums each table as its data lands), not read again; every other table of the
+    catalog is."""
     if algorithm not in CHECKSUMS:
         raise BackupError(f"unknown checksum algorithm {algorithm!r}")
     rows = conn.execute(
@@ -192,8 +195,12 @@ def _state(
         cols = columns.setdefault((str(schema), str(name)), [])
         if col is not None:
             cols.append((str(col), int(typ)))
-    rels = [(s, n, tuple(cols)) for (s, n), cols in columns.items()]
+    done = {key: e for key, e in (known or {}).items() if key in columns}
+    rels = [(s, n, tuple(cols)) for (s, n), cols in columns.items() if (s, n) not in done]
     tables = _table_entries(conn, rels, algorithm, url=url, snapshot=snapshot, jobs=jobs)
+    if done:  # (schema, name) order, as _table_entries returns them
+        order = {f"{s}.{n}": (s, n) for s, n in columns}
+        tables = sorted([*tables, *done.values()], key=lambda e: order[e.name])
     indexes = [
         SchemaObject(f"{s}.{i}", f"{s}.{t}", d)
         for s, t, i, d in conn.execute(

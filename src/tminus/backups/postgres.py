@@ -70,6 +70,7 @@ from tminus.backups._postgres_db import (
     _schema_shape,
 )
 from tminus.backups._postgres_db import _connect as _connect
+from tminus.backups._postgres_restore import restore_checksummed
 from tminus.backups._postgres_state import CHECKSUM_MD5 as CHECKSUM_MD5
 from tminus.backups._postgres_state import CHECKSUM_ROW64 as CHECKSUM_ROW64
 from tminus.backups._postgres_state import CHECKSUMS
@@ -78,6 +79,7 @@ from tminus.backups.backup_dir import BackupDir
 from tminus.backups.base import (
     BackupError,
     Manifest,
+    TableEntry,
     VerifyReport,
     find_tool,
     redact_url,
@@ -130,16 +132,36 @@ class PostgresDriver:
         pw = url_password(url)
         return {"PGPASSWORD": pw} if pw else {}
 
-    def _pg_restore(self, dump: Path, url: str, jobs: int, *, what: str) -> None:
+    def _restore_checked(
+        self, manifest: Manifest, dump: Path, url: str, jobs: int, *, what: str
+    ) -> list[str]:
+        """``pg_restore -j jobs`` of ``dump`` into ``url``, each table checksummed as soon as
+        its data is in (:mod:`._postgres_restore`), then every difference from the manifest.
+        A failed pg_restore is a :class:`BackupError`."""
         binary = find_tool("pg_restore")
         assert binary is not None
-        run_tool(
-            [binary, "--exit-on-error", "--no-password", "-j", str(max(1, jobs)), "-d",
-             _libpq_url(url), str(dump)],
-            what=what,
-            env=self._env(url),
+        algorithm = self._algorithm(manifest)
+        known = restore_checksummed(
+            binary,
+            dump,
+            url,
+            [t.name for t in manifest.tables],
+            algorithm,
+            jobs=jobs,
+            env={**os.environ, **self._env(url)},
             secrets=[url_password(url)],
-        )  # fmt: skip
+            what=what,
+        )
+        return self.compare(manifest, url, jobs=jobs, known=known)
+
+    def _algorithm(self, manifest: Manifest) -> str:
+        algorithm = str(manifest.details.get("checksum", CHECKSUM_MD5))
+        if algorithm not in CHECKSUMS:
+            raise BackupError(
+                f"backup {manifest.id} uses checksum algorithm {algorithm!r}, "
+                f"unknown to this version of tminus"
+            )
+        return algorithm
 
     # ------------------------------------------------------------------ protocol
     def backup(
@@ -265,14 +287,17 @@ class PostgresDriver:
         finally:
             conn.close()
         try:
-            self._pg_restore(
-                Path(backup_dir) / DUMP_DIR, target_url, jobs, what="pg_restore into the target"
+            problems = self._restore_checked(
+                manifest,
+                Path(backup_dir) / DUMP_DIR,
+                target_url,
+                jobs,
+                what="pg_restore into the target",
             )
         except BackupError as exc:
             raise BackupError(
                 f"{exc} — the target is partly restored; restore again", hint="restore again"
             ) from None
-        problems = self.compare(manifest, target_url, jobs=jobs)
         if problems:
             raise BackupError(
                 f"restored {redact_url(target_url)} differs from backup {manifest.id}: "
@@ -305,10 +330,13 @@ class PostgresDriver:
             ) from None
         report.scratch = name
         try:
-            self._pg_restore(
-                Path(backup_dir) / DUMP_DIR, scratch_url, 2, what="pg_restore into scratch"
+            report.mismatches += self._restore_checked(
+                manifest,
+                Path(backup_dir) / DUMP_DIR,
+                scratch_url,
+                2,
+                what="pg_restore into scratch",
             )
-            report.mismatches += self.compare(manifest, scratch_url, jobs=2)
             report.checked_tables = len(manifest.tables)
             report.checked_rows = sum(t.rows for t in manifest.tables)
         except BackupError as exc:
@@ -323,20 +351,26 @@ class PostgresDriver:
             admin.close()
         return report
 
-    def compare(self, manifest: Manifest, target_url: str, *, jobs: int = 1) -> list[str]:
+    def compare(
+        self,
+        manifest: Manifest,
+        target_url: str,
+        *,
+        jobs: int = 1,
+        known: dict[tuple[str, str], TableEntry] | None = None,
+    ) -> list[str]:
         """Every difference between the target and the manifest, with the manifest's checksum
-        algorithm; tables are read in one snapshot, on ``jobs`` sessions sharing it."""
-        algorithm = str(manifest.details.get("checksum", CHECKSUM_MD5))
-        if algorithm not in CHECKSUMS:
-            raise BackupError(
-                f"backup {manifest.id} uses checksum algorithm {algorithm!r}, "
-                f"unknown to this version of tminus"
-            )
+        algorithm; tables are read in one snapshot, on ``jobs`` sessions sharing it, except
+        those of ``known`` (``(schema, table)`` entries a restore computed as each table's
+        data landed, see :mod:`._postgres_restore`)."""
+        algorithm = self._algorithm(manifest)
         conn = _connect(target_url)
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             snapshot = str(_scalar(conn, "SELECT pg_export_snapshot()")) if jobs > 1 else None
-            state = _state(conn, algorithm, url=target_url, snapshot=snapshot, jobs=jobs)
+            state = _state(
+                conn, algorithm, url=target_url, snapshot=snapshot, jobs=jobs, known=known
+            )
             conn.execute("COMMIT")
         except psycopg.Error as exc:
             raise BackupError(

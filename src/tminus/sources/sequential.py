@@ -27,7 +27,9 @@ Pure Python (``math`` only).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +50,8 @@ MAX_RATIO = 1e4
 #: Number of ratios in the mixture (geometric grid, equal prior weights).
 COMPONENTS = 8
 _EXP_CAP = 700.0  # math.exp overflows past ~709
+#: Largest canary error rate an alternative bets on for requests without an error.
+SUCCESS_CAP = 0.5
 
 
 def ratio_grid(min_ratio: float, max_ratio: float = MAX_RATIO, n: int = COMPONENTS) -> list[float]:
@@ -96,6 +100,7 @@ class _OddsMixture:
         self.log_lr = [0.0] * len(ratios)
         self._cached: float | None = 0.0  # log_value(), None when stale
         self._coef: dict[float, list[tuple[float, float]]] = {}  # p0 -> per-component logs
+        self._success: dict[tuple[float, float], list[tuple[float, float]]] = {}
 
     def add(self, hits: int, misses: int, p0: float) -> None:
         if hits == 0 and misses == 0:
@@ -113,6 +118,26 @@ class _OddsMixture:
             self._coef[p0] = coef
         for k, (hit, miss) in enumerate(coef):
             self.log_lr[k] += hits * hit + misses * miss
+        self._cached = None
+
+    def add_successes(self, canary: int, baseline: int, w: float, p: float) -> None:
+        """Requests without an error: under component k the canary's error rate is
+        ``ratios[k] * p`` (capped at :data:`SUCCESS_CAP`), so a success is a canary request with
+        probability q < w; under the null (canary no worse) it is one with probability >= w."""
+        if canary == 0 and baseline == 0:
+            return
+        coef = self._success.get((w, p))
+        if coef is None:
+            coef = []
+            for rho in self.ratios:
+                pc = min(rho * p, SUCCESS_CAP)
+                q = w * (1.0 - pc) / (w * (1.0 - pc) + (1.0 - w) * (1.0 - p))
+                coef.append((math.log(q / w), math.log((1.0 - q) / (1.0 - w))))
+            if len(self._success) > 64:
+                self._success.clear()
+            self._success[(w, p)] = coef
+        for k, (c, b) in enumerate(coef):
+            self.log_lr[k] += canary * c + baseline * b
         self._cached = None
 
     def log_value(self) -> float:
@@ -223,10 +248,8 @@ class SequentialTest(_Base):
     def update(
         self, canary_errors: int, canary_n: int, baseline_errors: int = 0, baseline_n: int = 0
     ) -> Decision:
-        prev_cn, prev_bn = self._counts[1], self._counts[3]
-        dce, _dcn, dbe, _dbn = self._increments(
-            canary_errors, canary_n, baseline_errors, baseline_n
-        )
+        _, prev_cn, prev_be, prev_bn = self._counts
+        dce, dcn, dbe, dbn = self._increments(canary_errors, canary_n, baseline_errors, baseline_n)
         w = self.weight
         if w is None:
             if prev_cn > 0 and prev_bn > 0:  # share before this increment: fixed beforehand
@@ -235,6 +258,12 @@ class SequentialTest(_Base):
                 w = canary_n / (canary_n + baseline_n)
         if w is not None:
             self._mix.add(dce, dbe, w)
+            # the baseline's error rate so far, on the low side (less than one standard
+            # deviation below), fixed before these requests: zero until it has errors
+            rate = (prev_be - math.sqrt(prev_be)) / prev_bn if prev_bn else 0.0
+            if rate > 0.0:  # rounded down to a 5% grid (log scale), so the bets are reused
+                rate = math.exp(math.floor(math.log(rate) * 20.0) / 20.0)
+                self._mix.add_successes(dcn - dce, dbn - dbe, w, rate)
         return self._decide()
 
 
@@ -261,13 +290,39 @@ class OneSampleTest(_Base):
         return self._decide()
 
 
-class LatencyTest:
-    """Are canary requests slower than the baseline's? A :class:`SequentialTest` on slow ones.
+#: Scale factors of the latency test's shift alternatives ("every canary latency is the
+#: baseline's times s"): log s = 0.1, 0.2, 0.4, … 3.2, so the nearest one to any s in 1.1–25
+#: grows at >= 89% of the exact alternative's rate (log-normal latencies).
+SCALES = tuple(math.exp(0.1 * 2**k) for k in range(6))
+#: Share of the latency test's prior on the shift alternatives (the rest: the slow-request
+#: odds ratios of the tail family).
+SHIFT_SHARE = 0.75
+#: Most quantile bins of the baseline's latencies (one per 16 baseline latencies, at least 2).
+MAX_BINS = 16
+_SMOOTH = 0.1  # each shift alternative's bin probabilities mixed with the null's (no zero bet)
 
-    Feed requests in the order they were assigned (``observe(arm, seconds)``). Once
-    ``min_baseline`` baseline latencies are known, each request is classified "slow" when its
-    latency exceeds the ``quantile`` of the baseline latencies observed BEFORE it. Under "same
-    latency distribution" a slow request is a canary request with probability ``weight``.
+
+class LatencyTest:
+    """Are canary requests slower than the baseline's? Valid under continuous monitoring.
+
+    Feed requests in the order they were assigned (``observe(arm, seconds)``, or
+    ``observe_many`` for a batch). Each request gets a *bin* from the baseline latencies
+    observed BEFORE it (once there are ``min_baseline``): its quantile bin among them, and
+    whether it is slower than their ``quantile`` (p95). Under "same latency distribution" the
+    request's side is independent of its latency, so whatever its bin, it is a canary request
+    with probability ``weight``; each alternative bets on the side given the bin, and the
+    product of its bets is a martingale (the thinning argument of :class:`SequentialTest`,
+    applied to every request, not only errors). Two families of alternatives, mixed:
+
+    - shift (``SHIFT_SHARE`` of the prior): the canary's latencies are the baseline's times
+      ``s`` for ``s`` in :data:`SCALES`; a bin's probability under the alternative comes from
+      the baseline's empirical distribution, so a request in a high bin counts for "canary
+      slower", one in a low bin against, each by how much more likely its bin is under ``s``;
+    - tail (the rest): slower than the baseline's p95 with odds ratio ``rho`` from
+      ``1 + min_effect`` up (the test before 2026-12, kept for regressions of the tail only).
+
+    Bins and bets are fixed before the requests they apply to (recomputed as the baseline
+    grows by a quarter), so validity does not depend on how well they estimate anything.
     """
 
     def __init__(
@@ -282,13 +337,21 @@ class LatencyTest:
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-        self.test = SequentialTest(alpha, beta, min_effect, weight=weight)
+        self.tail = SequentialTest(alpha, beta, min_effect, weight=weight)
+        self.weight = weight
+        self.alpha = alpha
         self.quantile = quantile
         self.min_baseline = max(1, min_baseline)
         self._baseline: list[float] = []
         self._slow = [0, 0]  # canary, baseline
         self._n = [0, 0]
-        self.decision = self.test.update(0, 0, 0, 0)
+        self._shift = [0.0] * len(SCALES)  # log likelihood ratio of each shift alternative
+        self._edges: list[float] = []
+        self._coef: list[tuple[list[float], list[float]]] = []  # per scale: canary, baseline
+        self._fitted_at = 0
+        self._max_log = 0.0
+        self._worse = False
+        self.decision = self._decide()
 
     @property
     def threshold(self) -> float | None:
@@ -298,14 +361,79 @@ class LatencyTest:
         i = max(0, math.ceil(self.quantile * len(self._baseline)) - 1)
         return self._baseline[i]
 
+    def _fit(self) -> None:
+        """Bins (baseline quantiles) and each shift alternative's bets, from the baseline so far."""
+        base, n = self._baseline, len(self._baseline)
+        k = max(2, min(MAX_BINS, n // 16))
+        self._edges = [base[min(n - 1, (j * n) // k)] for j in range(1, k)]
+        bounds = [0.0, *self._edges, math.inf]
+
+        def cdf(x: float) -> float:
+            return bisect.bisect_right(base, x) / n
+
+        p0 = [cdf(hi) - cdf(lo) for lo, hi in itertools.pairwise(bounds)]
+        w = self.weight
+        self._coef = []
+        for s in SCALES:
+            canary, baseline = [], []
+            for j, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+                p1 = (1 - _SMOOTH) * (cdf(hi / s) - cdf(lo / s)) + _SMOOTH * p0[j]
+                if p0[j] <= 0.0:
+                    canary.append(0.0)
+                    baseline.append(0.0)
+                    continue
+                q = w * p1 / (w * p1 + (1 - w) * p0[j])
+                canary.append(math.log(q / w))
+                baseline.append(math.log((1 - q) / (1 - w)))
+            self._coef.append((canary, baseline))
+        self._fitted_at = n
+
     def observe(self, arm: Literal["canary", "baseline"], seconds: float) -> Decision:
+        if arm == "canary":
+            return self.observe_many([seconds], [])
+        return self.observe_many([], [seconds])
+
+    def observe_many(self, canary: Sequence[float], baseline: Sequence[float]) -> Decision:
+        """A batch of requests (assigned after every request already observed), classified
+        against the baseline latencies before the batch; the decision after it."""
         limit = self.threshold
-        idx = 0 if arm == "canary" else 1
         if limit is not None:
-            self._n[idx] += 1
-            if seconds > limit:
-                self._slow[idx] += 1
-            self.decision = self.test.update(self._slow[0], self._n[0], self._slow[1], self._n[1])
-        if arm == "baseline":
-            bisect.insort(self._baseline, seconds)
+            n = len(self._baseline)
+            if n >= self._fitted_at * 1.25 or not self._coef:
+                self._fit()
+            shift, edges = self._shift, self._edges
+            for idx, xs in ((0, canary), (1, baseline)):
+                for x in xs:
+                    j = bisect.bisect_left(edges, x)
+                    for k, coef in enumerate(self._coef):
+                        shift[k] += coef[idx][j]
+                    self._slow[idx] += x > limit
+                self._n[idx] += len(xs)
+            self.tail.update(self._slow[0], self._n[0], self._slow[1], self._n[1])
+        for x in baseline:
+            bisect.insort(self._baseline, x)
+        self.decision = self._decide()
         return self.decision
+
+    def _decide(self) -> Decision:
+        terms = [math.log(SHIFT_SHARE / len(SCALES)) + v for v in self._shift]
+        terms.append(math.log(1 - SHIFT_SHARE) + self.tail._mix.log_value())
+        top = max(terms)
+        log_stat = top + math.log(sum(math.exp(t - top) for t in terms))
+        self._max_log = max(self._max_log, log_stat)
+        if log_stat >= math.log(1.0 / self.alpha):
+            self._worse = True
+        tail = self.tail.update(self._slow[0], self._n[0], self._slow[1], self._n[1])
+        verdict: Verdict = "canary_worse" if self._worse else tail.verdict
+        if verdict == "canary_worse" and not self._worse:
+            verdict = "continue"
+        return Decision(
+            verdict=verdict,
+            statistic=math.exp(min(log_stat, _EXP_CAP)),
+            threshold=1.0 / self.alpha,
+            p_value=min(1.0, math.exp(-self._max_log)),
+            canary_errors=self._slow[0],
+            canary_n=self._n[0],
+            baseline_errors=self._slow[1],
+            baseline_n=self._n[1],
+        )
