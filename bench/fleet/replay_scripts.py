@@ -4,19 +4,18 @@ commands of bench/fleet.py. It tells what the scripts cost the hosts, apart from
 
     uv run python bench/fleet/replay_scripts.py [--hosts 100] [--repeat 3]
 
-Also times ``put_grouped``, a prototype of the upload's put script with the same checks
-(tar into a temp dir beside the files, sha256 manifest verified, each file renamed into
-place) but one ``mkdir -p`` for all directories and one ``mv -f -t DIR`` per directory,
-generated on the client from the file list, instead of a ``find … -exec sh`` loop with one
-``mv`` per file; both results are compared file by file.
+Times the upload's put script both ways, with the same checks (tar into a temp dir beside the
+files, sha256 manifest verified, each file renamed into place): the lean one the step uses
+(one ``mkdir -p`` for all directories and one ``mv -f -t DIR`` per directory, written on the
+client from the file list) and the generic one it falls back to for trees too large to name
+on one command line (a ``find … -exec sh`` loop with one ``mv`` per file); both results are
+compared file by file.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import posixpath
-import shlex
 import shutil
 import statistics
 import sys
@@ -33,29 +32,6 @@ from tminus.steps.release import stage_script, switch_script
 from tminus.steps.upload import check_script, put_script
 
 
-def put_grouped(base: str, tree: LocalTree) -> str:
-    q = shlex.quote
-    by_dir: dict[str, list[str]] = {}
-    for f in tree.files:
-        by_dir.setdefault(posixpath.dirname(f.rel) or ".", []).append(f.rel)
-    lines = [
-        "set -e",
-        f"D={q(base)}",
-        'mkdir -p -- "$D"',
-        'T=$(mktemp -d "$D/.tminus-upload-XXXXXX")',
-        "trap 'rm -rf -- \"$T\"' EXIT",
-        'tar -x -p --no-same-owner -f - -C "$T"',
-        'cd -- "$T"',
-        "sha256sum --quiet -c .tminus-sha256 >&2 || { echo 'checksum mismatch' >&2; exit 4; }",
-    ]
-    dirs = sorted(d for d in by_dir if d != ".")
-    if dirs:
-        lines.append("mkdir -p -- " + " ".join(f'"$D"/{q(d)}' for d in dirs))
-    for d, rels in by_dir.items():
-        lines.append(f'mv -f -t "$D"/{q(d)} -- ' + " ".join(q(r) for r in rels))
-    return "\n".join(lines) + "\n"
-
-
 async def replay(
     bench: F.Bench, ro: F.Rollout, tree: LocalTree, control: Path, times: dict[str, list[float]]
 ) -> None:
@@ -67,8 +43,8 @@ async def replay(
         ("raw: prepare", ro.prepare(), None),
         ("raw: upload (tar x)", ro.unpack(), bench.tar),
         ("upload: check (manifest)", check_script(f"{d}/s1", None), tree.manifest().encode()),
-        ("upload: put", put_script(f"{d}/s1"), tar),
-        ("upload: put_grouped (prototype)", put_grouped(f"{d}/s2", tree), tar),
+        ("upload: put (generic, a mv per file)", put_script(f"{d}/s1"), tar),
+        ("upload: put (lean, the step's)", put_script(f"{d}/s2", tree, None), tar),
         ("raw: release (cp -a, ln, mv)", ro.switch(), None),
         ("raw: cleanup", ro.cleanup(), None),
         ("release: stage", stage_script(d, rid + "b", tree.digest(), ["log"]), tar),
@@ -84,7 +60,7 @@ async def replay(
             "| xargs sha256sum | sha256sum); done | uniq | wc -l"
         )
         for r in await F.on_all(fleet, client, same, control=control):
-            assert r.out.strip() == "1", f"{r.host}: put and put_grouped left different trees"
+            assert r.out.strip() == "1", f"{r.host}: the two put scripts left different trees"
     finally:
         await F.close_masters(client, control)
 
@@ -108,7 +84,9 @@ def main() -> int:
         art = tmp / "artifact"
         F.make_artifact(art)
         client = F.SshClient(str(fleet.identity_file), str(fleet.known_hosts), fleet.user)
-        ns = argparse.Namespace(tminus_cleanup_step=False, timeout=600, ansible_upload="copy")
+        ns = argparse.Namespace(
+            tminus_cleanup_step=False, timeout=600, ansible_upload="copy", forks=0, ansible_forks=0
+        )
         bench = F.Bench(ns, fleet, tmp, client, art)
         for rep in range(args.repeat):
             ro = bench.new_rollout("replay", rep)

@@ -40,6 +40,10 @@ class SshOptions:
     agent: bool = True  # use $SSH_AUTH_SOCK when set
     max_sessions: int = 8  # concurrent channels per connection (sshd's MaxSessions is 10)
     kill_timeout: float = 5.0
+    #: Handshakes in progress at once over a pool (connect + key exchange + login): the rest
+    #: wait their turn, and connect_timeout counts from the start of their own handshake, so
+    #: a thousand hosts opened at once do not time out queueing for the client's CPU.
+    max_connecting: int = 64
 
 
 @dataclass(frozen=True)

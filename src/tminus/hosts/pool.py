@@ -37,6 +37,8 @@ class HostPool:
         self._ssh: dict[str, SshHost] = {}
         self._local: dict[str, LocalHost] = {}
         self._closed = False
+        #: Handshakes in progress at once over the pool (SshOptions.max_connecting).
+        self._connecting = asyncio.Semaphore(self.options.max_connecting)
 
     def _target(self, name: str) -> TargetHost | None:
         t = self.targets.get(name)
@@ -53,7 +55,7 @@ class HostPool:
         host = self._ssh.get(name)
         if host is None:
             settings = SshSettings.from_target(name, self._target(name))
-            host = self._ssh[name] = SshHost(settings, self.options)
+            host = self._ssh[name] = SshHost(settings, self.options, self._connecting)
         return host
 
     def host(self, name: str) -> Host:

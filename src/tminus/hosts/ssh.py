@@ -77,9 +77,16 @@ class _Client(asyncssh.SSHClient):
 class SshHost:
     """One SSH host; implements :class:`tminus.hosts.base.Host`. Prefer :class:`HostPool`."""
 
-    def __init__(self, settings: SshSettings, options: SshOptions | None = None) -> None:
+    def __init__(
+        self,
+        settings: SshSettings,
+        options: SshOptions | None = None,
+        connecting: asyncio.Semaphore | None = None,
+    ) -> None:
         self.settings = settings
         self.options = options or SshOptions()
+        #: Shared by the hosts of a pool: handshakes in progress at once (max_connecting).
+        self._connecting = connecting or asyncio.Semaphore(self.options.max_connecting)
         self.name = settings.name
         self.connections_opened = 0
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -116,7 +123,8 @@ class SshHost:
             if self._conn is not None and not self._conn.is_closed():
                 return self._conn
             self._conn = None
-            conn = await self._open()
+            async with self._connecting:
+                conn = await self._open()
             self._conn, self._lost = conn, None
             self.connections_opened += 1
             return conn

@@ -70,6 +70,15 @@ class LocalTree:
             h.update(f"link {rel}\0{target}\n".encode())
         return h.hexdigest()
 
+    def tar_dirs(self, rels: Iterable[str] | None = None) -> list[str]:
+        """The directories :meth:`tar` puts in the stream for the same ``rels``, sorted."""
+        key = None if rels is None else frozenset(rels)
+        if key is not None and len(key) == len(self.files):
+            key = None
+        if key is None:
+            return sorted(self.dirs)
+        return sorted(_parents(f.rel for f in self.files if f.rel in key))
+
     def tar(self, rels: Iterable[str] | None = None, *, mode: int | None = None) -> bytes:
         """A tar stream of the files (all, or only ``rels``), their directories, the links
         (with all files only) and the manifest. Cached per set of files."""

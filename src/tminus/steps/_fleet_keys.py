@@ -21,7 +21,8 @@ __all__ = ["host_key_problems"]
 
 class _KeyCheck:
     """Host keys of one plan's hosts, each host checked once (the runner calls the preflight
-    for every step); the hosts of a step are checked concurrently."""
+    for every step); the hosts of a step are checked concurrently, as many key exchanges at
+    once as the pool's handshakes (``SshOptions.max_connecting``)."""
 
     def __init__(self, plan: Plan, resolver: Resolver) -> None:
         from tminus.hosts.fleet import Fleet
@@ -37,7 +38,7 @@ class _KeyCheck:
         return [p for p in (self.hosts.get(n) for n in names) if p]
 
     async def _check_all(self, names: list[str]) -> dict[str, str | None]:
-        gate = asyncio.Semaphore(32)
+        gate = asyncio.Semaphore(self.fleet.pool.options.max_connecting)
 
         async def one(name: str) -> tuple[str, str | None]:
             async with gate:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -119,10 +120,36 @@ def ensure_sudoers(user: str = TEST_USER) -> bool:
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def _free_ports(n: int) -> list[int]:
+    """``n`` free loopback ports below the ephemeral range when it leaves room (from a random
+    start): a port the kernel hands out to clients may be taken by any outgoing connection
+    (a fleet's own ssh clients) between this check and sshd's bind; these are not."""
+    low, _high = _ephemeral_range()
+    first, last = 10000, low - 1
     socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        if last - first > 4 * n:
+            start = random.randrange(first, last)
+            for k in range(last - first):
+                if len(socks) == n:
+                    break
+                port = first + (start - first + k) % (last - first)
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    s.close()
+                    continue
+                socks.append(s)
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("127.0.0.1", 0))
             socks.append(s)
@@ -289,6 +316,7 @@ class SshdFleet:
     prefix: str = "h"
     root: Path | None = None
     max_sessions: int = 20
+    start_batch: int = 100  # sshd started (then waited for) at a time
     instances: list[SshdInstance] = field(default_factory=list)
     user: str = ""
     sshd: str = ""
@@ -403,11 +431,15 @@ class SshdFleet:
         )
 
     def _launch(self, instances: list[SshdInstance]) -> None:
-        """Start all, then wait for all (in parallel, so 100 hosts start in about a second)."""
-        for inst in instances:
-            inst.spawn()
-        for inst in instances:
-            inst.wait_ready()
+        """Start a batch, then wait for its banners (in parallel, so 100 hosts start in about
+        a second), batch after batch: a thousand sshd starting at once overrun a small
+        machine and miss their time to answer."""
+        for k in range(0, len(instances), self.start_batch):
+            batch = instances[k : k + self.start_batch]
+            for inst in batch:
+                inst.spawn()
+            for inst in batch:
+                inst.wait_ready()
 
     def add(self, n: int = 1) -> list[SshdInstance]:
         """Start ``n`` more instances (their keys are appended to the fleet's known_hosts)."""
