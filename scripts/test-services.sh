@@ -21,6 +21,7 @@ declare -A NEED=(
   [/usr/bin/prometheus]=prometheus # analysis tests start their own Prometheus
   [redis-server]=redis-server      # flag store tests (the machine's Redis, or their own)
   [/usr/bin/chromium]=chromium     # dashboard and status page tests (Playwright drives it)
+  [wrk]=wrk                        # bench/canary.py part (c): 10,000 rps load generator
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -6,6 +6,11 @@ The include file holds, inside the ``http {}`` context where the user's config i
   spread evenly over its servers (integer weights in exact proportion). nginx refuses
   ``weight=0``, so a pool at 0% keeps its servers in the upstream marked ``down`` (the file
   still names every server, and switching back needs no other change);
+- ``keepalive N;`` in every upstream it writes (the router's ``keepalive``, default
+  :data:`DEFAULT_KEEPALIVE`; 0 leaves it out): each nginx worker keeps up to N idle
+  connections to the servers and reuses them, instead of a new upstream connection per
+  request. nginx needs ``proxy_http_version 1.1;`` and ``proxy_set_header Connection "";``
+  where it proxies (``verify`` reports their absence);
 - with ``cookie:``, one upstream per pool (``<name>__<pool>``, every server, no weights) and
   ``map $cookie_<cookie> $tminus_<name>_route { ... }`` whose value is the weighted upstream,
   or for requests carrying the cookie (any non-empty value; with ``cookie: {name, value}``
@@ -15,10 +20,17 @@ The include file holds, inside the ``http {}`` context where the user's config i
 
 A change is written atomically (temp file + rename), checked with ``nginx -t`` (the previous
 file is put back if nginx refuses it, and nginx's message is the error), then nginx reloads
-gracefully (``nginx -s reload``, or the plan's ``reload:`` command): new workers start with the
-new file and old workers finish their in-flight requests before they exit. When the master's
-pid file is known, the change returns only once the new workers run and the old ones are
-shutting down, so traffic sent afterwards follows the new split.
+gracefully (SIGHUP to the master when its pid file is known, as ``nginx -s reload`` does
+without the extra process; else ``nginx -s reload``, or the plan's ``reload:`` command): new
+workers start with the new file and old workers finish their in-flight requests (and their
+upstream keep-alive connections) before they exit. When the master's pid file is known, the
+change returns only once the new workers run and the old ones are shutting down, so traffic
+sent afterwards follows the new split.
+
+An ``urgent`` change (traffic back to safety) reloads first and runs ``nginx -t`` while the
+master starts its new workers: the master checks the file itself and keeps its old workers if
+it refuses it, so ``nginx -t`` failing means the reload did not happen, and the previous file
+is put back and the call fails as before; ``nginx -t`` (~20–40 ms) is off the critical path.
 
 ``get_weights`` reads the include file back (the file nginx loaded at the last reload; a
 change that nginx refused is never left in it).
@@ -29,13 +41,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import math
 import os
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 from tminus.hosts.base import CompletedRun
 from tminus.hosts.local import LocalHost
@@ -46,10 +58,17 @@ from tminus.routers.base import (
     RouterError,
     check_weights,
     pool_problems,
-    split_percent,
+)
+from tminus.routers.nginx_include import (
+    DEFAULT_KEEPALIVE,
+    parse_include,
+    parse_route,
+    render_include,
+    route_variable,
 )
 
 __all__ = [
+    "DEFAULT_KEEPALIVE",
     "KIND",
     "Nginx",
     "NginxKind",
@@ -59,113 +78,21 @@ __all__ = [
     "route_variable",
 ]
 
-_HEADER = "# Written by tminus (router {router!r}): every change here is overwritten.\n"
-_UPSTREAM = re.compile(r"^\s*upstream\s+(\S+)\s*\{(.*?)\}", re.S | re.M)
-_SERVER = re.compile(r"^\s*server\s+(\S+)([^;]*);", re.M)
-_MAP = re.compile(r"^\s*map\s+\$cookie_(\w+)\s+\$(\w+)\s*\{(.*?)\}", re.S | re.M)
-_MAP_ENTRY = re.compile(r"^\s*(\"[^\"]*\"|\S+)\s+(\S+)\s*;", re.M)
 _PID = re.compile(r"^\s*pid\s+([^;\s]+)\s*;", re.M)
+
+#: How often (s) a reload's wait looks at the master's children.
+RELOAD_POLL_S = 0.005
+
+_KEEPALIVE_NEEDS = (
+    (re.compile(r"^\s*proxy_http_version\s+1\.1\s*;", re.M), "proxy_http_version 1.1;"),
+    (
+        re.compile(r"^\s*proxy_set_header\s+Connection\s", re.M | re.I),
+        'proxy_set_header Connection "";',
+    ),
+)
 
 #: One asyncio lock per include file, so concurrent steps in one process take turns.
 _locks: dict[str, asyncio.Lock] = {}
-
-
-def route_variable(upstream: str) -> str:
-    """The map's variable for ``proxy_pass`` (nginx variable names are ``[A-Za-z0-9_]``)."""
-    return "tminus_" + re.sub(r"[^A-Za-z0-9_]", "_", upstream) + "_route"
-
-
-def pool_upstream(upstream: str, pool: str) -> str:
-    return f"{upstream}__{pool}"
-
-
-def _server_weights(weights: Mapping[str, int], pools: Mapping[str, list[str]]) -> dict[str, int]:
-    """Per-server integer weights in exact proportion (0 = marked ``down``)."""
-    scale = math.lcm(*(len(servers) for servers in pools.values()))
-    raw: dict[str, int] = {}
-    for pool, servers in pools.items():
-        for addr in servers:
-            raw[addr] = weights.get(pool, 0) * scale // len(servers)
-    common = math.gcd(*[w for w in raw.values() if w]) or 1
-    return {addr: w // common for addr, w in raw.items()}
-
-
-def render_include(
-    router: str,
-    upstream: str,
-    pools: Mapping[str, list[str]],
-    weights: Mapping[str, int],
-    cookie: str | None = None,
-    route: str | None = None,
-    value: str | None = None,
-) -> str:
-    """The include file for a split (and a cookie route, with ``cookie``: for any non-empty
-    value of the cookie, or with ``value`` for that value only)."""
-    per_server = _server_weights(weights, pools)
-    lines = [
-        _HEADER.format(router=router).rstrip("\n"),
-        "# split: " + ", ".join(f"{p} {weights.get(p, 0)}%" for p in pools),
-        f"upstream {upstream} {{",
-    ]
-    for servers in pools.values():
-        for addr in servers:
-            w = per_server[addr]
-            lines.append(f"    server {addr} weight={w};" if w else f"    server {addr} down;")
-    lines.append("}")
-    if cookie:
-        for pool, servers in pools.items():
-            lines.append(f"upstream {pool_upstream(upstream, pool)} {{")
-            lines += [f"    server {addr};" for addr in servers]
-            lines.append("}")
-        lines.append(f"map $cookie_{cookie} ${route_variable(upstream)} {{")
-        if route is None:
-            lines.append(f"    default {upstream};")
-        elif value is not None:
-            lines.append(f"    default {upstream};")
-            lines.append(f'    "{value}" {pool_upstream(upstream, route)};')
-        else:
-            lines.append(f"    default {pool_upstream(upstream, route)};")
-            lines.append(f'    "" {upstream};')
-        lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def parse_include(
-    text: str, upstream: str, pools: Mapping[str, list[str]]
-) -> tuple[dict[str, int], str | None]:
-    """The split and the cookie route (a pool, or None) written in an include file."""
-    pool_of = {addr: pool for pool, servers in pools.items() for addr in servers}
-    blocks = {m.group(1): m.group(2) for m in _UPSTREAM.finditer(text)}
-    body = blocks.get(upstream)
-    if body is None:
-        raise RouterError(f"the include file has no 'upstream {upstream}' block")
-    amounts = {p: 0.0 for p in pools}
-    for m in _SERVER.finditer(body):
-        addr, params = m.group(1), m.group(2).split()
-        pool = pool_of.get(addr)
-        if pool is None:
-            raise RouterError(f"server {addr} in upstream {upstream} is in no pool of the router")
-        if "down" in params:
-            continue
-        weight = 1
-        for prm in params:
-            if prm.startswith("weight="):
-                weight = int(prm.removeprefix("weight="))
-        amounts[pool] += weight
-    return split_percent(amounts), parse_route(text, upstream)
-
-
-def parse_route(text: str, upstream: str) -> str | None:
-    """The pool the include file's cookie map routes to (``None``: no route, or no map)."""
-    found = _MAP.search(text)
-    if found is None:
-        return None
-    for entry in _MAP_ENTRY.finditer(found.group(3)):
-        value = entry.group(2)
-        prefix = f"{upstream}__"
-        if value.startswith(prefix):  # `default` (any value) or one quoted value
-            return value.removeprefix(prefix)
-    return None
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -219,6 +146,7 @@ class Nginx:
         self.cookie_value: str | None = parts[1] if parts else None
         self.pool_servers = {p: [r.resolve(a) for a in addrs] for p, addrs in cfg.pools.items()}
         self._pid_file = r.resolve(cfg.pid_file) if cfg.pid_file else None
+        self.keepalive = cfg.keepalive
         self._mask = r.mask
         self.reload_timeout = 15.0
         problems = self._config_problems()
@@ -234,11 +162,11 @@ class Nginx:
         return weights
 
     async def set_weights(self, weights: Mapping[str, int], *, urgent: bool = False) -> None:
-        # ``urgent`` changes nothing here: nginx takes a new split only through a reload of a
-        # config that passes its own check.
+        """``urgent``: reload first, ``nginx -t`` while the new workers start (see the
+        module's docstring); a refused file is put back either way."""
         split = check_weights(weights, self.pools())
         async with self._locked():
-            await self._apply(split, self._current_route())
+            await self._apply(split, self._current_route(), urgent=urgent)
 
     async def set_cookie_route(self, pool: str | None) -> None:
         if not self.cookie:
@@ -281,6 +209,14 @@ class Nginx:
         target = f"${route_variable(self.upstream)}" if self.cookie else self.upstream
         if f"http://{target}" not in dumped:
             problems.append(f"no 'proxy_pass http://{target}' in the nginx config")
+        if self.keepalive > 0:
+            missing = [text for rx, text in _KEEPALIVE_NEEDS if not rx.search(dumped)]
+            if missing:
+                problems.append(
+                    f"keepalive {self.keepalive} needs {' and '.join(missing)} where nginx "
+                    "proxies to the upstream (else every request opens a new upstream "
+                    "connection); or set keepalive: 0"
+                )
         return problems
 
     # --- internals ------------------------------------------------------------------------
@@ -339,7 +275,7 @@ class Nginx:
             os.chmod(tmp, self.include.stat().st_mode & 0o7777)
         os.replace(tmp, self.include)
 
-    async def _apply(self, split: dict[str, int], route: str | None) -> None:
+    async def _apply(self, split: dict[str, int], route: str | None, urgent: bool = False) -> None:
         new = render_include(
             self.name,
             self.upstream,
@@ -348,6 +284,7 @@ class Nginx:
             self.cookie,
             route,
             self.cookie_value,
+            self.keepalive,
         )
         try:
             old: str | None = self.include.read_text()
@@ -359,17 +296,15 @@ class Nginx:
             self._write(new)
         except OSError as exc:
             raise RouterError(f"cannot write {self.include}: {exc}") from None
+        master = self._master_pid()
+        if urgent and master and not self.reload_command:
+            await self._reload_then_test(master, old)
+            return
         test = await self._nginx("-t")
         if not test.ok:
-            self._write(old)
-            raise RouterError(
-                f"nginx rejected the new {self.include.name}, the previous one is back: "
-                + self._tail(test.stderr or test.stdout),
-                hint="fix the nginx config (see docs/routers.md for what it must contain)",
-            )
-        master = self._master_pid()
+            self._refused(old, test)
         before = _children(master) if master else {}
-        reload = await self._reload()
+        reload = await self._reload(master)
         if not reload.ok:
             self._write(old)
             raise RouterError(
@@ -383,6 +318,50 @@ class Nginx:
                 self._write(old)  # what the master still runs (it refused the reload)
                 raise
 
+    def _refused(self, old: str | None, test: CompletedRun) -> NoReturn:
+        self._write(old)
+        raise RouterError(
+            f"nginx rejected the new {self.include.name}, the previous one is back: "
+            + self._tail(test.stderr or test.stdout),
+            hint="fix the nginx config (see docs/routers.md for what it must contain)",
+        )
+
+    async def _reload_then_test(self, master: int, old: str | None) -> None:
+        """The urgent order: SIGHUP now, ``nginx -t`` while the master starts new workers. The
+        master checks the file itself and keeps its old workers if it refuses it: ``nginx -t``
+        failing means no reload, so the previous file is put back and the call fails."""
+        before = _children(master)
+        try:
+            os.kill(master, signal.SIGHUP)
+        except OSError as exc:
+            self._write(old)
+            raise RouterError(
+                f"cannot signal the nginx master {master}: {exc}; the previous file is back"
+            ) from None
+        wait = asyncio.create_task(self._wait_reloaded(master, before))
+        test = asyncio.create_task(self._nginx("-t"))
+        try:
+            done, _ = await asyncio.wait({wait, test}, return_when=asyncio.FIRST_COMPLETED)
+            if wait in done:
+                wait.result()  # the master runs the new file: nginx itself accepted it
+                await test  # reap the check's process
+                return
+            result = test.result()
+            if not result.ok:
+                wait.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await wait
+                self._refused(old, result)
+            try:
+                await wait
+            except _NoNewWorkers:
+                self._write(old)
+                raise
+        finally:
+            for task in (wait, test):
+                if not task.done():
+                    task.cancel()
+
     async def _nginx(self, *args: str) -> CompletedRun:
         cmd = [self.nginx]
         if self.prefix:
@@ -391,9 +370,15 @@ class Nginx:
             cmd += ["-c", self.config]
         return await LocalHost().run([*cmd, *args], timeout=60)
 
-    async def _reload(self) -> CompletedRun:
+    async def _reload(self, master: int | None = None) -> CompletedRun:
         if self.reload_command:
             return await LocalHost().run(self.reload_command, timeout=120)
+        if master:
+            try:  # what `nginx -s reload` does, without starting a process to do it
+                os.kill(master, signal.SIGHUP)
+                return CompletedRun("localhost", f"kill -HUP {master}", 0, "", "")
+            except OSError:
+                pass  # another user's nginx: let `nginx -s reload` say why
         return await self._nginx("-s", "reload")
 
     def _pid_path(self) -> Path | None:
@@ -440,7 +425,7 @@ class Nginx:
                     f"nginx did not start new workers within {self.reload_timeout:g}s of the "
                     "reload, the previous include file is back; see nginx's error log"
                 )
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(RELOAD_POLL_S)
 
     def _tail(self, text: str) -> str:
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]

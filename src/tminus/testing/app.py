@@ -15,7 +15,8 @@ a few thousand requests per second on one core.
 - ``GET /health``: ``200 ok`` (never fails, not counted).
 - ``GET /metrics``: Prometheus text format: ``http_requests_total{version,code}`` and the
   histogram ``http_request_duration_seconds{version}`` (not counted).
-- ``POST /_control?error_rate=F&latency=S``: change the fault; ``GET /_control``: JSON state.
+- ``POST /_control?error_rate=F&latency=S``: change the fault; ``GET /_control``: JSON state
+  (``requests`` answered, ``connections`` accepted since the start, ``codes``...).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class _State:
         self.buckets = [0] * len(BUCKETS)
         self.total = 0
         self.sum = 0.0
+        self.connections = 0  # accepted since the start (a proxy's keep-alive reuses them)
 
     def observe(self, code: int, seconds: float) -> None:
         self.counts[code] = self.counts.get(code, 0) + 1
@@ -99,6 +101,7 @@ def _response(code: int, body: bytes, ctype: str, version: str, close: bool) -> 
 async def _handle(
     state: _State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
+    state.connections += 1
     try:
         while True:
             try:
@@ -138,6 +141,7 @@ async def _handle(
                     "error_rate": state.error_rate,
                     "latency": state.latency,
                     "requests": state.total,
+                    "connections": state.connections,
                     "codes": {str(c): n for c, n in state.counts.items()},
                 }
                 body = json.dumps(info).encode()

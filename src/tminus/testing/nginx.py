@@ -10,8 +10,14 @@ Everything lives under the temp directory (``-p TMP -c TMP/nginx.conf``): pid fi
 temp paths; nothing needs root-owned paths. nginx runs in the foreground (``daemon off``) with
 its master process as our child, so ``nginx -s reload`` (what the router runs) works through
 the pid file. The config contains exactly what docs/routers.md asks of a user's config: an
-``include`` of the router's file inside ``http {}`` and a ``proxy_pass`` to the upstream (or to
-``$tminus_<upstream>_route`` with a cookie).
+``include`` of the router's file inside ``http {}``, a ``proxy_pass`` to the upstream (or to
+``$tminus_<upstream>_route`` with a cookie), and ``proxy_http_version 1.1;`` with
+``proxy_set_header Connection "";`` so that the upstream ``keepalive`` the router writes
+reuses connections.
+
+:class:`NginxApp` is a stand-in app for rates the Python app (``tminus.testing.app``) cannot
+serve (bench/canary.py part (c) at thousands of requests per second): an nginx answering
+every request ``200 <version>\n`` itself, with keep-alive.
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tminus.routers.nginx import render_include, route_variable
+from tminus.routers.nginx import DEFAULT_KEEPALIVE, render_include, route_variable
 from tminus.testing._service import find_binary, stop_process
 from tminus.testing.app import free_port
 
-__all__ = ["NginxServer", "NginxUnavailable", "find_nginx"]
+__all__ = ["NginxApp", "NginxServer", "NginxUnavailable", "find_nginx"]
 
 _CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -54,8 +60,12 @@ class NginxServer:
         upstream: str = "backend",
         weights: dict[str, int] | None = None,
         keepalive_timeout: str = "75s",
+        keepalive: int = DEFAULT_KEEPALIVE,
+        workers: int = 1,
         root: Path | None = None,
     ) -> None:
+        """``keepalive_timeout``: the client side's; ``keepalive``: idle upstream connections
+        per worker (the router's ``keepalive``); ``workers``: ``worker_processes``."""
         self.pools = pools
         self.cookie = cookie
         self.cookie_value = cookie_value  # only this value of the cookie is routed
@@ -63,6 +73,8 @@ class NginxServer:
         first = next(iter(pools))
         self.initial = weights or {p: (100 if p == first else 0) for p in pools}
         self.keepalive_timeout = keepalive_timeout
+        self.keepalive = keepalive
+        self.worker_processes = workers
         self.port = free_port()
         self.root = root
         self.binary = ""
@@ -106,6 +118,8 @@ class NginxServer:
             "upstream": self.upstream,
             "pools": {p: list(a) for p, a in self.pools.items()},
         }
+        if self.keepalive != DEFAULT_KEEPALIVE:
+            cfg["keepalive"] = self.keepalive
         if self.cookie:
             cfg["cookie"] = (
                 {"name": self.cookie, "value": self.cookie_value}
@@ -125,7 +139,7 @@ class NginxServer:
                     "# tminus test nginx (tminus.testing.nginx)",
                     "daemon off;",
                     "master_process on;",
-                    "worker_processes 1;",
+                    f"worker_processes {self.worker_processes};",
                     f"pid {self.pid_file};",
                     f"error_log {self.error_log} notice;",
                     "events { worker_connections 4096; }",
@@ -142,6 +156,8 @@ class NginxServer:
                     f"        listen 127.0.0.1:{self.port};",
                     "        location / {",
                     f"            proxy_pass http://{target};",
+                    "            proxy_http_version 1.1;",
+                    '            proxy_set_header Connection "";',
                     "        }",
                     "    }",
                     "}",
@@ -158,7 +174,14 @@ class NginxServer:
         self.dir.chmod(0o755)  # workers run as an unprivileged user when we are root
         (self.dir / "tmp").mkdir(exist_ok=True)
         self.include.write_text(
-            render_include("test", self.upstream, self.pools, self.initial, self.cookie)
+            render_include(
+                "test",
+                self.upstream,
+                self.pools,
+                self.initial,
+                self.cookie,
+                keepalive=self.keepalive,
+            )
         )
         self.write_config()
         try:
@@ -229,3 +252,44 @@ class NginxServer:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class NginxApp(NginxServer):
+    """A stand-in app version: nginx answering ``200 <version>\\n`` to every request (keep-alive
+    on, ``workers`` processes), for loads beyond the Python app's few thousand per second."""
+
+    def __init__(self, version: str, *, workers: int = 1) -> None:
+        super().__init__({"app": ["127.0.0.1:9"]}, workers=workers)
+        self.version = version
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def write_config(self) -> None:
+        d = self.dir
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"# tminus test app {self.version!r} (tminus.testing.nginx.NginxApp)",
+                    "daemon off;",
+                    "master_process on;",
+                    f"worker_processes {self.worker_processes};",
+                    f"pid {self.pid_file};",
+                    f"error_log {self.error_log} warn;",
+                    "events { worker_connections 4096; }",
+                    "http {",
+                    "    access_log off;",
+                    f"    client_body_temp_path {d}/tmp/client_body;",
+                    "    keepalive_requests 1000000;",
+                    "    keepalive_timeout 75s;",
+                    "    server {",
+                    f"        listen 127.0.0.1:{self.port} backlog=4096;",
+                    "        default_type text/plain;",
+                    f'        location / {{ return 200 "{self.version}\\n"; }}',
+                    "    }",
+                    "}",
+                    "",
+                ]
+            )
+        )
