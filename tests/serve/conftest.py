@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,7 +83,8 @@ class Serve:
         )
         log.close()
         self.procs.append(proc)
-        deadline = time.monotonic() + 30
+        # 120 s: the machine is shared (up to eight test runs on two cores start it slowly)
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"tminus serve exited {proc.returncode}: {self.log(name)}")
@@ -92,7 +94,7 @@ class Serve:
                 return proc, port
             except OSError:
                 time.sleep(0.1)
-        pytest.fail(f"tminus serve did not answer /healthz in 30 s: {self.log(name)}")
+        pytest.fail(f"tminus serve did not answer /healthz in 120 s: {self.log(name)}")
 
     def log(self, name: str = "serve") -> str:
         path = self.cwd / f"{name}.log"
@@ -150,3 +152,51 @@ def write(path: Path, text: str) -> Path:
 
 
 os.environ.setdefault("TMINUS_OPERATOR", "alice")
+
+
+# --- the dashboard in a real headless Chromium (Debian's ``chromium``, through Playwright) ----
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (``executable_path``): fails, does
+    not skip, when it is not installed."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium is not installed ({CHROMIUM}): run scripts/test-services.sh")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def token(s: Serve, person: str) -> str:
+    """A token made with ``tminus tokens create`` (printed alone on its last line)."""
+    return s.tm("tokens", "create", "--person", person).stdout.strip().splitlines()[-1]
+
+
+def login(browser: Any, port: int, token: str, *, phone: bool = False) -> Any:
+    """A new browser context (a person) logged in with ``token`` through the login page."""
+    if phone:
+        ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    else:
+        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = ctx.new_page()
+    page.goto(f"http://127.0.0.1:{port}/")
+    assert "/login" in page.url  # no anonymous access
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"http://127.0.0.1:{port}/")
+    return page
+
+
+def shot(page: Any, name: str) -> None:
+    """With ``TMINUS_SCREENSHOTS=1``: the whole page saved as ``docs/img/NAME``."""
+    if os.environ.get("TMINUS_SCREENSHOTS"):
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / name), full_page=True)

@@ -17,19 +17,11 @@ Mutations tried (each makes a test here fail):
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.serve.conftest import Serve, write
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+from tests.serve.conftest import Serve, login, shot, token, write
 
 PLAN = """
 name: dash
@@ -57,45 +49,9 @@ phases:
 """
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is not installed ({CHROMIUM}): run scripts/test-services.sh")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _token(s: Serve, person: str) -> str:
-    return s.tm("tokens", "create", "--person", person).stdout.strip().splitlines()[-1]
-
-
-def _login(browser: Browser, port: int, token: str, *, phone: bool = False) -> Page:
-    if phone:
-        ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
-    else:
-        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = ctx.new_page()
-    page.goto(f"http://127.0.0.1:{port}/")
-    assert "/login" in page.url  # no anonymous access
-    page.fill("#token", token)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"http://127.0.0.1:{port}/")
-    return page
-
-
-def _shot(page: Page, name: str) -> None:
-    if os.environ.get("TMINUS_SCREENSHOTS"):
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / name), full_page=True)
-
-
 def _setup(s: Serve, release: str) -> dict[str, Any]:
     write(s.cwd / "plan.yaml", PLAN.replace("{release}", release))
-    tokens = {p: _token(s, p) for p in ("alice", "bob", "carol")}
+    tokens = {p: token(s, p) for p in ("alice", "bob", "carol")}
     s.tm("access", "grant", "alice", "operator")
     s.tm("access", "grant", "bob", "approver")
     s.tm("access", "grant", "carol", "viewer")
@@ -106,7 +62,7 @@ def test_start_watch_approve_live(serve_env: Serve, browser: Browser) -> None:
     s = serve_env
     tokens = _setup(s, "echo released >> effects.log")
     _, port = s.start()
-    alice = _login(browser, port, tokens["alice"])
+    alice = login(browser, port, tokens["alice"])
     alice.fill("#register-form input[name=path]", str(s.cwd / "plan.yaml"))
     alice.click("#register-form button[type=submit]")
     expect(alice.locator("#start-result")).to_contain_text("registered dash (prod)")
@@ -120,10 +76,10 @@ def test_start_watch_approve_live(serve_env: Serve, browser: Browser) -> None:
     alice.select_option("select[name=items]", "Release notes reviewed")
     alice.click("#btn-confirm")
     expect(alice.locator("#state")).to_have_text("awaiting_approval", timeout=20_000)
-    _shot(alice, "dashboard-deploy-waiting.png")
+    shot(alice, "dashboard-deploy-waiting.png")
     assert alice.locator("#btn-abort-rollback").count() == 1
 
-    bob = _login(browser, port, tokens["bob"])
+    bob = login(browser, port, tokens["bob"])
     bob.goto(f"http://127.0.0.1:{port}/deploys/dash-1")
     bob.select_option("select[name=role]", "release_manager")
     bob.click("#btn-approve")
@@ -131,20 +87,20 @@ def test_start_watch_approve_live(serve_env: Serve, browser: Browser) -> None:
     # alice's page was not reloaded: the stream brings the end
     expect(alice.locator("#state")).to_have_text("succeeded", timeout=20_000)
     expect(alice.locator("#log")).to_contain_text("approval.given")
-    _shot(alice, "dashboard-deploy-succeeded.png")
+    shot(alice, "dashboard-deploy-succeeded.png")
     assert (s.cwd / "effects.log").read_text() == "prepared\nreleased\n"
     alice.goto(f"http://127.0.0.1:{port}/")
     expect(alice.locator("table.deploys")).to_contain_text("dash-1")
-    _shot(alice, "dashboard-list.png")
+    shot(alice, "dashboard-list.png")
 
     # readable on a phone (no page-wide sideways scroll: wide tables scroll inside
     # themselves), and printable (no buttons, the whole log)
-    page = _login(browser, port, tokens["alice"], phone=True)
+    page = login(browser, port, tokens["alice"], phone=True)
     page.goto(f"http://127.0.0.1:{port}/deploys/dash-1", wait_until="load")
     expect(page.locator("#state")).to_have_text("succeeded")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, width
-    _shot(page, "dashboard-phone.png")
+    shot(page, "dashboard-phone.png")
     page.emulate_media(media="print")
     expect(page.locator("#actions")).to_be_hidden()
     expect(page.locator("#log")).to_be_visible()
@@ -160,7 +116,7 @@ def test_abort_button_rolls_back_and_viewer_cannot_act(serve_env: Serve, browser
     s.tm("approve", "dash-1", "--role", "release_manager", "--as", "bob")
     s.wait_for("the sleep to start", lambda: (s.cwd / "sleeping").exists())
 
-    carol = _login(browser, port, tokens["carol"])
+    carol = login(browser, port, tokens["carol"])
     carol.goto(f"http://127.0.0.1:{port}/deploys/dash-1")
     expect(carol.locator("#state")).to_have_text("running")
     expect(carol.locator("#no-actions")).to_be_visible()
@@ -173,7 +129,7 @@ def test_abort_button_rolls_back_and_viewer_cannot_act(serve_env: Serve, browser
     )
     assert status == 403
 
-    alice = _login(browser, port, tokens["alice"])
+    alice = login(browser, port, tokens["alice"])
     no_csrf = alice.evaluate(
         """async () => (await fetch('/api/v1/deploys/dash-1/abort', {method: 'POST',
             headers: {'Content-Type': 'application/json'},

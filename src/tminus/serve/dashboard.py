@@ -7,10 +7,13 @@ the API (:mod:`tminus.serve.api`) with the session's CSRF token.
   scheduled ones, and (for operators) a form that starts a deploy of a plan file.
 - ``/deploys/{id}``: one deploy, live: state, phases against their estimates, steps, the
   hosts × steps grid of fleet steps, the canary's weight and each analysis measurement,
-  maintenance downtime running, the ETA against the window's end, the event log; buttons for
-  every action the person may take (a destructive one asks first), and who may press them.
-- ``/deploys/{id}/panel``: the live part of that page alone (what the script re-fetches when
-  an event arrives).
+  maintenance downtime running, the ETA against the window's end, the router's split and the
+  feature flags' ramp, the watch's charts (at most about :data:`MAX_POINTS` points a check),
+  the event log; buttons for every action the person may take now (a destructive one asks
+  first), and who may press them.
+- ``/deploys/{id}/panel``: the live parts of that page alone (``dash_live.html``: the panel
+  and the actions the person may take now), what the script re-fetches when an event
+  arrives; it swaps the actions in only when they changed (a form being typed into is kept).
 
 The report and the runbook are the API's (``/api/v1/deploys/{id}/report``, ``…/runbook``),
 which a logged-in browser reads with its session.
@@ -39,6 +42,17 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 _ENV: Environment | None = None
 _STATIC = {"dash.js": "text/javascript", "dash.css": "text/css"}
+#: The events the page's "traffic and flags" section is drawn from.
+_ROUTING = (
+    "blue_green.switched",
+    "traffic.set",
+    "traffic.restored",
+    "flag.set",
+    "flag.restored",
+)
+#: The most points a watch chart draws per check (a week's watch has thousands: they are
+#: downsampled, the lowest and the highest of each interval kept, so a spike is never hidden).
+MAX_POINTS = 500
 #: Actions and the permission each needs (shown on the page as "who may press").
 _ACTIONS = {
     "approve": "approver",
@@ -198,7 +212,8 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
     # is thousands of events: the page does not read them all)
     events = store.events_tail(deploy_id, 200)
     series = store.events(
-        deploy_id, types=("canary.weight", "analysis.measurement", "watch.measurement")
+        deploy_id,
+        types=("canary.weight", "analysis.measurement", "watch.measurement", *_ROUTING),
     )
     weights = [
         {"at": e["ts"], "weight": (e["data"] or {}).get("weight")}
@@ -207,6 +222,7 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
     ]
     points = [e["data"] or {} for e in series if e["type"] == "analysis.measurement"]
     eta = _eta(plan, info)
+    step_rows = store.step_rows(deploy_id)
     # the steps in the order they ran (then those not started), without the phases' own
     # start and end records (the phases table shows those)
     far = datetime.max.replace(tzinfo=UTC)
@@ -216,7 +232,8 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
     )
     ended = info["state"] in ("succeeded", "failed", "rolled_back", "aborted", "cancelled")
     return {
-        "timeline": _timeline(store, plan, d),
+        "timeline": _timeline(store, plan, d, step_rows),
+        "routing": _routing(series, step_rows),
         "watch": _watch(plan, series),
         "d": d,
         "info": info,
@@ -235,10 +252,19 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
         "ended": ended,
         "waiting": info["state"] in ("awaiting_approval", "awaiting_confirmation"),
         "paused": info["state"] in ("paused", "crashed"),
+        # approvals are taken before T-0 and while the deploy or one of its steps waits
+        "signing": info["state"] in ("scheduled", "pending", "awaiting_approval")
+        or any(r["state"] == "waiting" for r in step_rows.values()),
+        # a canary holding its weight waits for a promotion
+        "holding": any(
+            r["state"] == "waiting" and r["kind"] == "canary" for r in step_rows.values()
+        ),
     }
 
 
-def _timeline(store: Store, plan: Any, d: dict[str, Any]) -> list[Markup]:
+def _timeline(
+    store: Store, plan: Any, d: dict[str, Any], step_rows: dict[str, dict[str, Any]]
+) -> list[Markup]:
     """The planned-versus-actual charts of the report (one per group of phases), drawn by
     the report's own code (its text escaped there)."""
     from markupsafe import Markup
@@ -248,7 +274,7 @@ def _timeline(store: Store, plan: Any, d: dict[str, Any]) -> list[Markup]:
     phase_rows = store.phase_rows(str(d["id"]))
     if not phase_rows:
         return []
-    tl = timeline.build_timeline(plan, d, phase_rows, store.step_rows(str(d["id"])))
+    tl = timeline.build_timeline(plan, d, phase_rows, step_rows)
     by_index = {p["index"]: p for p in tl["phases"]}
     out = []
     for n, group in enumerate(tl["groups"]):
@@ -259,20 +285,105 @@ def _timeline(store: Store, plan: Any, d: dict[str, Any]) -> list[Markup]:
 
 
 def _watch(plan: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The watch's checks with their charts (the report's section)."""
+    """The watch's checks with their charts (the report's section), each drawn from at most
+    about :data:`MAX_POINTS` measurements (:func:`downsample`, before the report's code reads
+    them: a week's watch is thousands); the counts are of every measurement."""
     from markupsafe import Markup
 
     from tminus.report import sections, svg
 
-    w = sections.watch(plan, events)
-    return [
+    by_check: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        if e["type"] == "watch.measurement":
+            by_check.setdefault(str((e["data"] or {}).get("check") or "?"), []).append(e)
+    kept: list[dict[str, Any]] = []
+    counts: dict[str, dict[str, int]] = {}
+    for name, measured in by_check.items():
+        counts[name] = {}
+        for e in measured:
+            status = str((e["data"] or {}).get("status") or "?")
+            counts[name][status] = counts[name].get(status, 0) + 1
+        kept += downsample(measured, MAX_POINTS)
+    out = []
+    for c in sections.watch(plan, kept)["checks"]:
+        every = counts.get(c["check"], c["counts"])
+        total = sum(every.values())
+        out.append(
+            {
+                "check": c["check"],
+                "counts": ", ".join(f"{k}: {v}" for k, v in sorted(every.items())),
+                "chart": Markup(svg.watch_chart(c)),
+                "shown": len(c["points"]),
+                "total": total,
+            }
+        )
+    return out
+
+
+def _value(e: dict[str, Any]) -> float | None:
+    v = (e["data"] or {}).get("value")
+    try:
+        return None if v is None or isinstance(v, bool) else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def downsample(measured: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """At most about ``most`` of one check's ``watch.measurement`` events, in their order:
+    cut into ``most // 3`` runs, of each run its lowest and its highest value and the first
+    measurement of each status in it (a WARN, a CRITICAL, a measurement that failed without
+    a value is never dropped for its quiet neighbours)."""
+    if len(measured) <= most:
+        return measured
+    buckets = max(1, most // 3)
+    size = len(measured) / buckets
+    out: list[dict[str, Any]] = []
+    for b in range(buckets):
+        run = measured[round(b * size) : round((b + 1) * size)]
+        keep: set[int] = set()
+        valued = [(v, i) for i, e in enumerate(run) if (v := _value(e)) is not None]
+        if valued:
+            keep.add(min(valued)[1])
+            keep.add(max(valued)[1])
+        seen: set[str] = set()
+        for i, e in enumerate(run):
+            status = str((e["data"] or {}).get("status"))
+            if status not in seen:
+                seen.add(status)
+                keep.add(i)
+        out.extend(run[i] for i in sorted(keep))
+    return out
+
+
+def _routing(events: list[dict[str, Any]], steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The router's split and the feature flags as this deploy left them, from its events
+    (each flag's values in order: the ramp), and the cookie preview of a blue_green step (its
+    checks' verdicts when done; "previewing" while it runs)."""
+    weights: dict[str, int] | None = None
+    flags: dict[str, list[str]] = {}
+    for e in events:
+        data = e["data"] or {}
+        if e["type"] == "blue_green.switched":
+            weights = {str(data.get("from")): 0, str(data.get("to")): 100}
+        elif e["type"] in ("traffic.set", "traffic.restored") and data.get("weights"):
+            weights = {str(k): int(v) for k, v in data["weights"].items()}
+        elif e["type"] == "flag.set":
+            st = data.get("state") or {}
+            shown = f"{'on' if st.get('enabled') else 'off'}, {float(st.get('percentage') or 0):g}%"
+            flags.setdefault(str(data.get("flag")), []).append(shown)
+        elif e["type"] == "flag.restored":
+            name, _, shown = str(e["message"] or "").partition(": ")
+            flags.setdefault(name, []).append(shown)
+    previews = [
         {
-            "check": c["check"],
-            "counts": ", ".join(f"{k}: {v}" for k, v in sorted(c["counts"].items())),
-            "chart": Markup(svg.watch_chart(c)),
+            "title": x["title"],
+            "state": x["state"],
+            "checks": (x.get("artifacts") or {}).get("preview") or [],
         }
-        for c in w["checks"]
+        for x in steps.values()
+        if x.get("kind") == "blue_green"
     ]
+    return {"weights": weights, "flags": flags, "previews": previews}
 
 
 def _eta(plan: Any, info: dict[str, Any]) -> dict[str, Any] | None:
@@ -307,7 +418,9 @@ async def deploy_page(
 async def deploy_panel(
     request: Request, deploy_id: str, who: Caller = Depends(page_caller)
 ) -> HTMLResponse:
-    return _page(request, "dash_panel.html", who, **_view(request, deploy_id, who))
+    """The live parts of the deploy page (the panel and the actions one may take now), which
+    the page's script swaps in when an event arrives."""
+    return _page(request, "dash_live.html", who, **_view(request, deploy_id, who))
 
 
 def _view(request: Request, deploy_id: str, who: Caller) -> dict[str, Any]:

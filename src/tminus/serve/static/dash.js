@@ -63,11 +63,15 @@ async function send(form, resultEl) {
 }
 
 function wireForms() {
-  for (const form of document.querySelectorAll("form[data-action]")) {
+  // one listener for every form, those swapped in later included (the actions are live)
+  document.addEventListener("submit", (ev) => {
+    const form = ev.target.closest("form[data-action]");
+    if (!form) return;
+    ev.preventDefault();
     const resultEl = document.getElementById(
       form.id === "start-form" || form.id === "register-form" ? "start-result" : "action-result");
-    form.addEventListener("submit", (ev) => { ev.preventDefault(); send(form, resultEl); });
-  }
+    send(form, resultEl);
+  });
 }
 
 function liveDeploy() {
@@ -76,11 +80,21 @@ function liveDeploy() {
   const id = root.dataset.deploy;
   const log = document.getElementById("log");
   const panel = document.getElementById("panel");
+  const forms = document.getElementById("action-forms");
   let pending = false;
   async function refresh() {
     pending = false;
     const res = await fetch("/deploys/" + encodeURIComponent(id) + "/panel", { credentials: "same-origin" });
-    if (res.ok) panel.innerHTML = await res.text();
+    if (!res.ok) return;
+    const doc = new DOMParser().parseFromString(await res.text(), "text/html");
+    const nextPanel = doc.querySelector('[data-part="panel"]');
+    const nextActions = doc.querySelector('[data-part="actions"]');
+    if (nextPanel) panel.innerHTML = nextPanel.innerHTML;
+    // the buttons change with the deploy (approved, paused, ended): swapped only when they
+    // changed (a value typed into a form is not in its HTML: it is kept otherwise)
+    if (nextActions && forms && nextActions.innerHTML !== forms.innerHTML) {
+      forms.innerHTML = nextActions.innerHTML;
+    }
   }
   const es = new EventSource("/api/v1/deploys/" + encodeURIComponent(id) + "/stream?after=" + root.dataset.last);
   es.addEventListener("error", () => { root.classList.add("offline"); });
