@@ -91,7 +91,7 @@ def test_ready_replicas_and_available(tm: Tm, kube: KubeApi) -> None:
     assert done.returncode == 0, done.stdout + done.stderr  # no wait: the patch is done
     up = _health(tm, kube, up=checks["up"])["up"]
     assert (up["status"], up["value"], up["exit"]) == ("CRITICAL", 0, 1)
-    kube.set_progress_deadline("api", 600)  # 3 s on the stand-in's scale: exceeded now
+    kube.set_progress_deadline("api", 1)  # 5 ms on the stand-in's scale: exceeded now
     up = _health(tm, kube, up=checks["up"])["up"]
     assert up["status"] == "CRITICAL" and up["exit"] == 1
     assert str(up["value"]).startswith("ProgressDeadlineExceeded: ReplicaSet")
