@@ -66,6 +66,14 @@ def _may(store: Store, who: Caller, permission: str, d: dict[str, Any]) -> None:
     require(store, who, permission, str(d["plan_name"]), str(d["environment"]))
 
 
+def _viewer_store(request: Request, who: Caller, deploy_id: str) -> Store:
+    """The server's store, once the caller may view the deploy (404 if there is none, 403 if
+    no grant covers it): the preamble of every read of one deploy."""
+    store = _server(request).store
+    _may(store, who, "viewer", _deploy_row(store, deploy_id))
+    return store
+
+
 def _refused(exc: Exception) -> HTTPException:
     hint = getattr(exc, "hint", None)
     return HTTPException(409, str(exc) + (f" ({hint})" if hint else ""))

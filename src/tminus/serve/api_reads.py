@@ -17,6 +17,7 @@ from tminus.serve.api_common import (
     _json,
     _may,
     _server,
+    _viewer_store,
     router,
 )
 from tminus.serve.api_models import DeployList, EventPage, NotificationList
@@ -70,8 +71,7 @@ async def get_deploy(
     """One deploy: what ``tminus status --output json`` shows."""
     from tminus.engine.status import deploy_status
 
-    store = _server(request).store
-    _may(store, who, "viewer", _deploy_row(store, deploy_id))
+    store = _viewer_store(request, who, deploy_id)
     return _json(deploy_status(store, deploy_id))
 
 
@@ -84,8 +84,7 @@ async def get_events(
     who: Caller = Depends(caller),
 ) -> JSONResponse:
     """A page of the deploy's events, oldest first; ``next`` is the ``after`` of the next page."""
-    store = _server(request).store
-    _may(store, who, "viewer", _deploy_row(store, deploy_id))
+    store = _viewer_store(request, who, deploy_id)
     rows = [_event(e) for e in store.events_after(deploy_id, after, limit)]
     return _json({"events": rows, "next": rows[-1]["seq"] if rows else after})
 
@@ -95,8 +94,7 @@ async def measurements(
     request: Request, deploy_id: str, who: Caller = Depends(caller)
 ) -> JSONResponse:
     """The canary's weights over time and each analysis measurement (live, from events)."""
-    store = _server(request).store
-    _may(store, who, "viewer", _deploy_row(store, deploy_id))
+    store = _viewer_store(request, who, deploy_id)
     events = store.events(
         deploy_id,
         types=(
@@ -133,8 +131,7 @@ async def watch(request: Request, deploy_id: str, who: Caller = Depends(caller))
     from tminus.report import sections
     from tminus.report.data import load_deploy
 
-    store = _server(request).store
-    _may(store, who, "viewer", _deploy_row(store, deploy_id))
+    store = _viewer_store(request, who, deploy_id)
     _, plan = load_deploy(store, deploy_id)
     return _json(sections.watch(plan, store.events(deploy_id)))
 
@@ -144,8 +141,7 @@ async def artifacts(
     request: Request, deploy_id: str, who: Caller = Depends(caller)
 ) -> JSONResponse:
     """What each step recorded (backups made, the canary's reached weights, hosts…)."""
-    store = _server(request).store
-    _may(store, who, "viewer", _deploy_row(store, deploy_id))
+    store = _viewer_store(request, who, deploy_id)
     steps = store.step_rows(deploy_id)
     out = [
         {
@@ -166,8 +162,7 @@ async def notifications(
     request: Request, deploy_id: str, who: Caller = Depends(caller)
 ) -> JSONResponse:
     """Every message of the deploy: channel, state, attempts, the receiver's last answer."""
-    store = _server(request).store
-    _may(store, who, "viewer", _deploy_row(store, deploy_id))
+    store = _viewer_store(request, who, deploy_id)
     rows = store.outbox_listing(deploy_id)
     return _json({"notifications": rows})
 
@@ -192,8 +187,7 @@ async def report(
     from tminus.report import render
     from tminus.report.data import build_report
 
-    store = _server(request).store
-    _may(store, who, "viewer", _deploy_row(store, deploy_id))
+    store = _viewer_store(request, who, deploy_id)
     text = render(build_report(store, deploy_id), format)
     media = {"html": "text/html", "md": "text/markdown", "json": "application/json"}[format]
     return Response(text, media_type=f"{media}; charset=utf-8")
