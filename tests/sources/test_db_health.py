@@ -10,6 +10,9 @@ Mutations tried (each makes a test here fail, then restored):
   primary reads NULL/0 instead of "not a replica" (same test fails);
 - in ``_pg_replica_lag``, treat every replica as caught up (``behind_b == 0`` → ``True``):
   ``test_lag_grows_while_replay_is_paused`` never sees WARN or CRITICAL;
+- count lock waits and open transactions server-wide (drop ``datname = current_database()``
+  / ``_MY_OURS`` in ``db_health``): another database's check counts the waiter (both lock
+  tests fail);
 - in ``lint_db_health``, drop the ``pg_is_in_recovery`` exemption or the warning:
   ``test_check_warns_on_raw_replay_timestamp_sql`` fails.
 """
@@ -19,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -185,6 +190,9 @@ def test_postgres_connections_locks_and_long_transactions(pg_url: str) -> None:
         time.sleep(1.2)
         waits = health("postgres", pg_url, metric="lock_waits", critical=">= 1")
         assert (waits.status, waits.value) == ("failed", 1), waits
+        with _other_pg_database(pg_url) as other:  # another database of the same server
+            assert health("postgres", other, metric="lock_waits").value == 0
+            assert health("postgres", other, metric="oldest_transaction").value == 0
         longest = health("postgres", pg_url, metric="longest_lock_wait", warn="> 1s")
         assert longest.level == "warn" and 1 < longest.value < 8, longest
         old = health("postgres", pg_url, metric="oldest_transaction", critical="> 1s")
@@ -227,6 +235,9 @@ def test_mariadb_connections_locks_and_long_transactions(mysql_url: str) -> None
         time.sleep(1.2)
         waits = health("mariadb", mysql_url, metric="lock_waits", critical=">= 1")
         assert (waits.status, waits.value) == ("failed", 1), waits
+        with _other_my_database(mysql_url) as other:  # another database of the same server
+            assert health("mariadb", other, metric="lock_waits").value == 0
+            assert health("mariadb", other, metric="oldest_transaction").value == 0
         longest = health("mariadb", mysql_url, metric="longest_lock_wait", warn="> 1s")
         assert longest.level == "warn" and 1 < longest.value < 8, longest
         old = health("mariadb", mysql_url, metric="oldest_transaction", critical="> 1s")
@@ -399,6 +410,34 @@ def test_check_warns_on_raw_replay_timestamp_sql() -> None:
     assert res.ok  # a warning, not an error
     guarded = text.replace("SELECT COALESCE", "SELECT CASE WHEN pg_is_in_recovery() THEN 1 END, ")
     assert "replication-lag-sql" not in {p.code for p in load_plan_text(guarded).problems}
+
+
+@contextmanager
+def _other_pg_database(url: str) -> Iterator[str]:
+    name = f"tminus_other_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextmanager
+def _other_my_database(url: str) -> Iterator[str]:
+    name = f"tminus_other_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        yield url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
 
 
 def _until(cond: Any, what: str, timeout: float = 15.0) -> None:

@@ -151,8 +151,9 @@ def _pg_connections(cur: Any) -> Measurement:
 def _pg_locks(check: DbHealthCheck, cur: Any) -> Measurement:
     ((count, longest),) = _rows(
         cur,
-        "SELECT count(DISTINCT pid), EXTRACT(EPOCH FROM now() - min(waitstart))"
-        " FROM pg_locks WHERE NOT granted",
+        "SELECT count(DISTINCT l.pid), EXTRACT(EPOCH FROM now() - min(l.waitstart))"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE NOT l.granted AND a.datname = current_database()",
     )
     return _locks(check, int(count), _num(longest))
 
@@ -162,7 +163,7 @@ def _pg_oldest(cur: Any) -> Measurement:
         cur,
         "SELECT count(*), EXTRACT(EPOCH FROM now() - min(xact_start)) FROM pg_stat_activity"
         " WHERE xact_start IS NOT NULL AND backend_type = 'client backend'"
-        " AND pid <> pg_backend_pid()",
+        " AND pid <> pg_backend_pid() AND datname = current_database()",
     )
     return _oldest(int(count), _num(age))
 
@@ -206,26 +207,35 @@ def _my_connections(cur: Any) -> Measurement:
     return _share(int(status["Threads_connected"]), int(most))
 
 
+#: Sessions of the target's database (all, when the URL names none): a shared server's other
+#: databases are not this check's business.
+_MY_OURS = "(DATABASE() IS NULL OR p.DB = DATABASE())"
+
+
 def _my_locks(check: DbHealthCheck, cur: Any) -> Measurement:
-    ((row_waits, row_longest),) = _rows(
+    # a session waiting on a row lock (InnoDB) or a metadata/table lock, counted once
+    ((count, longest),) = _rows(
         cur,
-        "SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(trx_wait_started), NOW(6)) / 1e6"
-        " FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+        "SELECT COUNT(*), MAX(w) FROM (SELECT id, MAX(w) AS w FROM ("
+        " SELECT t.trx_mysql_thread_id AS id,"
+        " TIMESTAMPDIFF(MICROSECOND, t.trx_wait_started, NOW(6)) / 1e6 AS w"
+        " FROM information_schema.INNODB_TRX t"
+        " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
+        f" WHERE t.trx_state = 'LOCK WAIT' AND {_MY_OURS}"
+        " UNION ALL SELECT p.ID, p.TIME_MS / 1000 FROM information_schema.PROCESSLIST p"
+        f" WHERE p.STATE LIKE 'Waiting for%lock%' AND p.ID <> CONNECTION_ID() AND {_MY_OURS}"
+        ") u GROUP BY id) g",
     )
-    ((md_waits, md_longest),) = _rows(
-        cur,
-        "SELECT COUNT(*), MAX(TIME_MS) / 1000 FROM information_schema.PROCESSLIST"
-        " WHERE STATE LIKE 'Waiting for%lock%' AND ID <> CONNECTION_ID()",
-    )
-    waits = [v for v in (_num(row_longest), _num(md_longest)) if v is not None]
-    return _locks(check, int(row_waits) + int(md_waits), max(waits) if waits else None)
+    return _locks(check, int(count), _num(longest))
 
 
 def _my_oldest(cur: Any) -> Measurement:
     ((count, age),) = _rows(
         cur,
-        "SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(trx_started), NOW(6)) / 1e6"
-        " FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id <> CONNECTION_ID()",
+        "SELECT COUNT(*), TIMESTAMPDIFF(MICROSECOND, MIN(t.trx_started), NOW(6)) / 1e6"
+        " FROM information_schema.INNODB_TRX t"
+        " JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id"
+        f" WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND {_MY_OURS}",
     )
     return _oldest(int(count), _num(age))
 

@@ -19,6 +19,10 @@ reads the ledger to decide how to answer tminus: where tminus pauses naming an a
 in flight, the campaign answers from what it knows about the crash it caused (the crash report:
 had the in-flight action's effect finished, and had it succeeded?), as an operator who checked
 would: skip if it had finished well, roll back if it had failed, retry if it had not finished.
+Where the report cannot know (a crash right after a child was recorded: on a loaded machine
+the child can finish before its runner is killed), the operator reads the action's own
+exit-status marker (``DONE``), as one would look at how the action's process had ended;
+without it, the campaign retried an action that had run (CI, session 9: ``fwd:finish`` twice).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -71,11 +76,11 @@ phases:
     steps:
       - kind: run
         name: ledger prepare
-        command: "{slow}; echo fwd:prepare >> {work}/ledger"
+        command: "{slow}; echo fwd:prepare >> {work}/ledger; <done ledger_prepare>"
         undo:
           - kind: run
             name: unledger prepare
-            command: "{slow}; echo undo:prepare >> {work}/ledger"
+            command: "{slow}; echo undo:prepare >> {work}/ledger; <done unledger_prepare>"
       - {{kind: backup, id: db_backup, database: app, idempotent: true}}
       - kind: run
         name: new config
@@ -99,16 +104,16 @@ phases:
         idempotent: true
       - kind: run
         name: ledger migrate
-        command: "{slow}; echo fwd:migrate >> {work}/ledger"
+        command: "{slow}; echo fwd:migrate >> {work}/ledger; <done ledger_migrate>"
         undo:
           - kind: run
             name: unledger migrate
-            command: "{slow}; echo undo:migrate >> {work}/ledger"
+            command: "{slow}; echo undo:migrate >> {work}/ledger; <done unledger_migrate>"
       - {{kind: maintenance, action: "off"}}
     rollback:
       - kind: run
         name: rollback migrate
-        command: "{slow}; echo rb:migrate >> {work}/ledger"
+        command: "{slow}; echo rb:migrate >> {work}/ledger; <done rollback_migrate>"
     verify:
       - {{name: migrated, source: sql, database: app,
          query: "SELECT count(*) FROM items WHERE note = 'n'", expect: "== {rows}"}}
@@ -116,18 +121,19 @@ phases:
     steps:
       - kind: run
         name: ledger finish
-        command: "{slow}; echo fwd:finish >> {work}/ledger && test ${{fail}} != yes"
+        command: "{slow}; echo fwd:finish >> {work}/ledger && test ${{fail}} != yes;
+          <done ledger_finish>"
         undo:
           - kind: run
             name: unledger finish
-            command: "{slow}; echo undo:finish >> {work}/ledger"
+            command: "{slow}; echo undo:finish >> {work}/ledger; <done unledger_finish>"
 operations:
   rotate:
     description: rotate a token (appends to the ledger; not idempotent)
     steps:
       - kind: run
         name: ledger rotate
-        command: "{slow}; echo op:rotate >> {work}/ledger"
+        command: "{slow}; echo op:rotate >> {work}/ledger; <done ledger_rotate>"
       - kind: sql
         database: app
         idempotent: true
@@ -141,6 +147,13 @@ ROWS = 200
 #: step (a restore, a data fix) would still be running when someone resumes the deploy. An
 #: orphan that is not killed first appends late, and the judge sees the line twice.
 SLOW = "sleep 0.2; kill -0 $PPID 2>/dev/null || sleep 30"
+
+#: What each ledger step does last: it writes its exit status to ``done.<its title>`` in the
+#: work directory and exits with it. The operator reads this marker only where the crash report
+#: cannot know whether the action had finished (a crash right after a child was recorded: on a
+#: loaded machine the child can end before its runner is killed), as an operator would look at
+#: whether the action's process had finished and how; the judge never reads it.
+DONE = r"rc=$?; echo $rc > {work}/done.\1; exit $rc"
 
 #: What the ledger must hold at the end of each variant (each line exactly once, in order).
 EXPECTED_LEDGER = {
@@ -243,7 +256,8 @@ class Campaign:
         (work / "config.old").write_text("version = 1\n")
         (work / "config.new").write_text("version = 2\n")
         (work / "app.conf").write_text("version = 1\n")
-        (work / "plan.yaml").write_text(PLAN.format(work=work, url=url, rows=ROWS, slow=SLOW))
+        plan = re.sub(r"<done (\w+)>", DONE, PLAN)
+        (work / "plan.yaml").write_text(plan.format(work=work, url=url, rows=ROWS, slow=SLOW))
         if self.store == "postgres":
             state_db = f"tminus_campaign_state_{uuid.uuid4().hex[:10]}"
             self._admin(f'CREATE DATABASE "{state_db}"')
@@ -372,7 +386,7 @@ class Campaign:
                 out.pauses.append(step["key"])
                 if step["title"] not in (info.get("reason") or ""):
                     out.problems.append(f"the pause does not name {step['title']!r}")
-                action = [self._operator_answer(report, step["key"])]
+                action = [self._operator_answer(report, work, step)]
                 out.answers.append(action[0])
             proc = self.tm(work, "resume", deploy, *action)
             if proc.returncode not in (0, 1, 3):
@@ -383,13 +397,21 @@ class Campaign:
         out.problems.append(f"not finished after 12 resumes: {out.final}")
 
     @staticmethod
-    def _operator_answer(report: Path, key: str) -> str:
-        """What an operator who checked would answer: the campaign knows where it crashed."""
+    def _operator_answer(report: Path, work: Path, step: dict[str, Any]) -> str:
+        """What an operator who checked would answer: the campaign knows where it crashed.
+
+        Where the crash report says the effect had not finished, the action's own process may
+        still have finished before its runner died (a crash right after a child was recorded,
+        on a loaded machine): its exit-status marker (``DONE``) says so, as the process's
+        result would tell an operator who looked."""
         lines = report.read_text().splitlines() if report.exists() else []
         last = json.loads(lines[-1]) if lines else {}
-        if last.get("inflight") == key and last.get("effect_done"):
+        if last.get("inflight") == step["key"] and last.get("effect_done"):
             # it ran: skip it if it succeeded; if it failed, do what its phase says (roll back)
             return "--skip-step" if last.get("effect_ok") else "--rollback"
+        marker = work / f"done.{str(step['title']).replace(' ', '_')}"
+        if marker.exists():
+            return "--skip-step" if marker.read_text().strip() == "0" else "--rollback"
         return "--retry-step"
 
     @staticmethod
