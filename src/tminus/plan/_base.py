@@ -1,7 +1,5 @@
 """Shared base of every plan model: strict (unknown keys are errors), with small helpers."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints

@@ -2,8 +2,6 @@
 and :class:`Retry`. ``Step`` (the union of all kinds) is handed to this module by
 :mod:`tminus.plan.steps` once every kind is defined, so ``undo: list[Step]`` resolves."""
 
-from __future__ import annotations
-
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +47,7 @@ class StepBase(PlanModel):
     idempotent: bool = Field(
         False, description="Safe to re-run if it was in flight when the runner died."
     )
-    undo: list[Step] = Field(
+    undo: "list[Step]" = Field(
         default_factory=new_list, description="Compensation steps run if the deploy rolls back."
     )
 

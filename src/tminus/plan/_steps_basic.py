@@ -1,7 +1,5 @@
 """The simple step kinds: run, http, sql, wait, approve, maintenance, notify."""
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -75,7 +73,7 @@ class SqlStep(StepBase):
         return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _something_to_run(self) -> SqlStep:
+    def _something_to_run(self) -> "SqlStep":
         if not self.statements and not self.file:
             raise ValueError("a sql step needs 'statements' or 'file'")
         return self
@@ -90,7 +88,7 @@ class WaitStep(StepBase):
     interval: DurationStr | None = None
 
     @model_validator(mode="after")
-    def _duration_or_until(self) -> WaitStep:
+    def _duration_or_until(self) -> "WaitStep":
         if self.duration is None and self.until is None:
             raise ValueError("a wait step needs 'duration' or 'until'")
         return self

@@ -1,7 +1,5 @@
 """The data step kinds: backup, restore, verify_backup, migrate, snapshot."""
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
@@ -32,7 +30,7 @@ class BackupStep(StepBase):
     jobs: int = Field(2, ge=1, le=64)
 
     @model_validator(mode="after")
-    def _one_target(self) -> BackupStep:
+    def _one_target(self) -> "BackupStep":
         if (self.database is None) == (self.path is None):
             raise ValueError("a backup step needs exactly one of 'database' or 'path'")
         return self
@@ -98,7 +96,7 @@ class MigrateStep(StepBase):
     backup: Name | None = Field(None, description="Backup step restored when on_rollback: restore.")
 
     @model_validator(mode="after")
-    def _tool_fields(self) -> MigrateStep:
+    def _tool_fields(self) -> "MigrateStep":
         need = {"alembic": ["config"], "sql_dir": ["dir"], "command": ["up"]}[self.tool]
         missing = [f for f in need if getattr(self, f) is None]
         if missing:

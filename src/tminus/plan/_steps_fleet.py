@@ -1,7 +1,5 @@
 """The fleet step kinds (ssh, upload, release) and their batches and ``max_fail``."""
 
-from __future__ import annotations
-
 import math
 import re
 from fractions import Fraction
@@ -172,10 +170,10 @@ class SshStep(StepBase):
     )
     run_once: bool = Field(False, description="Run on one host only: the first reachable one.")
     become: bool | str = False
-    before_batch: list[Step] = Field(
+    before_batch: "list[Step]" = Field(
         default_factory=new_list, description="Steps run before each batch (${batch_hosts})."
     )
-    after_batch: list[Step] = Field(
+    after_batch: "list[Step]" = Field(
         default_factory=new_list, description="Steps run after each batch (${batch_hosts})."
     )
 
@@ -225,8 +223,8 @@ class ReleaseStep(StepBase):
     max_fail: int | str = 0
     max_fail_per_batch: int | str | None = None
     first_batch_canary: bool = True
-    before_batch: list[Step] = Field(default_factory=new_list)
-    after_batch: list[Step] = Field(default_factory=new_list)
+    before_batch: "list[Step]" = Field(default_factory=new_list)
+    after_batch: "list[Step]" = Field(default_factory=new_list)
     action: Literal["deploy", "rollback"] = Field(
         "deploy",
         description="rollback: switch `current` back on hosts where it points at release_id "
@@ -239,7 +237,7 @@ class ReleaseStep(StepBase):
         return f"Release {self.release_id or ''} to {self.on}:{self.path[:50]}".replace("  ", " ")
 
     @model_validator(mode="after")
-    def _rollback_names_release(self) -> ReleaseStep:
+    def _rollback_names_release(self) -> "ReleaseStep":
         if self.action == "rollback" and not self.release_id:
             raise ValueError("a release step with action: rollback needs 'release_id'")
         return self

@@ -7,8 +7,6 @@ description (:func:`describe_kubernetes`), the rollout rule (:func:`rollout_stat
 fallback (:func:`kubectl_fallback`).
 """
 
-from __future__ import annotations
-
 import json
 import shlex
 from collections.abc import Callable
@@ -102,7 +100,7 @@ class KubernetesStep(StepBase):
     )
 
     @model_validator(mode="after")
-    def _fields_of_action(self) -> KubernetesStep:
+    def _fields_of_action(self) -> "KubernetesStep":
         # set to something (a spec read back has every field: ``wait: false``, ``env: {}``)
         given = {f for f in _ACTION_FIELDS if _set(getattr(self, f))}
         if self.restore is not None:

@@ -1,7 +1,5 @@
 """The traffic step kinds: traffic, flag, canary, blue_green."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -42,7 +40,7 @@ class TrafficStep(StepBase):
         return value
 
     @model_validator(mode="after")
-    def _weights_or_restore(self) -> TrafficStep:
+    def _weights_or_restore(self) -> "TrafficStep":
         if not self.weights and self.restore is None:
             raise ValueError("a traffic step needs 'weights'")
         return self
@@ -65,7 +63,7 @@ class FlagStep(StepBase):
     restore: str | None = Field(None, description=_RESTORE_DOC)
 
     @model_validator(mode="after")
-    def _something_to_set(self) -> FlagStep:
+    def _something_to_set(self) -> "FlagStep":
         if self.percentage is None and self.enabled is None and self.restore is None:
             raise ValueError("a flag step needs 'percentage' or 'enabled'")
         return self
@@ -114,6 +112,6 @@ class BlueGreenStep(StepBase):
     router: Name
     active: Name
     idle: Name
-    deploy: list[Step] = Field(default_factory=new_list)
+    deploy: "list[Step]" = Field(default_factory=new_list)
     preview: list[CheckRef] = Field(default_factory=new_list)
     rollback_window: DurationStr | None = None

@@ -5,8 +5,6 @@ optional ``warn`` and ``critical`` levels. Checks are declared inline or by name
 ``checks:`` section and referred to as ``use: NAME`` (or just the name as a string).
 """
 
-from __future__ import annotations
-
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -179,7 +177,7 @@ class KubernetesCheck(CheckBase):
     )
 
     @model_validator(mode="after")
-    def _since_for_restarts(self) -> KubernetesCheck:
+    def _since_for_restarts(self) -> "KubernetesCheck":
         if self.since is not None and self.metric != "pod_restarts":
             raise ValueError("'since' is for metric pod_restarts (it would have no effect)")
         return self
@@ -206,7 +204,7 @@ class PrometheusCheck(CheckBase):
     )
 
     @model_validator(mode="after")
-    def _target_or_url(self) -> PrometheusCheck:
+    def _target_or_url(self) -> "PrometheusCheck":
         if not self.target and not self.url:
             raise ValueError("a prometheus check needs 'target' (a metrics target) or 'url'")
         return self
@@ -255,7 +253,7 @@ class ProbeCheck(CheckBase):
     )
 
     @model_validator(mode="after")
-    def _timeout_covers_duration(self) -> ProbeCheck:
+    def _timeout_covers_duration(self) -> "ProbeCheck":
         length = self.duration or self.interval
         if self.timeout is not None and length is not None and self.timeout <= length:
             raise ValueError(

@@ -1,7 +1,5 @@
 """The plan: the root model of a tminus YAML file and its top-level sections."""
 
-from __future__ import annotations
-
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -119,7 +117,7 @@ class MaintenanceConfig(PlanModel):
     flag_file: str | None = None
 
     @model_validator(mode="after")
-    def _how(self) -> MaintenanceConfig:
+    def _how(self) -> "MaintenanceConfig":
         if not self.flag_file and not (self.enable and self.disable):
             raise ValueError("maintenance needs 'flag_file', or both 'enable' and 'disable'")
         return self
@@ -167,7 +165,7 @@ class SuccessMetric(PlanModel):
     )
 
     @model_validator(mode="after")
-    def _after_needs_check(self) -> SuccessMetric:
+    def _after_needs_check(self) -> "SuccessMetric":
         if self.after is not None and self.check is None:
             raise ValueError("'after' says when the metric's check runs: it needs a 'check'")
         return self
@@ -201,7 +199,7 @@ class Watch(PlanModel):
     notes: list[str] = Field(default_factory=new_list)
 
     @model_validator(mode="after")
-    def _operation_named(self) -> Watch:
+    def _operation_named(self) -> "Watch":
         if self.on_critical == "operation" and not self.operation:
             raise ValueError("on_critical: operation needs 'operation' (an operation's name)")
         if self.operation and self.on_critical != "operation":

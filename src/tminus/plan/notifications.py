@@ -1,8 +1,6 @@
 """The plan's ``notifications`` section: channels (where messages go, how fast, whether a
 run waits for them) and rules (which event sends what to which channels)."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
@@ -23,7 +21,7 @@ class RateLimit:
     per: timedelta
 
     @classmethod
-    def parse(cls, text: str) -> RateLimit | None:
+    def parse(cls, text: str) -> "RateLimit | None":
         """``20/1m`` → 20 per minute; ``none`` → None (no limit). ValueError if malformed."""
         from tminus.plan.values import parse_duration
 
@@ -109,7 +107,7 @@ class NotificationChannel(PlanModel):
         return None
 
     @model_validator(mode="after")
-    def _needs(self) -> NotificationChannel:
+    def _needs(self) -> "NotificationChannel":
         if self.kind == "slack" and not self.url and not (self.token and self.channel):
             raise ValueError("a slack channel needs 'url' (a webhook), or 'token' and 'channel'")
         if self.kind in ("webhook", "statuspage", "apprise") and not self.url:
@@ -156,7 +154,7 @@ class NotificationRule(PlanModel):
     audience: str | None = None
 
     @model_validator(mode="after")
-    def _timing(self) -> NotificationRule:
+    def _timing(self) -> "NotificationRule":
         if self.when == "before_window" and self.before is None:
             raise ValueError("when: before_window needs 'before' (e.g. 24h)")
         if self.when == "during" and self.every is None:

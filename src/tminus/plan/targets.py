@@ -3,8 +3,6 @@ metric sources and Kubernetes clusters, each declared once by name and referred 
 name from steps and checks.
 """
 
-from __future__ import annotations
-
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -174,7 +172,7 @@ class HaproxyRouter(PlanModel):
     )
 
     @model_validator(mode="after")
-    def _cookie_needs_map(self) -> HaproxyRouter:
+    def _cookie_needs_map(self) -> "HaproxyRouter":
         if self.cookie and not self.cookie_map:
             raise ValueError("a haproxy router with 'cookie' needs 'cookie_map'")
         return self
@@ -248,7 +246,7 @@ class KubernetesTarget(PlanModel):
     )
 
     @model_validator(mode="after")
-    def _one_way_in(self) -> KubernetesTarget:
+    def _one_way_in(self) -> "KubernetesTarget":
         if (self.kubeconfig is None) == (not self.in_cluster):
             raise ValueError("a kubernetes target needs 'kubeconfig' or 'in_cluster: true' (one)")
         if self.in_cluster and self.context is not None:
