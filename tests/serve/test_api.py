@@ -285,7 +285,8 @@ def test_plans_are_checked_when_registered_and_uploaded(serve_env: Serve) -> Non
     uploaded plan is kept as a private file under the state directory and can be started;
     an unknown plan is a 404; a registered file that changed into errors is a 400 at start.
     Mutation: ``_passed`` in serve/plans.py not refusing a plan with errors: no 400 with the
-    problems (the broken plan reaches the registration, a 500)."""
+    problems (the broken plan reaches the registration, a 500); the NUL guard of
+    ``check_path`` removed: a path with a NUL character is a 500."""
     s = serve_env
     admin = _token(s, "admin")
     _grant(s, "admin", "operator")
@@ -295,6 +296,9 @@ def test_plans_are_checked_when_registered_and_uploaded(serve_env: Serve) -> Non
         r = a.post("/api/v1/plans", json={"path": str(s.cwd / "bad.yaml")})
         assert r.status_code == 400 and "bad.yaml:5:" in r.json()["detail"], r.text
         assert a.get("/api/v1/plans").json()["plans"] == []
+        # a path no file can have (schemathesis found it a 500: Path.resolve's ValueError)
+        r = a.post("/api/v1/plans", json={"path": "plan\u0000.yaml"})
+        assert r.status_code == 400 and "NUL" in r.json()["detail"], r.text
         r = a.post(
             "/api/v1/plans/upload", json={"filename": "up.yaml", "text": PLAN.format(name="upl")}
         )

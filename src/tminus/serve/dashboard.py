@@ -8,9 +8,9 @@ the API (:mod:`tminus.serve.api`) with the session's CSRF token.
 - ``/deploys/{id}``: one deploy, live: state, phases against their estimates, steps, the
   hosts × steps grid of fleet steps, the canary's weight and each analysis measurement,
   maintenance downtime running, the ETA against the window's end, the router's split and the
-  feature flags' ramp, the watch's charts (at most about :data:`MAX_POINTS` points a check),
-  the event log; buttons for every action the person may take now (a destructive one asks
-  first), and who may press them.
+  feature flags' ramp, the watch's charts (at most about
+  :data:`~tminus.serve.charts.MAX_POINTS` points a check), the event log; buttons for every
+  action the person may take now (a destructive one asks first), and who may press them.
 - ``/deploys/{id}/panel``: the live parts of that page alone (``dash_live.html``: the panel
   and the actions the person may take now), what the script re-fetches when an event
   arrives; it swaps the actions in only when they changed (a form being typed into is kept).
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
+from tminus.serve import charts
 from tminus.serve.auth import Caller, access, csrf_token, page_caller
 
 if TYPE_CHECKING:
@@ -42,17 +43,6 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 _ENV: Environment | None = None
 _STATIC = {"dash.js": "text/javascript", "dash.css": "text/css"}
-#: The events the page's "traffic and flags" section is drawn from.
-_ROUTING = (
-    "blue_green.switched",
-    "traffic.set",
-    "traffic.restored",
-    "flag.set",
-    "flag.restored",
-)
-#: The most points a watch chart draws per check (a week's watch has thousands: they are
-#: downsampled, the lowest and the highest of each interval kept, so a spike is never hidden).
-MAX_POINTS = 500
 #: Actions and the permission each needs (shown on the page as "who may press").
 _ACTIONS = {
     "approve": "approver",
@@ -211,16 +201,7 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
     # the log shows the newest events; the charts read only their own (a long watch's log
     # is thousands of events: the page does not read them all)
     events = store.events_tail(deploy_id, 200)
-    series = store.events(
-        deploy_id,
-        types=("canary.weight", "analysis.measurement", "watch.measurement", *_ROUTING),
-    )
-    weights = [
-        {"at": e["ts"], "weight": (e["data"] or {}).get("weight")}
-        for e in series
-        if e["type"] == "canary.weight"
-    ]
-    points = [e["data"] or {} for e in series if e["type"] == "analysis.measurement"]
+    drawn = charts.series(store, deploy_id, plan)
     eta = _eta(plan, info)
     step_rows = store.step_rows(deploy_id)
     # the steps in the order they ran (then those not started), without the phases' own
@@ -233,8 +214,8 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
     ended = info["state"] in ("succeeded", "failed", "rolled_back", "aborted", "cancelled")
     return {
         "timeline": _timeline(store, plan, d, step_rows),
-        "routing": _routing(series, step_rows),
-        "watch": _watch(plan, series),
+        "routing": _routing(drawn.routing, step_rows),
+        "watch": drawn.watch,
         "d": d,
         "info": info,
         "steps": steps,
@@ -246,8 +227,8 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
         "manual": manual,
         "events": events,
         "last_seq": events[-1]["seq"] if events else 0,
-        "weights": weights,
-        "measurements": points[-200:],
+        "weights": drawn.weights,
+        "measurements": drawn.points[-200:],
         "eta": eta,
         "ended": ended,
         "waiting": info["state"] in ("awaiting_approval", "awaiting_confirmation"),
@@ -281,77 +262,6 @@ def _timeline(
         phases = [by_index[i] for i in group]
         title = "Phases of the window" if n == 0 else f"Delayed from phase {phases[0]['number']}"
         out.append(Markup(svg.gantt(phases, title)))
-    return out
-
-
-def _watch(plan: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The watch's checks with their charts (the report's section), each drawn from at most
-    about :data:`MAX_POINTS` measurements (:func:`downsample`, before the report's code reads
-    them: a week's watch is thousands); the counts are of every measurement."""
-    from markupsafe import Markup
-
-    from tminus.report import sections, svg
-
-    by_check: dict[str, list[dict[str, Any]]] = {}
-    for e in events:
-        if e["type"] == "watch.measurement":
-            by_check.setdefault(str((e["data"] or {}).get("check") or "?"), []).append(e)
-    kept: list[dict[str, Any]] = []
-    counts: dict[str, dict[str, int]] = {}
-    for name, measured in by_check.items():
-        counts[name] = {}
-        for e in measured:
-            status = str((e["data"] or {}).get("status") or "?")
-            counts[name][status] = counts[name].get(status, 0) + 1
-        kept += downsample(measured, MAX_POINTS)
-    out = []
-    for c in sections.watch(plan, kept)["checks"]:
-        every = counts.get(c["check"], c["counts"])
-        total = sum(every.values())
-        out.append(
-            {
-                "check": c["check"],
-                "counts": ", ".join(f"{k}: {v}" for k, v in sorted(every.items())),
-                "chart": Markup(svg.watch_chart(c)),
-                "shown": len(c["points"]),
-                "total": total,
-            }
-        )
-    return out
-
-
-def _value(e: dict[str, Any]) -> float | None:
-    v = (e["data"] or {}).get("value")
-    try:
-        return None if v is None or isinstance(v, bool) else float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def downsample(measured: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
-    """At most about ``most`` of one check's ``watch.measurement`` events, in their order:
-    cut into ``most // 3`` runs, of each run its lowest and its highest value and the first
-    measurement of each status in it (a WARN, a CRITICAL, a measurement that failed without
-    a value is never dropped for its quiet neighbours)."""
-    if len(measured) <= most:
-        return measured
-    buckets = max(1, most // 3)
-    size = len(measured) / buckets
-    out: list[dict[str, Any]] = []
-    for b in range(buckets):
-        run = measured[round(b * size) : round((b + 1) * size)]
-        keep: set[int] = set()
-        valued = [(v, i) for i, e in enumerate(run) if (v := _value(e)) is not None]
-        if valued:
-            keep.add(min(valued)[1])
-            keep.add(max(valued)[1])
-        seen: set[str] = set()
-        for i, e in enumerate(run):
-            status = str((e["data"] or {}).get("status"))
-            if status not in seen:
-                seen.add(status)
-                keep.add(i)
-        out.extend(run[i] for i in sorted(keep))
     return out
 
 

@@ -75,6 +75,8 @@ def load_checked(path: str) -> tuple[Plan, str]:
 
 
 def check_path(path: str) -> Checked:
+    if "\0" in path:  # no file has such a name (Path.resolve would raise ValueError)
+        raise PlanError(f"{path!r} is not a path: it holds a NUL character")
     absolute = Path(path).resolve()
     plan, text = load_checked(str(absolute))
     return Checked(plan, text, absolute)

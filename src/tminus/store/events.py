@@ -63,8 +63,19 @@ class EventsMixin(StoreBase):
         if types:
             q = q.where(t.events.c.type.in_(types))
         with self._read() as conn:
-            rows = conn.execute(q.order_by(t.events.c.seq)).mappings()
+            rows = conn.execute(q.order_by(t.events.c.seq)).mappings().all()
             return [_row(r) for r in rows]
+
+    def event_mark(self, deploy_id: str, types: tuple[str, ...] = ()) -> tuple[int, int]:
+        """How many events the deploy has (of ``types`` when given) and the newest one's
+        sequence number: equal marks, equal events (events are never changed nor deleted,
+        and a late commit of a lower number still changes the count)."""
+        q = select(func.count(), func.max(t.events.c.seq)).where(t.events.c.deploy_id == deploy_id)
+        if types:
+            q = q.where(t.events.c.type.in_(types))
+        with self._read() as conn:
+            count, newest = conn.execute(q).one()
+        return int(count), int(newest or 0)
 
     def events_after(
         self, deploy_id: str, after: int = 0, limit: int = 500
@@ -77,7 +88,7 @@ class EventsMixin(StoreBase):
             .limit(limit)
         )
         with self._read() as conn:
-            return [_row(r) for r in conn.execute(q).mappings()]
+            return [_row(r) for r in conn.execute(q).mappings().all()]
 
     def events_tail(self, deploy_id: str, limit: int = 200) -> list[dict[str, Any]]:
         """The deploy's newest ``limit`` events, oldest first (a page's log: one index range,
@@ -89,7 +100,7 @@ class EventsMixin(StoreBase):
             .limit(limit)
         )
         with self._read() as conn:
-            rows = [_row(r) for r in conn.execute(q).mappings()]
+            rows = [_row(r) for r in conn.execute(q).mappings().all()]
         rows.reverse()
         return rows
 
