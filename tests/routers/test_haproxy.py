@@ -182,18 +182,23 @@ def test_an_urgent_split_moves_traffic_before_the_config_check(
     after; a normal change checks first. The router's ``haproxy`` is a wrapper that takes 1.5 s
     for each check, so the order shows in the weights read while ``set_weights`` still runs.
     Mutation: ``urgent`` ignored (the check before the runtime call in both cases): the urgent
-    restore is not seen until the check is over, and this fails."""
+    restore is not seen until the check is over, and this fails. The urgent call returns when
+    the traffic moved (what a canary records as ``traffic_restored_at``): within the 0.6 s
+    before the check ends; mutation: ``moved`` taken after the config is written → fails."""
     slow = tmp_path / "slow-haproxy"
     slow.write_text(f'#!/bin/sh\nsleep 1.5\nexec {hap.binary} "$@"\n')
     slow.chmod(0o755)
     r = router(hap.router_config(haproxy=str(slow)), "lb")
 
+    moved: dict[bool, tuple[float, float | None]] = {}
+
     async def seen_during(weights: dict[str, int], urgent: bool) -> dict[str, int]:
+        start = time.time()
         task = asyncio.ensure_future(r.set_weights(weights, urgent=urgent))
         await asyncio.sleep(0.6)  # the runtime call takes milliseconds; the check 1.5 s
         assert not task.done()
         mid = await r.get_weights()
-        await task
+        moved[urgent] = (start, await task)
         return dict(mid)
 
     async def go() -> tuple[dict[str, int], dict[str, int]]:
@@ -206,3 +211,6 @@ def test_an_urgent_split_moves_traffic_before_the_config_check(
     assert back == {"stable": 100, "canary": 0}  # urgent: already back
     assert asyncio.run(r.get_weights()) == {"stable": 100, "canary": 0}
     assert "weight 0  # pool canary" in hap.config.read_text()  # persisted after the check
+    assert moved[False][1] is None  # checked first: the return is when it moved
+    start, at = moved[True]
+    assert at is not None and start <= at < start + 0.6, (start, at)

@@ -78,11 +78,16 @@ class Router(CookieRoutes, Protocol):
 
     name: str
 
-    async def set_weights(self, weights: Mapping[str, int], *, urgent: bool = False) -> None:
+    async def set_weights(
+        self, weights: Mapping[str, int], *, urgent: bool = False
+    ) -> float | None:
         """Apply the whole split at once (pool → percent, summing to 100). ``urgent``: the
         traffic goes back to safety (a failing canary's restore, a switch back): a router
         that checks what it persists (a config file) changes the traffic first and checks and
-        persists after; one that cannot change traffic without its check ignores it."""
+        persists after; one that cannot change traffic without its check ignores it.
+
+        Returns when the traffic moved (``time.time()``) if that was before the return (an
+        urgent change persisted after the move), else None: the return is the time."""
         ...
 
     async def get_weights(self) -> dict[str, int]:

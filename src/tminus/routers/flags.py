@@ -37,12 +37,15 @@ class FlagRouter:
     def pools(self) -> list[str]:
         return [self.off_pool, self.on_pool]
 
-    async def set_weights(self, weights: Mapping[str, int], *, urgent: bool = False) -> None:
+    async def set_weights(
+        self, weights: Mapping[str, int], *, urgent: bool = False
+    ) -> float | None:
         split = check_weights(weights, self.pools())  # one write, nothing to check first
         try:
             await self.store.update(self.flag, percentage=split[self.on_pool], enabled=True)
         except FlagStoreError as exc:
             raise RouterError(str(exc), hint=exc.hint) from None
+        return None  # the write is the change: its return is the time
 
     async def get_weights(self) -> dict[str, int]:
         try:

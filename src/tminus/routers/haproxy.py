@@ -32,6 +32,7 @@ import contextlib
 import math
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,11 +229,14 @@ class Haproxy:
         }
         return split_percent(amounts)
 
-    async def set_weights(self, weights: Mapping[str, int], *, urgent: bool = False) -> None:
+    async def set_weights(
+        self, weights: Mapping[str, int], *, urgent: bool = False
+    ) -> float | None:
         """The split in one runtime call, the config file rewritten to match. The rewrite is
         checked with ``haproxy -c`` (~30 ms) before the runtime call, or, ``urgent`` (traffic
         back to safety), after it: the traffic moves first, and a rewrite that fails the
-        check is not written (a RouterError says the split is live, the file not)."""
+        check is not written (a RouterError says the split is live, the file not). Urgent:
+        returns when the runtime call was answered (the traffic had moved)."""
         split = check_weights(weights, self.pools())
         per_server = server_weights(split, self.pool_servers)
         ready = {srv: split[p] > 0 for p, srvs in self.pool_servers.items() for srv in srvs}
@@ -251,6 +255,7 @@ class Haproxy:
                 if not ready[srv]:
                     commands.append(f"set server {self.backend}/{srv} state drain")
             errors = _answer_errors(await self._call("; ".join(commands)))
+            moved = time.time()
             if errors:
                 await self._restore(before)
                 raise RouterError(
@@ -273,6 +278,7 @@ class Haproxy:
                         f"the new split is live but {self.config} could not be written: {exc}",
                         hint="a restart of HAProxy would bring back the old weights",
                     ) from None
+        return moved if urgent else None
 
     async def set_cookie_route(self, pool: str | None) -> None:
         if not self.cookie_map:

@@ -161,12 +161,15 @@ class Nginx:
         weights, _route = self._read_state()
         return weights
 
-    async def set_weights(self, weights: Mapping[str, int], *, urgent: bool = False) -> None:
+    async def set_weights(
+        self, weights: Mapping[str, int], *, urgent: bool = False
+    ) -> float | None:
         """``urgent``: reload first, ``nginx -t`` while the new workers start (see the
         module's docstring); a refused file is put back either way."""
         split = check_weights(weights, self.pools())
         async with self._locked():
             await self._apply(split, self._current_route(), urgent=urgent)
+        return None  # new workers take the traffic some time after the reload: the return
 
     async def set_cookie_route(self, pool: str | None) -> None:
         if not self.cookie:

@@ -7,7 +7,9 @@ whole hold (:func:`tminus.analysis.runner.run_analysis`):
 
 - **CRITICAL / failed**: traffic goes back to stable at once, in one router call
   (``{stable: 100, canary: 0}``); the step records when the fault was detected and when the
-  router call returned (artifacts ``fault_detected_at``, ``traffic_restored_at``,
+  traffic moved (the router's word for it, HAProxy's runtime call answered before its
+  config file is checked and written; else the router call's return) (artifacts
+  ``fault_detected_at``, ``traffic_restored_at``,
   ``restore_ms``, and a ``canary.traffic_restored`` event), then fails, so the engine runs
   the phase's rollback.
 - **inconclusive or error** (no data, the metric source unreachable): the weight is held and
@@ -347,11 +349,13 @@ class CanaryKind(StepKindBase):
         """CRITICAL: all traffic back to stable in one router call, then record the times."""
         detected = result.detected_at or time.time()
         error: str | None = None
+        moved: float | None = None
         try:
-            await ro.router.set_weights({step.stable: 100, step.canary: 0}, urgent=True)
+            moved = await ro.router.set_weights({step.stable: 100, step.canary: 0}, urgent=True)
         except Exception as exc:  # still record what happened; the compensation retries
             error = f"{type(exc).__name__}: {exc}"
-        restored = time.time()
+        # when the traffic moved (HAProxy: its runtime call, before the config is persisted)
+        restored = moved or time.time()
         _tell_decided(ctx, result, weight)
         if ro.cookie and error is None:
             with contextlib.suppress(Exception):
