@@ -11,11 +11,12 @@
     per-server counters in its open-source build, the canary app probed directly (``http``
     source). Once the canary serves its 5%, the bench makes it fail every request and notes
     the time. Reported (median of ``--runs``): failed user requests, ms from the fault to the
-    detection, to the router call that sent all traffic back to stable having returned (the
-    deploy's ``traffic_restored_at``; for nginx the new workers run then), and on HAProxy to
-    the moment the canary server was drained as seen on HAProxy's runtime API (polled every
-    millisecond by a thread of the bench: the traffic is back then, before the router's
-    config check and write that follow an urgent change). Next to it, what Flagger's
+    detection, to the traffic restored as the deploy recorded it (``traffic_restored_at``:
+    on HAProxy when its runtime call was answered, before the router's config check and
+    write that follow an urgent change; on nginx when the reload call returned, the new
+    workers running), and on HAProxy to the moment the canary server was drained as seen on
+    HAProxy's runtime API (polled every millisecond by a thread of the bench: an independent
+    witness of the recorded time). Next to it, what Flagger's
     defaults allow at the same traffic: its analysis looks every ``interval`` (60 s) and
     rolls back after ``threshold`` (1) failed checks, so a fault just after a check fails
     every canary request until the next one:
@@ -264,7 +265,7 @@ async def part_a(runs: int, rps: float, routers: list[str], interval_ms: float) 
                 seen = row["observed_ms"]
                 print(
                     f"  (a) {kind} run {i + 1}: {row['failed']} failed of {row['requests']}, "
-                    f"fault → detected {row['detect_ms']:.0f} ms → router call returned "
+                    f"fault → detected {row['detect_ms']:.0f} ms → traffic restored (recorded) "
                     f"{row['restore_ms']:.0f} ms"
                     + (f" (drained on HAProxy at {seen:.0f} ms)" if seen is not None else "")
                     + f", load {row['load']:.1f}"
@@ -309,7 +310,7 @@ def print_a(a: dict[str, Any]) -> None:
         print(f"{label:<40} " + " ".join(cells) + f" {flagger:>10}")
 
     row("failed user requests (target ≤ 2)", "failed", f"≤ {f['worst_failed']:.0f}")
-    row("fault → router call returned (ms)", "restore_ms", f"≤ {f['worst_restore_ms']:.0f}")
+    row("fault → traffic restored, recorded (ms)", "restore_ms", f"≤ {f['worst_restore_ms']:.0f}")
     row("fault → drained, seen on HAProxy (ms)", "observed_ms")
     row("  of which fault → detected (ms)", "detect_ms")
     row("  of which the router call (ms)", "router_call_ms")
