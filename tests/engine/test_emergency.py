@@ -139,7 +139,9 @@ def test_a_woken_runner_stops_far_within_its_poll(tm: Tm) -> None:
         for r in runners:
             if r.poll() is None:
                 r.kill()
-    modules = json.loads(out.read_text())
+    # `import tminus` registers an empty stand-in for pydantic's plug-in loader (a module
+    # object made in memory: nothing of pydantic is imported)
+    modules = [m for m in json.loads(out.read_text()) if m != "pydantic.plugin._loader"]
     assert "tminus.engine.emergency" in modules  # the measure is real: abort ran there
     loaded = [m for m in modules if any(m == x or m.startswith(x + ".") for x in NOT_FOR_ABORT)]
     assert not loaded, loaded
