@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -102,3 +103,40 @@ def mysql_url() -> Iterator[str]:
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.close()
+
+
+def new_deploy(store: Any, plan: str = "p", environment: str = "prod") -> str:
+    """A deploy row made straight in a store (no plan run): for tests of the store and of
+    what reads it."""
+    return str(
+        store.create_deploy(
+            plan_name=plan,
+            environment=environment,
+            plan_path=f"{plan}.yaml",
+            plan_text=f"name: {plan}\n",
+            plan_hash="h",
+            started_by="alice",
+            overrides={},
+        )
+    )
+
+
+# --- a real headless Chromium (Debian's ``chromium``, through Playwright): the dashboard's
+# tests and the runbook's print test
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (``executable_path``): fails, does
+    not skip, when it is not installed."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium is not installed ({CHROMIUM}): run scripts/test-services.sh")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()

@@ -16,8 +16,9 @@ docs/engine.md):
   twice;
 - record a step's end before its effect (``step_finished`` before ``kind.execute``): a ledger
   line is missing at the points between the record and the effect;
-- skip the orphan kill on resume (``reap`` not called in ``runner.resume``): the orphan and the
-  retry both append, at spawn points.
+- skip the orphan kill on resume (no ``_reap`` in ``engine.takeover``): at spawn points the
+  orphans are found still running when the retried deploy has ended (they would append 30 s
+  later); tried again in session 9 with the exit-status markers: 2 of 4 spawn points bad.
 """
 
 from __future__ import annotations

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ROOT / "examples" / "seeds"
 ALL = sorted(SEEDS.glob("*.yaml"))
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 START = "2026-03-01T02:00"
 
 
@@ -42,18 +39,6 @@ def _pages(pdf: Path) -> int:
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF"), data[:20]
     return len(re.findall(rb"/Type\s*/Page(?![a-z])", data))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is not installed ({CHROMIUM}): run scripts/test-services.sh")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 _CHECK_ROWS = """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -154,25 +153,8 @@ def write(path: Path, text: str) -> Path:
 os.environ.setdefault("TMINUS_OPERATOR", "alice")
 
 
-# --- the dashboard in a real headless Chromium (Debian's ``chromium``, through Playwright) ----
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# --- the dashboard in a real headless Chromium (``browser``: tests/conftest.py) ----------------
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright (``executable_path``): fails, does
-    not skip, when it is not installed."""
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium is not installed ({CHROMIUM}): run scripts/test-services.sh")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def token(s: Serve, person: str) -> str:

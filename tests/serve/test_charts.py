@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
+from tests.conftest import new_deploy
 from tminus.clock import now
 from tminus.serve import charts
 from tminus.store import schema as t
@@ -29,18 +30,6 @@ from tminus.store.store import Store
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(f"sqlite:///{tmp_path / 'state.db'}")
-
-
-def _deploy(store: Store) -> str:
-    return store.create_deploy(
-        plan_name="p",
-        environment="prod",
-        plan_path="p.yaml",
-        plan_text="name: p\n",
-        plan_hash="h",
-        started_by="alice",
-        overrides={},
-    )
 
 
 def _measure(store: Store, deploy: str, n: int, value: float, status: str = "ok") -> None:
@@ -70,7 +59,7 @@ def test_downsampling_keeps_every_spike_and_status_change() -> None:
 
 
 def test_the_drawing_is_kept_until_an_event_comes(store: Store) -> None:
-    deploy = _deploy(store)
+    deploy = new_deploy(store)
     for n in range(50):
         _measure(store, deploy, n, float(n))
     first = charts.series(store, deploy, None)
@@ -85,7 +74,7 @@ def test_the_drawing_is_kept_until_an_event_comes(store: Store) -> None:
 def test_a_late_lower_numbered_event_is_drawn(store: Store) -> None:
     """Two writers took sequence numbers N and N+1; N+1 committed first and was drawn, then N
     commits: the newest number is unchanged, the count is not."""
-    deploy = _deploy(store)
+    deploy = new_deploy(store)
     for n in range(3):
         _measure(store, deploy, n, 1.0)
     with store.tx() as conn:
@@ -114,7 +103,7 @@ def test_a_late_lower_numbered_event_is_drawn(store: Store) -> None:
 
 
 def test_weights_points_and_routing_come_from_their_events(store: Store) -> None:
-    deploy = _deploy(store)
+    deploy = new_deploy(store)
     store.event(deploy, "canary.weight", message="w", data={"weight": 5})
     store.event(deploy, "analysis.measurement", message="m", data={"check": "e", "value": 0.1})
     store.event(deploy, "traffic.set", message="t", data={"weights": {"blue": 90, "green": 10}})

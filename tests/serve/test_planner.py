@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.conftest import new_deploy
 from tests.serve.test_serve import PLAN
 from tminus import clock
 from tminus.plan.loader import load_plan_text
@@ -70,15 +71,7 @@ def test_scheduled_deploy_gets_its_notices_and_a_run_deploy_does_not() -> None:
 
 def test_planning_twice_inserts_nothing_more(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/s.db")
-    d = store.create_deploy(
-        plan_name="p",
-        environment="e",
-        plan_path="p.yaml",
-        plan_text="x",
-        plan_hash="h",
-        started_by="t",
-        overrides={},
-    )
+    d = new_deploy(store)
     spec = [{"key": "k1", "kind": "notice", "due_at": T0, "data": {"rule": 0}}]
     assert store.add_timers(d, spec) == 1
     assert store.add_timers(d, spec) == 0
@@ -87,15 +80,7 @@ def test_planning_twice_inserts_nothing_more(tmp_path: Path) -> None:
 
 def test_a_lost_lease_records_nothing(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/s.db")
-    d = store.create_deploy(
-        plan_name="p",
-        environment="e",
-        plan_path="p.yaml",
-        plan_text="x",
-        plan_hash="h",
-        started_by="t",
-        overrides={},
-    )
+    d = new_deploy(store)
     store.add_timers(d, [{"key": "k1", "kind": "notice", "due_at": clock.now(), "data": {}}])
     mine = store.claim_timers("a", timedelta(seconds=20))
     assert [t["key"] for t in mine] == ["k1"]

@@ -1,8 +1,8 @@
 """A private PostgreSQL server (:class:`tminus.testing.pgreplica.PgPrimary`, in a temporary
-directory, with longer bounds for initdb and the start) that a test can crash for real, with
-its WAL writer frozen first so that what a commit did not flush stays unwritten until the
-crash (not left to timing: the WAL writer would write it within ``wal_writer_delay``, or at
-once when the WAL crosses a page).
+directory, with longer bounds for initdb and the start: ``timeout_s``) that a test can crash
+for real, with its WAL writer frozen first so that what a commit did not flush stays
+unwritten until the crash (not left to timing: the WAL writer would write it within
+``wal_writer_delay``, or at once when the WAL crosses a page).
 
 :func:`freeze_wal_writer` stops the WAL writer (SIGSTOP): from then on only a flushed commit
 writes the WAL. :func:`crash` kills it (SIGKILL: the postmaster treats a dead child as a crash
@@ -24,49 +24,13 @@ from tminus.testing.pgreplica import PgPrimary, _bin, _run
 __all__ = ["crash", "crashable_pg", "freeze_wal_writer", "fresh_db"]
 
 
-#: initdb and a start may take long on a loaded machine (PgPrimary allows 30 s).
+#: initdb and a start may take long on a loaded machine (PgPrimary allows 30 s by default).
 SLOW_S = 300
-_INITDB_OPTS = ("--auth=trust", "--no-sync", "-E", "UTF8")
-
-
-class _Primary(PgPrimary):
-    """:class:`PgPrimary` with room for a loaded machine (initdb, start)."""
-
-    def __enter__(self) -> _Primary:
-        try:
-            self.data = self._make_dir() / "data"
-            _run(
-                [_bin("initdb"), "-D", str(self.data), "-U", "postgres", *_INITDB_OPTS],
-                "initdb of the PostgreSQL server",
-                SLOW_S,
-            )
-            with (self.data / "postgresql.conf").open("a") as f:
-                f.write("\nfsync = off\nmax_connections = 30\n")
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start(self) -> None:
-        assert self.data is not None
-        _run(
-            [
-                _bin("pg_ctl"),
-                *("-D", str(self.data), "-l", str(self.data.parent / "server.log")),
-                *("-w", "-t", str(SLOW_S), "-o"),
-                f"-p {self.port} -k {self.data.parent} -c listen_addresses=127.0.0.1",
-                "start",
-            ],
-            f"starting the PostgreSQL server on port {self.port}",
-            SLOW_S + 5,
-        )
-        self.started = True
 
 
 @contextmanager
 def crashable_pg() -> Iterator[PgPrimary]:
-    with _Primary() as pg:
+    with PgPrimary(timeout_s=SLOW_S) as pg:
         yield pg
 
 

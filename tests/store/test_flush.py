@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import new_deploy
 from tests.store._crashable_pg import crash, crashable_pg, freeze_wal_writer, fresh_db
 from tminus.store.store import Store
 from tminus.testing.pgreplica import PgPrimary
@@ -32,18 +33,6 @@ from tminus.testing.pgreplica import PgPrimary
 def pg() -> Iterator[PgPrimary]:
     with crashable_pg() as server:
         yield server
-
-
-def _deploy(store: Store) -> str:
-    return store.create_deploy(
-        plan_name="p",
-        environment="e",
-        plan_path="plan.yaml",
-        plan_text="name: p",
-        plan_hash="h",
-        started_by="alice",
-        overrides={},
-    )
 
 
 def _types(url: str, deploy: str) -> list[str]:
@@ -57,7 +46,7 @@ def _types(url: str, deploy: str) -> list[str]:
 def test_an_unflushed_commit_is_lost_in_a_server_crash(pg: PgPrimary) -> None:
     url = fresh_db(pg, f"s_{uuid.uuid4().hex[:8]}")
     store = Store(url)
-    deploy = _deploy(store)
+    deploy = new_deploy(store)
     frozen = freeze_wal_writer(pg)
     with store.tx() as conn:
         store._event(conn, deploy, "test.flushed", None, None)
@@ -73,7 +62,7 @@ def test_an_unflushed_commit_is_lost_in_a_server_crash(pg: PgPrimary) -> None:
 def test_a_flushed_commit_flushes_the_unflushed_ones_before_it(pg: PgPrimary) -> None:
     url = fresh_db(pg, f"s_{uuid.uuid4().hex[:8]}")
     store = Store(url)
-    deploy = _deploy(store)
+    deploy = new_deploy(store)
     frozen = freeze_wal_writer(pg)
     with store.tx(flush=False) as conn:
         store._event(conn, deploy, "test.unflushed", None, None)

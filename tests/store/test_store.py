@@ -12,6 +12,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from tests.conftest import new_deploy
 from tminus import faults
 from tminus.clock import now
 from tminus.errors import LockHeld, NotFound
@@ -41,26 +42,14 @@ def test_migrated_schema_matches_models(store: Store) -> None:
     assert diff == []
 
 
-def _deploy(store: Store, plan: str = "p") -> str:
-    return store.create_deploy(
-        plan_name=plan,
-        environment="prod",
-        plan_path="p.yaml",
-        plan_text="name: p",
-        plan_hash="h",
-        started_by="alice",
-        overrides={},
-    )
-
-
 def test_deploy_ids_are_sequential_per_plan(store: Store) -> None:
-    assert [_deploy(store), _deploy(store), _deploy(store, "q")] == ["p-1", "p-2", "q-1"]
+    assert [new_deploy(store), new_deploy(store), new_deploy(store, "q")] == ["p-1", "p-2", "q-1"]
     with pytest.raises(NotFound):
         store.deploy("p-9")
 
 
 def test_lock_names_holder_and_force_takes_over(store: Store) -> None:
-    a, b = _deploy(store), _deploy(store)
+    a, b = new_deploy(store), new_deploy(store)
     store.acquire_lock("p", "prod", a, "alice", "release 2.0")
     store.acquire_lock("p", "prod", a, "alice", None)  # re-entrant for its own deploy
     with pytest.raises(LockHeld) as exc:
@@ -78,7 +67,7 @@ def test_lock_names_holder_and_force_takes_over(store: Store) -> None:
 
 
 def test_compensation_is_armed_then_settled_with_the_step(store: Store) -> None:
-    d = _deploy(store)
+    d = new_deploy(store)
     store.arm_compensation(
         d, phase=0, source_key="phase/0/step/0", title="undo", spec={"steps": []}, partial_ok=False
     )
@@ -101,7 +90,7 @@ def test_store_and_engine_agree_on_terminal_states() -> None:
 
 
 def test_lock_of_an_ended_deploy_is_taken_over(store: Store) -> None:
-    a, b = _deploy(store), _deploy(store)
+    a, b = new_deploy(store), new_deploy(store)
     store.acquire_lock("p", "prod", a, "alice", None)
     store.set_deploy(a, state="rolled_back")  # it died before releasing
     taken = store.acquire_lock("p", "prod", b, "bob", None)
@@ -156,7 +145,7 @@ def test_a_store_at_0001_upgrades_to_head(
 def test_processes_are_forgotten_with_their_step(store: Store) -> None:
     """step_finished forgets the step's process groups in its own transaction; heartbeats and
     process records do not count as commits for TMINUS_CRASH_AFTER_COMMITS."""
-    d = _deploy(store)
+    d = new_deploy(store)
     store.step_started(d, "phase/0/step/0", title="s", kind="run", step_id=None, attempts=1)
     commits = faults.counts()["commits"]
     store.add_process(d, "phase/0/step/0", "localhost", 100, "7")

@@ -88,7 +88,9 @@ class _Cluster:
 
     role = "server"
 
-    def __init__(self) -> None:
+    def __init__(self, *, timeout_s: float = START_TIMEOUT_S) -> None:
+        #: How long initdb (or pg_basebackup) and the start may take (more on a loaded machine).
+        self.timeout_s = timeout_s
         self.port = _free_port()
         self.tmp: Path | None = None
         self.data: Path | None = None
@@ -122,13 +124,13 @@ class _Cluster:
                 str(log),
                 "-w",
                 "-t",
-                str(int(START_TIMEOUT_S)),
+                str(int(self.timeout_s)),
                 "-o",
                 f"-p {self.port} -k {self.data.parent} -c listen_addresses=127.0.0.1",
                 "start",
             ],
             f"starting the PostgreSQL {self.role} on port {self.port}",
-            START_TIMEOUT_S + 5,
+            self.timeout_s + 5,
         )
         self.started = True
 
@@ -176,6 +178,7 @@ class PgPrimary(_Cluster):
                     "UTF8",
                 ],
                 "initdb of the PostgreSQL primary",
+                self.timeout_s,
             )
             conf = self.data / "postgresql.conf"
             with conf.open("a") as f:
@@ -197,8 +200,8 @@ class PgReplica(_Cluster):
 
     role = "replica"
 
-    def __init__(self, primary: PgPrimary) -> None:
-        super().__init__()
+    def __init__(self, primary: PgPrimary, *, timeout_s: float = START_TIMEOUT_S) -> None:
+        super().__init__(timeout_s=timeout_s)
         self.primary = primary
 
     def __enter__(self) -> PgReplica:
@@ -224,6 +227,7 @@ class PgReplica(_Cluster):
                     "fast",
                 ],
                 "pg_basebackup of the replica",
+                self.timeout_s,
             )
             with (self.data / "postgresql.auto.conf").open("a") as f:
                 f.write(
