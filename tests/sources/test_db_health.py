@@ -12,7 +12,8 @@ Mutations tried (each makes a test here fail, then restored):
   ``test_lag_grows_while_replay_is_paused`` never sees WARN or CRITICAL;
 - count lock waits and open transactions server-wide (drop ``datname = current_database()``
   / ``_MY_OURS`` in ``db_health``): another database's check counts the waiter (both lock
-  tests fail);
+  tests fail); the same dropped from the oldest-transaction queries alone: each lock test
+  fails on the other database's ``oldest_transaction`` (PostgreSQL and MariaDB in turn);
 - in ``lint_db_health``, drop the ``pg_is_in_recovery`` exemption or the warning:
   ``test_check_warns_on_raw_replay_timestamp_sql`` fails.
 """
