@@ -346,7 +346,12 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             figures["b"] = await asyncio.to_thread(run_part_b, seed=1, runs=args.b_runs)
     if "c" in parts:
         figures["c"] = await part_c(
-            args.switches, args.rps_c, args.c_seconds, args.c_connections, args.c_runs
+            args.switches,
+            args.rps_c,
+            args.c_seconds,
+            args.c_connections,
+            args.c_runs,
+            tuple(args.c_routers.split(",")),
         )
     return figures
 
@@ -362,6 +367,7 @@ def main() -> None:
     ap.add_argument("--c-seconds", type=float, default=15, help="each wrk run's length")
     ap.add_argument("--c-connections", type=int, default=100)
     ap.add_argument("--c-runs", type=int, default=3, help="side-by-side runs per router")
+    ap.add_argument("--c-routers", default="nginx,haproxy", help="part (c)'s routers")
     ap.add_argument("--parts", default="a,b,c", help="which parts to run, e.g. a,c")
     ap.add_argument("--b-runs", type=int, default=200)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -73,7 +73,7 @@ def test_compensation_is_armed_then_settled_with_the_step(store: Store) -> None:
     )
     assert [c["state"] for c in store.compensations(d)] == ["armed"]
     store.step_started(d, "phase/0/step/0", title="s", kind="run", step_id=None, attempts=1)
-    store.step_finished(d, "phase/0/step/0", state="succeeded", compensation={"state": "pending"})
+    store.step_finished(d, "phase/0/step/0", state="succeeded", compensation_state="pending")
     assert [c["state"] for c in store.compensations(d)] == ["pending"]
     # re-arming the same step (a retry) voids the earlier registration
     store.arm_compensation(

@@ -63,7 +63,10 @@ async def execute(
         )
     attempts_before = row["attempts"] if row else 0
     engine._current_key = key
-    engine.reporter.step(engine._title(step), engine._mask(kind.describe(step, engine.resolver)))
+    if not engine.reporter.quiet:  # (a description costs more than a no-op step's record)
+        engine.reporter.step(
+            engine._title(step), engine._mask(kind.describe(step, engine.resolver))
+        )
     # Per-host kinds (the fleet kinds) apply timeout and retries to each host.
     retries = None if kind.per_host else step.retries
     total = retries.attempts if retries else 1
@@ -139,10 +142,10 @@ async def execute(
         engine.reporter.result(False, outcome.pause)
         return outcome
     state = StepState.SUCCEEDED if outcome.ok else StepState.FAILED
-    comp_state: dict[str, Any] | None = None
+    comp_state: str | None = None
     if undo:
         partial = builtin is not None and builtin.partial_ok
-        comp_state = {"state": "pending" if (outcome.ok or partial) else "void"}
+        comp_state = "pending" if (outcome.ok or partial) else "void"
     engine.store.step_finished(
         engine.deploy_id,
         key,
@@ -150,7 +153,7 @@ async def execute(
         output=engine._mask(outcome.output)[-20000:],
         error=outcome.error,
         artifacts=engine.resolver.masker.mask_data(outcome.artifacts),
-        compensation=comp_state,
+        compensation_state=comp_state,
         flush=False,
     )
     faults.recorded(key)

@@ -11,6 +11,9 @@ __all__ = ["PlainReporter", "Reporter", "RichReporter", "make_reporter"]
 
 
 class Reporter(Protocol):
+    #: Nothing is shown (then a step's description is not even made).
+    quiet: bool
+
     def phase(self, index: int, total: int, name: str, estimate_s: float | None) -> None: ...
     def step(self, title: str, detail: str = "") -> None: ...
     def line(self, text: str) -> None: ...
@@ -58,6 +61,7 @@ class RichReporter:
         from rich.text import Text
 
         self._Text = Text
+        self.quiet = False
         self.console = Console()
         self.phase_name = ""
         self.phase_index = (0, 0)

@@ -65,7 +65,7 @@ def _nested(step: StepBase, path: Loc, pos: Position) -> Iterator[StepSite]:
     undo_pos = Position(pos.phase, ROLLBACK, pos.index)
     for k, u in enumerate(step.undo):
         yield from _walk_step(u, (*path, "undo", k), undo_pos)
-    if isinstance(step, SshStep | ReleaseStep):
+    if isinstance(step, (SshStep, ReleaseStep)):
         for hook in ("before_batch", "after_batch"):
             for k, h in enumerate(getattr(step, hook)):
                 yield from _walk_step(h, (*path, hook, k), pos)
@@ -105,8 +105,9 @@ def iter_check_sites(plan: Plan) -> Iterator[CheckSite]:
             yield CheckSite(("phases", i, "verify", j), c, Position(i, VERIFY, j))
     for site in iter_steps(plan):
         step = site.step
+        fields = type(step).model_fields  # (a missing attribute of a model costs an exception)
         for field in ("until", "analysis", "preview"):
-            value = getattr(step, field, None)
+            value = getattr(step, field) if field in fields else None
             if value is None:
                 continue
             items = value if isinstance(value, list) else [value]

@@ -13,12 +13,14 @@ from sqlalchemy import Connection, func, insert, select
 from tminus.clock import now
 from tminus.store import schema as t
 from tminus.store._connect import StoreBase
+from tminus.store._driver import DriverTx, prepared
 from tminus.store._rows import _row
 
 __all__ = ["EventsMixin", "metric_records"]
 
 # Statements of the per-step hot path, built once (SQLAlchemy then reuses their compiled form).
 _INSERT_EVENT = insert(t.events)
+_EVENT_KEYS = ("deploy_id", "ts", "type", "key", "message", "data")
 
 
 class EventsMixin(StoreBase):
@@ -35,6 +37,29 @@ class EventsMixin(StoreBase):
     ) -> None:
         conn.execute(
             _INSERT_EVENT,
+            {
+                "deploy_id": deploy_id,
+                "ts": now(),
+                "type": etype,
+                "key": key,
+                "message": message,
+                "data": data,
+            },
+        )
+
+    def _driver_event(
+        self,
+        tx: DriverTx,
+        deploy_id: str,
+        etype: str,
+        key: str | None,
+        message: str | None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """:meth:`_event` in a transaction of the driver (:mod:`tminus.store._driver`)."""
+        stmt = prepared("insert_event", self.engine.dialect, lambda: (_INSERT_EVENT, _EVENT_KEYS))
+        tx.execute(
+            stmt,
             {
                 "deploy_id": deploy_id,
                 "ts": now(),

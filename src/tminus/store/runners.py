@@ -15,6 +15,7 @@ from tminus.clock import now
 from tminus.procfs import pid_token
 from tminus.store import schema as t
 from tminus.store._connect import StoreBase, _write_begin
+from tminus.store._driver import DriverTx, driver_tx, prepared
 from tminus.store._rows import _row
 
 __all__ = ["RunnersMixin"]
@@ -23,6 +24,7 @@ __all__ = ["RunnersMixin"]
 _INSERT_PROCESS = insert(t.processes)
 _DELETE_DEPLOY_PROCESSES = t.processes.delete().where(t.processes.c.deploy_id == bindparam("d"))
 _DELETE_STEP_PROCESSES = _DELETE_DEPLOY_PROCESSES.where(t.processes.c.key == bindparam("k"))
+_PROCESS_KEYS = ("deploy_id", "key", "host", "pid", "token", "started_at")
 
 
 class RunnersMixin(StoreBase):
@@ -65,10 +67,14 @@ class RunnersMixin(StoreBase):
         """Record a process group the step ``key`` started (``pid`` == its pgid) on
         ``rec_host``, so that it can be killed if the runner dies. One commit, not counted
         towards the fault points, not waiting for its flush on PostgreSQL: it is kept if the
-        runner dies, which is what it is for (see :meth:`tx`)."""
-        with self.tx(count=False, flush=False) as conn:
-            conn.execute(
-                _INSERT_PROCESS,
+        runner dies, which is what it is for (see :meth:`tx`). Through the driver (a record
+        of every spawn: :mod:`tminus.store._driver`)."""
+        stmt = prepared(
+            "insert_process", self.engine.dialect, lambda: (_INSERT_PROCESS, _PROCESS_KEYS)
+        )
+        with driver_tx(self, count=False, flush=False) as tx:
+            tx.execute(
+                stmt,
                 {
                     "deploy_id": deploy_id,
                     "key": key,
@@ -102,6 +108,14 @@ class RunnersMixin(StoreBase):
         towards the fault points."""
         with self.tx(count=False) as conn:
             _delete_processes(conn, deploy_id, key)
+
+
+def _driver_delete_processes(store: StoreBase, tx: DriverTx, deploy_id: str, key: str) -> None:
+    """Forget step ``key``'s process groups, in a transaction of the driver."""
+    stmt = prepared(
+        "delete_step_processes", store.engine.dialect, lambda: (_DELETE_STEP_PROCESSES, ())
+    )
+    tx.execute(stmt, {"d": deploy_id, "k": key})
 
 
 def _delete_processes(conn: Connection, deploy_id: str, key: str | None) -> None:

@@ -9,14 +9,16 @@ from sqlalchemy import bindparam, insert, select, update
 
 from tminus.clock import now
 from tminus.store import schema as t
+from tminus.store._driver import driver_tx, prepared
 from tminus.store._rows import _row
 from tminus.store.events import EventsMixin
-from tminus.store.runners import _delete_processes
+from tminus.store.runners import _delete_processes, _driver_delete_processes
 
 __all__ = ["StepsMixin"]
 
-# Statements of the per-step hot path, built once (SQLAlchemy then reuses their compiled form).
+# Statements of the per-step hot path: sent through the driver (tminus.store._driver).
 _INSERT_STEP = insert(t.steps)
+_STEP_KEYS = ("deploy_id", "key", "title", "kind", "state", "attempts", "started_at", "step_id")
 _STEP_WHERE = (t.steps.c.deploy_id == bindparam("d"), t.steps.c.key == bindparam("k"))
 _START_STEP = (
     update(t.steps)
@@ -39,6 +41,15 @@ _FINISH_STEP = (
         error=bindparam("error"),
         artifacts=bindparam("artifacts"),
     )
+)
+_SETTLE_COMPENSATION = (
+    update(t.compensations)
+    .where(
+        t.compensations.c.deploy_id == bindparam("d"),
+        t.compensations.c.source_key == bindparam("k"),
+        t.compensations.c.state == "armed",
+    )
+    .values(state=bindparam("state"))
 )
 
 
@@ -67,15 +78,17 @@ class StepsMixin(EventsMixin):
         rerun-safe, or the plan says idempotent): losing this record in a database crash
         makes it run again, which is safe for it (see :meth:`tx`)."""
         ts = now()
-        with self.tx(flush=flush) as conn:
+        dialect = self.engine.dialect
+        with driver_tx(self, flush=flush) as tx:
             updated = 0
             if new is not True:
-                updated = conn.execute(
-                    _START_STEP, {"d": deploy_id, "k": key, "ts": ts, "attempts": attempts}
-                ).rowcount
+                updated = tx.rowcount(
+                    prepared("start_step", dialect, lambda: (_START_STEP, ())),
+                    {"d": deploy_id, "k": key, "ts": ts, "attempts": attempts},
+                )
             if not updated:
-                conn.execute(
-                    _INSERT_STEP,
+                tx.execute(
+                    prepared("insert_step", dialect, lambda: (_INSERT_STEP, _STEP_KEYS)),
                     {
                         "deploy_id": deploy_id,
                         "key": key,
@@ -87,7 +100,7 @@ class StepsMixin(EventsMixin):
                         "step_id": step_id,
                     },
                 )
-            self._event(conn, deploy_id, "step.started", key, title)
+            self._driver_event(tx, deploy_id, "step.started", key, title)
 
     def step_finished(
         self,
@@ -98,18 +111,19 @@ class StepsMixin(EventsMixin):
         output: str | None = None,
         error: str | None = None,
         artifacts: dict[str, Any] | None = None,
-        compensation: dict[str, Any] | None = None,
+        compensation_state: str | None = None,
         event_data: dict[str, Any] | None = None,
         flush: bool = True,
     ) -> None:
-        """Record a step's end; in the same transaction, update its compensation's state and
-        forget the process groups it started (they have ended with it). ``flush=False``:
-        the engine's end of an action whose start was flushed; losing it in a database
-        crash leaves the action in flight, as a runner crash just before it would (see
-        :meth:`tx`)."""
-        with self.tx(flush=flush) as conn:
-            conn.execute(
-                _FINISH_STEP,
+        """Record a step's end; in the same transaction, settle its armed compensation
+        (``compensation_state``, if given) and forget the process groups it started (they
+        have ended with it). ``flush=False``: the engine's end of an action whose start was
+        flushed; losing it in a database crash leaves the action in flight, as a runner
+        crash just before it would (see :meth:`tx`)."""
+        dialect = self.engine.dialect
+        with driver_tx(self, flush=flush) as tx:
+            tx.execute(
+                prepared("finish_step", dialect, lambda: (_FINISH_STEP, ())),
                 {
                     "d": deploy_id,
                     "k": key,
@@ -120,18 +134,13 @@ class StepsMixin(EventsMixin):
                     "artifacts": artifacts,
                 },
             )
-            if compensation is not None:
-                conn.execute(
-                    update(t.compensations)
-                    .where(
-                        t.compensations.c.deploy_id == deploy_id,
-                        t.compensations.c.source_key == key,
-                        t.compensations.c.state == "armed",
-                    )
-                    .values(**compensation)
+            if compensation_state is not None:
+                tx.execute(
+                    prepared("settle_compensation", dialect, lambda: (_SETTLE_COMPENSATION, ())),
+                    {"d": deploy_id, "k": key, "state": compensation_state},
                 )
-            _delete_processes(conn, deploy_id, key)
-            self._event(conn, deploy_id, f"step.{state}", key, error, event_data)
+            _driver_delete_processes(self, tx, deploy_id, key)
+            self._driver_event(tx, deploy_id, f"step.{state}", key, error, event_data)
 
     def set_step_state(self, deploy_id: str, key: str, state: str, *, title: str = "") -> None:
         with self.tx() as conn:
