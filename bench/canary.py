@@ -352,6 +352,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             args.c_connections,
             args.c_runs,
             tuple(args.c_routers.split(",")),
+            args.c_haproxy_reuse,
         )
     return figures
 
@@ -368,6 +369,11 @@ def main() -> None:
     ap.add_argument("--c-connections", type=int, default=100)
     ap.add_argument("--c-runs", type=int, default=3, help="side-by-side runs per router")
     ap.add_argument("--c-routers", default="nginx,haproxy", help="part (c)'s routers")
+    ap.add_argument(
+        "--c-haproxy-reuse",
+        default=None,
+        help="part (c)'s HAProxy 'http-reuse' (default: HAProxy's own, safe), e.g. always",
+    )
     ap.add_argument("--parts", default="a,b,c", help="which parts to run, e.g. a,c")
     ap.add_argument("--b-runs", type=int, default=200)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -201,19 +201,21 @@ async def part_c(
     connections: int,
     runs: int,
     routers: tuple[str, ...] = ("nginx", "haproxy"),
+    haproxy_reuse: str | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "switches": switches,
         "rps": rps,
         "seconds": seconds,
         "connections": connections,
+        "haproxy_reuse": haproxy_reuse or "safe (HAProxy's default)",
         "routers": {},
     }
     with NginxApp("blue") as blue, NginxApp("green") as green:
         pools = {"blue": [blue.address], "green": [green.address]}
         fronts: list[tuple[str, Any]] = [
             ("nginx", lambda: NginxServer(pools, workers=2)),
-            ("haproxy", lambda: HaproxyServer(pools)),
+            ("haproxy", lambda: HaproxyServer(pools, http_reuse=haproxy_reuse)),
         ]
         for name, make in fronts:
             if name not in routers:
@@ -252,7 +254,8 @@ async def part_c(
 def print_c(c: dict[str, Any]) -> None:
     print(
         f"Part (c): {c['switches']} blue↔green switches (tminus run) under wrk at "
-        f"{c['rps']:g} rps offered, {c['connections']} connections; medians of "
+        f"{c['rps']:g} rps offered, {c['connections']} connections, HAProxy http-reuse "
+        f"{c['haproxy_reuse']}; medians of "
         f"{len(next(iter(c['routers'].values()))['baseline']['runs'])} side-by-side run(s)"
     )
     head = (

@@ -12,7 +12,7 @@ import pytest
 
 from tests.routers.conftest import load, router, switch_under_load, within_binomial
 from tminus.routers.base import RouterError
-from tminus.routers.haproxy import ServerState, rewrite_config, server_weights
+from tminus.routers.haproxy import _CHECKED_SHAPES, ServerState, rewrite_config, server_weights
 from tminus.testing.app import AppProcess
 from tminus.testing.haproxy import HaproxyServer
 from tminus.testing.load import constant_rate
@@ -189,6 +189,7 @@ def test_an_urgent_split_moves_traffic_before_the_config_check(
     slow.write_text(f'#!/bin/sh\nsleep 1.5\nexec {hap.binary} "$@"\n')
     slow.chmod(0o755)
     r = router(hap.router_config(haproxy=str(slow)), "lb")
+    _CHECKED_SHAPES.clear()
 
     moved: dict[bool, tuple[float, float | None]] = {}
 
@@ -203,6 +204,7 @@ def test_an_urgent_split_moves_traffic_before_the_config_check(
 
     async def go() -> tuple[dict[str, int], dict[str, int]]:
         forward = await seen_during({"stable": 50, "canary": 50}, urgent=False)
+        _CHECKED_SHAPES.clear()  # (else the urgent rewrite, of a shape that passed, is not checked)
         back = await seen_during({"stable": 100, "canary": 0}, urgent=True)
         return forward, back
 
@@ -214,3 +216,37 @@ def test_an_urgent_split_moves_traffic_before_the_config_check(
     assert moved[False][1] is None  # checked first: the return is when it moved
     start, at = moved[True]
     assert at is not None and start <= at < start + 0.6, (start, at)
+
+
+def test_a_rewrite_that_only_moves_weights_is_checked_once(
+    hap: HaproxyServer, tmp_path: Path
+) -> None:
+    """``haproxy -c`` runs for the first rewrite of a config; a rewrite that differs from one
+    that passed only in the pools' weights and states is not checked again (a blue/green
+    rollout's every switch paid ~30 ms of CPU for it); a config someone edited meanwhile is
+    checked again. The router's ``haproxy`` is a wrapper that counts the checks. Mutations:
+    no shapes kept (every rewrite checked): the count is 3, not 1; the shape kept per file
+    whatever its text (an edit not seen): the edited config is not checked, the count
+    stays 1."""
+    log = tmp_path / "checks.log"
+    counting = tmp_path / "counting-haproxy"
+    counting.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {hap.binary} "$@"\n')
+    counting.chmod(0o755)
+    _CHECKED_SHAPES.clear()
+    r = router(hap.router_config(haproxy=str(counting)), "lb")
+
+    def checks() -> int:
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+    for weights in ({"stable": 50, "canary": 50}, {"stable": 0, "canary": 100}):
+        asyncio.run(r.set_weights(weights))
+    asyncio.run(r.set_weights({"stable": 100, "canary": 0}, urgent=True))
+    assert checks() == 1
+    assert asyncio.run(r.get_weights()) == {"stable": 100, "canary": 0}
+    assert "weight 0  # pool canary" in hap.config.read_text()
+
+    text = hap.config.read_text()
+    hap.config.write_text(text.replace("defaults\n", "defaults\n    option httplog\n", 1))
+    asyncio.run(r.set_weights({"stable": 90, "canary": 10}))
+    assert checks() == 2  # an edited file: checked again
+    assert "option httplog" in hap.config.read_text()

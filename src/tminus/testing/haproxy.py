@@ -12,6 +12,8 @@ HAProxy runs in the foreground (``haproxy -db -f TMP/haproxy.cfg``) as our child
 descriptors from maxconn; the machine's limit is 20000). Pool servers are named
 ``<pool><n>`` (``stable1``, ``canary1``...). With ``cookie``, the config is the one
 docs/routers.md asks of a user: a map file read by ``use_backend`` and one backend per pool.
+``http_reuse`` sets the defaults' ``http-reuse`` (``bench/canary.py`` part (c) compares
+HAProxy's default, ``safe``, with ``always``).
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ class HaproxyServer:
         backend: str = "app",
         weights: dict[str, int] | None = None,
         root: Path | None = None,
+        http_reuse: str | None = None,
     ) -> None:
         self.pools = pools
+        self.http_reuse = http_reuse  # the defaults' ``http-reuse`` (None: HAProxy's, safe)
         self.cookie = cookie
         self.cookie_value = cookie_value  # only this value of the cookie is routed
         self.backend = backend
@@ -125,6 +129,7 @@ class HaproxyServer:
             "    timeout client 30s",
             "    timeout server 30s",
             "    timeout http-keep-alive 30s",
+            *([f"    http-reuse {self.http_reuse}"] if self.http_reuse else []),
             "",
             "frontend www",
             f"    bind 127.0.0.1:{self.port}",
