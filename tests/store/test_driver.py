@@ -20,6 +20,7 @@ Mutations tried (each fails a test here):
 from __future__ import annotations
 
 import re
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tests.conftest import new_deploy
 from tminus.clock import now
@@ -186,3 +187,25 @@ def test_the_stores_own_transactions_stay_whole_after_a_driver_write(store: Stor
         store._event(conn, d, "half.written", None, None)
         raise RuntimeError("half-way")
     assert len(store.events(d)) == before
+
+
+def test_a_locked_sqlite_store_is_a_clear_store_error(tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock past the busy timeout: the step's record
+    fails with SQLAlchemy's OperationalError ("database is locked"), as every store call
+    does, and goes through once the lock is released. Mutation: ``BEGIN IMMEDIATE`` sent
+    before ``driver_tx``'s try (the first version): the raw ``sqlite3`` error escapes."""
+    store = Store(f"sqlite:///{tmp_path}/state.db")
+    d = new_deploy(store)
+    conn = store._connection()
+    conn.exec_driver_sql("PRAGMA busy_timeout=100")
+    conn.commit()
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            store.step_started(d, "s", title="S", kind="run", step_id=None, attempts=1, new=True)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.step_started(d, "s", title="S", kind="run", step_id=None, attempts=1, new=True)
+    assert store.step_rows(d)["s"]["state"] == "running"
