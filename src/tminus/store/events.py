@@ -28,47 +28,30 @@ class EventsMixin(StoreBase):
 
     def _event(
         self,
-        conn: Connection,
+        conn: Connection | DriverTx,
         deploy_id: str,
         etype: str,
         key: str | None,
         message: str | None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        conn.execute(
-            _INSERT_EVENT,
-            {
-                "deploy_id": deploy_id,
-                "ts": now(),
-                "type": etype,
-                "key": key,
-                "message": message,
-                "data": data,
-            },
-        )
-
-    def _driver_event(
-        self,
-        tx: DriverTx,
-        deploy_id: str,
-        etype: str,
-        key: str | None,
-        message: str | None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        """:meth:`_event` in a transaction of the driver (:mod:`tminus.store._driver`)."""
-        stmt = prepared("insert_event", self.engine.dialect, lambda: (_INSERT_EVENT, _EVENT_KEYS))
-        tx.execute(
-            stmt,
-            {
-                "deploy_id": deploy_id,
-                "ts": now(),
-                "type": etype,
-                "key": key,
-                "message": message,
-                "data": data,
-            },
-        )
+        """An event, in the caller's transaction (SQLAlchemy's, or the driver's: see
+        :mod:`tminus.store._driver`)."""
+        row = {
+            "deploy_id": deploy_id,
+            "ts": now(),
+            "type": etype,
+            "key": key,
+            "message": message,
+            "data": data,
+        }
+        if isinstance(conn, DriverTx):
+            dialect = self.engine.dialect
+            conn.execute(
+                prepared("insert_event", dialect, lambda: (_INSERT_EVENT, _EVENT_KEYS)), row
+            )
+        else:
+            conn.execute(_INSERT_EVENT, row)
 
     def event(
         self,

@@ -100,7 +100,7 @@ class StepsMixin(EventsMixin):
                         "step_id": step_id,
                     },
                 )
-            self._driver_event(tx, deploy_id, "step.started", key, title)
+            self._event(tx, deploy_id, "step.started", key, title)
 
     def step_finished(
         self,
@@ -140,7 +140,7 @@ class StepsMixin(EventsMixin):
                     {"d": deploy_id, "k": key, "state": compensation_state},
                 )
             _driver_delete_processes(self, tx, deploy_id, key)
-            self._driver_event(tx, deploy_id, f"step.{state}", key, error, event_data)
+            self._event(tx, deploy_id, f"step.{state}", key, error, event_data)
 
     def set_step_state(self, deploy_id: str, key: str, state: str, *, title: str = "") -> None:
         with self.tx() as conn:
