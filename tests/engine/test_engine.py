@@ -352,3 +352,28 @@ def test_abort_stops_a_live_runner_in_its_current_step(tm: Tm) -> None:
     assert _lines(tm.cwd / "effects.log") == ["a"]
     assert not (tm.cwd / "maint.flag").exists(), "maintenance goes off on abort"
     assert tm.json("list")[0]["state"] == "aborted"
+
+
+def test_a_shown_run_describes_each_step_and_a_quiet_one_does_not(tm: Tm) -> None:
+    """The console line of a step carries its description (the runbook's words, values as
+    they run): the command as written, not only its output. A ``--quiet`` run shows nothing
+    (the engine then does not even make the description). Mutation: the engine's
+    ``reporter.quiet`` test inverted: the shown run lacks the description and this fails."""
+    plan = write(
+        tm.cwd / "p.yaml",
+        """
+name: described
+environment: test
+phases:
+  - name: one
+    steps:
+      - {kind: run, name: marker, command: "echo marker-$((1+1))"}
+""",
+    )
+    shown = tm("run", str(plan))
+    assert shown.returncode == 0, shown.stderr
+    step_lines = [ln for ln in shown.stdout.splitlines() if ln.startswith("-> marker")]
+    assert len(step_lines) == 1 and "marker-$((1+1))" in step_lines[0], shown.stdout
+    quiet = tm("run", str(plan), "--quiet")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "marker-$((1+1))" not in quiet.stdout

@@ -31,7 +31,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tests.conftest import new_deploy
+from tminus import faults
 from tminus.clock import now
+from tminus.errors import StoreError
 from tminus.store import schema as t
 from tminus.store.store import Store
 
@@ -53,7 +55,8 @@ def _raw(store: Store, table: str, deploy_id: str) -> list[dict[str, Any]]:
         )
         rows = [dict(r._mapping) for r in res]
     for r in rows:
-        r.pop("deploy_id"), r.pop("seq", None)
+        r.pop("deploy_id")
+        r.pop("seq", None)
         for k in ("ts", "started_at", "ended_at"):
             if isinstance(r.get(k), str):  # SQLite: the format, not the instant
                 r[k] = re.sub(r"\d", "9", r[k])
@@ -209,3 +212,27 @@ def test_a_locked_sqlite_store_is_a_clear_store_error(tmp_path: Path) -> None:
         other.close()
     store.step_started(d, "s", title="S", kind="run", step_id=None, attempts=1, new=True)
     assert store.step_rows(d)["s"]["state"] == "running"
+
+
+def test_a_postgres_url_for_another_driver_is_refused_clearly() -> None:
+    """The step records go through psycopg 3 itself, so a ``postgresql+psycopg2://`` (or
+    any other driver's) URL is refused with a StoreError naming the driver and the URL to
+    write, before SQLAlchemy tries to import that driver. Mutation: the check in
+    ``_normalize`` removed: SQLAlchemy's ModuleNotFoundError (psycopg2 is not installed)
+    escapes instead."""
+    with pytest.raises(StoreError, match="psycopg2 driver") as info:
+        Store("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    assert info.value.hint is not None and "postgresql://" in info.value.hint
+
+
+def test_a_steps_start_and_end_are_fault_points_its_process_record_is_not(store: Store) -> None:
+    """The crash campaign kills the runner after the n-th counted commit: a step's start and
+    its end through the driver each count one, its process record none (as through
+    ``Store.tx`` before). Mutations: ``driver_tx`` not calling ``_after_commit``: the count
+    stays; ``add_process`` counted: the count is 3."""
+    d = new_deploy(store)
+    before = faults.counts()["commits"]
+    store.step_started(d, "s", title="S", kind="run", step_id=None, attempts=1, new=True)
+    store.add_process(d, "s", "localhost", 4242, "7")
+    store.step_finished(d, "s", state="succeeded")
+    assert faults.counts()["commits"] == before + 2

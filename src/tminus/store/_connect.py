@@ -44,6 +44,14 @@ _PG_SCHEMA_LOCK = 0x746D696E7573
 def _normalize(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme.startswith("postgresql+") and scheme != "postgresql+psycopg":
+        # The store writes each step's records through psycopg 3 itself (store/_driver.py).
+        raise StoreError(
+            f"the state store URL asks for the {scheme.split('+', 1)[1]} driver; "
+            "tminus talks to PostgreSQL through psycopg 3",
+            hint="write it postgresql://… (or postgresql+psycopg://…)",
+        )
     if "://" not in url:  # a bare path
         return f"sqlite:///{url}"
     return url

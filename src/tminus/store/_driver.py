@@ -33,8 +33,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
-from tminus.errors import StoreError
-
 if TYPE_CHECKING:
     from tminus.store._connect import StoreBase
 
@@ -131,14 +129,14 @@ class BatchTx(DriverTx):
         self._send("COMMIT")
 
 
-_prepared: dict[tuple[str, str, str], Prepared] = {}
+_prepared: dict[tuple[str, str], Prepared] = {}
 
 
 def prepared(
     name: str, dialect: Dialect, build: Callable[[], tuple[ClauseElement, Sequence[str]]]
 ) -> Prepared:
     """The statement ``name`` compiled for ``dialect`` (once per process and dialect)."""
-    key = (name, dialect.name, dialect.driver)
+    key = (name, dialect.name)
     found = _prepared.get(key)
     if found is None:
         stmt, keys = build()
@@ -155,12 +153,6 @@ def driver_tx(store: StoreBase, *, count: bool = True, flush: bool = True) -> It
     if conn.in_transaction() or dbapi is None:  # not expected: the store's calls never nest
         raise RuntimeError("driver_tx: the store's connection is already in a transaction")
     postgres = conn.dialect.name == "postgresql"
-    if postgres and conn.dialect.driver != "psycopg":
-        raise StoreError(
-            f"the state store {store.safe_url} uses the {conn.dialect.driver} driver; "
-            "tminus needs psycopg 3",
-            hint="write the URL as postgresql://… (tminus picks psycopg)",
-        )
     tx = DriverTx(None)  # (what the error says if the transaction cannot even begin)
     try:
         if postgres:
