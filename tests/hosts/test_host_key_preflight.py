@@ -2,9 +2,12 @@
 (issue #13, item 8): a CHANGED key and an unknown key, against real OpenSSH sshd
 (:mod:`tminus.testing.sshd`), driven through the CLI.
 
-"Nothing ran" is checked on the hosts themselves: sshd logs every accepted login, and the
-refused runs leave the count unchanged (the preflight only does a key exchange, no login);
-and no deploy is created in the state store.
+"Nothing ran" is checked on the hosts themselves: sshd logs every accepted login and every
+command it starts (``LogLevel VERBOSE``). A refused run starts no command on any host and never
+logs into the host whose key it refused; the hosts whose keys passed were logged into by the
+preflight (inside ``tminus run`` it opens the connection the deploy then uses:
+:mod:`tminus.hosts.warm`), and no deploy is created in the state store. A run that goes
+through logs into each host exactly once, preflight and deploy together.
 
 Mutations tried (each made a test here fail, then was restored):
 
@@ -17,7 +20,13 @@ Mutations tried (each made a test here fail, then was restored):
 - the old fixed preflight hint ("install what is missing, free disk space …") restored in
   ``launch._preflight``: the hint assertions fail — both exit-2 tests;
 - ``check_host_key`` not fetching the key of an unknown host: no fingerprint in the message
-  — ``test_an_unknown_host_key_exits_2_with_its_fingerprint_and_a_keyscan_hint``.
+  — ``test_an_unknown_host_key_exits_2_with_its_fingerprint_and_a_keyscan_hint``;
+- ``SshHost._take_parked`` returning None (the deploy opens its own connections again): two
+  logins per host — ``test_a_run_logs_into_each_host_once`` and the unknown-key test's run;
+- ``open_ahead`` recording an accept-new key at once (``_hold_new_key`` ignored): the refused
+  run appends h1's key — ``test_accept_new_records_a_new_key_only_when_the_deploy_uses_it``;
+- ``open_ahead`` returning None on a HostKeyError: the changed key is let through, the
+  deploy starts — every exit-2 test.
 """
 
 from __future__ import annotations
@@ -71,6 +80,10 @@ def logins(fleet: SshdFleet) -> list[int]:
     return [fleet[n].accepted() for n in HOSTS]
 
 
+def sessions(fleet: SshdFleet) -> list[int]:
+    return [fleet[n].sessions() for n in HOSTS]
+
+
 def deploys(tm: Tm) -> list[Any]:
     db = tm.cwd / ".tminus" / "state.db"
     return Store(f"sqlite:///{db}").list_deploys() if db.exists() else []
@@ -101,7 +114,7 @@ def fingerprint(fleet: SshdFleet, name: str) -> str:
 def test_a_changed_host_key_exits_2_before_anything_runs(fleet: SshdFleet, tm: Tm) -> None:
     known = known_hosts_with(fleet, tm.cwd / "known_hosts", {"h2": other_key_line(fleet, "h2")})
     plan = write_plan(tm, fleet, known)
-    before = logins(fleet)
+    before, ran = logins(fleet), sessions(fleet)
     proc = tm("run", plan)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     port = fleet["h2"].port
@@ -115,18 +128,19 @@ def test_a_changed_host_key_exits_2_before_anything_runs(fleet: SshdFleet, tm: T
     hint = next(line for line in err.splitlines() if line.startswith("hint:"))
     assert "ssh-keyscan" in hint and "disk space" not in hint
     assert "Traceback" not in err
-    assert logins(fleet) == before  # no host was logged into
+    assert logins(fleet)[1] == before[1]  # the host with the changed key was not logged into
+    assert sessions(fleet) == ran  # no command started anywhere
     assert deploys(tm) == []  # no deploy was created
 
 
 def test_accept_new_does_not_accept_a_changed_key(fleet: SshdFleet, tm: Tm) -> None:
     known = known_hosts_with(fleet, tm.cwd / "known_hosts", {"h3": other_key_line(fleet, "h3")})
     plan = write_plan(tm, fleet, known, accept_new_host_keys=True)
-    before = logins(fleet)
+    before, ran = logins(fleet), sessions(fleet)
     proc = tm("run", plan)
     assert proc.returncode == 2, proc.stderr
     assert "host key of h3" in proc.stderr and "CHANGED" in proc.stderr
-    assert logins(fleet) == before and deploys(tm) == []
+    assert logins(fleet)[2] == before[2] and sessions(fleet) == ran and deploys(tm) == []
 
 
 def test_an_unknown_host_key_exits_2_with_its_fingerprint_and_a_keyscan_hint(
@@ -134,7 +148,7 @@ def test_an_unknown_host_key_exits_2_with_its_fingerprint_and_a_keyscan_hint(
 ) -> None:
     known = known_hosts_with(fleet, tm.cwd / "known_hosts", {"h3": None})
     plan = write_plan(tm, fleet, known)
-    before = logins(fleet)
+    before, ran = logins(fleet), sessions(fleet)
     proc = tm("run", plan)
     assert proc.returncode == 2, proc.stderr
     port = fleet["h3"].port
@@ -144,7 +158,7 @@ def test_an_unknown_host_key_exits_2_with_its_fingerprint_and_a_keyscan_hint(
     ) in proc.stderr
     hint = next(line for line in proc.stderr.splitlines() if line.startswith("hint:"))
     assert "ssh-keyscan" in hint and "disk space" not in hint
-    assert logins(fleet) == before and deploys(tm) == []
+    assert logins(fleet)[2] == before[2] and sessions(fleet) == ran and deploys(tm) == []
     # the command the message gives does what it says: the run then goes through
     scan = subprocess.run(
         ["ssh-keyscan", "-p", str(port), "127.0.0.1"],
@@ -155,8 +169,46 @@ def test_an_unknown_host_key_exits_2_with_its_fingerprint_and_a_keyscan_hint(
     )
     with known.open("a") as fh:
         fh.write(scan.stdout)
+    before = logins(fleet)
     done = tm("run", plan)
     assert done.returncode == 0, done.stderr
+    assert [a - b for a, b in zip(logins(fleet), before, strict=True)] == [1, 1, 1]
+
+
+def test_a_run_logs_into_each_host_once(fleet: SshdFleet, tm: Tm) -> None:
+    """The preflight's connection is the deploy's: one login per host for the whole run,
+    and the step's command ran on every host over it."""
+    known = known_hosts_with(fleet, tm.cwd / "known_hosts", {})
+    plan = write_plan(tm, fleet, known)
+    before, ran = logins(fleet), sessions(fleet)
+    proc = tm("run", plan)
+    assert proc.returncode == 0, proc.stderr
+    assert [a - b for a, b in zip(logins(fleet), before, strict=True)] == [1, 1, 1]
+    assert all(a > b for a, b in zip(sessions(fleet), ran, strict=True))
+
+
+def test_accept_new_records_a_new_key_only_when_the_deploy_uses_it(
+    fleet: SshdFleet, tm: Tm
+) -> None:
+    """Under accept_new_host_keys the preflight logs into a host whose key is new, but the
+    key goes into known_hosts only when the deploy takes that connection: a run refused over
+    another host's CHANGED key records nothing; the next run records it once."""
+    known = known_hosts_with(
+        fleet, tm.cwd / "known_hosts", {"h1": None, "h3": other_key_line(fleet, "h3")}
+    )
+    plan = write_plan(tm, fleet, known, accept_new_host_keys=True)
+    text = known.read_text()
+    proc = tm("run", plan)
+    assert proc.returncode == 2, proc.stderr
+    assert "host key of h3" in proc.stderr and "unknown host key for h1" not in proc.stderr
+    assert known.read_text() == text  # h1's new key was not recorded
+    known_hosts_with(fleet, known, {"h1": None})  # h3 re-keyed for real: recorded again
+    before = logins(fleet)
+    done = tm("run", plan)
+    assert done.returncode == 0, done.stderr
+    port = fleet["h1"].port
+    added = [line for line in known.read_text().splitlines() if f"[127.0.0.1]:{port} " in line]
+    assert len(added) == 1 and fleet["h1"].host_key_line.split()[2] in added[0]
     assert [a - b for a, b in zip(logins(fleet), before, strict=True)] == [1, 1, 1]
 
 

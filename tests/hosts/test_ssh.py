@@ -114,6 +114,36 @@ def test_become_runs_as_root_through_sudo(fleet: SshdFleet) -> None:
     assert slow.timed_out
 
 
+def test_a_posix_sh_login_shell_runs_the_script_itself_with_a_clean_shell(
+    fleet: SshdFleet,
+) -> None:
+    """The test user's login shell is /bin/sh. The first command on a connection runs under
+    ``exec sh -c`` (its shell's command line is the script alone); its marker names the
+    login shell, so later commands run in the login shell itself, one process fewer (that
+    shell's command line holds the marker too). Either way, and under ``become``, the script
+    sees no positional parameters and no marker variable.
+
+    Mutations tried: ``self._direct = conn`` removed from ``SshHost._run_on``: the second
+    command still runs under ``exec sh -c`` and the command-line assertion fails;
+    ``set --; unset _tm_t`` removed from the marker: ``$#`` is 50 (/proc stat fields)
+    in direct and become runs and ``0:unset`` fails."""
+    probe = 'tr "\\0\\n" "  " </proc/$$/cmdline; echo; echo "$#:${_tm_t-unset}"'
+
+    async def go() -> list[CompletedRun]:
+        async with HostPool(fleet.targets()) as pool:
+            h = pool.ssh("h6")
+            runs = [await h.run(probe), await h.run(probe)]
+        async with HostPool(fleet.targets(become=True)) as pool:
+            runs += [await pool.ssh("h6").run(probe), await pool.ssh("h6").run(probe)]
+        return runs
+
+    first, second, *became = run(go())
+    assert first.ok and second.ok, (first, second)
+    assert "tminus-pgid" not in first.stdout.splitlines()[0], first.stdout
+    assert "tminus-pgid" in second.stdout.splitlines()[0], second.stdout
+    assert [r.stdout.splitlines()[1] for r in (first, second, *became)] == ["0:unset"] * 4
+
+
 def test_unknown_host_key_is_refused_then_accepted_when_asked(
     fleet: SshdFleet, tmp_path: Path
 ) -> None:

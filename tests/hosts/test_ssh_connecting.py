@@ -53,3 +53,32 @@ def test_fleet_ports_are_below_the_ephemeral_range(fleet: SshdFleet) -> None:
     ports = [i.port for i in fleet.instances]
     assert len(set(ports)) == len(ports)
     assert all(10000 <= p < low for p in ports), ports
+
+
+def test_aes_gcm_is_preferred_and_a_host_without_it_still_connects() -> None:
+    """tminus offers AES-GCM first (one AEAD call per packet; asyncssh's chacha20-poly1305
+    builds cipher contexts for every packet), so OpenSSH's default server picks it; a server
+    that only allows chacha20-poly1305 still gets a connection, with that cipher.
+
+    Mutation tried: ``encryption_algs=_ciphers()`` removed from ``SshHost._open``: the
+    default server negotiates chacha20-poly1305 and the first assertion fails."""
+    with SshdFleet(2) as own:
+        strict = own["h2"]
+        strict.stop()
+        with strict.config.open("a") as fh:
+            fh.write("Ciphers chacha20-poly1305@openssh.com\n")
+        strict.start()
+
+        async def go() -> list[tuple[str, str]]:
+            async with HostPool(own.targets()) as pool:
+                out = []
+                for name in ("h1", "h2"):
+                    res = await pool.ssh(name).run("echo up")
+                    conn = await pool.ssh(name).connect()
+                    out.append((res.stdout, str(conn.get_extra_info("send_cipher"))))
+                return out
+
+        assert asyncio.run(go()) == [
+            ("up\n", "aes128-gcm@openssh.com"),
+            ("up\n", "chacha20-poly1305@openssh.com"),
+        ]

@@ -18,6 +18,7 @@ from tminus.engine.prepare import make_resolver, state_dir_of
 from tminus.engine.program import Selection, build_program, select_phases, split_overrides
 from tminus.engine.reporter import Reporter, make_reporter
 from tminus.errors import PlanError, PreflightFailed
+from tminus.hosts import warm
 from tminus.plan.interpolate import Resolver
 from tminus.plan.loader import load_plan, load_plan_text
 from tminus.plan.model import Plan
@@ -217,7 +218,13 @@ def _engine(
 
 
 def _drive(engine: Engine, action: str = "") -> DeployState:
+    """Drive the deploy to a stop: in the calling thread's run session when one is open (the
+    loop its preflight opened connections in, :mod:`tminus.hosts.warm`), else a loop of its
+    own."""
+    session = warm.current()
     try:
+        if session is not None:
+            return session.run(engine.drive(action))
         return asyncio.run(engine.drive(action))
     finally:
         engine.reporter.close()

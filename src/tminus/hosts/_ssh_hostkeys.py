@@ -87,7 +87,7 @@ async def check_host_key(s: SshSettings, o: SshOptions, path: Path) -> str | Non
     """What is wrong with the key of host ``s`` against ``path``, or None: see
     :meth:`tminus.hosts.ssh.SshHost.check_host_key`."""
     known = _parsed_known_hosts(path)
-    trusted, cas, revoked, *_ = asyncssh.match_known_hosts(known, s.address, "", s.port)
+    trusted, cas, *_ = asyncssh.match_known_hosts(known, s.address, "", s.port)
     if not trusted and (cas or o.accept_new_host_keys):
         return None
     algs = list(dict.fromkeys(a.decode() for k in trusted for a in k.sig_algorithms))
@@ -103,6 +103,19 @@ async def check_host_key(s: SshSettings, o: SshOptions, path: Path) -> str | Non
         )
     except (asyncssh.Error, OSError, TimeoutError, ValueError):
         key = None
+    return key_problem(s, o, path, key)
+
+
+def key_problem(
+    s: SshSettings, o: SshOptions, path: Path, key: asyncssh.SSHKey | None
+) -> str | None:
+    """What is wrong with ``key``, the key host ``s`` presented (None: none was seen), against
+    ``path``, or None; the preflight's words (:func:`check_host_key`, and a connection the
+    preflight opened and known_hosts refused)."""
+    known = _parsed_known_hosts(path)
+    trusted, cas, revoked, *_ = asyncssh.match_known_hosts(known, s.address, "", s.port)
+    if not trusted and (cas or o.accept_new_host_keys):
+        return None
     where = f"{s.name} ({s.address} port {s.port})"
     entry = _known_hosts_entry(s.address, s.port)
     if not trusted:

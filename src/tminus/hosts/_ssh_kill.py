@@ -13,12 +13,33 @@ from tminus import work
 from tminus.hosts._ssh_config import become_command
 
 _MARK = "\x1etminus-pgid "
-# The shell's pid (its process group: sshd starts each session's shell with setsid) and its
-# start time (field 22 of /proc/PID/stat, with shell builtins only), on the same channel.
+# The shell's pid (its process group: sshd starts each session's shell with setsid), its
+# start time (field 22 of /proc/PID/stat, with shell builtins only) and its name (``sh=``,
+# from $0), on the same channel; the positional parameters and the variable it used are
+# cleared, since a login shell that is POSIX sh runs the command's script itself after it.
 _MARK_CMD = (
-    "t=; if [ -r /proc/$$/stat ]; then read -r t </proc/$$/stat; set -- ${t##*) }; t=${20}; fi; "
-    'printf \'\\036tminus-pgid %s %s\\n\' "$$" "$t" >&2'
+    "_tm_t=; if [ -r /proc/$$/stat ]; then read -r _tm_t </proc/$$/stat; "
+    "set -- ${_tm_t##*) }; _tm_t=${20}; fi; "
+    'printf \'\\036tminus-pgid %s %s sh=%s\\n\' "$$" "$_tm_t" "${0##*/}" >&2; set --; unset _tm_t'
 )
+#: Login shells that run a script themselves, with no ``exec sh -c`` after the marker.
+POSIX_SHELLS = frozenset({"sh", "dash"})
+
+
+def parse_mark(line: str) -> tuple[int, str, str] | None:
+    """(pid, start token, shell name) of a marker line, or None if it is not one."""
+    if not line.startswith(_MARK):
+        return None
+    fields = line[len(_MARK) :].split()
+    try:
+        pid = int(fields[0])
+    except (ValueError, IndexError):
+        return None
+    token = next((f for f in fields[1:] if not f.startswith("sh=")), "")
+    shell = next((f[3:] for f in fields[1:] if f.startswith("sh=")), "")
+    return pid, token, shell
+
+
 # Kill process groups "PGID TOKEN" (a group whose leader's start time differs is another
 # process: skipped): SIGTERM, up to GRACE_TENTHS × 0.1 s for them to end, then SIGKILL.
 _KILL_SCRIPT = """ours() {

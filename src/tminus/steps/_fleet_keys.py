@@ -1,6 +1,7 @@
 """The preflight of the fleet steps: hosts whose SSH key is unknown, changed or revoked are
-refused before the deploy starts (:func:`host_key_problems`), each host checked once per plan
-with a key exchange alone."""
+refused before the deploy starts (:func:`host_key_problems`), each host checked once per plan:
+inside ``tminus run``'s session (:mod:`tminus.hosts.warm`) by opening the connection the deploy
+then uses, elsewhere with a key exchange alone."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from tminus.errors import TminusError
+from tminus.hosts import warm
 from tminus.plan.interpolate import Resolver
 
 if TYPE_CHECKING:
@@ -34,8 +36,24 @@ class _KeyCheck:
     def problems(self, names: list[str]) -> list[str]:
         todo = [n for n in dict.fromkeys(names) if n not in self.hosts]
         if todo:
-            self.hosts.update(_run_sync(self._check_all(todo)))
+            session = warm.current()
+            if session is not None:
+                self.hosts.update(session.run(self._open_all(todo, session)))
+            else:
+                self.hosts.update(_run_sync(self._check_all(todo)))
         return [p for p in (self.hosts.get(n) for n in names) if p]
+
+    async def _open_all(self, names: list[str], session: warm.Session) -> dict[str, str | None]:
+        """In a run's session: each host's connection opened ahead and parked for the deploy
+        (the pool's ``max_connecting`` paces the handshakes)."""
+
+        async def one(name: str) -> tuple[str, str | None]:
+            try:
+                return name, await self.fleet.pool.ssh(name).open_ahead(session)
+            except TminusError as exc:  # an unreadable known_hosts
+                return name, str(exc)
+
+        return dict(await asyncio.gather(*(one(n) for n in names)))
 
     async def _check_all(self, names: list[str]) -> dict[str, str | None]:
         gate = asyncio.Semaphore(self.fleet.pool.options.max_connecting)

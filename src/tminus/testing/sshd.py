@@ -6,7 +6,8 @@
         fleet["h3"].start()                     # and comes back (same port, same host key)
 
 Everything lives in one temporary directory: per instance an ``sshd_config``, an ed25519 host
-key and a log (``sshd -D -e``, one line per accepted login: see :meth:`SshdInstance.accepted`);
+key and a log (``sshd -D -e``, ``LogLevel VERBOSE``: one line per accepted login and one per
+command started, see :meth:`SshdInstance.accepted` and :meth:`SshdInstance.sessions`);
 shared: a user key pair, ``authorized_keys`` and a ``known_hosts`` with every instance's key.
 
 Logins go to a dedicated unprivileged user, ``tminus-test`` (created when missing, shell
@@ -216,6 +217,15 @@ class SshdInstance:
             return 0
         return sum(1 for line in text.splitlines() if "Accepted publickey for" in line)
 
+    def sessions(self) -> int:
+        """Commands started so far (sshd logs, at ``LogLevel VERBOSE``, one ``Starting
+        session`` line per channel that runs a command, a shell or a subsystem)."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if "Starting session:" in line)
+
     def target(self, **extra: Any) -> TargetHost:
         from tminus.plan.targets import Host as TargetHost
 
@@ -424,7 +434,7 @@ class SshdFleet:
                     "AllowTcpForwarding no",
                     "AllowAgentForwarding no",
                     "Subsystem sftp internal-sftp",
-                    "LogLevel INFO",
+                    "LogLevel VERBOSE",
                     "",
                 ]
             )

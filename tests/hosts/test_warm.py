@@ -1,0 +1,99 @@
+"""Connections opened ahead by the preflight and taken by the deploy
+(:mod:`tminus.hosts.warm`), against real OpenSSH sshd: a parked connection is used by the
+first host of the same target in the session's own loop, never by another loop, never once
+it has dropped, and what no one took is closed when the session ends. Logins are counted in
+sshd's own log.
+
+Mutations tried (each made a test here fail, then was restored):
+
+- ``Session.take`` without its loop check: the other loop gets the parked connection (and
+  cannot use it) — ``test_another_loop_does_not_get_a_parked_connection``;
+- ``Session.take`` without its ``is_closed`` check: the host gets a dropped connection and
+  its command fails — ``test_a_parked_connection_that_dropped_is_not_handed_out``;
+- ``session()`` not closing what is left: the untaken connection stays open —
+  ``test_the_deploy_takes_a_parked_connection_and_the_rest_is_closed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tminus.hosts import warm
+from tminus.hosts.pool import HostPool
+from tminus.testing.sshd import SshdFleet
+
+
+def test_the_deploy_takes_a_parked_connection_and_the_rest_is_closed(fleet: SshdFleet) -> None:
+    targets = fleet.targets()
+    before = {n: fleet[n].accepted() for n in ("h1", "h2")}
+    with warm.session() as s:
+        assert s is not None and warm.current() is s
+        ahead = HostPool(targets)
+
+        async def preflight() -> list[str | None]:
+            return list(await asyncio.gather(*(ahead.ssh(n).open_ahead(s) for n in ("h1", "h2"))))
+
+        problems = s.run(preflight())
+        assert problems == [None, None] and s.parked == 2
+        left = s._parked[(ahead.ssh("h2").settings, ahead.ssh("h2").options)]
+
+        async def deploy() -> int | None:
+            async with HostPool(targets) as pool:
+                res = await pool.ssh("h1").run("echo up")
+                return res.exit_status if res.stdout == "up\n" else None
+
+        assert s.run(deploy()) == 0
+        assert s.parked == 1 and not left.conn.is_closed()
+    assert warm.current() is None
+    assert left.conn.is_closed()  # closed unused when the session ended
+    after = {n: fleet[n].accepted() for n in ("h1", "h2")}
+    assert after == {"h1": before["h1"] + 1, "h2": before["h2"] + 1}  # one login each
+
+
+def test_another_loop_does_not_get_a_parked_connection(fleet: SshdFleet) -> None:
+    targets = fleet.targets()
+    with warm.session() as s:
+        assert s is not None
+        ahead = HostPool(targets)
+        assert s.run(ahead.ssh("h3").open_ahead(s)) is None
+        before = fleet["h3"].accepted()
+
+        async def elsewhere() -> int | None:
+            async with HostPool(targets) as pool:
+                return (await pool.ssh("h3").run("true")).exit_status
+
+        assert asyncio.run(elsewhere()) == 0  # a loop of its own: connects for itself
+        assert fleet["h3"].accepted() == before + 1 and s.parked == 1
+
+
+def test_a_parked_connection_that_dropped_is_not_handed_out(fleet: SshdFleet) -> None:
+    targets = fleet.targets()
+    with warm.session() as s:
+        assert s is not None
+        ahead = HostPool(targets)
+        assert s.run(ahead.ssh("h4").open_ahead(s)) is None
+        parked = next(iter(s._parked.values()))
+
+        async def drop() -> None:
+            parked.conn.close()
+            await parked.conn.wait_closed()
+
+        s.run(drop())
+        before = fleet["h4"].accepted()
+
+        async def deploy() -> int | None:
+            async with HostPool(targets) as pool:
+                return (await pool.ssh("h4").run("true")).exit_status
+
+        assert s.run(deploy()) == 0
+        assert fleet["h4"].accepted() == before + 1  # connected again
+
+
+def test_no_session_inside_a_running_loop() -> None:
+    async def inside() -> object:
+        with warm.session() as s:
+            return s
+
+    assert asyncio.run(inside()) is None
+    with warm.session() as outer, warm.session() as inner:
+        assert outer is not None and inner is None and warm.current() is outer
