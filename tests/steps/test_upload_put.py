@@ -1,7 +1,8 @@
 """The upload step's put script on a real shell, tar and coreutils (the local host): the lean
-script (one ``mkdir -p``, one ``mv -t`` per directory) leaves the same tree as the generic one
-(one ``mv`` per file), starts far fewer processes, still checks the manifest before anything
-is moved and still renames every file into place."""
+script (a directory the host lacks renamed into place whole, one ``mv -t`` per directory it
+has) leaves the same tree as the generic one (one ``mv`` per file), starts far fewer
+processes, still checks the manifest before anything is moved and still renames every file
+into place."""
 
 from __future__ import annotations
 
@@ -87,11 +88,47 @@ def test_lean_put_leaves_the_generic_tree_with_a_few_processes(tmp_path: Path) -
     assert _listing(lean)["config/app.ini"][1] == 0o640
     assert _listing(lean)["empty/dir"][0] == "d"
     assert not list(lean.glob(".tminus-upload-*"))
-    # fresh destinations; 7 directories hold files: sh, mkdir, mktemp, tar, sha256sum, mkdir,
-    # 7 mv and the trap's rm = 14 (measured: 14; the generic script, a mv per file: 40)
+    # fresh destinations: sh, mkdir, mktemp, tar, sha256sum, one mv (every directory is new)
+    # and the trap's rm = 7 (measured: 7; a mv per directory, before: 14; the generic
+    # script, a mv per file: 40)
     n_lean = _execs(put_script(str(tmp_path / "c1"), tree, None), payload, tmp_path)
     n_generic = _execs(put_script(str(tmp_path / "c2")), payload, tmp_path)
-    assert n_lean <= 14 < 30 <= n_generic, (n_lean, n_generic)
+    assert n_lean <= 7 < 30 <= n_generic, (n_lean, n_generic)
+
+
+def test_into_a_tree_the_host_partly_has(tmp_path: Path) -> None:
+    """The host has some of the directories (with files of its own) and lacks others: the
+    new ones are renamed in whole, the files of the others one ``mv`` per directory, the
+    host's own files stay, and the tree is the one the generic script leaves. A new
+    directory keeps the source's mode; one the host had keeps its own.
+
+    Mutations tried: the ``[ -e "$D"/DIR ]`` test dropped (every directory taken for new):
+    ``mv`` refuses to rename ``bin`` over the host's non-empty one and the put fails; no
+    directory taken for new (``n<k>`` never set): nothing makes the new directories and
+    the puts into them fail (this test and four others)."""
+    tree = _bench_like_tree(tmp_path / "src")
+    (tmp_path / "src" / "private").mkdir()
+    (tmp_path / "src" / "private" / "key.pem").write_text("k\n")
+    (tmp_path / "src" / "private").chmod(0o700)
+    tree = scan_tree(tmp_path / "src", keep_links=False)
+    dests = []
+    for name, script in (("lean", put_script), ("generic", None)):
+        dest = tmp_path / name
+        (dest / "bin").mkdir(parents=True)
+        (dest / "bin" / "host-only").write_text("mine\n")
+        (dest / "static" / "css").mkdir(parents=True)
+        (dest / "static" / "css").chmod(0o750)
+        text = script(str(dest), tree, None) if script else put_script(str(dest))
+        code, out, err = _run(text, tree.tar())
+        assert (code, out.strip()) == (0, "tminus-uploaded"), err
+        dests.append(_listing(dest))
+    lean, generic = dests
+    assert lean["bin/host-only"] == ("f", 0o644, b"mine\n")
+    assert lean["private"][1] == 0o700 and lean["static/css"][1] == 0o750
+    # the generic script makes new directories with mkdir -p (the umask's mode)
+    assert generic["private"][1] != 0o700
+    lean.pop("private"), generic.pop("private")
+    assert lean == generic
 
 
 def test_a_partial_put_moves_only_the_files_sent(tmp_path: Path) -> None:

@@ -79,6 +79,7 @@ def stage_script(path: str, rid: str, digest: str, shared: list[str]) -> str:
     lines = [
         "set -e",
         f"P={q(path)}; ID={q(rid)}; DIGEST={q(digest)}",
+        '[ -d "$P/releases" ] && [ -d "$P/shared" ] && [ -d "$P/.tminus" ] || '
         'mkdir -p -- "$P/releases" "$P/shared" "$P/.tminus"',
         'R="$P/releases/$ID"',
         'if [ -d "$R" ]; then',
@@ -94,7 +95,8 @@ def stage_script(path: str, rid: str, digest: str, shared: list[str]) -> str:
         "fi",
         'T="$P/releases/.$ID.tminus-$$"',
         "trap 'rm -rf -- \"$T\"' EXIT",
-        'rm -rf -- "$T"; mkdir -- "$T"',
+        'if [ -e "$T" ] || [ -L "$T" ]; then rm -rf -- "$T"; fi',
+        'mkdir -- "$T"',
         'tar -x -p --no-same-owner -f - -C "$T"',
         'if ! (cd -- "$T" && sha256sum --quiet -c .tminus-sha256 >&2); then',
         "  echo 'tminus: checksum mismatch after the transfer' >&2; exit 4",
@@ -116,7 +118,8 @@ def stage_script(path: str, rid: str, digest: str, shared: list[str]) -> str:
             '(end it with / to create an empty directory)" >&2; exit 3',
             "  fi",
             "fi",
-            'rm -rf -- "$T/$S"; mkdir -p -- "$(dirname -- "$T/$S")"',
+            'if [ -e "$T/$S" ] || [ -L "$T/$S" ]; then rm -rf -- "$T/$S"; fi',
+            'case $S in */*) mkdir -p -- "$T/${S%/*}" ;; esac',
             'ln -s -- "$P/shared/$S" "$T/$S"',
         ]
     lines += [
@@ -136,6 +139,8 @@ def switch_script(path: str, rid: str, keep: int) -> str:
             [
                 "set -e",
                 f"P={q(path)}; ID={q(rid)}; KEEP={int(keep)}",
+                "NL='",  # a newline, for the shell's own list of the order file
+                "'",
                 'cd -- "$P"',
                 'if [ ! -d "releases/$ID" ]; then',
                 '  echo "tminus: $P/releases/$ID is missing" >&2; exit 3',
@@ -154,18 +159,31 @@ def switch_script(path: str, rid: str, keep: int) -> str:
                 "set +e",
                 # the order lists each release once, where it last went live (a re-run of the
                 # same release leaves it as it is)
-                'if [ "$(tail -n 1 .tminus/order 2>/dev/null)" != "$ID" ]; then',
-                '  { grep -vxF -- "$ID" .tminus/order 2>/dev/null; printf \'%s\\n\' "$ID"; } '
-                "> .tminus/order.tmp && mv -f -- .tminus/order.tmp .tminus/order",
+                "last=; rest=",
+                "if [ -f .tminus/order ]; then",
+                '  while IFS= read -r l || [ -n "$l" ]; do',
+                '    last=$l; [ "$l" = "$ID" ] || rest="$rest$l$NL"',
+                "  done < .tminus/order",
                 "fi",
-                'prev=$(cat ".tminus/$ID.previous" 2>/dev/null); prev=${prev##*/}',
+                'if [ "$last" != "$ID" ]; then',
+                '  printf \'%s%s\\n\' "$rest" "$ID" > .tminus/order.tmp '
+                "&& mv -f -- .tminus/order.tmp .tminus/order",
+                "fi",
+                'prev=; if [ -f ".tminus/$ID.previous" ]; then',
+                '  IFS= read -r prev < ".tminus/$ID.previous" || true',
+                "fi",
+                "prev=${prev##*/}",
                 # Existing release dirs with the position they went live at (0: unknown, oldest),
                 # oldest first; all but the newest KEEP are candidates, minus current and previous.
-                "{ ls -1A releases | sed -n '/^[^.]/s/^/D /p'; "
-                "awk '{print NR\" \"$0}' .tminus/order 2>/dev/null; } |",
-                'awk \'$1=="D"{sub(/^D /,"");d[$0]=1;next} {r=$1;sub(/^[^ ]+ /,"");o[$0]=r} '
-                'END{for(x in d) print ((x in o)?o[x]:0)" "x}\' |',
-                'sort -k1,1n -k2 | head -n "-$KEEP" | cut -d" " -f2- |',
+                'for d in releases/*; do [ -e "$d" ] || [ -L "$d" ] || continue; '
+                "printf '%s\\n' \"${d#releases/}\"; done |",
+                'awk -v keep="$KEEP" '
+                '\'BEGIN{while ((getline l < ".tminus/order") > 0) o[l]=++n} '
+                "{d[$0]=1} END{for (x in d) {k[++m]=x; v[m]=(x in o)?o[x]:0} "
+                "for (i=2; i<=m; i++) {kx=k[i]; vx=v[i]; j=i-1; "
+                'while (j>0 && (v[j]>vx || (v[j]==vx && k[j]"">kx""))) '
+                "{k[j+1]=k[j]; v[j+1]=v[j]; j--} k[j+1]=kx; v[j+1]=vx} "
+                "for (i=1; i<=m-keep; i++) print k[i]}' |",
                 "while IFS= read -r r; do",
                 '  if [ -n "$r" ] && [ "$r" != "$ID" ] && [ "$r" != "$prev" ]; then',
                 '    rm -rf -- "releases/$r" ".tminus/$r.previous" ".tminus/$r.tree" '

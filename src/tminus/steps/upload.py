@@ -79,7 +79,7 @@ def _put_head(base: str) -> list[str]:
     return [
         "set -e",
         f"D={shlex.quote(base)}",
-        'mkdir -p -- "$D"',
+        '[ -d "$D" ] || mkdir -p -- "$D"',
         'T=$(mktemp -d "$D/.tminus-upload-XXXXXX")',
         "trap 'rm -rf -- \"$T\"' EXIT",
         'tar -x -p --no-same-owner -f - -C "$T"',
@@ -94,11 +94,13 @@ def put_script(base: str, tree: LocalTree | None = None, rels: set[str] | None =
     """Reads a tar stream on stdin: unpack beside the files, verify, rename into place.
 
     With ``tree`` (and ``rels``, the files sent; None: all), the moves are written out on the
-    client: one ``mkdir -p`` for every directory, then one ``mv -f -t DIR`` per directory
-    (each file still renamed into place by ``rename(2)``, after the manifest was checked), so
-    the host starts about ``6 + directories`` processes instead of one ``mv`` per file. A
-    tree too large for one command line falls back to the generic script, which finds the
-    files on the host."""
+    client (:func:`_lean_moves`): a directory the host does not have yet is renamed into
+    place whole, with everything in it; into each directory it has, one ``mv -f -t DIR``
+    renames the files sent and the new directories (each file still renamed into place by
+    ``rename(2)``, after the manifest was checked). A first upload is one ``mv``; the host
+    starts at most ``5 + directories`` processes instead of one ``mv`` per file. A tree too
+    large for one command line falls back to the generic script, which finds the files on
+    the host."""
     head = _put_head(base)
     if tree is not None:
         lean = _lean_moves(tree, rels)
@@ -121,8 +123,12 @@ def put_script(base: str, tree: LocalTree | None = None, rels: set[str] | None =
 
 
 def _lean_moves(tree: LocalTree, rels: set[str] | None) -> list[str] | None:
-    """``mkdir -p`` of the tar's directories and ``mv -f -t`` per directory, or None when
-    the lines would be too long for one command."""
+    """The moves, or None when the lines would be too long for one command. A shell flag
+    ``n<k>`` per directory of the tar: the host does not have it. Then, for each directory the
+    host has, one ``mv -f -t`` of its files and of its new subdirectories (renamed whole: the
+    directories and files inside a new one, new too, go with it). A new directory keeps the
+    mode the tar gives it (the source's, 0755 in a partial upload), as the release step's
+    directories do."""
     q = shlex.quote
     if rels is not None and len(rels) == len(tree.files):
         rels = None  # the whole tree, links included (as tree.tar sends it)
@@ -133,12 +139,31 @@ def _lean_moves(tree: LocalTree, rels: set[str] | None) -> list[str] | None:
     for rel in names:
         by_dir.setdefault(posixpath.dirname(rel), []).append(rel)
     dirs = tree.tar_dirs(rels)
+    index = {d: k for k, d in enumerate(dirs)}
+    children: dict[str, list[str]] = {}
     lines: list[str] = []
-    if dirs:
-        lines.append("mkdir -p -- " + " ".join(f'"$D"/{q(d)}' for d in dirs))
-    for d in sorted(by_dir):
+    for k, d in enumerate(dirs):
+        parent = posixpath.dirname(d)
+        if parent and parent not in index:
+            return None  # not a tree the tar writes: the generic script copes
+        children.setdefault(parent, []).append(d)
+        lines.append(f'[ -e "$D"/{q(d)} ] || [ -L "$D"/{q(d)} ] || n{k}=1')
+    for d in ["", *dirs]:
+        files, new = by_dir.get(d, []), children.get(d, [])
+        if not files and not new:
+            continue
         where = f'"$D"/{q(d)}' if d else '"$D"'
-        lines.append(f"mv -f -t {where} -- " + " ".join(q(r) for r in by_dir[d]))
+        body = [
+            "set --" + "".join(f" {q(r)}" for r in files),
+            *(f'[ -z "$n{index[c]}" ] || set -- "$@" {q(c)}' for c in new),
+            f'[ $# -eq 0 ] || mv -f -t {where} -- "$@"',
+        ]
+        if d:
+            lines.append(f'if [ -z "$n{index[d]}" ]; then')
+            lines += ["  " + b for b in body]
+            lines.append("fi")
+        else:
+            lines += body
     if sum(len(ln) + 1 for ln in lines) > LEAN_LIMIT:
         return None
     return lines
