@@ -50,28 +50,29 @@ def test_the_deploy_takes_a_parked_connection_and_the_rest_is_closed(fleet: Sshd
     assert after == {"h1": before["h1"] + 1, "h2": before["h2"] + 1}  # one login each
 
 
+async def _true_on(fleet: SshdFleet, name: str) -> int | None:
+    """``true`` on host ``name`` through a pool of its own (the deploy's side)."""
+    async with HostPool(fleet.targets()) as pool:
+        return (await pool.ssh(name).run("true")).exit_status
+
+
+def _opened_ahead(s: warm.Session, fleet: SshdFleet, name: str) -> None:
+    assert s.run(HostPool(fleet.targets()).ssh(name).open_ahead(s)) is None
+
+
 def test_another_loop_does_not_get_a_parked_connection(fleet: SshdFleet) -> None:
-    targets = fleet.targets()
     with warm.session() as s:
         assert s is not None
-        ahead = HostPool(targets)
-        assert s.run(ahead.ssh("h3").open_ahead(s)) is None
+        _opened_ahead(s, fleet, "h3")
         before = fleet["h3"].accepted()
-
-        async def elsewhere() -> int | None:
-            async with HostPool(targets) as pool:
-                return (await pool.ssh("h3").run("true")).exit_status
-
-        assert asyncio.run(elsewhere()) == 0  # a loop of its own: connects for itself
+        assert asyncio.run(_true_on(fleet, "h3")) == 0  # a loop of its own: connects itself
         assert fleet["h3"].accepted() == before + 1 and s.parked == 1
 
 
 def test_a_parked_connection_that_dropped_is_not_handed_out(fleet: SshdFleet) -> None:
-    targets = fleet.targets()
     with warm.session() as s:
         assert s is not None
-        ahead = HostPool(targets)
-        assert s.run(ahead.ssh("h4").open_ahead(s)) is None
+        _opened_ahead(s, fleet, "h4")
         parked = next(iter(s._parked.values()))
 
         async def drop() -> None:
@@ -80,12 +81,7 @@ def test_a_parked_connection_that_dropped_is_not_handed_out(fleet: SshdFleet) ->
 
         s.run(drop())
         before = fleet["h4"].accepted()
-
-        async def deploy() -> int | None:
-            async with HostPool(targets) as pool:
-                return (await pool.ssh("h4").run("true")).exit_status
-
-        assert s.run(deploy()) == 0
+        assert s.run(_true_on(fleet, "h4")) == 0
         assert fleet["h4"].accepted() == before + 1  # connected again
 
 
