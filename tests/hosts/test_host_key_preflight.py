@@ -6,7 +6,7 @@
 command it starts (``LogLevel VERBOSE``). A refused run starts no command on any host and never
 logs into the host whose key it refused; the hosts whose keys passed were logged into by the
 preflight (inside ``tminus run`` it opens the connection the deploy then uses:
-:mod:`tminus.hosts.warm`), and no deploy is created in the state store. A run that goes
+:mod:`tminus.runloop`), and no deploy is created in the state store. A run that goes
 through logs into each host exactly once, preflight and deploy together.
 
 Mutations tried (each made a test here fail, then was restored):

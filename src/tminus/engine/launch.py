@@ -13,12 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tminus import runloop
 from tminus.engine.engine import Engine
 from tminus.engine.prepare import make_resolver, state_dir_of
 from tminus.engine.program import Selection, build_program, select_phases, split_overrides
 from tminus.engine.reporter import Reporter, make_reporter
 from tminus.errors import PlanError, PreflightFailed
-from tminus.hosts import warm
 from tminus.plan.interpolate import Resolver
 from tminus.plan.loader import load_plan, load_plan_text
 from tminus.plan.model import Plan
@@ -219,9 +219,9 @@ def _engine(
 
 def _drive(engine: Engine, action: str = "") -> DeployState:
     """Drive the deploy to a stop: in the calling thread's run session when one is open (the
-    loop its preflight opened connections in, :mod:`tminus.hosts.warm`), else a loop of its
+    loop its preflight opened connections in, :mod:`tminus.runloop`), else a loop of its
     own."""
-    session = warm.current()
+    session = runloop.current()
     try:
         if session is not None:
             return session.run(engine.drive(action))

@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from tminus import runloop
 from tminus.engine import emergency
 from tminus.engine.after_run import DEFAULT_ROLLBACK_WINDOW, retry_failed_hosts, rollback
 from tminus.engine.emergency import SERVER_ALIVE_S
@@ -41,7 +42,6 @@ from tminus.engine.program import SELECTION_KEY, build_program, split_overrides
 from tminus.engine.reporter import make_reporter
 from tminus.engine.takeover import _holder_check, _kill_orphans, _relock, _took_over
 from tminus.errors import LockHeld, NotResumable, PlanError
-from tminus.hosts import warm
 from tminus.plan.model import Plan
 from tminus.states import TERMINAL, DeployState, exit_code_for
 from tminus.steps.registry import implemented_kinds, kind_of
@@ -73,9 +73,9 @@ def start(plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
 
 def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
     """Start a deploy of an already loaded plan (``text`` is stored as its snapshot). Its
-    preflight and the deploy share one event loop (:func:`tminus.hosts.warm.session`): the
+    preflight and the deploy share one event loop (:func:`tminus.hosts.runloop.session`): the
     connections the host-key preflight opens are the ones the deploy uses."""
-    with warm.session():
+    with runloop.session():
         return _start_loaded(plan, text, plan_path, opts)
 
 

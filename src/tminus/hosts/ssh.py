@@ -25,10 +25,9 @@ from typing import Any
 
 import asyncssh
 
-from tminus import work
+from tminus import runloop, work
 from tminus.hosts import _ssh_files as files
 from tminus.hosts import _ssh_hostkeys as hostkeys
-from tminus.hosts import warm
 from tminus.hosts._ssh_config import (
     DEFAULT_KNOWN_HOSTS,
     HostKeyError,
@@ -161,7 +160,7 @@ class SshHost:
 
     def _take_parked(self) -> asyncssh.SSHClientConnection | None:
         """The connection the preflight opened to this host in this run's session, if any."""
-        s = warm.current()
+        s = runloop.current()
         parked = s.take(self._warm_key) if s is not None else None
         if parked is None:
             return None
@@ -171,7 +170,7 @@ class SshHost:
             self._remember(parked.new_key)
         return parked.conn
 
-    async def open_ahead(self, session: warm.Session) -> str | None:
+    async def open_ahead(self, session: runloop.Session) -> str | None:
         """The host-key preflight inside a run's session: open the real connection (key
         exchange, known_hosts check, login) and park it for the deploy. Returns what is
         wrong with the host's key, in the words of :meth:`check_host_key`, or None; a host
@@ -189,7 +188,7 @@ class SshHost:
         finally:
             self._hold_new_key = False
         self._conn = None  # the deploy's host takes it from the session
-        session.park(self._warm_key, warm.Parked(conn, self._client, self._new_key))
+        session.park(self._warm_key, runloop.Parked(conn, self._client, self._new_key))
         self._new_key = None
         return None
 

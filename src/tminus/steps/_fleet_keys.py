@@ -1,6 +1,6 @@
 """The preflight of the fleet steps: hosts whose SSH key is unknown, changed or revoked are
 refused before the deploy starts (:func:`host_key_problems`), each host checked once per plan:
-inside ``tminus run``'s session (:mod:`tminus.hosts.warm`) by opening the connection the deploy
+inside ``tminus run``'s session (:mod:`tminus.runloop`) by opening the connection the deploy
 then uses, elsewhere with a key exchange alone."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from tminus import runloop
 from tminus.errors import TminusError
-from tminus.hosts import warm
 from tminus.plan.interpolate import Resolver
 
 if TYPE_CHECKING:
@@ -36,14 +36,14 @@ class _KeyCheck:
     def problems(self, names: list[str]) -> list[str]:
         todo = [n for n in dict.fromkeys(names) if n not in self.hosts]
         if todo:
-            session = warm.current()
+            session = runloop.current()
             if session is not None and not _loop_running():
                 self.hosts.update(session.run(self._open_all(todo, session)))
             else:
                 self.hosts.update(_run_sync(self._check_all(todo)))
         return [p for p in (self.hosts.get(n) for n in names) if p]
 
-    async def _open_all(self, names: list[str], session: warm.Session) -> dict[str, str | None]:
+    async def _open_all(self, names: list[str], session: runloop.Session) -> dict[str, str | None]:
         """In a run's session: each host's connection opened ahead and parked for the deploy
         (the pool's ``max_connecting`` paces the handshakes)."""
 

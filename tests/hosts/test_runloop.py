@@ -1,5 +1,5 @@
 """Connections opened ahead by the preflight and taken by the deploy
-(:mod:`tminus.hosts.warm`), against real OpenSSH sshd: a parked connection is used by the
+(:mod:`tminus.runloop`), against real OpenSSH sshd: a parked connection is used by the
 first host of the same target in the session's own loop, never by another loop, never once
 it has dropped, and what no one took is closed when the session ends. Logins are counted in
 sshd's own log.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tminus.hosts import warm
+from tminus import runloop
 from tminus.hosts.pool import HostPool
 from tminus.testing.sshd import SshdFleet
 
@@ -26,8 +26,8 @@ from tminus.testing.sshd import SshdFleet
 def test_the_deploy_takes_a_parked_connection_and_the_rest_is_closed(fleet: SshdFleet) -> None:
     targets = fleet.targets()
     before = {n: fleet[n].accepted() for n in ("h1", "h2")}
-    with warm.session() as s:
-        assert s is not None and warm.current() is s
+    with runloop.session() as s:
+        assert s is not None and runloop.current() is s
         ahead = HostPool(targets)
 
         async def preflight() -> list[str | None]:
@@ -44,7 +44,7 @@ def test_the_deploy_takes_a_parked_connection_and_the_rest_is_closed(fleet: Sshd
 
         assert s.run(deploy()) == 0
         assert s.parked == 1 and not left.conn.is_closed()
-    assert warm.current() is None
+    assert runloop.current() is None
     assert left.conn.is_closed()  # closed unused when the session ended
     after = {n: fleet[n].accepted() for n in ("h1", "h2")}
     assert after == {"h1": before["h1"] + 1, "h2": before["h2"] + 1}  # one login each
@@ -56,12 +56,12 @@ async def _true_on(fleet: SshdFleet, name: str) -> int | None:
         return (await pool.ssh(name).run("true")).exit_status
 
 
-def _opened_ahead(s: warm.Session, fleet: SshdFleet, name: str) -> None:
+def _opened_ahead(s: runloop.Session, fleet: SshdFleet, name: str) -> None:
     assert s.run(HostPool(fleet.targets()).ssh(name).open_ahead(s)) is None
 
 
 def test_another_loop_does_not_get_a_parked_connection(fleet: SshdFleet) -> None:
-    with warm.session() as s:
+    with runloop.session() as s:
         assert s is not None
         _opened_ahead(s, fleet, "h3")
         before = fleet["h3"].accepted()
@@ -70,7 +70,7 @@ def test_another_loop_does_not_get_a_parked_connection(fleet: SshdFleet) -> None
 
 
 def test_a_parked_connection_that_dropped_is_not_handed_out(fleet: SshdFleet) -> None:
-    with warm.session() as s:
+    with runloop.session() as s:
         assert s is not None
         _opened_ahead(s, fleet, "h4")
         parked = next(iter(s._parked.values()))
@@ -87,9 +87,9 @@ def test_a_parked_connection_that_dropped_is_not_handed_out(fleet: SshdFleet) ->
 
 def test_no_session_inside_a_running_loop() -> None:
     async def inside() -> object:
-        with warm.session() as s:
+        with runloop.session() as s:
             return s
 
     assert asyncio.run(inside()) is None
-    with warm.session() as outer, warm.session() as inner:
-        assert outer is not None and inner is None and warm.current() is outer
+    with runloop.session() as outer, runloop.session() as inner:
+        assert outer is not None and inner is None and runloop.current() is outer

@@ -1,4 +1,5 @@
-"""Connections the preflight opens, kept for the run that follows in the same event loop.
+"""The run session: one event loop for `tminus run`'s preflight and deploy, and the connections
+the preflight opens, kept for the deploy.
 
 ``tminus run`` runs its preflight and its deploy in one event loop (:func:`session`, an
 :class:`asyncio.Runner`). Inside a session the host-key preflight of the fleet steps opens
