@@ -16,8 +16,8 @@ two handshakes: at 1,000 hosts that was ~7 s of a 62 s deploy (bench/README, iss
   takes its connection, not during the preflight.
 - Connections no step took are closed when the session ends; a parked connection that
   dropped meanwhile is not handed out (the host connects again).
-- Outside a session (``tminus check``, a scheduled deploy's preflight, ``resume``), or when
-  the thread already runs an event loop, the preflight stays a key exchange alone.
+- Outside a session (the preflight called by other code than ``tminus run``), or when the
+  thread already runs an event loop, the preflight stays a key exchange alone.
 
 Sessions are per thread: a parked connection is only handed to a host in the session's own
 event loop.
