@@ -37,7 +37,7 @@ class _KeyCheck:
         todo = [n for n in dict.fromkeys(names) if n not in self.hosts]
         if todo:
             session = runloop.current()
-            if session is not None and not _loop_running():
+            if session is not None:
                 self.hosts.update(session.run(self._open_all(todo, session)))
             else:
                 self.hosts.update(_run_sync(self._check_all(todo)))
@@ -66,14 +66,6 @@ class _KeyCheck:
                     return name, str(exc)
 
         return dict(await asyncio.gather(*(one(n) for n in names)))
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _run_sync(coro: Any) -> Any:
