@@ -48,7 +48,8 @@ from typing import Any
 
 TARGET_RATIO = 1.1
 #: raw pg_dump/pg_restore; tminus; tminus with the restore's checksums after pg_restore (the
-#: driver before 2026-12-07), see restore_checksums_after
+#: driver before 2026-12-07), see restore_checksums_after: ``--sides`` picks (raw and tminus
+#: always run)
 SIDES = ("raw", "tminus", "tminus-after")
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ACCOUNTS = 100_000
@@ -301,7 +302,7 @@ class Probe:
 
 @contextmanager
 def probed_driver() -> Iterator[Probe]:
-    from tminus.backups import base, postgres
+    from tminus.backups import backup_dir, postgres
 
     probe = Probe()
 
@@ -340,8 +341,8 @@ def probed_driver() -> Iterator[Probe]:
         "restore_checksummed",
         "pg_restore, each table checksummed as its data lands",
     )
-    probe.wrap(base, "file_entries", "sha256 of every file (manifest)")
-    probe.wrap(base, "fsync_tree", "fsync of the backup")
+    probe.wrap(backup_dir, "file_entries", "sha256 of every file (manifest)")
+    probe.wrap(backup_dir, "fsync_tree", "fsync of the backup")
     if hasattr(postgres, "subprocess"):
         probe._undo.append((postgres, "subprocess", postgres.subprocess))
         postgres.subprocess = SubprocessProxy()  # type: ignore[assignment]
@@ -456,7 +457,7 @@ def dir_bytes(path: Path) -> int:
 
 
 # what other ways to checksum would cost, over every user table ({t}: schema.table); the
-# driver's own row64 checksum is the "_state" line
+# driver's own checksum (chain64) is the first "_state" line, the one before it (row64) the last
 CHECKSUM_STEPS = (
     ("count(*) only", "SELECT count(*) FROM {t} t"),
     ("row as text ((t.*)::text)", "SELECT count(*), sum(length((t.*)::text)) FROM {t} t"),
@@ -505,12 +506,14 @@ def snapshot_alone(url: str, jobs: int, meter: CpuMeter) -> list[tuple[str, floa
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snap = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-        state = postgres._state(conn)  # warm the cache; the table list
-        timed("_state: counts + row64 checksums, 1 session", lambda: postgres._state(conn))
+        new, old = postgres.CHECKSUM_CHAIN64, postgres.CHECKSUM_ROW64
+        state = postgres._state(conn, new)  # warm the cache; the table list
+        timed(f"_state: counts + {new} checksums, 1 session", lambda: postgres._state(conn, new))
         timed(
-            f"_state: counts + row64 checksums, {jobs} sessions",
-            lambda: postgres._state(conn, url=url, snapshot=snap, jobs=jobs),
+            f"_state: counts + {new} checksums, {jobs} sessions",
+            lambda: postgres._state(conn, new, url=url, snapshot=snap, jobs=jobs),
         )
+        timed(f"_state: counts + {old} checksums, 1 session", lambda: postgres._state(conn, old))
         tables = [t.name.split(".", 1) for t in state.tables]
         for label, template in CHECKSUM_STEPS:
 
@@ -548,6 +551,7 @@ def med(values: list[float]) -> float:
 
 
 def report(results: dict[str, dict[str, list[float]]], phases: dict[str, list[float]]) -> bool:
+    sides = [s for s in SIDES if s in results]
     runs = len(results["raw"]["total"])
     cols = ("backup", "restore", "total")
     m = {side: {c: med(results[side][c]) for c in cols} for side in results}
@@ -556,24 +560,24 @@ def report(results: dict[str, dict[str, list[float]]], phases: dict[str, list[fl
     header = f"{'side':<12} {'backup (s)':>11} {'restore (s)':>12} {'total (s)':>10}"
     print(header)
     print("-" * len(header))
-    for side in SIDES:
+    for side in sides:
         print(
             f"{side:<12} {m[side]['backup']:>11.2f} {m[side]['restore']:>12.2f} "
             f"{m[side]['total']:>10.2f}"
         )
-    for side in SIDES[1:]:
+    for side in sides[1:]:
         r = {c: m[side][c] / m["raw"][c] for c in cols}
         print(
             f"{side + '/raw':<12} {r['backup']:>10.2f}x {r['restore']:>11.2f}x {r['total']:>9.2f}x"
         )
     ratios = {c: m["tminus"][c] / m["raw"][c] for c in cols}
     print("(raw verifies nothing: no row counts, no checksums, no file hashes, no comparison)")
-    if all(results[side]["client_cpu"] for side in SIDES):
+    if all(results[side]["client_cpu"] for side in sides):
         print()
         print("CPU seconds per backup + restore (medians; busy machines stretch these far less):")
         print(f"{'side':<12} {'server':>8} {'client':>8} {'total':>8}")
         cpu: dict[str, tuple[float, float]] = {}
-        for side in SIDES:
+        for side in sides:
             server_cpu = med(results[side]["server_cpu"]) if results[side]["server_cpu"] else 0.0
             client_cpu = med(results[side]["client_cpu"])
             cpu[side] = (server_cpu, client_cpu)
@@ -581,7 +585,7 @@ def report(results: dict[str, dict[str, list[float]]], phases: dict[str, list[fl
                 f"{side:<12} {server_cpu:>8.1f} {client_cpu:>8.1f} {server_cpu + client_cpu:>8.1f}"
             )
         raw_total = sum(cpu["raw"])
-        for side in SIDES[1:]:
+        for side in sides[1:]:
             if raw_total > 0:
                 label = side + "/raw"
                 print(f"{label:<12} {'':>8} {'':>8} {sum(cpu[side]) / raw_total:>7.2f}x")
@@ -633,6 +637,7 @@ def run_bench(
     results: dict[str, dict[str, list[float]]] = {
         s: {"backup": [], "restore": [], "total": [], "server_cpu": [], "client_cpu": []}
         for s in SIDES
+        if s in args.sides
     }
     meter = CpuMeter(server)
     phases: dict[str, list[float]] = defaultdict(list)
@@ -640,7 +645,8 @@ def run_bench(
         if probe.missing:
             print(f"(breakdown: not found in the driver, not timed: {', '.join(probe.missing)})")
         for r in range(args.repeat):
-            order = list(SIDES[r % len(SIDES) :] + SIDES[: r % len(SIDES)])  # rotates
+            sides = list(results)
+            order = sides[r % len(sides) :] + sides[: r % len(sides)]  # rotates
             line = [f"  run {r + 1}/{args.repeat}"]
             for side in order:
                 target = f"{src}_{side}_{r}"
@@ -707,8 +713,16 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_PG_ADMIN_URL,
         help="PostgreSQL server (any database on it) to create the bench databases on",
     )
+    ap.add_argument(
+        "--sides",
+        default="raw,tminus",
+        help=f"comma-separated, of {','.join(SIDES)} (raw and tminus always run)",
+    )
     ap.add_argument("--work-dir", help="where the dumps go (default: a temporary directory)")
     args = ap.parse_args(argv)
+    args.sides = {"raw", "tminus", *(s.strip() for s in args.sides.split(",") if s.strip())}
+    if not args.sides <= set(SIDES):
+        ap.error(f"--sides: unknown side(s) {', '.join(sorted(args.sides - set(SIDES)))}")
     if args.size_mb < 10 or args.repeat < 1 or args.jobs < 1:
         ap.error("--size-mb must be at least 10, --repeat and --jobs at least 1")
     missing = [t for t in ("pg_dump", "pg_restore") if shutil.which(t) is None]

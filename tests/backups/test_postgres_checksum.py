@@ -1,7 +1,8 @@
-"""The PostgreSQL checksum (format 2: ``row64``) against the real server: what it detects, on
-which types it hashes values as they are and where it must print them, that parallel sessions
-sharing one snapshot give the same answer as one session, and that a format 1 manifest (``md5``
-checksums) is still verified with its own algorithm."""
+"""The PostgreSQL checksums (format 2: ``chain64`` for new backups, ``row64`` before it) against
+the real server: what they detect, on which types they hash values as they are and where they
+must print them, how ``chain64`` tells a NULL from the value it is hashed as, that parallel
+sessions sharing one snapshot give the same answer as one session, and that older manifests
+(``row64``; format 1, ``md5``) are still verified with their own algorithm."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import pytest
 
 from tests.backups.conftest import pg_content, pg_exec
 from tminus.backups import BackupError, Manifest, get_driver
-from tminus.backups.postgres import CHECKSUM_MD5, CHECKSUM_ROW64, PostgresDriver, _connect, _state
+from tminus.backups.postgres import (
+    CHECKSUM_CHAIN64,
+    CHECKSUM_MD5,
+    CHECKSUM_ROW64,
+    PostgresDriver,
+    _connect,
+    _state,
+)
+
+HASHED = [CHECKSUM_CHAIN64, CHECKSUM_ROW64]  # the algorithms that hash values by type
 
 
 def _checksums(url: str, algorithm: str, jobs: int = 1) -> dict[str, tuple[int, str]]:
@@ -33,18 +43,20 @@ def _checksums(url: str, algorithm: str, jobs: int = 1) -> dict[str, tuple[int, 
     return {t.name: (t.rows, t.checksum) for t in state.tables}
 
 
-def test_new_backups_record_the_row64_algorithm_and_format_2(
+def test_new_backups_record_the_chain64_algorithm_and_format_2(
     pg_seeded: str, tmp_path: Path
 ) -> None:
     m = get_driver("postgres").backup(pg_seeded, tmp_path, jobs=3)
     raw = json.loads((tmp_path / m.id / "manifest.json").read_text())
-    assert raw["format"] == 2 and raw["details"]["checksum"] == "row64"
+    assert raw["format"] == 2 and raw["details"]["checksum"] == "chain64"
     assert Manifest.load(tmp_path / m.id).format == 2
     # the parallel backup's checksums are those of one session
-    assert {t.name: (t.rows, t.checksum) for t in m.tables} == _checksums(pg_seeded, CHECKSUM_ROW64)
+    ours = {t.name: (t.rows, t.checksum) for t in m.tables}
+    assert ours == _checksums(pg_seeded, CHECKSUM_CHAIN64)
+    assert ours != _checksums(pg_seeded, CHECKSUM_ROW64)
 
 
-@pytest.mark.parametrize("algorithm", [CHECKSUM_ROW64, CHECKSUM_MD5])
+@pytest.mark.parametrize("algorithm", [*HASHED, CHECKSUM_MD5])
 @pytest.mark.parametrize(
     ("change", "table"),
     [
@@ -119,47 +131,141 @@ FROM generate_series(1, 200) g;
         "UPDATE kinds SET ok = NOT ok, v = NULL WHERE id = 14",
     ],
 )
-def test_row64_sees_every_change_the_text_would_show(pg_db: str, change: str) -> None:
+@pytest.mark.parametrize("algorithm", HASHED)
+def test_hashed_checksums_see_every_change_the_text_would_show(
+    pg_db: str, change: str, algorithm: str
+) -> None:
     pg_exec(pg_db, TYPES, "UPDATE kinds SET f = 0 WHERE id = 3")
-    before = _checksums(pg_db, CHECKSUM_ROW64)["public.kinds"]
+    before = _checksums(pg_db, algorithm)["public.kinds"]
     with psycopg.connect(pg_db, autocommit=True) as conn:
         updated = conn.execute(change.encode()).rowcount
-    after = _checksums(pg_db, CHECKSUM_ROW64)["public.kinds"]
+    after = _checksums(pg_db, algorithm)["public.kinds"]
     assert (after != before) == (updated > 0), (change, updated)
 
 
-def test_row64_verifies_a_restore_into_another_database(pg_db: str, tmp_path: Path) -> None:
+def test_hashed_checksums_verify_a_restore_into_another_database(
+    pg_db: str, tmp_path: Path
+) -> None:
     """Enum values hash by OID and a scratch database has other OIDs: hashed as text, they
-    compare; so do the other printed types."""
+    compare; so do the other printed types. Both a new (``chain64``) and a ``row64`` manifest."""
     pg_exec(pg_db, TYPES)
     drv = get_driver("postgres")
     m = drv.backup(pg_db, tmp_path, jobs=2)
+    assert m.details["checksum"] == CHECKSUM_CHAIN64
     assert drv.verify(m, tmp_path / m.id, pg_db).ok
+    older = _checksums(pg_db, CHECKSUM_ROW64)
+    raw = json.loads(m.to_json())
+    raw["details"]["checksum"] = CHECKSUM_ROW64
+    raw["tables"] = [
+        {"name": n, "rows": rows, "checksum": ck} for n, (rows, ck) in sorted(older.items())
+    ]
+    (tmp_path / m.id / "manifest.json").write_text(json.dumps(raw))
+    assert drv.verify(Manifest.load(tmp_path / m.id), tmp_path / m.id, pg_db).ok
 
 
-def test_checksum_ignores_row_order(pg_seeded: str) -> None:
-    before = _checksums(pg_seeded, CHECKSUM_ROW64)
+@pytest.mark.parametrize("algorithm", HASHED)
+def test_checksum_ignores_row_order(pg_seeded: str, algorithm: str) -> None:
+    before = _checksums(pg_seeded, algorithm)
     pg_exec(pg_seeded, "CLUSTER orders USING orders_user_idx")  # rewrites in another order
-    assert _checksums(pg_seeded, CHECKSUM_ROW64) == before
+    assert _checksums(pg_seeded, algorithm) == before
+
+
+WIDE_COLUMNS = 35  # two null-mask words
+
+
+def _wide(not_null: bool) -> str:
+    """A table whose columns cover each way ``chain64`` hashes a value (seeded by type, bool
+    through int4, the record of date/timestamptz/bytea, as text), then enough int4 columns
+    for a second null-mask word; every column NOT NULL or none."""
+    nn = " NOT NULL" if not_null else ""
+    cols = [
+        f"id int8{nn}", f"i int4{nn}", f"s text{nn}", f"v varchar(9){nn}", f"ok bool{nn}",
+        f"d date{nn}", f"ts timestamptz{nn}", f"b bytea{nn}", f"n numeric{nn}", f"j jsonb{nn}",
+    ]  # fmt: skip
+    cols += [f"c{k} int4{nn}" for k in range(len(cols), WIDE_COLUMNS)]
+    fill = ", ".join(["0"] * (WIDE_COLUMNS - 10))
+    return (
+        f"CREATE TABLE wide ({', '.join(cols)});"
+        f"INSERT INTO wide SELECT g, g, 's' || g, 'v' || g % 7, g % 2 = 0,"
+        f" date '2026-01-01' + g, timestamptz '2026-01-01 00:00:00+00' + g * interval '1 h',"
+        f" decode(md5(g::text), 'hex'), g / 4.0, jsonb_build_object('k', g), {fill}"
+        f" FROM generate_series(1, 50) g"
+    )
+
+
+def test_chain64_declared_not_null_or_not_hashes_alike(pg_db: str) -> None:
+    """The same rows, without NULLs, give the same checksum whether the columns are declared
+    NOT NULL (no mask bit, no coalesce) or not: a restore whose schema matches compares, and a
+    schema difference is reported as one, not as changed data.
+
+    Mutation tried: the mask words counted from the nullable columns only (fails)."""
+    pg_exec(pg_db, _wide(not_null=False))
+    nullable = _checksums(pg_db, CHECKSUM_CHAIN64)["public.wide"]
+    pg_exec(pg_db, "DROP TABLE wide", _wide(not_null=True))
+    assert _checksums(pg_db, CHECKSUM_CHAIN64)["public.wide"] == nullable
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE wide SET s = '' WHERE id = 1",  # then s = NULL: NULL hashes as ''
+        "UPDATE wide SET i = 0 WHERE id = 1",
+        "UPDATE wide SET ok = false WHERE id = 1",
+        "UPDATE wide SET j = '{}' WHERE id = 1",
+        "UPDATE wide SET c34 = 0 WHERE id = 1",  # the second mask word
+    ],
+)
+def test_chain64_tells_null_from_the_value_it_is_hashed_as(pg_db: str, change: str) -> None:
+    """Mutations tried: the null mask left out (fails all but the jsonb case, where NULL and
+    ``{}`` print differently anyway), only the first mask word hashed (fails on ``c34``)."""
+    pg_exec(pg_db, _wide(not_null=False), change)
+    before = _checksums(pg_db, CHECKSUM_CHAIN64)["public.wide"]
+    column = change.split()[3]
+    pg_exec(pg_db, f"UPDATE wide SET {column} = NULL WHERE id = 1")
+    assert _checksums(pg_db, CHECKSUM_CHAIN64)["public.wide"] != before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # two rows swap a value of each kind of link: the multiset per column stays the same
+        "UPDATE wide w SET i = o.i FROM wide o WHERE (w.id, o.id) IN ((1, 2), (2, 1))",
+        "UPDATE wide w SET s = o.s FROM wide o WHERE (w.id, o.id) IN ((1, 2), (2, 1))",
+        "UPDATE wide w SET ts = o.ts FROM wide o WHERE (w.id, o.id) IN ((1, 2), (2, 1))",
+        "UPDATE wide w SET n = o.n FROM wide o WHERE (w.id, o.id) IN ((1, 2), (2, 1))",
+        # one row's two columns of one type swap values: same multiset in the row
+        "UPDATE wide SET c20 = 5, c21 = 0 WHERE id = 3",
+        "UPDATE wide SET d = date '2026-01-01', ts = '2026-01-01 00:00:00+00' WHERE id = 4",
+    ],
+)
+def test_chain64_sees_values_move_between_rows_and_columns(pg_db: str, change: str) -> None:
+    """Mutation tried: the links combined by XOR, each seeded with 0, instead of each seeded
+    with the chain so far (fails the swap of two columns in one row; the swaps between rows
+    are still seen through the null mask's last hash)."""
+    pg_exec(pg_db, _wide(not_null=False), "UPDATE wide SET c20 = 0, c21 = 5 WHERE id = 3")
+    before = _checksums(pg_db, CHECKSUM_CHAIN64)["public.wide"]
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        assert conn.execute(change.encode()).rowcount > 0
+    assert _checksums(pg_db, CHECKSUM_CHAIN64)["public.wide"] != before
 
 
 @pytest.mark.parametrize("jobs", [2, 4])
 def test_parallel_sessions_share_one_snapshot(pg_seeded: str, jobs: int) -> None:
     """Helpers import the exported snapshot: a write committed after it is invisible to every
     session, so the parallel result equals the serial one taken before the write."""
-    serial = _checksums(pg_seeded, CHECKSUM_ROW64)
+    serial = _checksums(pg_seeded, CHECKSUM_CHAIN64)
     conn = _connect(pg_seeded)
     try:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         pg_exec(pg_seeded, "DELETE FROM orders WHERE id <= 100", "DELETE FROM audit")
-        state = _state(conn, CHECKSUM_ROW64, url=pg_seeded, snapshot=str(row[0]), jobs=jobs)
+        state = _state(conn, CHECKSUM_CHAIN64, url=pg_seeded, snapshot=str(row[0]), jobs=jobs)
         conn.execute("COMMIT")
     finally:
         conn.close()
     assert {t.name: (t.rows, t.checksum) for t in state.tables} == serial
-    assert _checksums(pg_seeded, CHECKSUM_ROW64, jobs=jobs)["public.audit"][0] == 0
+    assert _checksums(pg_seeded, CHECKSUM_CHAIN64, jobs=jobs)["public.audit"][0] == 0
 
 
 def test_a_format_1_manifest_is_still_verified_with_md5(pg_seeded: str, tmp_path: Path) -> None:
@@ -168,7 +274,7 @@ def test_a_format_1_manifest_is_still_verified_with_md5(pg_seeded: str, tmp_path
     drv = get_driver("postgres")
     m = drv.backup(pg_seeded, tmp_path)
     legacy = _checksums(pg_seeded, CHECKSUM_MD5)
-    assert legacy != _checksums(pg_seeded, CHECKSUM_ROW64)
+    assert legacy != _checksums(pg_seeded, CHECKSUM_CHAIN64)
     raw = json.loads(m.to_json())
     raw["format"] = 1
     del raw["details"]["checksum"]

@@ -460,7 +460,7 @@ def test_media_repository_migration_phase(tm: Tm, pg_url: str) -> None:
     rows = steps(tm)
     (m,) = manifests(tm.cwd / ".tminus" / "rehearsal" / "media-repository" / "backups")
     assert table_rows(m) == {f"public.{t}": n for t, n in MEDIA_ROWS.items()}
-    assert m.details["checksum"] == "row64"
+    assert m.details["checksum"] == "chain64"
     # migrated to version 1, through the tested rollback (down to 0 and up again)
     assert pg_one(pg_url, "SELECT version, dirty FROM schema_migrations") == (1, False)
     assert pg_one(pg_url, "SELECT count(*) FROM media_items") == sum(MEDIA_ROWS.values())

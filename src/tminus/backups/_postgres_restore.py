@@ -63,7 +63,7 @@ def _rel(conn: psycopg.Connection[Any], name: str) -> _Rel | None:
     than one) table of the target has that name."""
     rows = conn.execute(
         """
-        SELECT n.nspname, c.relname, a.attname, a.atttypid::int FROM pg_class c
+        SELECT n.nspname, c.relname, a.attname, a.atttypid::int, a.attnotnull FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
         WHERE c.relkind = 'r' AND n.nspname || '.' || c.relname = %s
@@ -73,7 +73,7 @@ def _rel(conn: psycopg.Connection[Any], name: str) -> _Rel | None:
     ).fetchall()
     if not rows or len({(r[0], r[1]) for r in rows}) != 1:
         return None
-    cols = tuple((str(r[2]), int(r[3])) for r in rows if r[2] is not None)
+    cols = tuple((str(r[2]), int(r[3]), bool(r[4])) for r in rows if r[2] is not None)
     return (str(rows[0][0]), str(rows[0][1]), cols)
 
 

@@ -16,10 +16,12 @@ Backup
      ``SHOW server_version`` and the checksum algorithm (``details.checksum``).
 
 Checksum of a table (see :func:`_checksum_query`): every row hashed, the hashes summed exactly
-over all rows, the checksum the md5 of the sum(s). Format 2 manifests use ``row64`` (PostgreSQL
->= 14: ``hash_record_extended`` over the row's values, exact types as they are and the rest as
-text, mixed again through ``hashtextextended``; one sum), format 1 manifests ``md5`` (both
-64-bit halves of ``md5((t.*)::text)``, two sums); a manifest is verified with its own algorithm.
+over all rows, the checksum the md5 of the sum(s). New format 2 manifests use ``chain64``
+(PostgreSQL >= 14: each value hashed by its type's seeded hash function, seeded with the hash
+of the columns before it, exact types as they are and the rest as text, a null mask last; one
+sum), older ones ``row64`` (``hash_record_extended`` over the row, mixed again through
+``hashtextextended``), format 1 manifests ``md5`` (both 64-bit halves of ``md5((t.*)::text)``,
+two sums); a manifest is verified with its own algorithm.
 This is order-independent and counts duplicates like ``md5(string_agg(md5(t::text), '' ORDER
 BY …))``, but needs constant memory: ``string_agg`` stops at 1 GB of text (~33 M rows). Text
 output is pinned (UTC, ISO dates, ``extra_float_digits=3``, hex bytea, ``search_path=pg_catalog``)
@@ -71,6 +73,7 @@ from tminus.backups._postgres_db import (
 )
 from tminus.backups._postgres_db import _connect as _connect
 from tminus.backups._postgres_restore import restore_checksummed
+from tminus.backups._postgres_state import CHECKSUM_CHAIN64 as CHECKSUM_CHAIN64
 from tminus.backups._postgres_state import CHECKSUM_MD5 as CHECKSUM_MD5
 from tminus.backups._postgres_state import CHECKSUM_ROW64 as CHECKSUM_ROW64
 from tminus.backups._postgres_state import CHECKSUMS
@@ -178,7 +181,7 @@ class PostgresDriver:
             try:
                 server_version = str(_scalar(conn, "SHOW server_version"))
                 algorithm = (  # hash_record_extended: PostgreSQL 14
-                    CHECKSUM_ROW64
+                    CHECKSUM_CHAIN64
                     if int(_scalar(conn, "SHOW server_version_num")) >= 140000
                     else CHECKSUM_MD5
                 )
