@@ -7,7 +7,11 @@ Mutations tried (each makes a test here fail):
   (``test_events_tail_is_the_newest_oldest_first``);
 - ``events_tail`` ordered by ``seq`` ascending: it returns the oldest events;
 - ``view`` taking the canary's weights from the tail of the log instead of its own read: the
-  weights older than the last 200 events are lost (``test_deploy_page_reads_tail_and_series``).
+  weights older than the last 200 events are lost (``test_deploy_page_reads_tail_and_series``);
+- ``view`` reading the log's events after the deploy's state (as it did until session 12): an
+  event written in between is not streamed and the page keeps the older state
+  (``test_an_event_written_while_the_page_is_read_is_streamed``; in CI a deploy started from
+  the dashboard stayed "scheduled" on its page for 60 s while it waited for an approval).
 """
 
 from __future__ import annotations
@@ -85,3 +89,26 @@ def test_deploy_page_reads_tail_and_series(store: Store) -> None:
     assert page["events"][-1]["message"] == "n299"
     assert page["events"][0]["message"] == "n100"
     assert page["last_seq"] == store.events(d)[-1]["seq"]
+
+
+def test_an_event_written_while_the_page_is_read_is_streamed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker writes an event (the deploy reaching its approval gate) right after the page
+    read the deploy's state: the page's stream starts before that event, so the page gets it
+    and refreshes the state it shows."""
+    import tminus.engine.status as status
+
+    d = _deploy(store)
+    real = status.deploy_status
+
+    def state_then_event(*args: object, **kwargs: object) -> object:
+        info = real(*args, **kwargs)  # type: ignore[arg-type]
+        store.event(d, "gate.waiting", "waiting for approval")
+        return info
+
+    monkeypatch.setattr(status, "deploy_status", state_then_event)
+    page = view(store, d, Caller("bob", "token", "127.0.0.1", "test"))
+    streamed = store.events_after(d, page["last_seq"], 200)
+    assert [e["type"] for e in streamed] == ["gate.waiting"]
+    assert "gate.waiting" not in [e["type"] for e in page["events"]]  # not shown twice

@@ -184,6 +184,14 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
     from tminus.plan.loader import load_plan_text
     from tminus.serve.auth import access
 
+    # The log's events first: the page's live stream starts after the newest of them, so an
+    # event a worker writes while the rest is read reaches the page (and refreshes the state
+    # shown). Read after the state, such an event would be in the log but never streamed,
+    # and the page would show the older state until the next event (a deploy waiting for an
+    # approval has none).
+    # The log shows the newest events; the charts read only their own (a long watch's log
+    # is thousands of events: the page does not read them all).
+    events = store.events_tail(deploy_id, 200)
     d = store.deploy(deploy_id)
     plan_env = (str(d["plan_name"]), str(d["environment"]))
     plan = load_plan_text(d["plan_text"], d["plan_path"], semantic=False).plan
@@ -198,9 +206,6 @@ def view(store: Store, deploy_id: str, who: Caller) -> dict[str, Any]:
         for e in (plan.checklist if plan else [])
         if e.check is None and e.item not in confirmed
     ]
-    # the log shows the newest events; the charts read only their own (a long watch's log
-    # is thousands of events: the page does not read them all)
-    events = store.events_tail(deploy_id, 200)
     drawn = charts.series(store, deploy_id, plan)
     eta = _eta(plan, info)
     step_rows = store.step_rows(deploy_id)
