@@ -29,11 +29,12 @@ CHECKSUM_ROW64 = "row64"
 CHECKSUM_MD5 = "md5"
 CHECKSUMS = (CHECKSUM_CHAIN64, CHECKSUM_ROW64, CHECKSUM_MD5)
 
-#: Types whose own hash function sees exactly what their text output shows, so ``row64`` hashes
-#: their values without printing them: int2, int4, int8, oid, bool, "char", date, time,
-#: timestamp, timestamptz, uuid, bytea, text, varchar (the last two under COLLATE "C", so a
-#: case-insensitive collation cannot hide a change). Anything else (numeric: 1.5 = 1.50;
-#: float: -0 = 0; jsonb; enums, whose hash is their OID; domains, arrays…) is hashed as text.
+#: Types whose own hash function sees exactly what their text output shows, so ``chain64`` and
+#: ``row64`` hash their values without printing them: int2, int4, int8, oid, bool, "char",
+#: date, time, timestamp, timestamptz, uuid, bytea, text, varchar (the last two under COLLATE
+#: "C", so a case-insensitive collation cannot hide a change). Anything else (numeric: 1.5 =
+#: 1.50; float: -0 = 0; jsonb; enums, whose hash is their OID; domains, arrays…) is hashed as
+#: text.
 _EXACT_TYPES = frozenset({21, 23, 20, 26, 16, 18, 1082, 1083, 1114, 1184, 2950, 17, 25, 1043})
 _TEXT_TYPES = frozenset({25, 1043})
 
@@ -89,12 +90,12 @@ _MASK_BITS = 30
 def _chain_hash(columns: tuple[_Col, ...]) -> sql.Composable:
     """``chain64``'s hash of one row: each column hashed by its type's own hash function (the
     exact types of :data:`_EXACT_TYPES`) or as text, **seeded with the hash of the columns
-    before it**, so that each link depends on the whole row so far: no record is built per
-    row and no second hash over a linear combination is needed, as ``row64`` does. date,
-    timestamptz and bytea are hashed together by ``hash_record_extended`` seeded with the
-    chain. A null mask (one bit per column, 30 columns a word) closes the chain, so a NULL
-    differs from the value it is hashed as. A row without NULLs hashes alike whether or not its
-    columns are declared NOT NULL: such a column's bit and ``coalesce`` are left out."""
+    before it**, so that each link depends on the whole row so far (``row64`` builds a record
+    per row, hashes it, and hashes the text of that hash again). date, timestamptz and bytea
+    are hashed together by ``hash_record_extended`` seeded with the chain. A null mask (one
+    bit per column, 30 columns a word) closes the chain, so a NULL differs from the value it
+    is hashed as. A row without NULLs hashes alike whether or not its columns are declared
+    NOT NULL: such a column's bit and ``coalesce`` are left out."""
     h: sql.Composable = sql.SQL("0::int8")
     record: list[sql.Composable] = []
     words: list[list[sql.Composable]] = [[] for _ in range(0, max(1, len(columns)), _MASK_BITS)]
