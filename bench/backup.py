@@ -644,8 +644,8 @@ def run_bench(
     with probed_driver() as probe:
         if probe.missing:
             print(f"(breakdown: not found in the driver, not timed: {', '.join(probe.missing)})")
+        sides = list(results)
         for r in range(args.repeat):
-            sides = list(results)
             order = sides[r % len(sides) :] + sides[: r % len(sides)]  # rotates
             line = [f"  run {r + 1}/{args.repeat}"]
             for side in order:

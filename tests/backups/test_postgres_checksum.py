@@ -147,7 +147,10 @@ def test_hashed_checksums_verify_a_restore_into_another_database(
     pg_db: str, tmp_path: Path
 ) -> None:
     """Enum values hash by OID and a scratch database has other OIDs: hashed as text, they
-    compare; so do the other printed types. Both a new (``chain64``) and a ``row64`` manifest."""
+    compare; so do the other printed types. Both a new (``chain64``) and a ``row64`` manifest.
+
+    Mutation tried: ``_algorithm`` answering ``chain64`` whatever the manifest names (the
+    ``row64`` manifest then fails to verify)."""
     pg_exec(pg_db, TYPES)
     drv = get_driver("postgres")
     m = drv.backup(pg_db, tmp_path, jobs=2)
@@ -235,6 +238,7 @@ def test_chain64_tells_null_from_the_value_it_is_hashed_as(pg_db: str, change: s
         "UPDATE wide w SET n = o.n FROM wide o WHERE (w.id, o.id) IN ((1, 2), (2, 1))",
         # one row's two columns of one type swap values: same multiset in the row
         "UPDATE wide SET c20 = 5, c21 = 0 WHERE id = 3",
+        # values inside the date/timestamptz/bytea record change
         "UPDATE wide SET d = date '2026-01-01', ts = '2026-01-01 00:00:00+00' WHERE id = 4",
     ],
 )

@@ -73,7 +73,7 @@ def start(plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
 
 def start_loaded(plan: Plan, text: str, plan_path: str, opts: RunOptions) -> tuple[str, int, str]:
     """Start a deploy of an already loaded plan (``text`` is stored as its snapshot). Its
-    preflight and the deploy share one event loop (:func:`tminus.hosts.runloop.session`): the
+    preflight and the deploy share one event loop (:func:`tminus.runloop.session`): the
     connections the host-key preflight opens are the ones the deploy uses."""
     with runloop.session():
         return _start_loaded(plan, text, plan_path, opts)

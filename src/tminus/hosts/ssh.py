@@ -154,13 +154,13 @@ class SshHost:
             return conn
 
     @property
-    def _warm_key(self) -> tuple[SshSettings, SshOptions]:
+    def _park_key(self) -> tuple[SshSettings, SshOptions]:
         return self.settings, self.options
 
     def _take_parked(self) -> asyncssh.SSHClientConnection | None:
         """The connection the preflight opened to this host in this run's session, if any."""
         s = runloop.current()
-        parked = s.take(self._warm_key) if s is not None else None
+        parked = s.take(self._park_key) if s is not None else None
         if parked is None:
             return None
         parked.client._host = self
@@ -187,7 +187,7 @@ class SshHost:
         finally:
             self._hold_new_key = False
         self._conn = None  # the deploy's host takes it from the session
-        session.park(self._warm_key, runloop.Parked(conn, self._client, self._new_key))
+        session.park(self._park_key, runloop.Parked(conn, self._client, self._new_key))
         self._new_key = None
         return None
 
