@@ -16,10 +16,11 @@ Walsh, "Always valid inference", 2017/2022). docs/analysis.md has the derivation
   The alternative is a mixture over error-rate ratios ``rho`` from ``1 + min_effect`` up.
 - :class:`OneSampleTest` asks whether the canary's error rate exceeds a fixed rate ``p0``
   (no baseline).
-- :class:`LatencyTest` runs :class:`SequentialTest` on "slow" requests: slower than the
-  baseline's running p95, a threshold fixed before each request is classified and applied to
-  both arms alike, so under "same latency" a slow request is again a canary request with
-  probability ``w``.
+- :class:`LatencyTest` bets on the side of every request given its latency: under "same
+  latency distribution" a request of any latency is a canary request with probability
+  ``w``. Its alternatives are "the canary is s times slower", judged against a density
+  estimate of the baseline's earlier latencies, and "more canary requests slower than the
+  baseline's running p95" (a threshold fixed before each request, applied to both arms).
 
 Pure Python (``math`` only).
 """
@@ -27,7 +28,6 @@ Pure Python (``math`` only).
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -291,38 +291,47 @@ class OneSampleTest(_Base):
 
 
 #: Scale factors of the latency test's shift alternatives ("every canary latency is the
-#: baseline's times s"): log s = 0.1, 0.2, 0.4, … 3.2, so the nearest one to any s in 1.1–25
-#: grows at >= 89% of the exact alternative's rate (log-normal latencies).
-SCALES = tuple(math.exp(0.1 * 2**k) for k in range(6))
-#: Share of the latency test's prior on the shift alternatives (the rest: the slow-request
-#: odds ratios of the tail family).
-SHIFT_SHARE = 0.75
-#: Most quantile bins of the baseline's latencies (one per 16 baseline latencies, at least 2).
-MAX_BINS = 16
-_SMOOTH = 0.1  # each shift alternative's bin probabilities mixed with the null's (no zero bet)
+#: baseline's times s"): log s = 0.1 * sqrt(2)**k, from 0.1 to 1.13 (s = 1.11 to 3.1), spaced
+#: so that the nearest one to any s in 1.1-3 grows at >= 97% of the exact alternative's rate
+#: (log-normal latencies). A larger slowdown puts canary requests past the baseline's slowest,
+#: where the largest scale already bets all it may: it is found in a few requests.
+SCALES = tuple(math.exp(0.1 * 2 ** (k / 2)) for k in range(8))
+#: Share of the latency test's prior on the shift alternatives, equal weights (the rest: the
+#: slow-request odds ratios of the tail family).
+SHIFT_SHARE = 0.95
+#: Points of the grid of log latencies on which each shift alternative's bets are tabulated.
+GRID = 64
+#: Kernel bandwidth of the baseline's density estimate: this times Silverman's rule of thumb.
+BANDWIDTH = 1.3
+_MIN_BANDWIDTH = 0.01  # in log seconds: 1% (a baseline of identical latencies)
+_SMOOTH = 0.1  # each shift alternative's density ratio mixed with the null's 1 (no zero bet)
+_MAX_RATIO = 1e6  # a density ratio's bounds (the estimate's tails, numerically)
+_TINY = 1e-9  # seconds: a latency of 0 is taken as 1 ns (its log)
 
 
 class LatencyTest:
     """Are canary requests slower than the baseline's? Valid under continuous monitoring.
 
     Feed requests in the order they were assigned (``observe(arm, seconds)``, or
-    ``observe_many`` for a batch). Each request gets a *bin* from the baseline latencies
-    observed BEFORE it (once there are ``min_baseline``): its quantile bin among them, and
-    whether it is slower than their ``quantile`` (p95). Under "same latency distribution" the
-    request's side is independent of its latency, so whatever its bin, it is a canary request
-    with probability ``weight``; each alternative bets on the side given the bin, and the
-    product of its bets is a martingale (the thinning argument of :class:`SequentialTest`,
-    applied to every request, not only errors). Two families of alternatives, mixed:
+    ``observe_many`` for a batch). Each request is judged against the baseline latencies
+    observed BEFORE it (once there are ``min_baseline``): where its latency falls in their
+    distribution, and whether it is slower than their ``quantile`` (p95). Under "same latency
+    distribution" the request's side is independent of its latency, so whatever its latency,
+    it is a canary request with probability ``weight``; each alternative bets on the side
+    given the latency, and the product of its bets is a martingale (the thinning argument of
+    :class:`SequentialTest`, applied to every request, not only errors). Two families of
+    alternatives, mixed:
 
     - shift (``SHIFT_SHARE`` of the prior): the canary's latencies are the baseline's times
-      ``s`` for ``s`` in :data:`SCALES`; a bin's probability under the alternative comes from
-      the baseline's empirical distribution, so a request in a high bin counts for "canary
-      slower", one in a low bin against, each by how much more likely its bin is under ``s``;
+      ``s`` for ``s`` in :data:`SCALES`; the bet on a request is the density ratio
+      ``f(log x - log s) / f(log x)`` of a kernel estimate of the baseline's log latencies
+      (see ``_fit``), so a slow request counts for "canary slower", a fast one against, each
+      by how much more likely its latency is under ``s``;
     - tail (the rest): slower than the baseline's p95 with odds ratio ``rho`` from
       ``1 + min_effect`` up (the test before 2026-12, kept for regressions of the tail only).
 
-    Bins and bets are fixed before the requests they apply to (recomputed as the baseline
-    grows by a quarter), so validity does not depend on how well they estimate anything.
+    The bets are fixed before the requests they apply to (recomputed as the baseline grows by
+    a quarter), so validity does not depend on how well they estimate anything.
     """
 
     def __init__(
@@ -346,7 +355,7 @@ class LatencyTest:
         self._slow = [0, 0]  # canary, baseline
         self._n = [0, 0]
         self._shift = [0.0] * len(SCALES)  # log likelihood ratio of each shift alternative
-        self._edges: list[float] = []
+        self._grid = (0.0, 1.0)  # log seconds of the first point, the spacing
         self._coef: list[tuple[list[float], list[float]]] = []  # per scale: canary, baseline
         self._fitted_at = 0
         self._max_log = 0.0
@@ -362,27 +371,56 @@ class LatencyTest:
         return self._baseline[i]
 
     def _fit(self) -> None:
-        """Bins (baseline quantiles) and each shift alternative's bets, from the baseline so far."""
-        base, n = self._baseline, len(self._baseline)
-        k = max(2, min(MAX_BINS, n // 16))
-        self._edges = [base[min(n - 1, (j * n) // k)] for j in range(1, k)]
-        bounds = [0.0, *self._edges, math.inf]
+        """Each shift alternative's bets, tabulated on a grid of log latencies from the
+        baseline's so far: r(y) = f(y - log s) / f(y), f a Gaussian kernel estimate of the
+        baseline's log-latency density. r is taken at the nearest of the baseline's fastest
+        and slowest for latencies outside them (the estimate's tails would bet without
+        data), then scaled to average 1 over the baseline (a proper alternative: under it a
+        request is as likely in all as under the null)."""
+        ys = [math.log(max(v, _TINY)) for v in self._baseline]  # sorted, as the baseline is
+        n = len(ys)
+        mean = sum(ys) / n
+        sd = math.sqrt(sum((y - mean) ** 2 for y in ys) / max(1, n - 1))
+        iqr = ys[(3 * n) // 4] - ys[n // 4]
+        h = max(BANDWIDTH * min(sd, iqr / 1.34 if iqr > 0 else sd) * n**-0.2, _MIN_BANDWIDTH)
+        lo = ys[0] - 4 * h
+        step = (ys[-1] + 4 * h - lo) / (GRID - 1)
+        counts = [0.0] * GRID  # linear binning
+        for y in ys:
+            t = (y - lo) / step
+            i = min(int(t), GRID - 2)
+            counts[i] += i + 1 - t
+            counts[i + 1] += t - i
+        reach = int(4 * h / step) + 1
+        kernel = [math.exp(-0.5 * (j * step / h) ** 2) for j in range(-reach, reach + 1)]
+        dens = [0.0] * GRID
+        for i, c in enumerate(counts):
+            if c:
+                for j in range(max(0, i - reach), min(GRID, i + reach + 1)):
+                    dens[j] += c * kernel[j - i + reach]
 
-        def cdf(x: float) -> float:
-            return bisect.bisect_right(base, x) / n
+        def density(y: float) -> float:
+            t = min(max((y - lo) / step, 0.0), GRID - 1.0)
+            i = min(int(t), GRID - 2)
+            v: float = dens[i] * (i + 1 - t) + dens[i + 1] * (t - i)
+            return v if v > 1e-300 else 1e-300
 
-        p0 = [cdf(hi) - cdf(lo) for lo, hi in itertools.pairwise(bounds)]
         w = self.weight
+        self._grid = (lo, step)
         self._coef = []
+        at = [min(max(lo + i * step, ys[0]), ys[-1]) for i in range(GRID)]
+        null = [density(y) for y in at]
         for s in SCALES:
+            shift = math.log(s)
+            ratio = [
+                min(max(density(y - shift) / f, 1.0 / _MAX_RATIO), _MAX_RATIO)
+                for y, f in zip(at, null, strict=True)
+            ]
+            norm = sum(c * r for c, r in zip(counts, ratio, strict=True)) / n
             canary, baseline = [], []
-            for j, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-                p1 = (1 - _SMOOTH) * (cdf(hi / s) - cdf(lo / s)) + _SMOOTH * p0[j]
-                if p0[j] <= 0.0:
-                    canary.append(0.0)
-                    baseline.append(0.0)
-                    continue
-                q = w * p1 / (w * p1 + (1 - w) * p0[j])
+            for r in ratio:
+                p = (1 - _SMOOTH) * r / norm + _SMOOTH
+                q = w * p / (w * p + 1 - w)
                 canary.append(math.log(q / w))
                 baseline.append(math.log((1 - q) / (1 - w)))
             self._coef.append((canary, baseline))
@@ -401,10 +439,10 @@ class LatencyTest:
             n = len(self._baseline)
             if n >= self._fitted_at * 1.25 or not self._coef:
                 self._fit()
-            shift, edges = self._shift, self._edges
+            shift, (lo, step) = self._shift, self._grid
             for idx, xs in ((0, canary), (1, baseline)):
                 for x in xs:
-                    j = bisect.bisect_left(edges, x)
+                    j = min(max(round((math.log(max(x, _TINY)) - lo) / step), 0), GRID - 1)
                     for k, coef in enumerate(self._coef):
                         shift[k] += coef[idx][j]
                     self._slow[idx] += x > limit
