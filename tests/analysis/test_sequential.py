@@ -332,3 +332,13 @@ def test_latency_test_with_a_baseline_of_identical_latencies() -> None:
         if slow.observe(arm, 0.006 if arm == "canary" else 0.005).canary_worse:
             break
     assert slow.decision.canary_worse and seen <= 60, seen
+
+
+def test_latency_test_refuses_a_latency_that_is_not_a_number() -> None:
+    """An infinite or NaN latency is an error, not a request (it would break the density
+    estimate). Mutation tried: the check removed: fails."""
+    test = LatencyTest(0.01, weight=0.5)
+    for bad in (math.inf, math.nan):
+        with pytest.raises(ValueError, match="finite"):
+            test.observe("canary", bad)
+    assert test.decision.canary_n == 0

@@ -434,6 +434,8 @@ class LatencyTest:
     def observe_many(self, canary: Sequence[float], baseline: Sequence[float]) -> Decision:
         """A batch of requests (assigned after every request already observed), classified
         against the baseline latencies before the batch; the decision after it."""
+        if not all(math.isfinite(x) for xs in (canary, baseline) for x in xs):
+            raise ValueError("latencies must be finite numbers of seconds")
         limit = self.threshold
         if limit is not None:
             n = len(self._baseline)
@@ -442,7 +444,8 @@ class LatencyTest:
             shift, (lo, step) = self._shift, self._grid
             for idx, xs in ((0, canary), (1, baseline)):
                 for x in xs:
-                    j = min(max(round((math.log(max(x, _TINY)) - lo) / step), 0), GRID - 1)
+                    t = (math.log(max(x, _TINY)) - lo) / step
+                    j = GRID - 1 if t >= GRID - 1 else (round(t) if t > 0 else 0)
                     for k, coef in enumerate(self._coef):
                         shift[k] += coef[idx][j]
                     self._slow[idx] += x > limit
