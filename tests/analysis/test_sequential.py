@@ -243,8 +243,9 @@ def test_latency_test_finds_a_canary_30_percent_slower_at_five_percent_weight() 
     """p95 (every quantile) +30% at a 5% router weight: found after a median of at most 50
     canary requests (43 here; the binned estimate of 2026-12-07: 55; the slow-request test
     alone: ~170; Wald's SPRT knowing both distributions: ~30, see
-    bench/canary_sequential.py). Mutation tried: the binned estimate restored (quantile bins
-    of the baseline, up to 16, instead of the kernel density ratio): median 55, fails."""
+    bench/canary_sequential.py). Mutation tried: the previous LatencyTest restored (quantile
+    bins of the baseline, up to 16, instead of the kernel density ratio, and its prior):
+    median 55, fails."""
     rnd = random.Random(4)
     at = [latency_stream(rnd, LatencyTest(0.01, weight=0.05), 1.3, 0.05, 400) for _ in range(40)]
     found = sorted(n for n in at if n is not None)
@@ -306,8 +307,8 @@ def test_latency_false_alarms_on_latencies_that_are_not_log_normal(
 
 def test_latency_test_finds_a_slower_canary_among_two_modes() -> None:
     """Every latency 30% slower, over a baseline of cache hits and misses: the density
-    estimate follows both modes (median 11 canary requests here). Mutation tried: the binned
-    estimate restored (quantile bins of the baseline, up to 16): median 18, fails."""
+    estimate follows both modes (median 11 canary requests here). Mutation tried: the
+    previous LatencyTest restored (quantile bins of the baseline, up to 16): median 18, fails."""
     rnd = random.Random(5)
     at = [_stream(rnd, LatencyTest(0.01, weight=0.05), _bimodal, 1.3, 0.05, 400) for _ in range(40)]
     found = sorted(n for n in at if n is not None)
