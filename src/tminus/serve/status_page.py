@@ -40,10 +40,10 @@ __all__ = ["SCHEMA", "render_atom", "render_html", "render_json", "router"]
 
 
 # --- the three forms ------------------------------------------------------------------------
-def render_json(view: list[EnvironmentView]) -> bytes:
+def render_json(view: list[EnvironmentView], generated: datetime | None = None) -> bytes:
     body = {
         "schema": SCHEMA,
-        "generated_at": now().isoformat(),
+        "generated_at": (generated or now()).isoformat(),
         "environments": [e.to_json() for e in view],
     }
     return json.dumps(body, indent=1, ensure_ascii=False).encode()
@@ -67,7 +67,9 @@ def _templates() -> Environment:
     return _TEMPLATES[0]
 
 
-def render_html(view: list[EnvironmentView], environment: str | None) -> bytes:
+def render_html(
+    view: list[EnvironmentView], environment: str | None, generated: datetime | None = None
+) -> bytes:
     """The page; its links are relative (``status/prod``, ``prod.json``), so that it works
     behind a proxy that serves it under a prefix."""
     from urllib.parse import quote
@@ -80,7 +82,7 @@ def render_html(view: list[EnvironmentView], environment: str | None) -> bytes:
         environments=view,
         here=quote(environment, safe="") if environment is not None else "status",
         quote=lambda s: quote(s, safe=""),
-        generated=now().astimezone(UTC),
+        generated=(generated or now()).astimezone(UTC),
     )
     return text.encode()
 
@@ -92,7 +94,13 @@ def _atom_time(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def render_atom(view: list[EnvironmentView], feed_url: str, page_url: str, title: str) -> bytes:
+def render_atom(
+    view: list[EnvironmentView],
+    feed_url: str,
+    page_url: str,
+    title: str,
+    generated: datetime | None = None,
+) -> bytes:
     """An Atom feed (RFC 4287): one entry per public update, per scheduled maintenance and
     per ended one; the feed's id is its own URL."""
     entries: list[tuple[datetime, str, str, str]] = []  # (updated, id, title, text)
@@ -131,7 +139,7 @@ def render_atom(view: list[EnvironmentView], feed_url: str, page_url: str, title
     feed = ET.Element(f"{{{_ATOM}}}feed")
     sub(feed, "id", feed_url)
     sub(feed, "title", title)
-    sub(feed, "updated", _atom_time(entries[0][0] if entries else now()))
+    sub(feed, "updated", _atom_time(entries[0][0] if entries else (generated or now())))
     author = sub(feed, "author")
     sub(author, "name", "tminus")
     sub(feed, "link", rel="self", href=feed_url, type="application/atom+xml")
@@ -175,8 +183,15 @@ def _store(request: Request) -> StatusStore:
     return store
 
 
-def _answer(request: Request, body: bytes, media_type: str) -> Response:
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+#: The generation time an answer's ETag is computed with: the ETag is a weak validator of
+#: everything else (the data shown), so a repeated request gets its 304 in a later second.
+_TAG_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _answer(request: Request, body: bytes, media_type: str, stable: bytes) -> Response:
+    """``body``, or a 304 if the request names its ETag. ``stable`` is the same answer
+    rendered at :data:`_TAG_TIME`; its hash is the (weak) ETag."""
+    etag = 'W/"' + hashlib.sha256(stable).hexdigest()[:32] + '"'
     headers = {**_HEADERS, "ETag": etag}
     wanted = [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
     if etag in wanted or "*" in wanted:
@@ -201,11 +216,13 @@ def _base(request: Request) -> str:
 async def _page(request: Request, environment: str | None) -> Response:
     view = public_view(_store(request), environment)
     body = render_html(view, environment)
-    return _answer(request, body, "text/html; charset=utf-8")
+    stable = render_html(view, environment, _TAG_TIME)
+    return _answer(request, body, "text/html; charset=utf-8", stable)
 
 
 async def _json(request: Request, environment: str | None) -> Response:
-    return _answer(request, render_json(public_view(_store(request), environment)), _JSON)
+    view = public_view(_store(request), environment)
+    return _answer(request, render_json(view), _JSON, render_json(view, _TAG_TIME))
 
 
 async def _atom(request: Request, environment: str | None) -> Response:
@@ -214,10 +231,11 @@ async def _atom(request: Request, environment: str | None) -> Response:
     base = _base(request)
     path = f"/status/{quote(environment, safe='')}" if environment is not None else "/status"
     title = f"Status: {environment}" if environment is not None else "Status"
-    body = render_atom(
-        public_view(_store(request), environment), f"{base}{path}.atom", f"{base}{path}", title
-    )
-    return _answer(request, body, "application/atom+xml; charset=utf-8")
+    view = public_view(_store(request), environment)
+    urls = (f"{base}{path}.atom", f"{base}{path}", title)
+    body = render_atom(view, *urls)
+    stable = render_atom(view, *urls, generated=_TAG_TIME)
+    return _answer(request, body, "application/atom+xml; charset=utf-8", stable)
 
 
 _JSON = "application/json"
