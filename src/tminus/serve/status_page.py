@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
@@ -188,15 +189,17 @@ def _store(request: Request) -> StatusStore:
 _TAG_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def _answer(request: Request, body: bytes, media_type: str, stable: bytes) -> Response:
-    """``body``, or a 304 if the request names its ETag. ``stable`` is the same answer
-    rendered at :data:`_TAG_TIME`; its hash is the (weak) ETag."""
-    etag = 'W/"' + hashlib.sha256(stable).hexdigest()[:32] + '"'
+def _answer(
+    request: Request, render: Callable[[datetime | None], bytes], media_type: str
+) -> Response:
+    """The answer ``render`` makes, or a 304 if the request names its ETag: the (weak) hash
+    of the answer rendered at :data:`_TAG_TIME`. A 304 renders once, a 200 twice."""
+    etag = 'W/"' + hashlib.sha256(render(_TAG_TIME)).hexdigest()[:32] + '"'
     headers = {**_HEADERS, "ETag": etag}
     wanted = [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
     if etag in wanted or "*" in wanted:
         return Response(status_code=304, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)
+    return Response(render(None), media_type=media_type, headers=headers)
 
 
 def _not_found() -> Response:
@@ -215,14 +218,12 @@ def _base(request: Request) -> str:
 
 async def _page(request: Request, environment: str | None) -> Response:
     view = public_view(_store(request), environment)
-    body = render_html(view, environment)
-    stable = render_html(view, environment, _TAG_TIME)
-    return _answer(request, body, "text/html; charset=utf-8", stable)
+    return _answer(request, lambda at: render_html(view, environment, at), _HTML)
 
 
 async def _json(request: Request, environment: str | None) -> Response:
     view = public_view(_store(request), environment)
-    return _answer(request, render_json(view), _JSON, render_json(view, _TAG_TIME))
+    return _answer(request, lambda at: render_json(view, at), _JSON)
 
 
 async def _atom(request: Request, environment: str | None) -> Response:
@@ -233,12 +234,12 @@ async def _atom(request: Request, environment: str | None) -> Response:
     title = f"Status: {environment}" if environment is not None else "Status"
     view = public_view(_store(request), environment)
     urls = (f"{base}{path}.atom", f"{base}{path}", title)
-    body = render_atom(view, *urls)
-    stable = render_atom(view, *urls, generated=_TAG_TIME)
-    return _answer(request, body, "application/atom+xml; charset=utf-8", stable)
+    return _answer(request, lambda at: render_atom(view, *urls, generated=at), _ATOM_TYPE)
 
 
 _JSON = "application/json"
+_HTML = "text/html; charset=utf-8"
+_ATOM_TYPE = "application/atom+xml; charset=utf-8"
 
 
 @router.get("/status", include_in_schema=False)
