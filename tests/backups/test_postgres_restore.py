@@ -16,7 +16,7 @@ import pytest
 from tests.backups.conftest import pg_content, pg_exec
 from tminus.backups import BackupError, Manifest, get_driver
 from tminus.backups import _postgres_restore as restore_mod
-from tminus.backups._postgres_restore import data_items
+from tminus.backups._postgres_restore import data_items, plain_env, read_line
 from tminus.backups.base import sha256_file
 
 
@@ -65,6 +65,41 @@ def test_every_table_is_checksummed_while_restoring_and_the_restore_is_exact(
     drv.restore(m, tmp_path / m.id, pg_seeded, jobs=2)
     assert pg_content(pg_seeded) == before
     # each manifest table once, on the early path's sessions (not after pg_restore ended)
+    assert sorted(t for t, _ in seen) == sorted(t.name for t in m.tables)
+    assert all(name.startswith("tminus-ck") for _, name in seen), seen
+
+
+def test_announcements_are_read_when_the_leaders_and_a_workers_lines_interleave() -> None:
+    """PostgreSQL's logging writes ``"pg_restore: "`` and ``"<message>\\n"`` apart, so with ``-j``
+    the leader's ``finished item`` can follow a worker's prefix (a CI run lost ``public.orders``
+    from the early path this way). Mutation tried: the previous reader (``^pg_restore:
+    finished item`` on the raw line) — the two interleaved forms were then not read and this
+    test failed."""
+    assert read_line("pg_restore: finished item 3350 TABLE DATA orders") == (3350, True)
+    # the worker's prefix, then the leader's whole line; then the worker's bare message
+    assert read_line("pg_restore: pg_restore: finished item 12 TABLE DATA a b") == (12, True)
+    assert read_line("finished item 7 TABLE DATA orders") == (7, True)
+    assert read_line('processing data for table "public.c"') == (None, True)
+    assert read_line("pg_restore: finished item 3205 CONSTRAINT a a_pkey") == (None, True)
+    assert read_line("pg_restore: error: could not execute query") == (None, False)
+    assert read_line("DETAIL: finished item 9 TABLE DATA x") == (None, False)
+
+
+def test_pg_restore_speaks_plain_english_whatever_the_callers_locale_and_colours(
+    pg_seeded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's ``PG_COLOR=always`` (escapes around the prefix) or a translated locale would
+    hide every announcement: the restore would stay exact but checksum after pg_restore.
+    Mutation tried: ``env=env`` instead of ``plain_env(env)`` for pg_restore — no table was
+    then checksummed on the early path and this test failed."""
+    env = plain_env({"LC_ALL": "de_DE.UTF-8", "LANGUAGE": "de", "PG_COLOR": "always", "X": "1"})
+    assert env["LC_MESSAGES"] == "C" and env["PG_COLOR"] == "never" and env["X"] == "1"
+    assert "LC_ALL" not in env and "LANGUAGE" not in env and env["LC_CTYPE"] == "de_DE.UTF-8"
+    monkeypatch.setenv("PG_COLOR", "always")
+    drv = get_driver("postgres")
+    m = drv.backup(pg_seeded, tmp_path, jobs=2)
+    seen = _spy_checksums(monkeypatch)
+    drv.restore(m, tmp_path / m.id, pg_seeded, jobs=2)
     assert sorted(t for t, _ in seen) == sorted(t.name for t in m.tables)
     assert all(name.startswith("tminus-ck") for _, name in seen), seen
 
