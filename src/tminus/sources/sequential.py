@@ -47,8 +47,12 @@ Verdict = Literal["continue", "canary_worse", "no_difference"]
 #: Largest error-rate ratio in the mixture: a canary failing every request against a
 #: baseline at 0.01% errors.
 MAX_RATIO = 1e4
-#: Number of ratios in the mixture (geometric grid, equal prior weights).
+#: Number of ratios in the mixture (geometric grid).
 COMPONENTS = 8
+#: Each ratio's prior weight over the next smaller ratio's. An error at a large ratio is
+#: nearly surely the canary's, so a large regression is found within a few errors whatever
+#: its weight; the small ones, which take thousands of requests, get the weight instead.
+PRIOR_DECAY = 2 / 3
 _EXP_CAP = 700.0  # math.exp overflows past ~709
 #: Largest canary error rate an alternative bets on for requests without an error.
 SUCCESS_CAP = 0.5
@@ -96,7 +100,8 @@ class _OddsMixture:
 
     def __init__(self, ratios: list[float]) -> None:
         self.ratios = ratios
-        self.log_prior = [-math.log(len(ratios))] * len(ratios)
+        weights = [PRIOR_DECAY**k for k in range(len(ratios))]
+        self.log_prior = [math.log(x / sum(weights)) for x in weights]
         self.log_lr = [0.0] * len(ratios)
         self._cached: float | None = 0.0  # log_value(), None when stale
         self._coef: dict[float, list[tuple[float, float]]] = {}  # p0 -> per-component logs
