@@ -71,8 +71,9 @@ def test_every_table_is_checksummed_while_restoring_and_the_restore_is_exact(
 
 def test_announcements_are_read_when_the_leaders_and_a_workers_lines_interleave() -> None:
     """PostgreSQL's logging writes ``"pg_restore: "`` and ``"<message>\\n"`` apart, so with ``-j``
-    the leader's ``finished item`` can follow a worker's prefix (a CI run lost ``public.orders``
-    from the early path this way). Mutation tried: the previous reader (``^pg_restore:
+    the leader's ``finished item`` can follow a worker's prefix (the likely cause, inferred from
+    PostgreSQL's source and not reproduced here, of a CI run that checksummed ``public.orders``
+    after pg_restore). Mutation tried: the previous reader (``^pg_restore:
     finished item`` on the raw line) — the two interleaved forms were then not read and this
     test failed."""
     assert read_line("pg_restore: finished item 3350 TABLE DATA orders") == (3350, True)
