@@ -101,7 +101,8 @@ class _OddsMixture:
     def __init__(self, ratios: list[float]) -> None:
         self.ratios = ratios
         weights = [PRIOR_DECAY**k for k in range(len(ratios))]
-        self.log_prior = [math.log(x / sum(weights)) for x in weights]
+        log_total = math.log(sum(weights))
+        self.log_prior = [math.log(x) - log_total for x in weights]
         self.log_lr = [0.0] * len(ratios)
         self._cached: float | None = 0.0  # log_value(), None when stale
         self._coef: dict[float, list[tuple[float, float]]] = {}  # p0 -> per-component logs
