@@ -12,10 +12,11 @@ alternates, so machine noise hits both):
 - raw: ``pg_dump -Fd -j N -f DIR``, then ``pg_restore -j N --exit-on-error -d NEW DIR`` into a
   fresh empty database. Nothing is verified: this is the floor a careful operator's script gets.
 - tminus: ``driver.backup(url, dest, jobs=N)`` (pg_dump in the exported snapshot, row counts and
-  checksums computed in that snapshot meanwhile, ``pg_restore --list``, sha256 of every file,
-  fsync), then ``driver.restore(manifest, backup_dir, url2, jobs=N)`` into another fresh empty
-  database (sha256 of every file first, pg_restore, then counts and checksums compared with the
-  manifest: the "verified restore").
+  checksums computed in that snapshot as pg_dump's workers go idle, ``pg_restore --list``,
+  sha256 of every file, fsync), then ``driver.restore(manifest, backup_dir, url2, jobs=N)``
+  into another fresh empty database (sha256 of every file first, pg_restore, each table
+  counted and checksummed as its data lands, then compared with the manifest: the "verified
+  restore").
 
 Restore targets are created (``TEMPLATE template0``) before the clock starts and dropped after
 each repeat; dump directories are deleted between repeats; every database the bench created is
@@ -306,18 +307,20 @@ def probed_driver() -> Iterator[Probe]:
 
     probe = Probe()
 
-    class TimedPopen(subprocess.Popen):  # type: ignore[type-arg]
-        """pg_dump's own wall time: a thread waits for it while the driver computes the
-        snapshot (``Popen.wait`` is safe to call from two threads; the later one returns at
-        once)."""
+    from tminus import work
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+    class WorkProxy:
+        """``tminus.work`` as the driver module sees it, with pg_dump's own wall time: a thread
+        waits for the process while the driver computes the snapshot (``Popen.wait`` is safe to
+        call from two threads; the later one returns at once)."""
+
+        def popen(self, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
-            super().__init__(*args, **kwargs)
+            proc = work.popen(*args, **kwargs)
             phase = probe.phase
 
             def watch() -> None:
-                super(TimedPopen, self).wait()
+                proc.wait()
                 probe.times[f"{phase}: pg_dump (alongside the snapshot)"] += (
                     time.perf_counter() - t0
                 )
@@ -325,14 +328,20 @@ def probed_driver() -> Iterator[Probe]:
             thread = threading.Thread(target=watch, daemon=True)
             thread.start()
             probe.threads.append(thread)
-
-    class SubprocessProxy:
-        Popen = TimedPopen
+            return proc
 
         def __getattr__(self, name: str) -> Any:
-            return getattr(subprocess, name)
+            return getattr(work, name)
 
-    probe.wrap(postgres, "_state", "row counts + checksums (_state, `jobs` sessions)")
+    probe.wrap(
+        postgres,
+        "_state",
+        lambda *a, **kw: (
+            "row counts + checksums (_state, waiting for pg_dump's idle workers)"
+            if probe.phase == "backup"
+            else "row counts + checksums (_state, `jobs` sessions)"
+        ),
+    )
     probe.wrap(postgres, "tool_version", "pg_dump --version")
     probe.wrap(postgres, "run_tool", lambda *a, **kw: str(kw.get("what", "tool")))
     probe.wrap(postgres, "require_intact", "sha256 of every file (require_intact)")
@@ -343,11 +352,11 @@ def probed_driver() -> Iterator[Probe]:
     )
     probe.wrap(backup_dir, "file_entries", "sha256 of every file (manifest)")
     probe.wrap(backup_dir, "fsync_tree", "fsync of the backup")
-    if hasattr(postgres, "subprocess"):
-        probe._undo.append((postgres, "subprocess", postgres.subprocess))
-        postgres.subprocess = SubprocessProxy()  # type: ignore[assignment]
+    if getattr(postgres, "work", None) is work:
+        probe._undo.append((postgres, "work", work))
+        postgres.work = WorkProxy()  # type: ignore[assignment]
     else:
-        probe.missing.append("tminus.backups.postgres.subprocess")
+        probe.missing.append("tminus.backups.postgres.work")
     try:
         yield probe
     finally:

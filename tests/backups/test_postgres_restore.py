@@ -16,7 +16,8 @@ import pytest
 from tests.backups.conftest import pg_content, pg_exec
 from tminus.backups import BackupError, Manifest, get_driver
 from tminus.backups import _postgres_restore as restore_mod
-from tminus.backups._postgres_restore import data_items, plain_env, read_line
+from tminus.backups._pg_progress import plain_env, read_line
+from tminus.backups._postgres_restore import data_items
 from tminus.backups.base import sha256_file
 
 

@@ -8,8 +8,7 @@ indexes and constraints (post-data changes no row: indexes, constraints, trigger
 only). Nothing is verified less: a table the restore did not announce (a name the listing makes
 ambiguous, ``-j 1``, whose serial mode announces nothing) is checksummed after pg_restore ends
 with the rest of the comparison, and every table of the target is compared with the manifest
-either way. The announcements are read in English and uncoloured (:func:`plain_env`), with
-the leader's and the workers' lines interleaved as they may be (:func:`read_line`). A
+either way. The announcements are read as :mod:`._pg_progress` reads them. A
 checksum session waiting on pg_restore's lock (``ADD PRIMARY KEY``), or pg_restore
 waiting on a checksum's scan, only serialises the two.
 """
@@ -29,46 +28,13 @@ from typing import Any
 import psycopg
 
 from tminus import work
+from tminus.backups._pg_progress import plain_env, read_line
 from tminus.backups._postgres_db import _connect, _libpq_url
 from tminus.backups._postgres_state import _Rel, _table_entry
 from tminus.backups.base import BackupError, TableEntry
 from tminus.backups.tools import kill_tool, mask, run_tool, tail
 
 __all__: list[str] = []
-
-#: pg_restore's prefix. It is written apart from the message (PostgreSQL's logging writes
-#: ``"pg_restore: "`` and then ``"<message>\n"``), so with ``-j`` the leader's and a worker's
-#: lines can interleave: ``pg_restore: pg_restore: finished item 7 …`` then a bare message.
-_PREFIX = re.compile(r"^(?:pg_restore: )+")
-_FINISHED = re.compile(r"^finished item (\d+) TABLE DATA ")
-#: pg_restore -v's progress messages, left out of an error message
-_PROGRESS = re.compile(
-    r"^(processing|launching|finished|creating|executing|connecting|entering"
-    r"|setting owner|processing data|restoring|disabling|enabling|dropping|skipping)\b"
-)
-
-
-_LOCALE_CATEGORIES = ("LC_CTYPE", "LC_COLLATE", "LC_NUMERIC", "LC_TIME", "LC_MONETARY")
-
-
-def read_line(line: str) -> tuple[int | None, bool]:
-    """``(dumpId, progress)`` of one line of ``pg_restore -v``'s stderr: the dumpId of the
-    table data it announces finished (else None), and whether it is a progress message (left
-    out of an error message). The message is matched after any run of prefixes, or alone."""
-    message = _PREFIX.sub("", line, count=1)
-    m = _FINISHED.match(message)
-    return (int(m.group(1)) if m else None), bool(_PROGRESS.match(message))
-
-
-def plain_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with pg_restore's messages in English and uncoloured, the form :func:`read_line`
-    reads (``PG_COLOR=always`` wraps the prefix in escapes; a translated ``finished item`` is
-    not found). ``LC_ALL`` would override ``LC_MESSAGES``: its value moves to the other
-    categories, so only the messages' language changes."""
-    out = {k: v for k, v in env.items() if k not in ("LC_ALL", "LANGUAGE")}
-    if env.get("LC_ALL"):
-        out.update(dict.fromkeys(_LOCALE_CATEGORIES, env["LC_ALL"]))
-    return {**out, "LC_MESSAGES": "C", "PG_COLOR": "never"}
 
 
 def data_items(toc: str, tables: list[str]) -> dict[int, str]:

@@ -8,6 +8,7 @@ import contextvars
 import hashlib
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -180,16 +181,38 @@ def _table_entries(
     url: str | None,
     snapshot: str | None,
     jobs: int,
+    gate: Callable[[int, int], None] | None = None,
+    single: bool = False,
 ) -> list[TableEntry]:
     """Counts and checksums of ``rels`` (largest first). With ``jobs > 1`` and an exported
     ``snapshot``, ``jobs - 1`` more sessions import the snapshot and take tables from the same
-    queue as ``conn``, so every table is read in the same instant as on one connection."""
+    queue as ``conn``, so every table is read in the same instant as on one connection.
+    ``gate(tables, k)`` is called by the ``k``-th session (``conn`` is 0) before its first
+    table, while tables are left; it may wait, or raise to stop every session. ``single``:
+    each session one backend, without parallel workers (``SET LOCAL``: only the transaction
+    of ``snapshot``)."""
     todo = deque(rels)
     out: dict[tuple[str, str], TableEntry] = {}
     lock = threading.Lock()
     failed = threading.Event()
 
+    def opened(k: int) -> bool:
+        """Whether session ``k`` may start: tables are left and its gate let it through."""
+        if gate is None:
+            return True
+        with lock:
+            if not todo:
+                return False
+        try:
+            gate(len(rels), k)
+        except BaseException:
+            failed.set()
+            raise
+        return True
+
     def work(c: psycopg.Connection[Any]) -> None:
+        if single:
+            c.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         while not failed.is_set():
             with lock:
                 if not todo:
@@ -202,8 +225,10 @@ def _table_entries(
                 raise
             out[(rel[0], rel[1])] = entry
 
-    def helper() -> None:
+    def helper(k: int) -> None:
         assert url is not None and snapshot is not None
+        if not opened(k) or failed.is_set():
+            return
         try:
             c = _import_snapshot(url, snapshot)
         except BaseException:
@@ -217,13 +242,17 @@ def _table_entries(
 
     extra = min(jobs, len(rels)) - 1 if url is not None and snapshot is not None else 0
     if extra <= 0:
-        work(conn)
+        if opened(0):
+            work(conn)
     else:
         with ThreadPoolExecutor(max_workers=extra, thread_name_prefix="tminus-checksum") as pool:
             # each helper in a copy of this context: its sessions join the cancel scope
-            futures = [pool.submit(contextvars.copy_context().run, helper) for _ in range(extra)]
+            futures = [
+                pool.submit(contextvars.copy_context().run, helper, k) for k in range(1, extra + 1)
+            ]
             try:
-                work(conn)
+                if opened(0):
+                    work(conn)
             finally:
                 errors = [f.exception() for f in futures]
             for exc in errors:
@@ -240,12 +269,15 @@ def _state(
     snapshot: str | None = None,
     jobs: int = 1,
     known: dict[tuple[str, str], TableEntry] | None = None,
+    gate: Callable[[int, int], None] | None = None,
+    single: bool = False,
 ) -> DbState:
     """Catalog, exact counts and checksums as seen by ``conn``'s current snapshot (shared with
     ``jobs - 1`` more sessions on ``url`` when ``snapshot`` names it, see
     :func:`_table_entries`). ``known``: entries of ``(schema, table)`` already computed (a
     restore checksums each table as its data lands), not read again; every other table of the
-    catalog is."""
+    catalog is. ``gate`` and ``single``: see :func:`_table_entries` (a backup's sessions wait
+    for room beside pg_dump, one backend each)."""
     if algorithm not in CHECKSUMS:
         raise BackupError(f"unknown checksum algorithm {algorithm!r}")
     rows = conn.execute(
@@ -266,7 +298,9 @@ def _state(
             cols.append((str(col), int(typ), bool(not_null)))
     done = {key: e for key, e in (known or {}).items() if key in columns}
     rels = [(s, n, tuple(cols)) for (s, n), cols in columns.items() if (s, n) not in done]
-    tables = _table_entries(conn, rels, algorithm, url=url, snapshot=snapshot, jobs=jobs)
+    tables = _table_entries(
+        conn, rels, algorithm, url=url, snapshot=snapshot, jobs=jobs, gate=gate, single=single
+    )
     if done:  # (schema, name) order, as _table_entries returns them
         order = {f"{s}.{n}": (s, n) for s, n in columns}
         tables = sorted([*tables, *done.values()], key=lambda e: order[e.name])

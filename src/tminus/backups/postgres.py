@@ -4,13 +4,20 @@ snapshot the dump reads.
 Backup
   1. A connection opens a ``REPEATABLE READ, READ ONLY`` transaction and runs
      ``SELECT pg_export_snapshot()``; the transaction stays open until the dump ends.
-  2. ``pg_dump -Fd -j N --snapshot=<id>`` writes ``dump/`` (directory format, one compressed
-     file per table) from that snapshot, while the same transaction computes, server-side, for
-     every user table the exact row count and an order-independent checksum, plus indexes
-     (``pg_get_indexdef``), constraints (``pg_get_constraintdef``) and sequences owned by
-     serial/identity columns with ``max(column)``. Counts and checksums run on N sessions:
-     N - 1 more import the snapshot (``SET TRANSACTION SNAPSHOT``) and take tables from the
-     same queue. Counts and dump therefore describe the same instant.
+  2. ``pg_dump -v -Fd -j N --snapshot=<id>`` writes ``dump/`` (directory format, one
+     compressed file per table) from that snapshot, while the same transaction computes,
+     server-side, for every user table the exact row count and an order-independent checksum,
+     plus indexes (``pg_get_indexdef``), constraints (``pg_get_constraintdef``) and sequences
+     owned by serial/identity columns with ``max(column)``. Counts and checksums run on up to
+     N sessions (N - 1 more import the snapshot with ``SET TRANSACTION SNAPSHOT``) taking
+     tables from one queue, each session one backend without parallel workers, and each
+     taking the place of one of pg_dump's workers gone idle for good: session k starts once
+     all but N - k - 1 tables are dumped (pg_dump's ``finished item … TABLE DATA``, read as
+     :mod:`._pg_progress` reads them) or pg_dump has ended. So the server has at most N of
+     the backup's sessions busy, as with pg_dump alone, and the checksums run in the dump's
+     tail, where its last tables leave workers idle; ``-j 1`` (which announces nothing)
+     checksums after the dump. A failed pg_dump is reported as soon as it ends. Counts and
+     dump describe the same instant.
   3. ``pg_restore --list`` must read the dump's table of contents and find ``TABLE DATA`` for
      every table of the manifest. The manifest records ``pg_dump --version``,
      ``SHOW server_version`` and the checksum algorithm (``details.checksum``).
@@ -56,7 +63,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -64,6 +70,7 @@ import psycopg
 from psycopg import sql
 
 from tminus import work
+from tminus.backups._pg_progress import Announcements, plain_env
 from tminus.backups._postgres_db import (
     _USER_SCHEMAS,
     _ident,
@@ -188,28 +195,49 @@ class PostgresDriver:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snapshot = str(_scalar(conn, "SELECT pg_export_snapshot()"))
                 dump = bdir.work / DUMP_DIR
-                with tempfile.TemporaryFile() as errf:
-                    proc = work.popen(
-                        [pg_dump, "-Fd", "-j", str(max(1, jobs)), f"--snapshot={snapshot}",
-                         "--no-password", "-f", str(dump), "-d", _libpq_url(target_url)],
-                        env={**os.environ, **self._env(target_url)},
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=errf,
-                    )  # fmt: skip
-                    try:
-                        # the dump's snapshot, on `jobs` sessions, while pg_dump runs
-                        state = _state(
-                            conn, algorithm, url=target_url, snapshot=snapshot, jobs=jobs
-                        )
-                    except BaseException:
-                        kill_tool(proc)
-                        raise
-                    rc = proc.wait()
-                    errf.seek(0)
-                    err = errf.read().decode("utf-8", "replace")
+                proc = work.popen(
+                    [pg_dump, "-v", "-Fd", "-j", str(max(1, jobs)), f"--snapshot={snapshot}",
+                     "--no-password", "-f", str(dump), "-d", _libpq_url(target_url)],
+                    env=plain_env({**os.environ, **self._env(target_url)}),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )  # fmt: skip
+                assert proc.stderr is not None
+                said = Announcements(proc.stderr)
+
+                def failed(rc: int) -> BackupError:
+                    err = tail(said.join())
+                    return BackupError(mask(f"pg_dump failed (exit {rc}): {err}", secrets))
+
+                def room(tables: int, k: int) -> None:
+                    # checksum session k starts when k + 1 of pg_dump's workers are idle for
+                    # good (all but jobs - k - 1 tables dumped) or pg_dump has ended: at most
+                    # `jobs` busy sessions on the server, as pg_dump alone (-j 1 announces
+                    # nothing: its checksums follow the dump)
+                    said.wait_finished(tables - jobs + 1 + k)
+                    if said.ended and (rc := proc.wait()) != 0:
+                        raise failed(rc)  # a failed dump: no checksums to wait for
+
+                try:
+                    # the dump's snapshot, on `jobs` sessions, beside pg_dump
+                    state = _state(
+                        conn,
+                        algorithm,
+                        url=target_url,
+                        snapshot=snapshot,
+                        jobs=jobs,
+                        gate=room,
+                        single=True,
+                    )
+                except BaseException:
+                    kill_tool(proc)
+                    said.join()
+                    raise
+                rc = proc.wait()
+                said.join()
                 if rc != 0:
-                    raise BackupError(mask(f"pg_dump failed (exit {rc}): {tail(err)}", secrets))
+                    raise failed(rc)
                 conn.execute("COMMIT")
             except psycopg.Error as exc:
                 raise BackupError(
