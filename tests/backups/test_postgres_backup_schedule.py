@@ -7,7 +7,9 @@ reported as such, without the checksums running first."""
 
 from __future__ import annotations
 
+import contextvars
 import os
+import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -21,6 +23,7 @@ from tminus.backups import BackupError, get_driver
 from tminus.backups import _postgres_state as state_mod
 from tminus.backups import postgres as pg_mod
 from tminus.backups._pg_progress import Announcements
+from tminus.backups.tools import in_background
 
 
 def test_announcements_count_table_data_and_keep_the_rest_for_an_error() -> None:
@@ -154,3 +157,37 @@ def test_a_failed_pg_dump_is_reported_without_waiting_for_the_checksums(
         pg_exec(pg_seeded, f'DROP OWNED BY "{role}"')
         with pg_admin() as conn:
             conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_a_table_missing_from_the_dumps_listing_abandons_the_backup(
+    pg_seeded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pg_restore --list`` now runs while the files are hashed; its check still comes before
+    the manifest is written. Stand-in: the real listing with ``public.audit``'s ``TABLE DATA``
+    line taken out (what a pg_dump that lost a table would leave). Mutation tried: ``commit``
+    without its ``check`` — the backup was then written and this test failed."""
+    real = pg_mod.PostgresDriver._listing
+
+    def listing(self: Any, dump: Path) -> Any:
+        proc = real(self, dump).result()
+        kept = [ln for ln in proc.stdout.splitlines() if "TABLE DATA public audit" not in ln]
+        return in_background(lambda: subprocess.CompletedProcess([], 0, "\n".join(kept), ""))
+
+    monkeypatch.setattr(pg_mod.PostgresDriver, "_listing", listing)
+    with pytest.raises(BackupError, match=r"the dump has no data for tables: public\.audit"):
+        get_driver("postgres").backup(pg_seeded, tmp_path, jobs=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_in_background_keeps_the_context_and_hands_back_errors() -> None:
+    """A tool run in the background joins the caller's cancel scope (a context variable) and
+    its error reaches whoever asks for the result."""
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    var.set("caller's")
+    assert in_background(var.get).result(timeout=5) == "caller's"
+
+    def boom() -> None:
+        raise BackupError("pg_restore --list failed")
+
+    with pytest.raises(BackupError, match="--list failed"):
+        in_background(boom).result(timeout=5)

@@ -32,7 +32,7 @@ from tminus.backups._pg_progress import plain_env, read_line
 from tminus.backups._postgres_db import _connect, _libpq_url
 from tminus.backups._postgres_state import _Rel, _table_entry
 from tminus.backups.base import BackupError, TableEntry
-from tminus.backups.tools import kill_tool, mask, run_tool, tail
+from tminus.backups.tools import kill_tool, mask, tail
 
 __all__: list[str] = []
 
@@ -126,6 +126,7 @@ class _Checksums:
 def restore_checksummed(
     pg_restore: str,
     dump: Path,
+    toc: str,
     url: str,
     tables: list[str],
     algorithm: str,
@@ -135,11 +136,12 @@ def restore_checksummed(
     secrets: list[str | None],
     what: str,
 ) -> dict[tuple[str, str], TableEntry]:
-    """``pg_restore -j jobs --exit-on-error`` of ``dump`` into ``url``, checksumming each table
-    of ``tables`` (the manifest's ``schema.table`` names) as soon as its data is in; returns the
+    """``pg_restore -j jobs --exit-on-error`` of ``dump`` (``toc``: its ``pg_restore --list``)
+    into ``url``, checksumming each table of ``tables`` (the manifest's ``schema.table``
+    names) as soon as its data is in; returns the
     entries computed (by ``(schema, table)``). A failed restore or checksum query is a
     :class:`BackupError`; the caller compares the entries (and the tables not announced)."""
-    items = data_items(run_tool([pg_restore, "--list", str(dump)], what=what).stdout, tables)
+    items = data_items(toc, tables)
     argv = [pg_restore, "-v", "--exit-on-error", "--no-password", "-j", str(max(1, jobs)),
             "-d", _libpq_url(url), str(dump)]  # fmt: skip
     try:

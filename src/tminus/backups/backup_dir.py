@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -200,10 +201,13 @@ class BackupDir:
         shutil.rmtree(self.work, ignore_errors=True)
         self._unlock()
 
-    def commit(self, manifest: Manifest) -> Manifest:
+    def commit(self, manifest: Manifest, check: Callable[[], None] | None = None) -> Manifest:
         """Fill in files and totals, check the fail-closed rules, write the manifest, fsync and
-        rename into place."""
+        rename into place. ``check``, called once the files are hashed and before anything is
+        written, may raise to abandon the backup (a driver's check that ran meanwhile)."""
         manifest.files = file_entries(self.work)
+        if check is not None:
+            check()
         manifest.compute_totals()
         validate_manifest(manifest, manifest.kind)
         if self.removed:

@@ -19,8 +19,10 @@ Backup
      checksums after the dump. A failed pg_dump is reported as soon as it ends. Counts and
      dump describe the same instant.
   3. ``pg_restore --list`` must read the dump's table of contents and find ``TABLE DATA`` for
-     every table of the manifest. The manifest records ``pg_dump --version``,
-     ``SHOW server_version`` and the checksum algorithm (``details.checksum``).
+     every table of the manifest (it runs while the files are hashed, and is checked before
+     the manifest is written; ``pg_dump --version`` runs while the dump starts). The
+     manifest records ``pg_dump --version``, ``SHOW server_version`` and the checksum
+     algorithm (``details.checksum``).
 
 Checksum of a table (see :func:`_checksum_query`): every row hashed, the hashes summed exactly
 over all rows, the checksum the md5 of the sum(s). New format 2 manifests use ``chain64``
@@ -63,6 +65,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -98,6 +101,7 @@ from tminus.backups.base import (
 )
 from tminus.backups.compare import diff_state, intact_report
 from tminus.backups.tools import (
+    in_background,
     kill_tool,
     mask,
     replace_database,
@@ -142,18 +146,34 @@ class PostgresDriver:
         pw = url_password(url)
         return {"PGPASSWORD": pw} if pw else {}
 
+    def _listing(self, dump: Path) -> Future[subprocess.CompletedProcess[str]]:
+        """``pg_restore --list`` of ``dump`` (its table of contents), in the background: it
+        runs while the files are hashed."""
+        binary = find_tool("pg_restore")
+        assert binary is not None
+        return in_background(run_tool, [binary, "--list", str(dump)], what="pg_restore --list")
+
     def _restore_checked(
-        self, manifest: Manifest, dump: Path, url: str, jobs: int, *, what: str
+        self,
+        manifest: Manifest,
+        dump: Path,
+        url: str,
+        jobs: int,
+        *,
+        what: str,
+        listing: Future[subprocess.CompletedProcess[str]],
     ) -> list[str]:
         """``pg_restore -j jobs`` of ``dump`` into ``url``, each table checksummed as soon as
-        its data is in (:mod:`._postgres_restore`), then every difference from the manifest.
-        A failed pg_restore is a :class:`BackupError`."""
+        its data is in (:mod:`._postgres_restore`; ``listing``: :meth:`_listing` of ``dump``),
+        then every difference from the manifest. A failed pg_restore is a
+        :class:`BackupError`."""
         binary = find_tool("pg_restore")
         assert binary is not None
         algorithm = self._algorithm(manifest)
         known = restore_checksummed(
             binary,
             dump,
+            listing.result().stdout,
             url,
             [t.name for t in manifest.tables],
             algorithm,
@@ -182,7 +202,7 @@ class PostgresDriver:
         pg_dump = find_tool("pg_dump")
         pg_restore = find_tool("pg_restore")
         assert pg_dump is not None and pg_restore is not None
-        dump_version = tool_version(pg_dump)
+        dump_version = in_background(tool_version, pg_dump)
         with BackupDir(dest_dir, url_database(target_url) or "postgres") as bdir:
             conn = _connect(target_url)
             try:
@@ -250,19 +270,23 @@ class PostgresDriver:
                     f"database {redact_url(target_url)} has no tables: nothing to back up "
                     "(an empty backup is refused)"
                 )
-            toc = run_tool([pg_restore, "--list", str(dump)], what="pg_restore --list").stdout
-            missing = [
-                t.name
-                for t in state.tables
-                if f" TABLE DATA {t.name.replace('.', ' ', 1)} " not in toc
-            ]
-            if missing:
-                raise BackupError(f"the dump has no data for tables: {', '.join(missing)}")
+            listing = self._listing(dump)  # while the files are hashed
+
+            def listed() -> None:
+                toc = listing.result().stdout
+                missing = [
+                    t.name
+                    for t in state.tables
+                    if f" TABLE DATA {t.name.replace('.', ' ', 1)} " not in toc
+                ]
+                if missing:
+                    raise BackupError(f"the dump has no data for tables: {', '.join(missing)}")
+
             manifest = state.manifest(
                 bdir,
                 self.kind,
                 redact_url(target_url),
-                dump_version,
+                dump_version.result(),
                 server_version,
                 {
                     "format": "pg_dump directory",
@@ -271,7 +295,7 @@ class PostgresDriver:
                     "checksum": algorithm,
                 },
             )
-            return bdir.commit(manifest)
+            return bdir.commit(manifest, check=listed)
 
     def restore(
         self,
@@ -282,6 +306,7 @@ class PostgresDriver:
         jobs: int = 2,
     ) -> None:
         require_tools(self.kind)
+        listing = self._listing(Path(backup_dir) / DUMP_DIR)  # while the files are hashed
         require_intact(manifest, backup_dir, self.kind)
         secrets = [url_password(target_url)]
         conn = _connect(target_url)
@@ -324,6 +349,7 @@ class PostgresDriver:
                 target_url,
                 jobs,
                 what="pg_restore into the target",
+                listing=listing,
             )
         except BackupError as exc:
             raise BackupError(
@@ -345,6 +371,7 @@ class PostgresDriver:
         keep_scratch: bool = False,
     ) -> VerifyReport:
         require_tools(self.kind)
+        listing = self._listing(Path(backup_dir) / DUMP_DIR)  # while the files are hashed
         report, intact = intact_report(manifest, backup_dir, self.kind)
         if not intact:
             return report
@@ -367,6 +394,7 @@ class PostgresDriver:
                 scratch_url,
                 2,
                 what="pg_restore into scratch",
+                listing=listing,
             )
             report.checked_tables = len(manifest.tables)
             report.checked_rows = sum(t.rows for t in manifest.tables)

@@ -1,21 +1,27 @@
 """Helpers the dump-tool drivers (postgres, mysql) share: require and run a dump tool (a
-non-zero exit is a :class:`~tminus.backups.base.BackupError`, a cancelled step kills it), read
-its version, mask secrets in messages, and edit the database of a server URL."""
+non-zero exit is a :class:`~tminus.backups.base.BackupError`, a cancelled step kills it), also
+in the background, read its version, mask secrets in messages, and edit the database of a
+server URL."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import signal
 import subprocess
+import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import ParamSpec, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from tminus import work
 from tminus.backups.base import BackupError, check_tools
 
 __all__ = [
+    "in_background",
     "kill_tool",
     "mask",
     "replace_database",
@@ -26,6 +32,28 @@ __all__ = [
     "tool_version",
     "url_database",
 ]
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def in_background(fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+    """``fn(*args, **kwargs)`` in a thread of its own, in a copy of this context (a tool it
+    starts joins the step's cancel scope); ``.result()`` gives its result or raises its
+    error. For a short independent call (a tool's ``--version``, ``pg_restore --list``) that
+    need not hold up the work beside it; a result never asked for is dropped."""
+    future: Future[_T] = Future()
+    ctx = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            future.set_result(ctx.run(fn, *args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="tminus-tool", daemon=True).start()
+    return future
 
 
 def require_tools(kind: str) -> None:
