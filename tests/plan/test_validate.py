@@ -465,6 +465,43 @@ RULES: list[tuple[str, str, str, str, int, str, str, str | None]] = [
         None,
     ),
     (
+        "jobs-on-a-mysql-backup",
+        lines(
+            "name: demo",
+            "targets:",
+            "  databases: {shop: {kind: mysql, url: 'mysql://root@127.0.0.1/shop'}}",
+            "phases:",
+            "  - name: one",
+            "    steps:",
+            "      - {kind: backup, id: bk, database: shop, jobs: 4}",
+        ),
+        "jobs-no-effect",
+        "error",
+        7,
+        "4}",
+        "'jobs' has no effect on a backup of a mysql target",
+        "remove 'jobs'",
+    ),
+    (
+        "jobs-on-a-restore-of-a-path-backup",
+        lines(
+            "name: demo",
+            "targets:",
+            "  paths: {uploads: {path: /srv/uploads}}",
+            "phases:",
+            "  - name: one",
+            "    steps:",
+            "      - {kind: backup, id: bk, path: uploads}",
+            "      - {kind: restore, from: bk, jobs: 2}",
+        ),
+        "jobs-no-effect",
+        "error",
+        8,
+        "2}",
+        "'jobs' has no effect on a restore of a files target",
+        None,
+    ),
+    (
         "no-data-loss-without-snapshot",
         lines(
             "name: demo",
@@ -727,6 +764,28 @@ def test_a_backup_before_the_restore_is_fine() -> None:
         "      - {kind: restore, from: bk, database: app}",
     )
     assert not codes(text) & {"backup-after-use", "undefined-backup", "restore-mismatch"}
+
+
+def test_jobs_on_postgres_backups_and_restores_is_fine() -> None:
+    """``jobs`` has an effect on PostgreSQL's pg_dump and pg_restore; the default (not
+    written) never counts as set."""
+    text = lines(
+        "name: demo",
+        "targets:",
+        "  databases:",
+        "    pg: {kind: postgres, url: 'postgresql://app@db/app'}",
+        "    lite: {kind: sqlite, url: 'sqlite:///app.db'}",
+        "phases:",
+        "  - name: one",
+        "    steps:",
+        "      - {kind: backup, id: bk, database: pg, jobs: 4}",
+        "      - {kind: backup, id: bk2, database: lite}",
+        "  - name: two",
+        "    steps:",
+        "      - {kind: restore, from: bk, jobs: 4}",
+        "      - {kind: restore, from: bk2}",
+    )
+    assert "jobs-no-effect" not in codes(text)
 
 
 def test_a_backup_later_in_the_same_phase_is_after_use() -> None:

@@ -251,7 +251,7 @@ class PostgresDriver:
                         single=True,
                     )
                 except BaseException:
-                    kill_tool(proc)
+                    kill_tool(proc, read=False)  # `said` reads its stderr to the end
                     said.join()
                     raise
                 rc = proc.wait()

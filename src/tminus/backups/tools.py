@@ -110,13 +110,18 @@ def run_tool(
     return result
 
 
-def kill_tool(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a tool started by :func:`tminus.work.popen` (its whole group), then reap it."""
+def kill_tool(proc: subprocess.Popen[bytes], *, read: bool = True) -> None:
+    """SIGKILL a tool started by :func:`tminus.work.popen` (its whole group), then reap it
+    (reading what is left of its pipes; ``read=False`` when a thread of the caller reads them
+    to their end)."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
-        proc.communicate(timeout=30)
+        if read:
+            proc.communicate(timeout=30)
+        else:
+            proc.wait(timeout=30)
 
 
 def tail(text: str, limit: int = 1500) -> str:

@@ -238,7 +238,13 @@ def prune(keep: int, backup_dir: str, dry_run: bool, state_url: str | None) -> N
     help="Read --to as a target of this plan (its URL resolved with the plan's secrets).",
 )
 @_dir_opt
-@click.option("--jobs", type=click.IntRange(min=1, max=64), default=2, show_default=True)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=2,
+    show_default=True,
+    help="pg_restore -j and checksum sessions (PostgreSQL; the other kinds restore serially).",
+)
 @click.option("--yes", is_flag=True, help="Confirm without a prompt (needed without a terminal).")
 @click.option("--as", "operator", default=None, help="Who you are (recorded).")
 @state_option

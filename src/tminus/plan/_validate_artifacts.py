@@ -80,6 +80,8 @@ def _artifacts(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
                         f"backup '{ref}' is of a database, not a path",
                         (*p, "path"),
                     )
+        if isinstance(s, BackupStep | RestoreStep) and "jobs" in s.model_fields_set:
+            _jobs_effect(plan, s, backups, c, p)
         if isinstance(s, MigrateStep) and s.backup:
             need_before("backup", s.backup, (*p, "backup"), site.position, backups)
     for csite in iter_check_sites(plan):
@@ -88,6 +90,32 @@ def _artifacts(plan: Plan, steps: list[StepSite], c: _Collector) -> None:
             need_before("backup", chk.backup, csite.path, csite.position, backups)
         if isinstance(chk, NoDataLossCheck):
             need_before("snapshot", chk.snapshot, csite.path, csite.position, snapshots)
+
+
+def _jobs_effect(
+    plan: Plan, s: BackupStep | RestoreStep, backups: dict[str, StepSite], c: _Collector, p: Loc
+) -> None:
+    """``jobs`` set on a backup or restore of a target whose driver runs no parallel jobs
+    (MySQL, MariaDB and SQLite dumps, path targets): only PostgreSQL's does."""
+    database, path = s.database, s.path
+    if isinstance(s, RestoreStep) and database is None and path is None:
+        ref = s.from_ if isinstance(s.from_, str) else s.from_.backup
+        site = backups.get(ref)
+        if site is None or not isinstance(site.step, BackupStep):
+            return
+        database, path = site.step.database, site.step.path
+    db = plan.targets.databases.get(database) if database else None
+    kind = db.kind if db is not None else ("files" if path else None)
+    if kind is None or kind == "postgres":
+        return
+    c.add(
+        "error",
+        "jobs-no-effect",
+        f"'jobs' has no effect on a {s.kind} of a {kind} target: only PostgreSQL's pg_dump "
+        "and pg_restore run parallel jobs",
+        (*p, "jobs"),
+        "remove 'jobs'",
+    )
 
 
 def _backup_from(
