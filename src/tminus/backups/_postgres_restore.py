@@ -138,9 +138,9 @@ def restore_checksummed(
 ) -> dict[tuple[str, str], TableEntry]:
     """``pg_restore -j jobs --exit-on-error`` of ``dump`` (``toc``: its ``pg_restore --list``)
     into ``url``, checksumming each table of ``tables`` (the manifest's ``schema.table``
-    names) as soon as its data is in; returns the
-    entries computed (by ``(schema, table)``). A failed restore or checksum query is a
-    :class:`BackupError`; the caller compares the entries (and the tables not announced)."""
+    names) as soon as its data is in; returns the entries computed (by ``(schema, table)``).
+    A failed restore or checksum query is a :class:`BackupError`; the caller compares the
+    entries (and the tables not announced)."""
     items = data_items(toc, tables)
     argv = [pg_restore, "-v", "--exit-on-error", "--no-password", "-j", str(max(1, jobs)),
             "-d", _libpq_url(url), str(dump)]  # fmt: skip
