@@ -17,10 +17,13 @@ from typing import IO
 
 __all__ = ["Announcements", "plain_env", "read_line"]
 
-#: The tool's prefix. It is written apart from the message (PostgreSQL's logging writes
-#: ``"pg_restore: "`` and then ``"<message>\n"``), so with ``-j`` the leader's and a worker's
-#: lines can interleave: ``pg_restore: pg_restore: finished item 7 …`` then a bare message.
-_PREFIX = re.compile(r"^(?:pg_(?:dump|restore): )+")
+#: The tool's prefix. PostgreSQL's logging (``src/common/logging.c``) writes ``"pg_restore:"``,
+#: then ``" "``, then ``"<message>\n"``, three writes, so with ``-j`` the leader's and a
+#: worker's lines can interleave: ``pg_restore: pg_restore: finished item 7 …`` or
+#: ``pg_restore:pg_restore:  finished item 7 …``, or `` finished item 7 …`` (seen here: 40
+#: restores with ``-j 4`` held 10 such announcements), then a bare message. Only the message
+#: ends its line in one write: any run of prefixes and blanks before it is dropped.
+_PREFIX = re.compile(r"^(?:pg_(?:dump|restore):|[ \t])+")
 _FINISHED = re.compile(r"^finished item (\d+) TABLE DATA ")
 #: The tools' -v progress messages (pg_restore's, then pg_dump's), left out of an error message
 _PROGRESS = re.compile(
