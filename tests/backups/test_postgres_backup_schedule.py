@@ -8,6 +8,7 @@ reported as such, without the checksums running first."""
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import os
 import subprocess
 import threading
@@ -23,13 +24,15 @@ from tminus.backups import BackupError, get_driver
 from tminus.backups import _postgres_state as state_mod
 from tminus.backups import postgres as pg_mod
 from tminus.backups._pg_progress import Announcements
+from tminus.backups.base import sha256_file
 from tminus.backups.tools import in_background
 
 
 def test_announcements_count_table_data_and_keep_the_rest_for_an_error() -> None:
     """Read from a real pipe while the writer is still writing: ``wait_finished`` returns once
     enough ``TABLE DATA`` items are announced (also interleaved ones), and when the stream ends
-    however few were; progress lines of either tool are dropped, errors kept."""
+    however few were; progress lines of either tool are dropped, errors kept. Mutation tried:
+    ``wait_finished`` returning at once — the third wait did not block and this test failed."""
     r, w = os.pipe()
     with os.fdopen(r, "rb") as stream, os.fdopen(w, "wb", buffering=0) as out:
         said = Announcements(stream)
@@ -181,7 +184,8 @@ def test_a_table_missing_from_the_dumps_listing_abandons_the_backup(
 
 def test_in_background_keeps_the_context_and_hands_back_errors() -> None:
     """A tool run in the background joins the caller's cancel scope (a context variable) and
-    its error reaches whoever asks for the result."""
+    its error reaches whoever asks for the result. Mutation tried: ``fn`` called outside the
+    copied context — the variable read "unset" and this test failed."""
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
     var.set("caller's")
     assert in_background(var.get).result(timeout=5) == "caller's"
@@ -191,3 +195,30 @@ def test_in_background_keeps_the_context_and_hands_back_errors() -> None:
 
     with pytest.raises(BackupError, match="--list failed"):
         in_background(boom).result(timeout=5)
+
+
+def test_a_listing_pg_restore_cannot_read_is_refused_before_the_target_is_touched(
+    pg_seeded: str, tmp_path: Path
+) -> None:
+    """``pg_restore --list`` runs while the files are hashed, and its result is taken before
+    the target's schemas are dropped. A ``toc.dat`` that pg_restore cannot read, resealed in
+    the manifest (what a pg_dump bug would leave: the file check passes), fails the restore
+    and leaves the target as it was. Mutation tried: the listing's result taken after the
+    drop (where the restore reads it) — the target was then emptied and this test failed."""
+    drv = get_driver("postgres")
+    m = drv.backup(pg_seeded, tmp_path, jobs=2)
+    bdir = tmp_path / m.id
+    toc = bdir / "dump" / "toc.dat"
+    toc.write_bytes(b"not a table of contents\n")
+    m.files = [
+        dataclasses.replace(f, size=toc.stat().st_size, sha256=sha256_file(toc))
+        if f.path == "dump/toc.dat"
+        else f
+        for f in m.files
+    ]
+    pg_exec(pg_seeded, "CREATE TABLE kept (id int)", "INSERT INTO kept VALUES (1)")
+    with pytest.raises(BackupError, match="pg_restore --list failed"):
+        drv.restore(m, bdir, pg_seeded, jobs=2)
+    with psycopg.connect(pg_seeded, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM kept").fetchone()
+    assert row is not None and row[0] == 1

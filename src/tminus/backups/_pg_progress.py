@@ -28,7 +28,7 @@ _FINISHED = re.compile(r"^finished item (\d+) TABLE DATA ")
 #: The tools' -v progress messages (pg_restore's, then pg_dump's), left out of an error message
 _PROGRESS = re.compile(
     r"^(processing|launching|finished|creating|executing|connecting|entering"
-    r"|setting owner|processing data|restoring|disabling|enabling|dropping|skipping"
+    r"|setting owner|restoring|disabling|enabling|dropping|skipping"
     r"|reading|identifying|finding|flagging|saving|last built-in OID|dumping contents)\b"
 )
 

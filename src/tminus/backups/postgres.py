@@ -37,9 +37,10 @@ output is pinned (UTC, ISO dates, ``extra_float_digits=3``, hex bytea, ``search_
 so that two sessions print values identically.
 
 Restore (decision: in place, into the target database itself)
-  Files are checked first (size and sha256 of every file); a damaged backup is refused before
-  anything is touched. Then, in one transaction with ``lock_timeout`` 30 s, every non-system
-  schema of the target is dropped (``DROP SCHEMA … CASCADE``) and an empty ``public`` is
+  Files are checked first (size and sha256 of every file; ``pg_restore --list`` meanwhile must
+  read the table of contents); a damaged backup is refused before anything is touched. Then,
+  in one transaction with ``lock_timeout`` 30 s, every non-system schema of the target is
+  dropped (``DROP SCHEMA … CASCADE``) and an empty ``public`` is
   recreated with the server's defaults, so objects created after the backup (a new table of a
   migration) do not survive. ``pg_restore -j N --exit-on-error`` then restores the dump and the
   target is compared with the manifest (tables, row counts, checksums, indexes, constraints,
@@ -161,10 +162,10 @@ class PostgresDriver:
         jobs: int,
         *,
         what: str,
-        listing: Future[subprocess.CompletedProcess[str]],
+        toc: str,
     ) -> list[str]:
         """``pg_restore -j jobs`` of ``dump`` into ``url``, each table checksummed as soon as
-        its data is in (:mod:`._postgres_restore`; ``listing``: :meth:`_listing` of ``dump``),
+        its data is in (:mod:`._postgres_restore`; ``toc``: ``pg_restore --list`` of ``dump``),
         then every difference from the manifest. A failed pg_restore is a
         :class:`BackupError`."""
         binary = find_tool("pg_restore")
@@ -173,7 +174,7 @@ class PostgresDriver:
         known = restore_checksummed(
             binary,
             dump,
-            listing.result().stdout,
+            toc,
             url,
             [t.name for t in manifest.tables],
             algorithm,
@@ -308,6 +309,7 @@ class PostgresDriver:
         require_tools(self.kind)
         listing = self._listing(Path(backup_dir) / DUMP_DIR)  # while the files are hashed
         require_intact(manifest, backup_dir, self.kind)
+        toc = listing.result().stdout  # a listing pg_restore cannot read: nothing touched
         secrets = [url_password(target_url)]
         conn = _connect(target_url)
         try:
@@ -349,7 +351,7 @@ class PostgresDriver:
                 target_url,
                 jobs,
                 what="pg_restore into the target",
-                listing=listing,
+                toc=toc,
             )
         except BackupError as exc:
             raise BackupError(
@@ -394,7 +396,7 @@ class PostgresDriver:
                 scratch_url,
                 2,
                 what="pg_restore into scratch",
-                listing=listing,
+                toc=listing.result().stdout,
             )
             report.checked_tables = len(manifest.tables)
             report.checked_rows = sum(t.rows for t in manifest.tables)
